@@ -1,0 +1,204 @@
+//! One way to run a host tool.
+//!
+//! Every host command hull runs goes through [`run`]: an absolute path, an argument vector
+//! (never `sh -c`), and on failure an error that carries the command line, its exit status,
+//! and what it printed. Callers add the identity of what they were doing (dataset, image).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+/// A host command that could not be run, or that exited unsuccessfully.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("could not run {command}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{command} failed ({status}): {}", summary(stderr, stdout))]
+    Failed {
+        command: String,
+        status: ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
+}
+
+impl ExecError {
+    /// The stderr of a command that ran and failed; empty otherwise.
+    pub fn stderr(&self) -> &str {
+        match self {
+            ExecError::Failed { stderr, .. } => stderr,
+            ExecError::Spawn { .. } => "",
+        }
+    }
+}
+
+fn summary(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        "no output".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+/// A command line, as it will be shown in errors and logs.
+pub struct CommandLine {
+    program: PathBuf,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+}
+
+impl CommandLine {
+    pub fn new(program: impl AsRef<Path>) -> Self {
+        CommandLine {
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for a in args {
+            self = self.arg(a);
+        }
+        self
+    }
+
+    /// Bytes fed to the command's standard input.
+    pub fn stdin(mut self, data: Vec<u8>) -> Self {
+        self.stdin = Some(data);
+        self
+    }
+
+    /// Runs the command to completion and returns its stdout when it exits with status 0.
+    pub fn run(&self) -> Result<String, ExecError> {
+        let command = self.to_string();
+        tracing::debug!(%command, "exec");
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        if let (Some(data), Some(mut pipe)) = (&self.stdin, child.stdin.take()) {
+            // A command that exits early closes its stdin; its status tells the story.
+            let _ = pipe.write_all(data);
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| ExecError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(ExecError::Failed {
+                command,
+                status: out.status,
+                stdout,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+    }
+}
+
+impl fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.program.display())?;
+        for a in &self.args {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                write!(f, " '{}'", a.replace('\'', "'\\''"))?;
+            } else {
+                write!(f, " {a}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finds a host tool by name in the standard system directories, so that a hostile or odd
+/// `PATH` cannot change what hull runs.
+pub fn tool(name: &str) -> PathBuf {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_carries_command_status_and_stderr() {
+        let err = CommandLine::new("/bin/sh")
+            .args(["-c", "echo oops >&2; exit 3"])
+            .run()
+            .expect_err("must fail");
+        let text = err.to_string();
+        assert!(
+            text.contains("/bin/sh -c 'echo oops >&2; exit 3'"),
+            "{text}"
+        );
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(text.contains("oops"), "{text}");
+        assert_eq!(err.stderr().trim(), "oops");
+    }
+
+    #[test]
+    fn stdout_and_stdin() {
+        let out = CommandLine::new("/bin/cat")
+            .stdin(b"hello".to_vec())
+            .run()
+            .expect("cat");
+        assert_eq!(out, "hello");
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let err = CommandLine::new("/nonexistent/tool")
+            .run()
+            .expect_err("must fail");
+        assert!(matches!(err, ExecError::Spawn { .. }));
+        assert!(err.to_string().contains("/nonexistent/tool"));
+    }
+}

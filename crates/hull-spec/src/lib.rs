@@ -1,0 +1,11 @@
+//! Pure types of hull: image manifests, node configuration, sizes and names.
+//!
+//! Nothing in this crate does I/O. Parsers here take untrusted input (manifests come from
+//! image servers and from files an operator was handed) and must reject, never panic.
+
+pub mod manifest;
+pub mod node;
+pub mod size;
+
+pub use manifest::{Compression, ImageFile, ImageType, Manifest, ManifestError, Os};
+pub use node::{NodeConfig, PoolBackend, PoolConfig};

@@ -1,0 +1,461 @@
+//! IMGAPI image manifests, version 2.
+//!
+//! The fields are those IMGAPI documents ("Image manifests" in sdc-imgapi's docs/index.md).
+//! Unknown fields are refused, so a typo never silently drops a requirement. [`Manifest::parse`]
+//! checks the JSON shape and then every value, and reports all problems at once.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use uuid::Uuid;
+
+/// Largest image file IMGAPI accepts.
+pub const MAX_FILE_SIZE: u64 = 20 << 30;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub v: u32,
+    pub uuid: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Uuid>,
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homepage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eula: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ImageState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ImageErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<String>,
+    #[serde(rename = "type")]
+    pub image_type: ImageType,
+    pub os: Os,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Uuid>,
+    #[serde(default)]
+    pub files: Vec<ImageFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Vec<Uuid>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<Requirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<ImageUser>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_passwords: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited_directories: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traits: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_type: Option<String>,
+    /// zvol images: the disk's size in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u64>,
+    /// Deprecated in IMGAPI, still served for old images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urn: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    Active,
+    Unactivated,
+    Disabled,
+    Creating,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageErrorInfo {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageType {
+    ZoneDataset,
+    LxDataset,
+    Zvol,
+    Docker,
+    Lxd,
+    Other,
+}
+
+impl ImageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageType::ZoneDataset => "zone-dataset",
+            ImageType::LxDataset => "lx-dataset",
+            ImageType::Zvol => "zvol",
+            ImageType::Docker => "docker",
+            ImageType::Lxd => "lxd",
+            ImageType::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    Smartos,
+    Linux,
+    Windows,
+    Bsd,
+    Illumos,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Bzip2 => "bzip2",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+
+    /// The usual file name suffix of an image file with this compression.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".tar.gz",
+            Compression::Bzip2 => ".tar.bz2",
+            Compression::Xz => ".tar.xz",
+            Compression::Zstd => ".tar.zst",
+            Compression::None => ".tar",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "gzip" => Compression::Gzip,
+            "bzip2" => Compression::Bzip2,
+            "xz" => Compression::Xz,
+            "zstd" => Compression::Zstd,
+            "none" => Compression::None,
+            other => {
+                return Err(format!(
+                    "unknown compression {other:?} (gzip, zstd or none)"
+                ));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageFile {
+    pub sha1: String,
+    pub size: u64,
+    pub compression: Compression,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_guid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(
+        default,
+        rename = "uncompressedDigest",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub uncompressed_digest: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<NetworkRequirement>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ram: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ram: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_platform: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_platform: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootrom: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRequirement {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageUser {
+    pub name: String,
+}
+
+/// A manifest that could not be accepted: the JSON shape, or a list of bad values.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ManifestError {
+    #[error("invalid manifest: {0}")]
+    Syntax(String),
+    #[error("invalid manifest: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Manifest {
+    /// Parses and validates a manifest.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let m: Manifest = serde_path_to_error::deserialize(de).map_err(syntax)?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Parses an already decoded JSON value (an element of IMGAPI's `GET /images`).
+    pub fn from_value(value: Value) -> Result<Manifest, ManifestError> {
+        let m: Manifest = serde_path_to_error::deserialize(value).map_err(syntax)?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks every value; reports all problems together.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let mut bad = Vec::new();
+        if self.v != 2 {
+            bad.push(format!("v must be 2 (got {})", self.v));
+        }
+        if self.uuid.is_nil() {
+            bad.push("uuid must not be the nil uuid".to_string());
+        }
+        if self.name.is_empty() || self.name.len() > 512 {
+            bad.push("name must be 1 to 512 characters".to_string());
+        } else if !self
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bad.push(format!(
+                "name {:?} may only hold letters, digits, '-', '_' and '.'",
+                self.name
+            ));
+        }
+        if self.version.is_empty() || self.version.len() > 128 {
+            bad.push("version must be 1 to 128 characters".to_string());
+        } else if !self
+            .version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+~".contains(c))
+        {
+            bad.push(format!(
+                "version {:?} may only hold letters, digits and '-_.+~'",
+                self.version
+            ));
+        }
+        if self.origin == Some(self.uuid) {
+            bad.push("origin must not be the image itself".to_string());
+        }
+        if self.files.len() > 1 {
+            bad.push(format!(
+                "files must hold at most one file (got {})",
+                self.files.len()
+            ));
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if f.sha1.len() != 40 || !f.sha1.chars().all(|c| c.is_ascii_hexdigit()) {
+                bad.push(format!(
+                    "files[{i}].sha1 must be 40 hex digits (got {:?})",
+                    f.sha1
+                ));
+            }
+            if f.size > MAX_FILE_SIZE {
+                bad.push(format!(
+                    "files[{i}].size {} is over the 20 GiB limit",
+                    f.size
+                ));
+            }
+        }
+        if let Some(r) = &self.requirements
+            && let (Some(min), Some(max)) = (r.min_ram, r.max_ram)
+            && min > max
+        {
+            bad.push(format!("requirements.min_ram {min} is above max_ram {max}"));
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(ManifestError::Invalid(bad))
+        }
+    }
+
+    /// The one image file, which installing requires.
+    pub fn file(&self) -> Option<&ImageFile> {
+        self.files.first()
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        // Serialising our own types to a String cannot fail: no maps with non-string keys.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Names the field at fault: `uuid: UUID parsing failed ...`.
+fn syntax<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ManifestError {
+    let path = e.path().to_string();
+    if path == "." {
+        ManifestError::Syntax(e.inner().to_string())
+    } else {
+        ManifestError::Syntax(format!("{path}: {}", e.inner()))
+    }
+}
+
+impl fmt::Display for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}@{})", self.uuid, self.name, self.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An image manifest as images.smartos.org serves it (GET /images/<uuid>), trimmed.
+    const SMARTOS_BASE64: &str = r#"{
+      "v": 2,
+      "uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182",
+      "owner": "9dce1460-0c4c-4417-ab8b-25ca478c5a78",
+      "name": "base64",
+      "version": "14.4.1",
+      "state": "active",
+      "disabled": false,
+      "public": true,
+      "published_at": "2015-03-03T15:24:41Z",
+      "type": "zone-dataset",
+      "os": "smartos",
+      "files": [
+        {
+          "sha1": "d8ea8b6d4bd3b2b64d3ac4d5d3c1e3c0ac8e0f51",
+          "size": 109824747,
+          "compression": "gzip"
+        }
+      ],
+      "description": "A 64-bit SmartOS image with just essential packages installed.",
+      "homepage": "https://docs.joyent.com/images/smartos/base",
+      "urn": "sdc:sdc:base64:14.4.1",
+      "requirements": {
+        "min_platform": {"7.0": "20141030T081701Z"},
+        "networks": [{"name": "net0", "description": "public"}]
+      },
+      "tags": {"role": "os", "group": "base-64-lts"}
+    }"#;
+
+    #[test]
+    fn parses_a_served_manifest() {
+        let m = Manifest::parse(SMARTOS_BASE64).expect("parse");
+        assert_eq!(m.name, "base64");
+        assert_eq!(m.image_type, ImageType::ZoneDataset);
+        assert_eq!(m.file().map(|f| f.size), Some(109824747));
+        let again = Manifest::parse(&m.to_json_pretty()).expect("round trip");
+        assert_eq!(again, m);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = SMARTOS_BASE64.replace("\"v\": 2,", "\"v\": 2, \"colour\": \"red\",");
+        let err = Manifest::parse(&text).expect_err("unknown field");
+        assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let text = SMARTOS_BASE64.replace("\"os\": \"smartos\",", "");
+        let err = Manifest::parse(&text).expect_err("missing");
+        assert!(err.to_string().contains("missing field `os`"), "{err}");
+    }
+
+    #[test]
+    fn bad_uuid_is_refused() {
+        let text = SMARTOS_BASE64.replace("c02a2044-c1bd-11e4-bd8c-dfc1db8b0182", "not-a-uuid");
+        let err = Manifest::parse(&text).expect_err("bad uuid");
+        assert!(err.to_string().contains("manifest: uuid: "), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let text = SMARTOS_BASE64
+            .replace("\"v\": 2", "\"v\": 1")
+            .replace("d8ea8b6d4bd3b2b64d3ac4d5d3c1e3c0ac8e0f51", "xyz")
+            .replace("\"name\": \"base64\"", "\"name\": \"a b\"");
+        match Manifest::parse(&text) {
+            Err(ManifestError::Invalid(list)) => {
+                assert_eq!(list.len(), 3, "{list:?}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        // The parser takes untrusted input: random bytes and random edits of a good manifest
+        // must give Ok or Err, never a panic.
+        #[test]
+        fn never_panics_on_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = Manifest::parse(&String::from_utf8_lossy(&data));
+        }
+
+        #[test]
+        fn never_panics_on_edits(pos in 0usize..1200, len in 0usize..40, junk in ".{0,20}") {
+            let mut text = SMARTOS_BASE64.to_string();
+            let start = pos.min(text.len());
+            let end = (start + len).min(text.len());
+            if text.is_char_boundary(start) && text.is_char_boundary(end) {
+                text.replace_range(start..end, &junk);
+            }
+            let _ = Manifest::parse(&text);
+        }
+    }
+}
