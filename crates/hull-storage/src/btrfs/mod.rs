@@ -1,0 +1,349 @@
+//! The btrfs backend: each dataset is a subvolume, each snapshot a read-only snapshot of it.
+//!
+//! Layout under the pool's mountpoint (the filesystem's top level):
+//!
+//! ```text
+//! <mnt>/<name>                      subvolume: the dataset, mounted at $ROOT/zones/<name>
+//! <mnt>/<name>/.snapshots           subvolume holding the dataset's snapshots
+//! <mnt>/<name>/.snapshots/<snap>    read-only snapshot: zones/<name>@<snap>
+//! ```
+//!
+//! Keeping snapshots inside the dataset makes rename one atomic `rename(2)`. `.snapshots` is
+//! itself a subvolume so that snapshots never contain each other; in a snapshot (and so in a
+//! clone) it shows as an empty directory, which a clone removes.
+//!
+//! Origins are the kernel's: a clone's `parent_uuid` is the uuid of the snapshot it was made
+//! from. Space figures come from qgroups, which the pool enables when it is created:
+//! `referenced` is the qgroup's referenced bytes; `used` is a dataset's exclusive bytes (a
+//! clone) or referenced bytes (not a clone), plus what its snapshots hold exclusively, which
+//! is what `zfs list` reports for the same shapes.
+
+pub mod ioctl;
+pub mod qgroup;
+
+use crate::{
+    Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName,
+    StorageError,
+};
+use hull_exec::{CommandLine, tool};
+use hull_spec::PoolBackend;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub const SNAPDIR: &str = ".snapshots";
+
+/// A directory is a btrfs subvolume root when its inode number is 256.
+const SUBVOL_INO: u64 = 256;
+
+pub struct BtrfsPool {
+    name: String,
+    mnt: PathBuf,
+}
+
+impl BtrfsPool {
+    /// A mounted btrfs filesystem whose top level is the pool.
+    pub fn new(name: &str, mountpoint: &Path) -> Self {
+        BtrfsPool {
+            name: name.to_string(),
+            mnt: mountpoint.to_path_buf(),
+        }
+    }
+
+    fn full(&self, n: impl std::fmt::Display) -> String {
+        format!("{}/{}", self.name, n)
+    }
+
+    fn snapdir(&self, ds: &DatasetName) -> PathBuf {
+        self.mnt.join(ds.as_str()).join(SNAPDIR)
+    }
+
+    /// Maps an errno from an operation on `name` at `path` to an error that names it.
+    fn fail(&self, op: &'static str, name: String, path: &Path, e: nix::Error) -> StorageError {
+        match e {
+            nix::Error::EEXIST => StorageError::Exists(name),
+            nix::Error::ENOENT => StorageError::NotFound(name),
+            nix::Error::ENOSPC => StorageError::NoSpace {
+                pool: self.name.clone(),
+                op,
+                path: path.to_path_buf(),
+            },
+            nix::Error::EDQUOT => StorageError::QuotaExceeded {
+                dataset: name,
+                op,
+                path: path.to_path_buf(),
+            },
+            e => StorageError::errno(op, path, e),
+        }
+    }
+
+    fn open(&self, op: &'static str, name: String, path: &Path) -> Result<std::os::fd::OwnedFd> {
+        ioctl::open_dir(path).map_err(|e| self.fail(op, name, path, e))
+    }
+
+    fn subvol_entries(&self, dir: &Path) -> Result<Vec<String>> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StorageError::io("read directory", dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::io("read directory", dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if is_subvolume(&entry.path()) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn qgroups(&self) -> Result<std::collections::HashMap<u64, qgroup::Qgroup>> {
+        let out = CommandLine::new(tool("btrfs"))
+            .args(["qgroup", "show", "--raw", "-r", "-e", "--sync"])
+            .arg(&self.mnt)
+            .run();
+        match out {
+            Ok(text) => qgroup::parse_show(&text).map_err(StorageError::Pool),
+            // A pool made elsewhere may have quotas off: figures are then unknown (0).
+            Err(e) if e.stderr().contains("quotas not enabled") => Ok(Default::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+pub fn is_subvolume(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == SUBVOL_INO)
+}
+
+impl Pool for BtrfsPool {
+    fn backend(&self) -> PoolBackend {
+        PoolBackend::Btrfs
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            instant_clone: true,
+            quota: true,
+            space_accounting: true,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mountpoint(&self) -> &Path {
+        &self.mnt
+    }
+
+    fn exists(&self, ds: &DatasetName) -> bool {
+        is_subvolume(&self.mnt.join(ds.as_str()))
+    }
+
+    fn create(&self, ds: &DatasetName) -> Result<()> {
+        let path = self.mnt.join(ds.as_str());
+        if path.exists() {
+            return Err(StorageError::Exists(self.full(ds)));
+        }
+        let parent = self.open("open pool", self.name.clone(), &self.mnt)?;
+        ioctl::create_subvolume(&parent, ds.as_str())
+            .map_err(|e| self.fail("create subvolume", self.full(ds), &path, e))
+    }
+
+    fn snapshot(&self, snap: &SnapshotName) -> Result<()> {
+        let ds_path = self.mnt.join(snap.dataset.as_str());
+        let source = self.open("open dataset", self.full(&snap.dataset), &ds_path)?;
+        let dir = self.snapdir(&snap.dataset);
+        if !is_subvolume(&dir) {
+            // A clone carries an empty placeholder where its origin's snapshot dir was.
+            if dir.exists() {
+                std::fs::remove_dir(&dir)
+                    .map_err(|e| StorageError::io("remove placeholder", &dir, e))?;
+            }
+            match ioctl::create_subvolume(&source, SNAPDIR) {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => {
+                    return Err(self.fail("create subvolume", self.full(&snap.dataset), &dir, e));
+                }
+            }
+        }
+        let parent = self.open("open snapshot directory", self.full(&snap.dataset), &dir)?;
+        ioctl::snapshot(&source, &parent, &snap.snap, true)
+            .map_err(|e| self.fail("snapshot", self.full(snap), &dir.join(&snap.snap), e))
+    }
+
+    fn clone_snapshot(&self, snap: &SnapshotName, target: &DatasetName) -> Result<()> {
+        let src_path = self.snapdir(&snap.dataset).join(&snap.snap);
+        if !is_subvolume(&src_path) {
+            return Err(StorageError::NotFound(self.full(snap)));
+        }
+        let dst = self.mnt.join(target.as_str());
+        if dst.exists() {
+            return Err(StorageError::Exists(self.full(target)));
+        }
+        let source = self.open("open snapshot", self.full(snap), &src_path)?;
+        let parent = self.open("open pool", self.name.clone(), &self.mnt)?;
+        ioctl::snapshot(&source, &parent, target.as_str(), false)
+            .map_err(|e| self.fail("clone", self.full(target), &dst, e))?;
+        let placeholder = dst.join(SNAPDIR);
+        match std::fs::remove_dir(&placeholder) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io("remove placeholder", &placeholder, e)),
+        }
+    }
+
+    fn rename(&self, from: &DatasetName, to: &DatasetName) -> Result<()> {
+        let src = self.mnt.join(from.as_str());
+        if !is_subvolume(&src) {
+            return Err(StorageError::NotFound(self.full(from)));
+        }
+        let dst = self.mnt.join(to.as_str());
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &src,
+            nix::fcntl::AT_FDCWD,
+            &dst,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            nix::Error::EEXIST => StorageError::Exists(self.full(to)),
+            e => self.fail("rename", self.full(from), &src, e),
+        })
+    }
+
+    fn destroy_dataset(&self, ds: &DatasetName) -> Result<()> {
+        let path = self.mnt.join(ds.as_str());
+        let dir = self.snapdir(ds);
+        if is_subvolume(&dir) {
+            let parent = self.open("open dataset", self.full(ds), &path)?;
+            ioctl::destroy_subvolume(&parent, SNAPDIR).map_err(|e| match e {
+                nix::Error::ENOTEMPTY => StorageError::HasSnapshots {
+                    dataset: self.full(ds),
+                    snapshots: self.subvol_entries(&dir).unwrap_or_default(),
+                },
+                e => self.fail("destroy subvolume", self.full(ds), &dir, e),
+            })?;
+        }
+        let parent = self.open("open pool", self.name.clone(), &self.mnt)?;
+        ioctl::destroy_subvolume(&parent, ds.as_str())
+            .map_err(|e| self.fail("destroy subvolume", self.full(ds), &path, e))
+    }
+
+    fn destroy_snapshot(&self, snap: &SnapshotName) -> Result<()> {
+        let dir = self.snapdir(&snap.dataset);
+        if !is_subvolume(&dir.join(&snap.snap)) {
+            return Err(StorageError::NotFound(self.full(snap)));
+        }
+        let parent = self.open("open snapshot directory", self.full(&snap.dataset), &dir)?;
+        ioctl::destroy_subvolume(&parent, &snap.snap).map_err(|e| {
+            self.fail(
+                "destroy snapshot",
+                self.full(snap),
+                &dir.join(&snap.snap),
+                e,
+            )
+        })
+    }
+
+    fn list(&self) -> Result<Vec<DatasetInfo>> {
+        struct Row {
+            name: String,
+            path: PathBuf,
+            treeid: u64,
+            uuid: [u8; 16],
+            parent: [u8; 16],
+            otime: i64,
+        }
+        let mut rows = Vec::new();
+        let mut push = |name: String, path: PathBuf| -> Result<()> {
+            let fd = match ioctl::open_dir(&path) {
+                Ok(fd) => fd,
+                Err(nix::Error::ENOENT) => return Ok(()), // destroyed while we looked
+                Err(e) => return Err(StorageError::errno("open subvolume", &path, e)),
+            };
+            let info = ioctl::subvol_info(&fd)
+                .map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
+            rows.push(Row {
+                name,
+                path,
+                treeid: info.treeid,
+                uuid: info.uuid,
+                parent: info.parent_uuid,
+                otime: i64::try_from(info.otime.sec).unwrap_or(0),
+            });
+            Ok(())
+        };
+        for ds in self.subvol_entries(&self.mnt)? {
+            let path = self.mnt.join(&ds);
+            for snap in self.subvol_entries(&path.join(SNAPDIR))? {
+                push(format!("{ds}@{snap}"), path.join(SNAPDIR).join(&snap))?;
+            }
+            push(ds, path)?;
+        }
+        let links: Vec<_> = rows
+            .iter()
+            .map(|r| (r.name.clone(), r.uuid, r.parent))
+            .collect();
+        let origins = crate::graph::origins_by_uuid(&links);
+        let q = self.qgroups()?;
+        let fig = |treeid: u64| q.get(&treeid).copied();
+        let mut out: Vec<DatasetInfo> = Vec::with_capacity(rows.len());
+        for (row, origin) in rows.iter().zip(origins) {
+            let g = fig(row.treeid);
+            let (rfer, excl) = g.map(|g| (g.referenced, g.exclusive)).unwrap_or((0, 0));
+            let snapshot = row.name.contains('@');
+            let used = if snapshot {
+                excl
+            } else {
+                let prefix = format!("{}@", row.name);
+                let snaps: u64 = rows
+                    .iter()
+                    .filter(|r| r.name.starts_with(&prefix))
+                    .filter_map(|r| fig(r.treeid))
+                    .map(|g| g.exclusive)
+                    .sum();
+                if origin.is_some() { excl } else { rfer }.saturating_add(snaps)
+            };
+            out.push(DatasetInfo {
+                name: row.name.clone(),
+                kind: if snapshot {
+                    DatasetKind::Snapshot
+                } else {
+                    DatasetKind::Filesystem
+                },
+                used,
+                referenced: rfer,
+                origin,
+                quota: g.and_then(|g| g.max_referenced),
+                mountpoint: (!snapshot).then(|| row.path.clone()),
+                creation: row.otime,
+            });
+        }
+        Ok(out)
+    }
+
+    fn set_quota(&self, ds: &DatasetName, quota: Option<u64>) -> Result<()> {
+        let path = self.mnt.join(ds.as_str());
+        let fd = self.open("open dataset", self.full(ds), &path)?;
+        let info = ioctl::subvol_info(&fd)
+            .map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
+        // Through the top level: a transaction started in a subvolume over its quota fails
+        // with EDQUOT, which would make lifting that quota impossible.
+        let top = self.open("open pool", self.name.clone(), &self.mnt)?;
+        ioctl::set_referenced_limit(&top, info.treeid, quota).map_err(|e| match e {
+            nix::Error::ENOTCONN => {
+                StorageError::Pool(format!("quotas are not enabled on pool {}", self.name))
+            }
+            e => self.fail("set quota", self.full(ds), &path, e),
+        })
+    }
+
+    fn usage(&self) -> Result<PoolUsage> {
+        crate::host::statvfs_usage(&self.mnt)
+    }
+}

@@ -1,0 +1,79 @@
+//! Reads `/proc/self/mountinfo`.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub mountpoint: PathBuf,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// Undoes the kernel's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses mountinfo text: `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`.
+pub fn parse(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mountpoint = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let source = r.next()?;
+            Some(Mount {
+                mountpoint: PathBuf::from(unescape(mountpoint)),
+                fstype: fstype.into(),
+                source: unescape(source),
+            })
+        })
+        .collect()
+}
+
+/// The topmost mount at `path`, if `path` is a mountpoint.
+pub fn mount_at(path: &Path) -> Option<Mount> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let path = std::fs::canonicalize(path).ok()?;
+    parse(&text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lines_with_optional_fields_and_escapes() {
+        // cat /proc/self/mountinfo (two lines of it, one path with a space)
+        let text = "\
+36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+120 29 0:52 / /tmp/hull\\040x/zones rw,relatime shared:70 - btrfs /dev/loop3 rw,space_cache=v2
+";
+        let m = parse(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mountpoint, PathBuf::from("/mnt2"));
+        assert_eq!(m[1].mountpoint, PathBuf::from("/tmp/hull x/zones"));
+        assert_eq!(m[1].fstype, "btrfs");
+        assert_eq!(m[1].source, "/dev/loop3");
+    }
+}
