@@ -1,0 +1,369 @@
+//! Making images on a machine with no image server: from a directory, from busybox-static
+//! (a tiny image for tests) or from debootstrap (a real Debian image).
+//!
+//! The image file is a tar stream whose `root/` is the zone's root filesystem, so
+//! `imgadm install -m <name>-<version>.json -f <name>-<version>.tar.gz` takes it as it is.
+
+use crate::archive;
+use crate::{ImgError, Result, progress};
+use hull_exec::{CommandLine, tool};
+use hull_spec::manifest::{ImageType, Os};
+use hull_spec::{Compression, ImageFile, Manifest};
+use sha1::Digest;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+pub const DEFAULT_SUITE: &str = "bookworm";
+
+/// Where the root filesystem comes from.
+#[derive(Debug, Clone)]
+pub enum RootSource {
+    /// A directory that becomes `root/`.
+    Dir(PathBuf),
+    /// busybox-static and its applets, an inittab and the files a login needs.
+    Busybox,
+    /// `debootstrap --variant=minbase` with systemd as init.
+    Debootstrap { suite: String, mirror: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    pub source: RootSource,
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub image_type: ImageType,
+    pub os: Os,
+    pub compression: Compression,
+    pub out_dir: PathBuf,
+    pub uuid: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Built {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub file_path: PathBuf,
+}
+
+/// Counts and hashes what passes through to the file.
+struct HashingWriter<W: Write> {
+    inner: W,
+    sha1: sha1::Sha1,
+    len: u64,
+    pb: indicatif::ProgressBar,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha1.update(&buf[..n]);
+        self.len += n as u64;
+        self.pb.inc(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn bld<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ImgError + '_ {
+    move |e| ImgError::Build(format!("{what}: {e}"))
+}
+
+/// Writes `root` as `root/` into an image file at `out`; returns its sha1 and size.
+pub fn write_image_file(
+    root: &Path,
+    out: &Path,
+    compression: Compression,
+) -> Result<(String, u64)> {
+    let file = std::fs::File::create(out).map_err(|e| ImgError::io("create", out, e))?;
+    let pb = progress::bytes(None, "writing image");
+    let hw = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        sha1: sha1::Sha1::new(),
+        len: 0,
+        pb: pb.clone(),
+    };
+    let hw = std::rc::Rc::new(std::cell::RefCell::new(hw));
+    {
+        let enc = archive::encoder(compression, SharedWriter(hw.clone()))
+            .map_err(|e| ImgError::io("compress", out, e))?;
+        let mut tar = tar::Builder::new(enc);
+        tar.follow_symlinks(false);
+        tar.mode(tar::HeaderMode::Complete);
+        tar.append_dir_all("root", root)
+            .map_err(|e| ImgError::io("archive", root, e))?;
+        let enc = tar
+            .into_inner()
+            .map_err(|e| ImgError::io("archive", root, e))?;
+        enc.finish().map_err(|e| ImgError::io("write", out, e))?;
+    }
+    pb.finish_and_clear();
+    let hw = std::rc::Rc::try_unwrap(hw)
+        .map_err(|_| ImgError::Build("image writer still shared".into()))?
+        .into_inner();
+    let mut inner = hw.inner;
+    inner.flush().map_err(|e| ImgError::io("write", out, e))?;
+    inner
+        .get_ref()
+        .sync_all()
+        .map_err(|e| ImgError::io("sync", out, e))?;
+    Ok((hex::encode(hw.sha1.finalize()), hw.len))
+}
+
+struct SharedWriter<W: Write>(std::rc::Rc<std::cell::RefCell<HashingWriter<W>>>);
+
+impl<W: Write> Write for SharedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// Builds the image that `spec` describes into `spec.out_dir`.
+pub fn build(spec: &BuildSpec) -> Result<Built> {
+    let probe = Manifest {
+        v: 2,
+        uuid: spec.uuid.unwrap_or_else(Uuid::new_v4),
+        owner: None,
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        description: spec.description.clone(),
+        homepage: None,
+        eula: None,
+        icon: None,
+        state: Some(hull_spec::manifest::ImageState::Active),
+        error: None,
+        disabled: Some(false),
+        public: Some(false),
+        published_at: Some(
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ),
+        image_type: spec.image_type,
+        os: spec.os,
+        origin: None,
+        files: Vec::new(),
+        acl: None,
+        requirements: None,
+        users: None,
+        generate_passwords: None,
+        inherited_directories: None,
+        billing_tags: None,
+        traits: None,
+        tags: None,
+        channels: None,
+        nic_driver: None,
+        disk_driver: None,
+        cpu_type: None,
+        image_size: None,
+        urn: None,
+    };
+    // Check name and version before spending a minute in debootstrap.
+    probe
+        .validate()
+        .map_err(|e| ImgError::Build(e.to_string()))?;
+    archive::encoder(spec.compression, std::io::sink()).map_err(|_| {
+        ImgError::Build(format!(
+            "compression {} is not supported (gzip, zstd or none)",
+            spec.compression.as_str()
+        ))
+    })?;
+    std::fs::create_dir_all(&spec.out_dir)
+        .map_err(|e| ImgError::io("create directory", &spec.out_dir, e))?;
+    let stage = tempfile::Builder::new()
+        .prefix(".hull-build-")
+        .tempdir_in(&spec.out_dir)
+        .map_err(|e| ImgError::io("create staging directory in", &spec.out_dir, e))?;
+    let root = match &spec.source {
+        RootSource::Dir(d) => {
+            if !d.is_dir() {
+                return Err(ImgError::Build(format!(
+                    "{} is not a directory",
+                    d.display()
+                )));
+            }
+            d.clone()
+        }
+        RootSource::Busybox => {
+            let r = stage.path().join("root");
+            busybox_root(&r)?;
+            r
+        }
+        RootSource::Debootstrap { suite, mirror } => {
+            let r = stage.path().join("root");
+            debootstrap_root(&r, suite, mirror)?;
+            r
+        }
+    };
+    let base = format!("{}-{}", spec.name, spec.version);
+    let file_path = spec
+        .out_dir
+        .join(format!("{base}{}", spec.compression.suffix()));
+    let manifest_path = spec.out_dir.join(format!("{base}.json"));
+    let tmp_file = stage.path().join("image.file");
+    let (sha1, size) = write_image_file(&root, &tmp_file, spec.compression)?;
+    let mut manifest = probe;
+    manifest.files = vec![ImageFile {
+        sha1,
+        size,
+        compression: spec.compression,
+        dataset_guid: None,
+        stor: None,
+        digest: None,
+        uncompressed_digest: None,
+    }];
+    std::fs::rename(&tmp_file, &file_path).map_err(|e| ImgError::io("rename", &file_path, e))?;
+    crate::db::write_atomic(&manifest_path, manifest.to_json_pretty().as_bytes())?;
+    Ok(Built {
+        manifest,
+        manifest_path,
+        file_path,
+    })
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ImgError::io("create directory", dir, e))?;
+    }
+    std::fs::write(path, text).map_err(|e| ImgError::io("write", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| ImgError::io("chmod", path, e))
+}
+
+const INITTAB: &str = "\
+::sysinit:/etc/init.d/rcS
+::respawn:-/bin/sh
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/sync
+";
+
+const RCS: &str = "#!/bin/sh
+[ -f /etc/hostname ] && hostname -F /etc/hostname
+mkdir -p /run /var/run /var/log
+";
+
+/// A busybox root: the static binary, a link per applet, and the files a shell wants.
+pub fn busybox_root(root: &Path) -> Result<()> {
+    let busybox = tool("busybox");
+    if !busybox.is_absolute() {
+        return Err(ImgError::Build(
+            "busybox is not installed (Debian: apt-get install busybox-static)".into(),
+        ));
+    }
+    let listing = CommandLine::new(&busybox).arg("--list-full").run()?;
+    for d in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/init.d",
+        "dev",
+        "proc",
+        "sys",
+        "root",
+        "var/log",
+        "run",
+    ] {
+        let p = root.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| ImgError::io("create directory", &p, e))?;
+    }
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| ImgError::io("create directory", &tmp, e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| ImgError::io("chmod", &tmp, e))?;
+    let bin = root.join("bin/busybox");
+    std::fs::copy(&busybox, &bin).map_err(|e| ImgError::io("copy busybox to", &bin, e))?;
+    for applet in listing
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "bin/busybox")
+    {
+        let rel = applet.trim_start_matches('/');
+        if rel.contains("..") {
+            continue;
+        }
+        let link = root.join(rel);
+        if let Some(dir) = link.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ImgError::io("create directory", dir, e))?;
+        }
+        if !link.exists() {
+            std::os::unix::fs::symlink("/bin/busybox", &link)
+                .map_err(|e| ImgError::io("symlink", &link, e))?;
+        }
+    }
+    write_file(
+        &root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        0o644,
+    )?;
+    write_file(
+        &root.join("etc/group"),
+        "root:x:0:\nnogroup:x:65534:\n",
+        0o644,
+    )?;
+    write_file(
+        &root.join("etc/shadow"),
+        "root:*:19000:0:99999:7:::\n",
+        0o600,
+    )?;
+    write_file(&root.join("etc/hostname"), "busybox\n", 0o644)?;
+    write_file(
+        &root.join("etc/hosts"),
+        "127.0.0.1 localhost\n::1 localhost\n",
+        0o644,
+    )?;
+    write_file(&root.join("etc/inittab"), INITTAB, 0o644)?;
+    write_file(&root.join("etc/init.d/rcS"), RCS, 0o755)?;
+    write_file(
+        &root.join("etc/os-release"),
+        "NAME=\"busybox\"\nID=busybox\n",
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// A Debian root from debootstrap, with systemd as init and the package caches emptied.
+pub fn debootstrap_root(root: &Path, suite: &str, mirror: &str) -> Result<()> {
+    let debootstrap = tool("debootstrap");
+    if !debootstrap.is_absolute() {
+        return Err(ImgError::Build(
+            "debootstrap is not installed (Debian: apt-get install debootstrap)".into(),
+        ));
+    }
+    if !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || suite.is_empty() {
+        return Err(ImgError::Build(format!("invalid suite {suite:?}")));
+    }
+    crate::source::check_url(mirror).map_err(|e| ImgError::Build(e.to_string()))?;
+    let pb = progress::bytes(None, "debootstrap");
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    let res = CommandLine::new(&debootstrap)
+        .args([
+            "--variant=minbase",
+            "--include=systemd-sysv,iproute2,ifupdown,procps",
+        ])
+        .arg(suite)
+        .arg(root)
+        .arg(mirror)
+        .run();
+    pb.finish_and_clear();
+    res.map_err(bld("debootstrap"))?;
+    for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+        let d = root.join(dir);
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.path().is_file() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    write_file(&root.join("etc/hostname"), "debian\n", 0o644)?;
+    Ok(())
+}
