@@ -1,3 +1,148 @@
+//! `hull`: one binary for every tool of the node. Run as `hull imgadm list` or, through a
+//! link named `imgadm`, as `imgadm list`.
+
+mod dataset;
+mod demo;
+mod imgadm;
+mod pool;
+mod table;
+
+use clap::{Parser, Subcommand};
+use hull_storage::Node;
+use std::path::PathBuf;
+
+/// The tools hull answers to when run through a link of that name.
+const TOOLS: &[&str] = &["imgadm"];
+
+#[derive(Parser)]
+#[command(
+    name = "hull",
+    version,
+    about = "A SmartOS-style cloud compute node on Linux"
+)]
+struct Cli {
+    /// The node's root directory.
+    #[arg(long, global = true, env = "HULL_ROOT", default_value = "/")]
+    root: PathBuf,
+    /// Prefix of every kernel object the node makes (1 to 8 letters or digits).
+    #[arg(
+        long = "node",
+        global = true,
+        env = "HULL_NODE",
+        default_value = "hull"
+    )]
+    prefix: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The storage pool: create, import, status, destroy.
+    #[command(subcommand)]
+    Pool(pool::PoolCmd),
+    /// Datasets, snapshots and clones in the pool, as zfs(8) shows them.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCmd),
+    /// Manage images (SmartOS imgadm).
+    #[command(subcommand)]
+    Imgadm(imgadm::ImgCmd),
+    /// The main job: build an image, install it, clone twenty instances, report time and space.
+    Demo(demo::DemoArgs),
+}
+
+/// A failure to report: the message and the exit status.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, e: impl std::fmt::Display) -> Failure {
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Full error text: the error and each of its causes.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    text
+}
+
+impl From<hull_storage::StorageError> for Failure {
+    fn from(e: hull_storage::StorageError) -> Failure {
+        Failure {
+            code: 1,
+            message: chain(&e),
+        }
+    }
+}
+
+impl From<hull_img::ImgError> for Failure {
+    fn from(e: hull_img::ImgError) -> Failure {
+        Failure {
+            code: e.exit_code(),
+            message: chain(&e),
+        }
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+/// Prints JSON; serialising our own types cannot fail.
+pub fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
 fn main() {
-    println!("Hello, world!");
+    let mut args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default();
+    let tool = if TOOLS.contains(&argv0.as_str()) {
+        args.insert(1, argv0.clone());
+        argv0
+    } else {
+        "hull".to_string()
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HULL_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(false)
+        .init();
+
+    let cli = Cli::parse_from(args);
+    let name = match &cli.cmd {
+        Cmd::Imgadm(_) => "imgadm",
+        _ => tool.as_str(),
+    };
+    let result = Node::new(&cli.root, &cli.prefix)
+        .map_err(Failure::from)
+        .and_then(|node| match cli.cmd {
+            Cmd::Pool(c) => pool::run(&node, c),
+            Cmd::Dataset(c) => dataset::run(&node, c),
+            Cmd::Imgadm(c) => imgadm::run(&node, c),
+            Cmd::Demo(a) => demo::run(&node, a),
+        });
+    if let Err(f) = result {
+        eprintln!("{name}: error: {}", f.message);
+        std::process::exit(f.code);
+    }
 }

@@ -1,0 +1,358 @@
+use crate::table::{self, Filter};
+use crate::{CmdResult, Failure, print_json};
+use clap::Subcommand;
+use hull_img::build::{BuildSpec, RootSource};
+use hull_img::{Image, Imgadm, Imported};
+use hull_spec::manifest::{ImageType, Os};
+use hull_spec::{Compression, Manifest};
+use hull_storage::Node;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+const LIST_COLUMNS: &str = "uuid,name,version,os,type,pub";
+const LIST_SORT: &str = "published_at,name";
+
+#[derive(clap::Args)]
+pub struct ListOpts {
+    #[arg(short = 'j')]
+    json: bool,
+    /// No header; tab-separated.
+    #[arg(short = 'H')]
+    no_header: bool,
+    /// Columns, e.g. uuid,name,clones.
+    #[arg(short = 'o', default_value = LIST_COLUMNS)]
+    columns: String,
+    /// Sort keys; -key sorts descending.
+    #[arg(short = 's', default_value = LIST_SORT)]
+    sort: String,
+    /// FIELD=VALUE or FIELD=~SUBSTRING
+    filters: Vec<Filter>,
+}
+
+#[derive(Subcommand)]
+pub enum ImgCmd {
+    /// List installed images.
+    List(ListOpts),
+    /// Show an installed image as JSON.
+    Get { uuid: Uuid },
+    /// Show the manifest of an image in the sources.
+    Show { uuid: Uuid },
+    /// Install an image from a manifest and a file.
+    Install {
+        #[arg(short = 'm')]
+        manifest: PathBuf,
+        #[arg(short = 'f')]
+        file: PathBuf,
+        #[arg(short = 'q')]
+        quiet: bool,
+        #[arg(short = 'j')]
+        json: bool,
+    },
+    /// Delete an installed image that nothing is cloned from.
+    Delete { uuid: Uuid },
+    /// Delete every image that nothing is cloned from.
+    Vacuum {
+        /// Only say what would be deleted.
+        #[arg(short = 'n')]
+        dry_run: bool,
+        /// Do not ask.
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// List, add or remove image sources.
+    Sources {
+        #[arg(short = 'a')]
+        add: Option<String>,
+        #[arg(short = 'd')]
+        del: Option<String>,
+        #[arg(short = 'j')]
+        json: bool,
+    },
+    /// List the images the sources offer.
+    Avail(ListOpts),
+    /// Import an image (and its origins) from the sources.
+    Import {
+        uuid: Uuid,
+        #[arg(short = 'q')]
+        quiet: bool,
+    },
+    /// Make a manifest and an image file from a directory, busybox or debootstrap.
+    Build {
+        /// The root filesystem to pack.
+        #[arg(long, group = "from")]
+        dir: Option<PathBuf>,
+        /// A tiny busybox image (Debian: busybox-static).
+        #[arg(long, group = "from")]
+        busybox: bool,
+        /// A Debian image from debootstrap.
+        #[arg(long, group = "from")]
+        debootstrap: bool,
+        #[arg(long, default_value = hull_img::build::DEFAULT_SUITE)]
+        suite: String,
+        #[arg(long, default_value = hull_img::build::DEFAULT_MIRROR)]
+        mirror: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'v', long = "image-version", default_value = "1.0.0")]
+        version: String,
+        #[arg(short = 'd', long)]
+        description: Option<String>,
+        #[arg(short = 'c', long, default_value = "gzip")]
+        compression: Compression,
+        /// Directory for the manifest and the file.
+        #[arg(short = 'o', long, default_value = ".")]
+        out: PathBuf,
+        #[arg(long)]
+        uuid: Option<Uuid>,
+        #[arg(short = 'j')]
+        json: bool,
+    },
+}
+
+fn image_row(m: &Manifest, extra: serde_json::Value) -> serde_json::Value {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut v {
+        let pubdate = m
+            .published_at
+            .as_deref()
+            .map(|p| p.get(..10).unwrap_or(p).to_string());
+        map.insert("pub".into(), serde_json::json!(pubdate));
+        map.insert("size".into(), serde_json::json!(m.file().map(|f| f.size)));
+        if let serde_json::Value::Object(e) = extra {
+            map.extend(e);
+        }
+    }
+    v
+}
+
+fn print_list(rows: Vec<serde_json::Value>, json_rows: Vec<serde_json::Value>, o: &ListOpts) {
+    let keep: Vec<bool> = rows
+        .iter()
+        .map(|r| o.filters.iter().all(|f| f.matches(r)))
+        .collect();
+    let mut pairs: Vec<(serde_json::Value, serde_json::Value)> = rows
+        .into_iter()
+        .zip(json_rows)
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(p, _)| p)
+        .collect();
+    let keys = table::fields(&o.sort);
+    pairs.sort_by(|a, b| table::cmp_rows(&a.0, &b.0, &keys));
+    if o.json {
+        print_json(&pairs.into_iter().map(|p| p.1).collect::<Vec<_>>());
+    } else {
+        let rows: Vec<_> = pairs.into_iter().map(|p| p.0).collect();
+        print!(
+            "{}",
+            table::render(&rows, &table::fields(&o.columns), o.no_header)
+        );
+    }
+}
+
+fn list_rows(images: &[Image]) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let rows = images
+        .iter()
+        .map(|i| {
+            image_row(
+                &i.manifest,
+                serde_json::json!({"clones": i.clones, "zpool": i.zpool, "source": i.source}),
+            )
+        })
+        .collect();
+    let json = images
+        .iter()
+        .map(|i| serde_json::to_value(i).unwrap_or_default())
+        .collect();
+    (rows, json)
+}
+
+pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
+    let img = Imgadm::new(node);
+    match cmd {
+        ImgCmd::List(o) => {
+            let (rows, json) = list_rows(&img.list()?);
+            print_list(rows, json, &o);
+        }
+        ImgCmd::Get { uuid } => print_json(&img.get(&uuid)?),
+        ImgCmd::Show { uuid } => print_json(&img.show(&uuid)?.0),
+        ImgCmd::Install {
+            manifest,
+            file,
+            quiet,
+            json,
+        } => {
+            let i = img.install(&manifest, &file)?;
+            if json {
+                print_json(&i);
+            } else if !quiet {
+                println!(
+                    "Installed image {} ({}@{})",
+                    i.manifest.uuid, i.manifest.name, i.manifest.version
+                );
+            }
+        }
+        ImgCmd::Delete { uuid } => {
+            img.delete(&uuid)?;
+            println!("Deleted image {uuid}");
+        }
+        ImgCmd::Vacuum { dry_run, force } => {
+            let doomed = img.vacuum(true)?;
+            if doomed.is_empty() {
+                println!("Zero unused images to delete.");
+                return Ok(());
+            }
+            for i in &doomed {
+                let verb = if dry_run {
+                    "[dry-run] Would delete"
+                } else {
+                    "Will delete"
+                };
+                println!(
+                    "{verb} image {} ({}@{})",
+                    i.manifest.uuid, i.manifest.name, i.manifest.version
+                );
+            }
+            if dry_run {
+                return Ok(());
+            }
+            if !force {
+                if !std::io::stdin().is_terminal() {
+                    return Err(Failure::new(
+                        1,
+                        "refusing to delete images without confirmation: use -f",
+                    ));
+                }
+                eprint!("Delete {} image(s)? [y/N] ", doomed.len());
+                let mut answer = String::new();
+                std::io::stdin()
+                    .read_line(&mut answer)
+                    .map_err(|e| Failure::new(1, e))?;
+                if !answer.trim().eq_ignore_ascii_case("y") {
+                    println!("Aborting.");
+                    return Ok(());
+                }
+            }
+            for i in img.vacuum(false)? {
+                println!(
+                    "Deleted image {} ({}@{})",
+                    i.manifest.uuid, i.manifest.name, i.manifest.version
+                );
+            }
+        }
+        ImgCmd::Sources { add, del, json } => {
+            if let Some(url) = add {
+                if img.add_source(&url)? {
+                    println!(
+                        "Added \"imgapi\" image source \"{}\"",
+                        url.trim_end_matches('/')
+                    );
+                } else {
+                    println!(
+                        "Already have \"imgapi\" image source \"{}\", no change",
+                        url.trim_end_matches('/')
+                    );
+                }
+            }
+            if let Some(url) = del {
+                if img.del_source(&url)? {
+                    println!("Deleted image source \"{}\"", url.trim_end_matches('/'));
+                } else {
+                    return Err(Failure::new(1, format!("{url} is not an image source")));
+                }
+            }
+            let list = img.sources()?;
+            if json {
+                print_json(&list);
+            } else {
+                for s in list {
+                    println!("{}", s.url);
+                }
+            }
+        }
+        ImgCmd::Avail(o) => {
+            let avail = img.avail()?;
+            let rows = avail
+                .iter()
+                .map(|(m, src)| image_row(m, serde_json::json!({"source": src})))
+                .collect();
+            let json = avail
+                .iter()
+                .map(|(m, _)| serde_json::to_value(m).unwrap_or_default())
+                .collect();
+            print_list(rows, json, &o);
+        }
+        ImgCmd::Import { uuid, quiet } => match img.import(&uuid)? {
+            Imported::AlreadyInstalled(i) => {
+                if !quiet {
+                    println!(
+                        "Image {} ({}@{}) is already installed, skipping",
+                        uuid, i.manifest.name, i.manifest.version
+                    );
+                }
+            }
+            Imported::Installed(list) => {
+                if !quiet {
+                    for i in list {
+                        println!(
+                            "Imported image {} ({}@{})",
+                            i.manifest.uuid, i.manifest.name, i.manifest.version
+                        );
+                    }
+                }
+            }
+        },
+        ImgCmd::Build {
+            dir,
+            busybox,
+            debootstrap,
+            suite,
+            mirror,
+            name,
+            version,
+            description,
+            compression,
+            out,
+            uuid,
+            json,
+        } => {
+            let source = match (dir, busybox, debootstrap) {
+                (Some(d), false, false) => RootSource::Dir(d),
+                (None, true, false) => RootSource::Busybox,
+                (None, false, true) => RootSource::Debootstrap { suite, mirror },
+                _ => {
+                    return Err(Failure::new(
+                        2,
+                        "say where the root comes from: --dir DIR, --busybox or --debootstrap",
+                    ));
+                }
+            };
+            let built = hull_img::build::build(&BuildSpec {
+                source,
+                name,
+                version,
+                description,
+                image_type: ImageType::ZoneDataset,
+                os: Os::Linux,
+                compression,
+                out_dir: out,
+                uuid,
+            })?;
+            if json {
+                print_json(&built);
+            } else {
+                println!(
+                    "Built image {} ({}@{})",
+                    built.manifest.uuid, built.manifest.name, built.manifest.version
+                );
+                println!(
+                    "imgadm install -m {} -f {}",
+                    built.manifest_path.display(),
+                    built.file_path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
