@@ -20,12 +20,7 @@ pub enum ExecError {
         source: std::io::Error,
     },
     #[error("{command} failed ({status}): {}", summary(stderr, stdout))]
-    Failed {
-        command: String,
-        status: ExitStatus,
-        stdout: String,
-        stderr: String,
-    },
+    Failed { command: String, status: ExitStatus, stdout: String, stderr: String },
 }
 
 impl ExecError {
@@ -39,17 +34,9 @@ impl ExecError {
 }
 
 fn summary(stderr: &str, stdout: &str) -> String {
-    let text = if stderr.trim().is_empty() {
-        stdout
-    } else {
-        stderr
-    };
+    let text = if stderr.trim().is_empty() { stdout } else { stderr };
     let text = text.trim();
-    if text.is_empty() {
-        "no output".to_string()
-    } else {
-        text.to_string()
-    }
+    if text.is_empty() { "no output".to_string() } else { text.to_string() }
 }
 
 /// A command line, as it will be shown in errors and logs.
@@ -61,11 +48,7 @@ pub struct CommandLine {
 
 impl CommandLine {
     pub fn new(program: impl AsRef<Path>) -> Self {
-        CommandLine {
-            program: program.as_ref().to_path_buf(),
-            args: Vec::new(),
-            stdin: None,
-        }
+        CommandLine { program: program.as_ref().to_path_buf(), args: Vec::new(), stdin: None }
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -95,28 +78,17 @@ impl CommandLine {
         let command = self.to_string();
         tracing::debug!(%command, "exec");
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+        cmd.args(&self.args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { command: command.clone(), source })?;
         if let (Some(data), Some(mut pipe)) = (&self.stdin, child.stdin.take()) {
             // A command that exits early closes its stdin; its status tells the story.
             let _ = pipe.write_all(data);
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ExecError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+        let out = child.wait_with_output().map_err(|source| ExecError::Spawn { command: command.clone(), source })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             Ok(stdout)
@@ -148,14 +120,7 @@ impl fmt::Display for CommandLine {
 /// Finds a host tool by name in the standard system directories, so that a hostile or odd
 /// `PATH` cannot change what hull runs.
 pub fn tool(name: &str) -> PathBuf {
-    for dir in [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/sbin",
-        "/usr/local/bin",
-    ] {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {
             return p;
@@ -170,15 +135,9 @@ mod tests {
 
     #[test]
     fn failure_carries_command_status_and_stderr() {
-        let err = CommandLine::new("/bin/sh")
-            .args(["-c", "echo oops >&2; exit 3"])
-            .run()
-            .expect_err("must fail");
+        let err = CommandLine::new("/bin/sh").args(["-c", "echo oops >&2; exit 3"]).run().expect_err("must fail");
         let text = err.to_string();
-        assert!(
-            text.contains("/bin/sh -c 'echo oops >&2; exit 3'"),
-            "{text}"
-        );
+        assert!(text.contains("/bin/sh -c 'echo oops >&2; exit 3'"), "{text}");
         assert!(text.contains("exit status: 3"), "{text}");
         assert!(text.contains("oops"), "{text}");
         assert_eq!(err.stderr().trim(), "oops");
@@ -186,18 +145,13 @@ mod tests {
 
     #[test]
     fn stdout_and_stdin() {
-        let out = CommandLine::new("/bin/cat")
-            .stdin(b"hello".to_vec())
-            .run()
-            .expect("cat");
+        let out = CommandLine::new("/bin/cat").stdin(b"hello".to_vec()).run().expect("cat");
         assert_eq!(out, "hello");
     }
 
     #[test]
     fn missing_program_is_a_spawn_error() {
-        let err = CommandLine::new("/nonexistent/tool")
-            .run()
-            .expect_err("must fail");
+        let err = CommandLine::new("/nonexistent/tool").run().expect_err("must fail");
         assert!(matches!(err, ExecError::Spawn { .. }));
         assert!(err.to_string().contains("/nonexistent/tool"));
     }

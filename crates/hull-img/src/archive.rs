@@ -24,9 +24,9 @@ pub enum UnpackError {
 pub fn decoder<'a, R: Read + 'a>(c: Compression, r: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
     Ok(match c {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(r).map_err(|e| UnpackError::Corrupt(e.to_string()))?,
-        ),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| UnpackError::Corrupt(e.to_string()))?)
+        }
         Compression::None => Box::new(r),
         Compression::Bzip2 | Compression::Xz => return Err(UnpackError::Unsupported(c.as_str())),
     })
@@ -34,10 +34,7 @@ pub fn decoder<'a, R: Read + 'a>(c: Compression, r: R) -> Result<Box<dyn Read + 
 
 pub fn encoder<'a, W: Write + 'a>(c: Compression, w: W) -> io::Result<Box<dyn FinishWrite + 'a>> {
     Ok(match c {
-        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
-            w,
-            flate2::Compression::default(),
-        )),
+        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(w, flate2::Compression::default())),
         Compression::Zstd => Box::new(zstd::stream::write::Encoder::new(w, 3)?),
         Compression::None => Box::new(Plain(w)),
         Compression::Bzip2 | Compression::Xz => {
@@ -103,8 +100,7 @@ fn classify(e: io::Error) -> UnpackError {
 
 /// A relative path with no `..`, no root, no prefix.
 fn plain_relative(p: &Path) -> bool {
-    p.components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 /// `dst/rel` when every existing parent of it is a real directory inside `dst`.
@@ -151,12 +147,8 @@ pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
             && name.starts_with(WHITEOUT)
         {
             let parent = path.parent().unwrap_or(Path::new(""));
-            let dir = resolve_inside(dst, parent).ok_or_else(|| {
-                UnpackError::Corrupt(format!(
-                    "whiteout {} points outside the image",
-                    path.display()
-                ))
-            })?;
+            let dir = resolve_inside(dst, parent)
+                .ok_or_else(|| UnpackError::Corrupt(format!("whiteout {} points outside the image", path.display())))?;
             if name == OPAQUE {
                 if let Ok(rd) = std::fs::read_dir(&dir) {
                     for e in rd.flatten() {
@@ -166,26 +158,17 @@ pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
             } else {
                 let victim = &name[WHITEOUT.len()..];
                 if victim.is_empty() || victim == "." || victim == ".." {
-                    return Err(UnpackError::Corrupt(format!(
-                        "bad whiteout {}",
-                        path.display()
-                    )));
+                    return Err(UnpackError::Corrupt(format!("bad whiteout {}", path.display())));
                 }
                 remove_any(&dir.join(victim)).map_err(classify)?;
             }
             continue;
         }
         if !plain_relative(&path) {
-            return Err(UnpackError::Corrupt(format!(
-                "entry {} points outside the image",
-                path.display()
-            )));
+            return Err(UnpackError::Corrupt(format!("entry {} points outside the image", path.display())));
         }
         if !entry.unpack_in(dst).map_err(classify)? {
-            return Err(UnpackError::Corrupt(format!(
-                "entry {} points outside the image",
-                path.display()
-            )));
+            return Err(UnpackError::Corrupt(format!("entry {} points outside the image", path.display())));
         }
     }
     if count == 0 {
@@ -221,16 +204,10 @@ mod tests {
     fn refuses_escapes() {
         let dst = tempfile::tempdir().expect("tempdir");
         let data = tar_of(&[("../evil", b"x")]);
-        assert!(matches!(
-            unpack(&data[..], dst.path()),
-            Err(UnpackError::Corrupt(_))
-        ));
+        assert!(matches!(unpack(&data[..], dst.path()), Err(UnpackError::Corrupt(_))));
         assert!(!dst.path().parent().expect("parent").join("evil").exists());
         let data = tar_of(&[("a/../../.wh.victim", b"")]);
-        assert!(matches!(
-            unpack(&data[..], dst.path()),
-            Err(UnpackError::Corrupt(_))
-        ));
+        assert!(matches!(unpack(&data[..], dst.path()), Err(UnpackError::Corrupt(_))));
     }
 
     #[test]
@@ -240,11 +217,7 @@ mod tests {
         std::fs::create_dir_all(dst.path().join("root/opt/x")).expect("mkdir");
         std::fs::write(dst.path().join("root/etc/gone"), b"1").expect("write");
         std::fs::write(dst.path().join("root/etc/kept"), b"1").expect("write");
-        let data = tar_of(&[
-            ("root/etc/.wh.gone", b""),
-            ("root/opt/.wh..wh..opq", b""),
-            ("root/opt/new", b"n"),
-        ]);
+        let data = tar_of(&[("root/etc/.wh.gone", b""), ("root/opt/.wh..wh..opq", b""), ("root/opt/new", b"n")]);
         unpack(&data[..], dst.path()).expect("unpack");
         assert!(!dst.path().join("root/etc/gone").exists());
         assert!(dst.path().join("root/etc/kept").exists());
@@ -260,19 +233,13 @@ mod tests {
             Err(UnpackError::Corrupt(_))
         ));
         let data = tar_of(&[("root/f", &[7u8; 4000])]);
-        assert!(matches!(
-            unpack(&data[..1000], dst.path()),
-            Err(UnpackError::Corrupt(_))
-        ));
+        assert!(matches!(unpack(&data[..1000], dst.path()), Err(UnpackError::Corrupt(_))));
         let mut gz = Vec::new();
         let mut enc = encoder(Compression::Gzip, &mut gz).expect("enc");
         enc.write_all(&data).expect("write");
         enc.finish().expect("finish");
         let r = decoder(Compression::Gzip, &gz[..gz.len() / 2]).expect("dec");
-        assert!(matches!(
-            unpack(r, dst.path()),
-            Err(UnpackError::Corrupt(_))
-        ));
+        assert!(matches!(unpack(r, dst.path()), Err(UnpackError::Corrupt(_))));
     }
 
     proptest::proptest! {

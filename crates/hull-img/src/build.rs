@@ -76,11 +76,7 @@ fn bld<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ImgError + '_ {
 }
 
 /// Writes `root` as `root/` into an image file at `out`; returns its sha1 and size.
-pub fn write_image_file(
-    root: &Path,
-    out: &Path,
-    compression: Compression,
-) -> Result<(String, u64)> {
+pub fn write_image_file(root: &Path, out: &Path, compression: Compression) -> Result<(String, u64)> {
     let file = std::fs::File::create(out).map_err(|e| ImgError::io("create", out, e))?;
     let pb = progress::bytes(None, "writing image");
     let hw = HashingWriter {
@@ -91,28 +87,20 @@ pub fn write_image_file(
     };
     let hw = std::rc::Rc::new(std::cell::RefCell::new(hw));
     {
-        let enc = archive::encoder(compression, SharedWriter(hw.clone()))
-            .map_err(|e| ImgError::io("compress", out, e))?;
+        let enc =
+            archive::encoder(compression, SharedWriter(hw.clone())).map_err(|e| ImgError::io("compress", out, e))?;
         let mut tar = tar::Builder::new(enc);
         tar.follow_symlinks(false);
         tar.mode(tar::HeaderMode::Complete);
-        tar.append_dir_all("root", root)
-            .map_err(|e| ImgError::io("archive", root, e))?;
-        let enc = tar
-            .into_inner()
-            .map_err(|e| ImgError::io("archive", root, e))?;
+        tar.append_dir_all("root", root).map_err(|e| ImgError::io("archive", root, e))?;
+        let enc = tar.into_inner().map_err(|e| ImgError::io("archive", root, e))?;
         enc.finish().map_err(|e| ImgError::io("write", out, e))?;
     }
     pb.finish_and_clear();
-    let hw = std::rc::Rc::try_unwrap(hw)
-        .map_err(|_| ImgError::Build("image writer still shared".into()))?
-        .into_inner();
+    let hw = std::rc::Rc::try_unwrap(hw).map_err(|_| ImgError::Build("image writer still shared".into()))?.into_inner();
     let mut inner = hw.inner;
     inner.flush().map_err(|e| ImgError::io("write", out, e))?;
-    inner
-        .get_ref()
-        .sync_all()
-        .map_err(|e| ImgError::io("sync", out, e))?;
+    inner.get_ref().sync_all().map_err(|e| ImgError::io("sync", out, e))?;
     Ok((hex::encode(hw.sha1.finalize()), hw.len))
 }
 
@@ -143,9 +131,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         error: None,
         disabled: Some(false),
         public: Some(false),
-        published_at: Some(
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        ),
+        published_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
         image_type: spec.image_type,
         os: spec.os,
         origin: None,
@@ -166,17 +152,11 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         urn: None,
     };
     // Check name and version before spending a minute in debootstrap.
-    probe
-        .validate()
-        .map_err(|e| ImgError::Build(e.to_string()))?;
+    probe.validate().map_err(|e| ImgError::Build(e.to_string()))?;
     archive::encoder(spec.compression, std::io::sink()).map_err(|_| {
-        ImgError::Build(format!(
-            "compression {} is not supported (gzip, zstd or none)",
-            spec.compression.as_str()
-        ))
+        ImgError::Build(format!("compression {} is not supported (gzip, zstd or none)", spec.compression.as_str()))
     })?;
-    std::fs::create_dir_all(&spec.out_dir)
-        .map_err(|e| ImgError::io("create directory", &spec.out_dir, e))?;
+    std::fs::create_dir_all(&spec.out_dir).map_err(|e| ImgError::io("create directory", &spec.out_dir, e))?;
     let stage = tempfile::Builder::new()
         .prefix(".hull-build-")
         .tempdir_in(&spec.out_dir)
@@ -184,10 +164,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
     let root = match &spec.source {
         RootSource::Dir(d) => {
             if !d.is_dir() {
-                return Err(ImgError::Build(format!(
-                    "{} is not a directory",
-                    d.display()
-                )));
+                return Err(ImgError::Build(format!("{} is not a directory", d.display())));
             }
             d.clone()
         }
@@ -203,9 +180,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         }
     };
     let base = format!("{}-{}", spec.name, spec.version);
-    let file_path = spec
-        .out_dir
-        .join(format!("{base}{}", spec.compression.suffix()));
+    let file_path = spec.out_dir.join(format!("{base}{}", spec.compression.suffix()));
     let manifest_path = spec.out_dir.join(format!("{base}.json"));
     let tmp_file = stage.path().join("image.file");
     let (sha1, size) = write_image_file(&root, &tmp_file, spec.compression)?;
@@ -221,11 +196,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
     }];
     std::fs::rename(&tmp_file, &file_path).map_err(|e| ImgError::io("rename", &file_path, e))?;
     crate::db::write_atomic(&manifest_path, manifest.to_json_pretty().as_bytes())?;
-    Ok(Built {
-        manifest,
-        manifest_path,
-        file_path,
-    })
+    Ok(Built { manifest, manifest_path, file_path })
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
@@ -233,8 +204,7 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ImgError::io("create directory", dir, e))?;
     }
     std::fs::write(path, text).map_err(|e| ImgError::io("write", path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| ImgError::io("chmod", path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| ImgError::io("chmod", path, e))
 }
 
 const INITTAB: &str = "\
@@ -253,24 +223,10 @@ mkdir -p /run /var/run /var/log
 pub fn busybox_root(root: &Path) -> Result<()> {
     let busybox = tool("busybox");
     if !busybox.is_absolute() {
-        return Err(ImgError::Build(
-            "busybox is not installed (Debian: apt-get install busybox-static)".into(),
-        ));
+        return Err(ImgError::Build("busybox is not installed (Debian: apt-get install busybox-static)".into()));
     }
     let listing = CommandLine::new(&busybox).arg("--list-full").run()?;
-    for d in [
-        "bin",
-        "sbin",
-        "usr/bin",
-        "usr/sbin",
-        "etc/init.d",
-        "dev",
-        "proc",
-        "sys",
-        "root",
-        "var/log",
-        "run",
-    ] {
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "dev", "proc", "sys", "root", "var/log", "run"] {
         let p = root.join(d);
         std::fs::create_dir_all(&p).map_err(|e| ImgError::io("create directory", &p, e))?;
     }
@@ -280,11 +236,7 @@ pub fn busybox_root(root: &Path) -> Result<()> {
         .map_err(|e| ImgError::io("chmod", &tmp, e))?;
     let bin = root.join("bin/busybox");
     std::fs::copy(&busybox, &bin).map_err(|e| ImgError::io("copy busybox to", &bin, e))?;
-    for applet in listing
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "bin/busybox")
-    {
+    for applet in listing.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "bin/busybox") {
         let rel = applet.trim_start_matches('/');
         if rel.contains("..") {
             continue;
@@ -294,8 +246,7 @@ pub fn busybox_root(root: &Path) -> Result<()> {
             std::fs::create_dir_all(dir).map_err(|e| ImgError::io("create directory", dir, e))?;
         }
         if !link.exists() {
-            std::os::unix::fs::symlink("/bin/busybox", &link)
-                .map_err(|e| ImgError::io("symlink", &link, e))?;
+            std::os::unix::fs::symlink("/bin/busybox", &link).map_err(|e| ImgError::io("symlink", &link, e))?;
         }
     }
     write_file(
@@ -303,29 +254,13 @@ pub fn busybox_root(root: &Path) -> Result<()> {
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
         0o644,
     )?;
-    write_file(
-        &root.join("etc/group"),
-        "root:x:0:\nnogroup:x:65534:\n",
-        0o644,
-    )?;
-    write_file(
-        &root.join("etc/shadow"),
-        "root:*:19000:0:99999:7:::\n",
-        0o600,
-    )?;
+    write_file(&root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n", 0o644)?;
+    write_file(&root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n", 0o600)?;
     write_file(&root.join("etc/hostname"), "busybox\n", 0o644)?;
-    write_file(
-        &root.join("etc/hosts"),
-        "127.0.0.1 localhost\n::1 localhost\n",
-        0o644,
-    )?;
+    write_file(&root.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n", 0o644)?;
     write_file(&root.join("etc/inittab"), INITTAB, 0o644)?;
     write_file(&root.join("etc/init.d/rcS"), RCS, 0o755)?;
-    write_file(
-        &root.join("etc/os-release"),
-        "NAME=\"busybox\"\nID=busybox\n",
-        0o644,
-    )?;
+    write_file(&root.join("etc/os-release"), "NAME=\"busybox\"\nID=busybox\n", 0o644)?;
     Ok(())
 }
 
@@ -333,9 +268,7 @@ pub fn busybox_root(root: &Path) -> Result<()> {
 pub fn debootstrap_root(root: &Path, suite: &str, mirror: &str) -> Result<()> {
     let debootstrap = tool("debootstrap");
     if !debootstrap.is_absolute() {
-        return Err(ImgError::Build(
-            "debootstrap is not installed (Debian: apt-get install debootstrap)".into(),
-        ));
+        return Err(ImgError::Build("debootstrap is not installed (Debian: apt-get install debootstrap)".into()));
     }
     if !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || suite.is_empty() {
         return Err(ImgError::Build(format!("invalid suite {suite:?}")));
@@ -344,10 +277,7 @@ pub fn debootstrap_root(root: &Path, suite: &str, mirror: &str) -> Result<()> {
     let pb = progress::bytes(None, "debootstrap");
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let res = CommandLine::new(&debootstrap)
-        .args([
-            "--variant=minbase",
-            "--include=systemd-sysv,iproute2,ifupdown,procps",
-        ])
+        .args(["--variant=minbase", "--include=systemd-sysv,iproute2,ifupdown,procps"])
         .arg(suite)
         .arg(root)
         .arg(mirror)

@@ -53,9 +53,7 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 impl Db {
     pub fn new(root: &Path) -> Db {
-        Db {
-            dir: root.join("var/imgadm"),
-        }
+        Db { dir: root.join("var/imgadm") }
     }
 
     fn record_path(&self, pool: &str, uuid: &Uuid) -> PathBuf {
@@ -129,8 +127,7 @@ impl Db {
     }
 
     pub fn set_sources(&self, sources: Vec<Source>) -> Result<()> {
-        let text = serde_json::to_vec_pretty(&Conf { sources })
-            .map_err(|e| ImgError::Build(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(&Conf { sources }).map_err(|e| ImgError::Build(e.to_string()))?;
         write_atomic(&self.conf_path(), &text)
     }
 }

@@ -9,9 +9,7 @@ pub enum ImgError {
     NotInstalled(Uuid),
     #[error("image {0} is already installed")]
     AlreadyInstalled(Uuid),
-    #[error(
-        "image {0} is being installed or deleted by another command; try again when it is done"
-    )]
+    #[error("image {0} is being installed or deleted by another command; try again when it is done")]
     Busy(Uuid),
     #[error("{}: {source}", path.display())]
     Manifest {
@@ -22,32 +20,16 @@ pub enum ImgError {
     #[error("image {0} has no file in its manifest")]
     NoFile(Uuid),
     #[error("image {uuid}: file {} has {what} {actual}, the manifest says {expected}", path.display())]
-    FileMismatch {
-        uuid: Uuid,
-        path: PathBuf,
-        what: &'static str,
-        expected: String,
-        actual: String,
-    },
+    FileMismatch { uuid: Uuid, path: PathBuf, what: &'static str, expected: String, actual: String },
     #[error("image {uuid}: file {} is not a valid {compression} image archive: {reason}", path.display())]
-    Corrupt {
-        uuid: Uuid,
-        path: PathBuf,
-        compression: &'static str,
-        reason: String,
-    },
+    Corrupt { uuid: Uuid, path: PathBuf, compression: &'static str, reason: String },
     #[error("image {uuid}: compression {compression} is not supported (gzip, zstd or none)")]
-    UnsupportedCompression {
-        uuid: Uuid,
-        compression: &'static str,
-    },
+    UnsupportedCompression { uuid: Uuid, compression: &'static str },
     #[error("image {uuid}: the pool is out of space")]
     NoSpace { uuid: Uuid },
     #[error("image {uuid} has dependent clones ({}); delete them first", .clones.join(", "))]
     HasClones { uuid: Uuid, clones: Vec<String> },
-    #[error(
-        "image {uuid} needs its origin image {origin}, which is not installed (imgadm import {origin})"
-    )]
+    #[error("image {uuid} needs its origin image {origin}, which is not installed (imgadm import {origin})")]
     OriginNotInstalled { uuid: Uuid, origin: Uuid },
     #[error("image {uuid}: origin chain deeper than {max} images")]
     OriginTooDeep { uuid: Uuid, max: usize },
@@ -76,11 +58,7 @@ pub enum ImgError {
 
 impl ImgError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ImgError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        ImgError::Io { op, path: path.into(), source }
     }
 
     /// imgadm's exit status: 3 when the image is not installed, 1 for any other failure.

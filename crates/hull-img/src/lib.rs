@@ -57,8 +57,7 @@ pub struct Imgadm {
 
 fn ds(uuid: &Uuid) -> DatasetName {
     // A uuid's text is always a valid dataset name.
-    DatasetName::parse(&uuid.to_string())
-        .unwrap_or_else(|_| unreachable!("uuid {uuid} is a valid dataset name"))
+    DatasetName::parse(&uuid.to_string()).unwrap_or_else(|_| unreachable!("uuid {uuid} is a valid dataset name"))
 }
 
 fn partial(uuid: &Uuid) -> DatasetName {
@@ -67,10 +66,7 @@ fn partial(uuid: &Uuid) -> DatasetName {
 }
 
 fn final_snap(uuid: &Uuid) -> SnapshotName {
-    SnapshotName {
-        dataset: ds(uuid),
-        snap: FINAL.to_string(),
-    }
+    SnapshotName { dataset: ds(uuid), snap: FINAL.to_string() }
 }
 
 /// sha1 and length of everything `r` yields.
@@ -79,9 +75,7 @@ fn sha1_of(mut r: impl Read, path: &Path) -> Result<(String, u64)> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = r
-            .read(&mut buf)
-            .map_err(|e| ImgError::io("read", path, e))?;
+        let k = r.read(&mut buf).map_err(|e| ImgError::io("read", path, e))?;
         if k == 0 {
             break;
         }
@@ -93,11 +87,7 @@ fn sha1_of(mut r: impl Read, path: &Path) -> Result<(String, u64)> {
 
 impl Imgadm {
     pub fn new(node: &Node) -> Imgadm {
-        Imgadm {
-            node: node.clone(),
-            db: Db::new(node.root()),
-            pool: OnceCell::new(),
-        }
+        Imgadm { node: node.clone(), db: Db::new(node.root()), pool: OnceCell::new() }
     }
 
     /// The node's pool (made or mounted on first use), after stale partial installs and
@@ -124,10 +114,7 @@ impl Imgadm {
         };
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(uuid) = name
-                .strip_suffix(PARTIAL)
-                .and_then(|u| u.parse::<Uuid>().ok())
-            else {
+            let Some(uuid) = name.strip_suffix(PARTIAL).and_then(|u| u.parse::<Uuid>().ok()) else {
                 continue;
             };
             let Ok(_guard) = self.image_lock(&uuid) else {
@@ -158,28 +145,19 @@ impl Imgadm {
     }
 
     fn to_image(&self, rec: Record, all: &[hull_storage::DatasetInfo]) -> Image {
-        let clone_names: Vec<String> =
-            hull_storage::dependent_clones(all, &rec.manifest.uuid.to_string())
-                .into_iter()
-                .map(|n| format!("{}/{n}", rec.zpool))
-                .collect();
-        Image {
-            clones: clone_names.len(),
-            clone_names,
-            manifest: rec.manifest,
-            zpool: rec.zpool,
-            source: rec.source,
-        }
+        let clone_names: Vec<String> = hull_storage::dependent_clones(all, &rec.manifest.uuid.to_string())
+            .into_iter()
+            .map(|n| format!("{}/{n}", rec.zpool))
+            .collect();
+        Image { clones: clone_names.len(), clone_names, manifest: rec.manifest, zpool: rec.zpool, source: rec.source }
     }
 
     /// Every installed image.
     pub fn list(&self) -> Result<Vec<Image>> {
         let pool = self.pool()?;
         let all = pool.list()?;
-        let finals: std::collections::HashSet<&str> = all
-            .iter()
-            .filter_map(|d| d.name.strip_suffix("@final"))
-            .collect();
+        let finals: std::collections::HashSet<&str> =
+            all.iter().filter_map(|d| d.name.strip_suffix("@final")).collect();
         let mut out = Vec::new();
         for uuid in self.db.uuids(pool.name())? {
             if !finals.contains(uuid.to_string().as_str()) {
@@ -198,21 +176,16 @@ impl Imgadm {
         if !self.installed(pool, uuid) {
             return Err(ImgError::NotInstalled(*uuid));
         }
-        let rec = self
-            .db
-            .read(pool.name(), uuid)?
-            .ok_or(ImgError::NotInstalled(*uuid))?;
+        let rec = self.db.read(pool.name(), uuid)?.ok_or(ImgError::NotInstalled(*uuid))?;
         Ok(self.to_image(rec, &pool.list()?))
     }
 
     /// Installs an image from a manifest file and an image file on this machine.
     pub fn install(&self, manifest_path: &Path, file: &Path) -> Result<Image> {
-        let text = std::fs::read_to_string(manifest_path)
-            .map_err(|e| ImgError::io("read manifest", manifest_path, e))?;
-        let manifest = Manifest::parse(&text).map_err(|source| ImgError::Manifest {
-            path: manifest_path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(manifest_path).map_err(|e| ImgError::io("read manifest", manifest_path, e))?;
+        let manifest = Manifest::parse(&text)
+            .map_err(|source| ImgError::Manifest { path: manifest_path.to_path_buf(), source })?;
         let _guard = self.image_lock(&manifest.uuid)?;
         self.install_locked(&manifest, file, None)?;
         self.get(&manifest.uuid)
@@ -231,11 +204,7 @@ impl Imgadm {
             actual,
         };
         if meta.len() != want.size {
-            return Err(mismatch(
-                "size",
-                want.size.to_string(),
-                meta.len().to_string(),
-            ));
+            return Err(mismatch("size", want.size.to_string(), meta.len().to_string()));
         }
         let f = std::fs::File::open(file).map_err(|e| ImgError::io("open image file", file, e))?;
         let pb = progress::bytes(Some(want.size), "verifying");
@@ -256,12 +225,8 @@ impl Imgadm {
         }
         let want = manifest.file().ok_or(ImgError::NoFile(uuid))?;
         // Refuse what cannot be unpacked before reading anything.
-        archive::decoder(want.compression, std::io::empty()).map_err(|_| {
-            ImgError::UnsupportedCompression {
-                uuid,
-                compression: want.compression.as_str(),
-            }
-        })?;
+        archive::decoder(want.compression, std::io::empty())
+            .map_err(|_| ImgError::UnsupportedCompression { uuid, compression: want.compression.as_str() })?;
         if let Some(origin) = manifest.origin
             && !pool.exists(&ds(&origin))
         {
@@ -306,29 +271,29 @@ impl Imgadm {
             compression: want.compression.as_str(),
             reason,
         };
-        let unpacked = archive::decoder(want.compression, reader)
-            .and_then(|r| archive::unpack(r, &pool.dataset_path(part)));
+        let unpacked =
+            archive::decoder(want.compression, reader).and_then(|r| archive::unpack(r, &pool.dataset_path(part)));
         pb.finish_and_clear();
         match unpacked {
             Ok(()) => {}
             Err(archive::UnpackError::NoSpace) => return Err(ImgError::NoSpace { uuid }),
             Err(archive::UnpackError::Corrupt(reason)) => return Err(corrupt(reason)),
             Err(archive::UnpackError::Unsupported(c)) => {
-                return Err(ImgError::UnsupportedCompression {
-                    uuid,
-                    compression: c,
-                });
+                return Err(ImgError::UnsupportedCompression { uuid, compression: c });
             }
         }
+        hull_exec::failpoint("img-install-unpacked");
         pool.snapshot(&part.snapshot(FINAL)?).map_err(|e| match e {
             StorageError::NoSpace { .. } => ImgError::NoSpace { uuid },
             e => e.into(),
         })?;
+        hull_exec::failpoint("img-install-snapshotted");
         self.db.write(&Record {
             manifest: manifest.clone(),
             zpool: pool.name().to_string(),
             source: source.map(Into::into),
         })?;
+        hull_exec::failpoint("img-install-recorded");
         pool.rename(part, &ds(&uuid))?;
         Ok(())
     }
@@ -346,10 +311,7 @@ impl Imgadm {
             .map(|n| format!("{}/{n}", pool.name()))
             .collect();
         if !clones.is_empty() {
-            return Err(ImgError::HasClones {
-                uuid: *uuid,
-                clones,
-            });
+            return Err(ImgError::HasClones { uuid: *uuid, clones });
         }
         // Forget the manifest first: a crash half way leaves a dataset `list` does not show.
         self.db.remove(pool.name(), uuid)?;
@@ -363,10 +325,7 @@ impl Imgadm {
         let images = self.list()?;
         let mut gone: Vec<Image> = Vec::new();
         loop {
-            let gone_names: Vec<String> = gone
-                .iter()
-                .map(|i| format!("{}/{}", i.zpool, i.manifest.uuid))
-                .collect();
+            let gone_names: Vec<String> = gone.iter().map(|i| format!("{}/{}", i.zpool, i.manifest.uuid)).collect();
             let next: Vec<&Image> = images
                 .iter()
                 .filter(|i| !gone.iter().any(|g| g.manifest.uuid == i.manifest.uuid))
@@ -397,10 +356,7 @@ impl Imgadm {
         if list.iter().any(|s| s.url == url) {
             return Ok(false);
         }
-        list.push(Source {
-            url,
-            kind: "imgapi".into(),
-        });
+        list.push(Source { url, kind: "imgapi".into() });
         self.db.set_sources(list)?;
         Ok(true)
     }
@@ -483,10 +439,7 @@ impl Imgadm {
                 break;
             }
             if chain.len() >= MAX_ORIGIN_DEPTH {
-                return Err(ImgError::OriginTooDeep {
-                    uuid: *uuid,
-                    max: MAX_ORIGIN_DEPTH,
-                });
+                return Err(ImgError::OriginTooDeep { uuid: *uuid, max: MAX_ORIGIN_DEPTH });
             }
             if chain.iter().any(|(m, _): &(Manifest, String)| m.uuid == u) {
                 return Err(ImgError::Source {
@@ -527,10 +480,8 @@ impl Imgadm {
         let mut out = std::io::BufWriter::new(tmp.as_file());
         let copied = std::io::copy(&mut limited, &mut out);
         pb.finish_and_clear();
-        let n = copied.map_err(|e| ImgError::Source {
-            url: src.to_string(),
-            reason: format!("GET /images/{uuid}/file: {e}"),
-        })?;
+        let n = copied
+            .map_err(|e| ImgError::Source { url: src.to_string(), reason: format!("GET /images/{uuid}/file: {e}") })?;
         std::io::Write::flush(&mut out).map_err(|e| ImgError::io("write", tmp.path(), e))?;
         drop(out);
         if n != want.size {
@@ -539,11 +490,7 @@ impl Imgadm {
                 path: tmp.path().to_path_buf(),
                 what: "size",
                 expected: want.size.to_string(),
-                actual: if n > want.size {
-                    format!("more than {}", want.size)
-                } else {
-                    n.to_string()
-                },
+                actual: if n > want.size { format!("more than {}", want.size) } else { n.to_string() },
             });
         }
         self.install_locked(m, tmp.path(), Some(src))

@@ -7,9 +7,7 @@ pub fn bytes(len: Option<u64>, msg: &str) -> ProgressBar {
     // The stderr target draws only when stderr is a terminal.
     let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
     let style = match len {
-        Some(_) => ProgressStyle::with_template(
-            "{msg:20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-        ),
+        Some(_) => ProgressStyle::with_template("{msg:20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"),
         None => ProgressStyle::with_template("{spinner} {msg:20} {bytes} {bytes_per_sec}"),
     };
     if let Ok(style) = style {

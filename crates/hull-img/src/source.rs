@@ -17,10 +17,7 @@ pub struct Client {
 
 /// Checks a source URL: http or https, a host, no query or fragment.
 pub fn check_url(url: &str) -> Result<String> {
-    let bad = |reason: &str| ImgError::BadSourceUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| ImgError::BadSourceUrl { url: url.to_string(), reason: reason.to_string() };
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
@@ -44,26 +41,16 @@ impl Client {
             .http_status_as_error(false)
             .build()
             .new_agent();
-        Client {
-            agent,
-            url: url.trim_end_matches('/').to_string(),
-        }
+        Client { agent, url: url.trim_end_matches('/').to_string() }
     }
 
     fn err(&self, reason: impl Into<String>) -> ImgError {
-        ImgError::Source {
-            url: self.url.clone(),
-            reason: reason.into(),
-        }
+        ImgError::Source { url: self.url.clone(), reason: reason.into() }
     }
 
     fn get(&self, path: &str) -> Result<Option<ureq::Body>> {
         let url = format!("{}{path}", self.url);
-        let resp = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
+        let resp = self.agent.get(&url).call().map_err(|e| self.err(format!("GET {path}: {e}")))?;
         let status = resp.status().as_u16();
         match status {
             200 => Ok(Some(resp.into_body())),
@@ -76,31 +63,21 @@ impl Client {
         let Some(mut body) = self.get(path)? else {
             return Ok(None);
         };
-        let text = body
-            .with_config()
-            .limit(MAX_JSON)
-            .read_to_string()
-            .map_err(|e| self.err(format!("GET {path}: {e}")))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| self.err(format!("GET {path} answered invalid JSON: {e}")))
+        let text =
+            body.with_config().limit(MAX_JSON).read_to_string().map_err(|e| self.err(format!("GET {path}: {e}")))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| self.err(format!("GET {path} answered invalid JSON: {e}")))
     }
 
     /// Every valid manifest the source lists; invalid ones are skipped with a warning.
     pub fn list(&self) -> Result<Vec<Manifest>> {
-        let v = self
-            .get_json("/images")?
-            .ok_or_else(|| self.err("GET /images: not found (is this an IMGAPI server?)"))?;
+        let v =
+            self.get_json("/images")?.ok_or_else(|| self.err("GET /images: not found (is this an IMGAPI server?)"))?;
         let serde_json::Value::Array(items) = v else {
             return Err(self.err("GET /images did not answer a JSON array"));
         };
         let mut out = Vec::new();
         for item in items {
-            let id = item
-                .get("uuid")
-                .and_then(|u| u.as_str())
-                .unwrap_or("?")
-                .to_string();
+            let id = item.get("uuid").and_then(|u| u.as_str()).unwrap_or("?").to_string();
             match Manifest::from_value(item) {
                 Ok(m) => out.push(m),
                 Err(e) => {
@@ -126,14 +103,9 @@ impl Client {
     /// The image file's bytes, and the length the server announced.
     pub fn file(&self, uuid: &Uuid) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
         let path = format!("/images/{uuid}/file");
-        let body = self
-            .get(&path)?
-            .ok_or_else(|| self.err(format!("GET {path}: not found")))?;
+        let body = self.get(&path)?.ok_or_else(|| self.err(format!("GET {path}: not found")))?;
         let len = body.content_length();
-        let reader = body
-            .into_with_config()
-            .limit(hull_spec::manifest::MAX_FILE_SIZE + 1)
-            .reader();
+        let reader = body.into_with_config().limit(hull_spec::manifest::MAX_FILE_SIZE + 1).reader();
         Ok((Box::new(reader), len))
     }
 }
@@ -144,10 +116,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            check_url("http://127.0.0.1:8080/").ok().as_deref(),
-            Some("http://127.0.0.1:8080")
-        );
+        assert_eq!(check_url("http://127.0.0.1:8080/").ok().as_deref(), Some("http://127.0.0.1:8080"));
         assert!(check_url("https://images.smartos.org").is_ok());
         for bad in ["ftp://x", "http://", "images.smartos.org", "http://x/?a=b"] {
             assert!(check_url(bad).is_err(), "{bad} accepted");

@@ -177,9 +177,7 @@ impl std::str::FromStr for Compression {
             "zstd" => Compression::Zstd,
             "none" => Compression::None,
             other => {
-                return Err(format!(
-                    "unknown compression {other:?} (gzip, zstd or none)"
-                ));
+                return Err(format!("unknown compression {other:?} (gzip, zstd or none)"));
             }
         })
     }
@@ -197,11 +195,7 @@ pub struct ImageFile {
     pub stor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    #[serde(
-        default,
-        rename = "uncompressedDigest",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "uncompressedDigest", skip_serializing_if = "Option::is_none")]
     pub uncompressed_digest: Option<String>,
 }
 
@@ -275,49 +269,26 @@ impl Manifest {
         }
         if self.name.is_empty() || self.name.len() > 512 {
             bad.push("name must be 1 to 512 characters".to_string());
-        } else if !self
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            bad.push(format!(
-                "name {:?} may only hold letters, digits, '-', '_' and '.'",
-                self.name
-            ));
+        } else if !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            bad.push(format!("name {:?} may only hold letters, digits, '-', '_' and '.'", self.name));
         }
         if self.version.is_empty() || self.version.len() > 128 {
             bad.push("version must be 1 to 128 characters".to_string());
-        } else if !self
-            .version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.+~".contains(c))
-        {
-            bad.push(format!(
-                "version {:?} may only hold letters, digits and '-_.+~'",
-                self.version
-            ));
+        } else if !self.version.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+~".contains(c)) {
+            bad.push(format!("version {:?} may only hold letters, digits and '-_.+~'", self.version));
         }
         if self.origin == Some(self.uuid) {
             bad.push("origin must not be the image itself".to_string());
         }
         if self.files.len() > 1 {
-            bad.push(format!(
-                "files must hold at most one file (got {})",
-                self.files.len()
-            ));
+            bad.push(format!("files must hold at most one file (got {})", self.files.len()));
         }
         for (i, f) in self.files.iter().enumerate() {
             if f.sha1.len() != 40 || !f.sha1.chars().all(|c| c.is_ascii_hexdigit()) {
-                bad.push(format!(
-                    "files[{i}].sha1 must be 40 hex digits (got {:?})",
-                    f.sha1
-                ));
+                bad.push(format!("files[{i}].sha1 must be 40 hex digits (got {:?})", f.sha1));
             }
             if f.size > MAX_FILE_SIZE {
-                bad.push(format!(
-                    "files[{i}].size {} is over the 20 GiB limit",
-                    f.size
-                ));
+                bad.push(format!("files[{i}].size {} is over the 20 GiB limit", f.size));
             }
         }
         if let Some(r) = &self.requirements
@@ -326,11 +297,7 @@ impl Manifest {
         {
             bad.push(format!("requirements.min_ram {min} is above max_ram {max}"));
         }
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(ManifestError::Invalid(bad))
-        }
+        if bad.is_empty() { Ok(()) } else { Err(ManifestError::Invalid(bad)) }
     }
 
     /// The one image file, which installing requires.

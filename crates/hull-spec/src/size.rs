@@ -12,26 +12,18 @@ pub struct SizeError {
 
 /// Parses `123`, `64K`, `10G`, `1.5T`, `2GiB`, `2gb` into bytes.
 pub fn parse_size(input: &str) -> Result<u64, SizeError> {
-    let err = |reason| SizeError {
-        input: input.to_string(),
-        reason,
-    };
+    let err = |reason| SizeError { input: input.to_string(), reason };
     let s = input.trim();
     if s.is_empty() {
         return Err(err("empty"));
     }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     if num.is_empty() {
         return Err(err("no number"));
     }
     let unit = unit.trim().to_ascii_uppercase();
-    let unit = unit
-        .strip_suffix("IB")
-        .or_else(|| unit.strip_suffix('B'))
-        .unwrap_or(&unit);
+    let unit = unit.strip_suffix("IB").or_else(|| unit.strip_suffix('B')).unwrap_or(&unit);
     let shift = match unit {
         "" => 0,
         "K" => 10,

@@ -8,10 +8,7 @@
 //! <mnt>/<name>/.snapshots/<snap>/   a snapshot
 //! ```
 
-use crate::{
-    Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName,
-    StorageError,
-};
+use crate::{Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName, StorageError};
 use hull_exec::{CommandLine, tool};
 use hull_spec::PoolBackend;
 use serde::{Deserialize, Serialize};
@@ -45,10 +42,7 @@ pub struct DirPool {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Whether `cp --reflink=always` works in `dir`.
@@ -56,12 +50,7 @@ pub fn probe_reflink(dir: &Path) -> bool {
     let a = dir.join(".reflink-probe");
     let b = dir.join(".reflink-probe.copy");
     let ok = std::fs::write(&a, b"x").is_ok()
-        && CommandLine::new(tool("cp"))
-            .arg("--reflink=always")
-            .arg(&a)
-            .arg(&b)
-            .run()
-            .is_ok();
+        && CommandLine::new(tool("cp")).arg("--reflink=always").arg(&a).arg(&b).run().is_ok();
     let _ = std::fs::remove_file(&a);
     let _ = std::fs::remove_file(&b);
     ok
@@ -92,11 +81,7 @@ fn du(path: &Path, top: bool, seen: &mut std::collections::HashSet<(u64, u64)>) 
 impl DirPool {
     pub fn new(name: &str, mountpoint: &Path) -> Self {
         let reflink = probe_reflink(mountpoint);
-        DirPool {
-            name: name.to_string(),
-            mnt: mountpoint.to_path_buf(),
-            reflink,
-        }
+        DirPool { name: name.to_string(), mnt: mountpoint.to_path_buf(), reflink }
     }
 
     fn full(&self, n: impl std::fmt::Display) -> String {
@@ -109,15 +94,13 @@ impl DirPool {
             std::io::ErrorKind::NotFound => StorageError::NotFound(self.full(ds)),
             _ => StorageError::io("read", &p, e),
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| StorageError::Pool(format!("{} is corrupt: {e}", p.display())))
+        serde_json::from_str(&text).map_err(|e| StorageError::Pool(format!("{} is corrupt: {e}", p.display())))
     }
 
     fn write_meta(&self, ds: &str, meta: &Meta) -> Result<()> {
         let p = self.mnt.join(ds).join(META);
         let tmp = p.with_extension("json.tmp");
-        let text =
-            serde_json::to_vec_pretty(meta).map_err(|e| StorageError::Pool(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::Pool(e.to_string()))?;
         std::fs::write(&tmp, text).map_err(|e| StorageError::io("write", &tmp, e))?;
         std::fs::rename(&tmp, &p).map_err(|e| StorageError::io("rename", &p, e))
     }
@@ -146,11 +129,7 @@ impl DirPool {
             .map(drop)
             .map_err(|e| {
                 if e.stderr().contains("No space left") {
-                    StorageError::NoSpace {
-                        pool: self.name.clone(),
-                        op: "copy",
-                        path: dst.to_path_buf(),
-                    }
+                    StorageError::NoSpace { pool: self.name.clone(), op: "copy", path: dst.to_path_buf() }
                 } else {
                     e.into()
                 }
@@ -171,11 +150,7 @@ impl Pool for DirPool {
     }
 
     fn caps(&self) -> Caps {
-        Caps {
-            instant_clone: self.reflink,
-            quota: false,
-            space_accounting: false,
-        }
+        Caps { instant_clone: self.reflink, quota: false, space_accounting: false }
     }
 
     fn name(&self) -> &str {
@@ -193,12 +168,8 @@ impl Pool for DirPool {
     fn create(&self, ds: &DatasetName) -> Result<()> {
         let path = self.mnt.join(ds.as_str());
         self.mkdir(&path, self.full(ds))?;
-        let meta = Meta {
-            uuid: uuid::Uuid::new_v4().to_string(),
-            origin: None,
-            creation: now(),
-            snapshots: BTreeMap::new(),
-        };
+        let meta =
+            Meta { uuid: uuid::Uuid::new_v4().to_string(), origin: None, creation: now(), snapshots: BTreeMap::new() };
         self.write_meta(ds.as_str(), &meta).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&path);
         })
@@ -216,36 +187,22 @@ impl Pool for DirPool {
         let _ = std::fs::remove_dir_all(&tmp);
         self.mkdir(&tmp, self.full(snap))?;
         let done = self.copy_tree(&self.mnt.join(ds), &tmp).and_then(|()| {
-            std::fs::rename(&tmp, dir.join(&snap.snap))
-                .map_err(|e| StorageError::io("rename", &tmp, e))
+            std::fs::rename(&tmp, dir.join(&snap.snap)).map_err(|e| StorageError::io("rename", &tmp, e))
         });
         if let Err(e) = done {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        meta.snapshots.insert(
-            snap.snap.clone(),
-            SnapMeta {
-                uuid: uuid::Uuid::new_v4().to_string(),
-                creation: now(),
-            },
-        );
+        meta.snapshots.insert(snap.snap.clone(), SnapMeta { uuid: uuid::Uuid::new_v4().to_string(), creation: now() });
         self.write_meta(ds, &meta)
     }
 
     fn clone_snapshot(&self, snap: &SnapshotName, target: &DatasetName) -> Result<()> {
         let meta = self.read_meta(snap.dataset.as_str())?;
-        let origin = meta
-            .snapshots
-            .get(&snap.snap)
-            .ok_or_else(|| StorageError::NotFound(self.full(snap)))?;
+        let origin = meta.snapshots.get(&snap.snap).ok_or_else(|| StorageError::NotFound(self.full(snap)))?;
         let dst = self.mnt.join(target.as_str());
         self.mkdir(&dst, self.full(target))?;
-        let src = self
-            .mnt
-            .join(snap.dataset.as_str())
-            .join(SNAPDIR)
-            .join(&snap.snap);
+        let src = self.mnt.join(snap.dataset.as_str()).join(SNAPDIR).join(&snap.snap);
         let made = self.copy_tree(&src, &dst).and_then(|()| {
             let meta = Meta {
                 uuid: uuid::Uuid::new_v4().to_string(),
@@ -283,17 +240,12 @@ impl Pool for DirPool {
         if !meta.snapshots.is_empty() {
             return Err(StorageError::HasSnapshots {
                 dataset: self.full(ds),
-                snapshots: meta
-                    .snapshots
-                    .keys()
-                    .map(|s| self.full(format!("{ds}@{s}")))
-                    .collect(),
+                snapshots: meta.snapshots.keys().map(|s| self.full(format!("{ds}@{s}"))).collect(),
             });
         }
         let path = self.mnt.join(ds.as_str());
         // Drop the identity first: a crash half way leaves a directory that is no dataset.
-        std::fs::remove_file(path.join(META))
-            .map_err(|e| StorageError::io("remove", path.join(META), e))?;
+        std::fs::remove_file(path.join(META)).map_err(|e| StorageError::io("remove", path.join(META), e))?;
         std::fs::remove_dir_all(&path).map_err(|e| StorageError::io("remove", &path, e))
     }
 
@@ -309,8 +261,7 @@ impl Pool for DirPool {
     }
 
     fn list(&self) -> Result<Vec<DatasetInfo>> {
-        let rd = std::fs::read_dir(&self.mnt)
-            .map_err(|e| StorageError::io("read directory", &self.mnt, e))?;
+        let rd = std::fs::read_dir(&self.mnt).map_err(|e| StorageError::io("read directory", &self.mnt, e))?;
         let mut names: Vec<String> = rd
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -362,10 +313,7 @@ impl Pool for DirPool {
     }
 
     fn set_quota(&self, _ds: &DatasetName, _quota: Option<u64>) -> Result<()> {
-        Err(StorageError::Unsupported {
-            backend: PoolBackend::Dir,
-            what: "quotas",
-        })
+        Err(StorageError::Unsupported { backend: PoolBackend::Dir, what: "quotas" })
     }
 
     fn usage(&self) -> Result<PoolUsage> {

@@ -14,8 +14,7 @@ pub(crate) fn snapshots_of(all: &[DatasetInfo], ds: &str) -> Vec<String> {
 /// Whether `name` is a clone of a snapshot of `ds` (a direct dependent).
 pub(crate) fn is_clone_root(all: &[DatasetInfo], name: &str, ds: &str) -> bool {
     let prefix = format!("{ds}@");
-    all.iter()
-        .any(|d| d.name == name && d.origin.as_deref().is_some_and(|o| o.starts_with(&prefix)))
+    all.iter().any(|d| d.name == name && d.origin.as_deref().is_some_and(|o| o.starts_with(&prefix)))
 }
 
 /// Everything that must go, children first, to destroy `target` (a dataset or a snapshot):
@@ -51,10 +50,7 @@ pub(crate) fn origins_by_uuid(entries: &[(String, [u8; 16], [u8; 16])]) -> Vec<O
             if name.contains('@') || *parent == [0; 16] {
                 return None;
             }
-            entries
-                .iter()
-                .find(|(n, u, _)| n.contains('@') && u == parent)
-                .map(|(n, _, _)| n.clone())
+            entries.iter().find(|(n, u, _)| n.contains('@') && u == parent).map(|(n, _, _)| n.clone())
         })
         .collect()
 }
@@ -66,11 +62,7 @@ mod tests {
     fn ds(name: &str, origin: Option<&str>) -> DatasetInfo {
         DatasetInfo {
             name: name.into(),
-            kind: if name.contains('@') {
-                DatasetKind::Snapshot
-            } else {
-                DatasetKind::Filesystem
-            },
+            kind: if name.contains('@') { DatasetKind::Snapshot } else { DatasetKind::Filesystem },
             used: 0,
             referenced: 0,
             origin: origin.map(Into::into),
@@ -90,10 +82,7 @@ mod tests {
             ds("b", Some("a@s")),
             ds("other", None),
         ];
-        assert_eq!(
-            destroy_order(&all, "img"),
-            vec!["b", "a@s", "a", "img@final", "img"]
-        );
+        assert_eq!(destroy_order(&all, "img"), vec!["b", "a@s", "a", "img@final", "img"]);
         assert_eq!(destroy_order(&all, "a@s"), vec!["b", "a@s"]);
         assert_eq!(destroy_order(&all, "other"), vec!["other"]);
         assert!(is_clone_root(&all, "a", "img"));
@@ -108,9 +97,6 @@ mod tests {
             ("c".to_string(), [3; 16], [2; 16]),
             ("d".to_string(), [4; 16], [1; 16]), // a writable snapshot of a dataset: no origin
         ];
-        assert_eq!(
-            origins_by_uuid(&e),
-            vec![None, None, Some("img@final".to_string()), None]
-        );
+        assert_eq!(origins_by_uuid(&e), vec![None, None, Some("img@final".to_string()), None]);
     }
 }

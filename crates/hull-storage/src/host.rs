@@ -29,8 +29,7 @@ pub struct PoolSpec {
 }
 
 pub fn statvfs_usage(path: &Path) -> Result<PoolUsage> {
-    let st =
-        nix::sys::statvfs::statvfs(path).map_err(|e| StorageError::errno("statvfs", path, e))?;
+    let st = nix::sys::statvfs::statvfs(path).map_err(|e| StorageError::errno("statvfs", path, e))?;
     let frsize = st.fragment_size();
     let size = st.blocks() * frsize;
     let free = st.blocks_available() * frsize;
@@ -39,24 +38,14 @@ pub fn statvfs_usage(path: &Path) -> Result<PoolUsage> {
 }
 
 fn mount(args: &[&str], source: &Path, target: &Path) -> Result<()> {
-    CommandLine::new(tool("mount"))
-        .args(args)
-        .arg(source)
-        .arg(target)
-        .run()
-        .map(drop)
-        .map_err(Into::into)
+    CommandLine::new(tool("mount")).args(args).arg(source).arg(target).run().map(drop).map_err(Into::into)
 }
 
 fn unmount(target: &Path) -> Result<()> {
     if mountinfo::mount_at(target).is_none() {
         return Ok(());
     }
-    CommandLine::new(tool("umount"))
-        .arg(target)
-        .run()
-        .map(drop)
-        .map_err(Into::into)
+    CommandLine::new(tool("umount")).arg(target).run().map(drop).map_err(Into::into)
 }
 
 /// Opens a pool that is mounted.
@@ -65,10 +54,8 @@ pub fn open(cfg: &PoolConfig, mnt: &Path) -> Result<Box<dyn Pool>> {
         PoolBackend::Btrfs => Box::new(BtrfsPool::new(&cfg.name, mnt)),
         PoolBackend::Dir => Box::new(DirPool::new(&cfg.name, mnt)),
         PoolBackend::Zfs => {
-            let zpool = cfg
-                .zpool
-                .as_deref()
-                .ok_or_else(|| StorageError::Pool("zfs pool config has no zpool".into()))?;
+            let zpool =
+                cfg.zpool.as_deref().ok_or_else(|| StorageError::Pool("zfs pool config has no zpool".into()))?;
             Box::new(ZfsPool::new(&cfg.name, zpool, mnt, Box::new(HostZfs)))
         }
     })
@@ -92,30 +79,17 @@ pub fn create(spec: &PoolSpec, mnt: &Path, default_file: &Path) -> Result<PoolCo
         PoolBackend::Btrfs
     });
     if mountinfo::mount_at(mnt).is_some() {
-        return Err(StorageError::Pool(format!(
-            "{} is already a mountpoint",
-            mnt.display()
-        )));
+        return Err(StorageError::Pool(format!("{} is already a mountpoint", mnt.display())));
     }
     let check = |ok: bool, what: &str| -> Result<()> {
-        if ok {
-            Ok(())
-        } else {
-            Err(StorageError::Pool(format!(
-                "{what} does not apply to the {backend} backend"
-            )))
-        }
+        if ok { Ok(()) } else { Err(StorageError::Pool(format!("{what} does not apply to the {backend} backend"))) }
     };
     check(
-        backend == PoolBackend::Btrfs
-            || (spec.file.is_none() && spec.size.is_none() && spec.device.is_none()),
+        backend == PoolBackend::Btrfs || (spec.file.is_none() && spec.size.is_none() && spec.device.is_none()),
         "--file/--size/--device",
     )?;
     check(backend == PoolBackend::Dir || spec.dir.is_none(), "--dir")?;
-    check(
-        backend == PoolBackend::Zfs || spec.zpool.is_none(),
-        "--zpool",
-    )?;
+    check(backend == PoolBackend::Zfs || spec.zpool.is_none(), "--zpool")?;
     std::fs::create_dir_all(mnt).map_err(|e| StorageError::io("create directory", mnt, e))?;
     let cfg = PoolConfig {
         backend,
@@ -137,26 +111,16 @@ pub fn create(spec: &PoolSpec, mnt: &Path, default_file: &Path) -> Result<PoolCo
     made
 }
 
-fn create_btrfs(
-    spec: &PoolSpec,
-    mnt: &Path,
-    default_file: &Path,
-    mut cfg: PoolConfig,
-) -> Result<PoolConfig> {
+fn create_btrfs(spec: &PoolSpec, mnt: &Path, default_file: &Path, mut cfg: PoolConfig) -> Result<PoolConfig> {
     let (source, file) = match &spec.device {
         Some(dev) => {
             if spec.file.is_some() || spec.size.is_some() {
-                return Err(StorageError::Pool(
-                    "--device takes neither --file nor --size".into(),
-                ));
+                return Err(StorageError::Pool("--device takes neither --file nor --size".into()));
             }
             (dev.clone(), None)
         }
         None => {
-            let file = spec
-                .file
-                .clone()
-                .unwrap_or_else(|| default_file.to_path_buf());
+            let file = spec.file.clone().unwrap_or_else(|| default_file.to_path_buf());
             if file.exists() {
                 return Err(StorageError::Pool(format!(
                     "{} already exists: use `hull pool import` to mount it, or remove it",
@@ -164,8 +128,7 @@ fn create_btrfs(
                 )));
             }
             let dir = file.parent().unwrap_or(Path::new("/"));
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StorageError::io("create directory", dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
             let size = match spec.size {
                 Some(s) => s,
                 None => DEFAULT_SIZE.min(statvfs_usage(dir)?.free / 10 * 9),
@@ -177,11 +140,8 @@ fn create_btrfs(
                     hull_spec::size::format_size(MIN_BTRFS_SIZE)
                 )));
             }
-            let f = std::fs::File::create_new(&file)
-                .map_err(|e| StorageError::io("create", &file, e))?;
-            let sized = f
-                .set_len(size)
-                .map_err(|e| StorageError::io("size", &file, e));
+            let f = std::fs::File::create_new(&file).map_err(|e| StorageError::io("create", &file, e))?;
+            let sized = f.set_len(size).map_err(|e| StorageError::io("size", &file, e));
             if let Err(e) = sized {
                 let _ = std::fs::remove_file(&file);
                 return Err(e);
@@ -197,23 +157,13 @@ fn create_btrfs(
     };
     let made = (|| {
         // Without -f mkfs.btrfs refuses a device that already holds a filesystem.
-        CommandLine::new(tool("mkfs.btrfs"))
-            .args(["-q", "-L", POOL_NAME])
-            .arg(&source)
-            .run()?;
+        CommandLine::new(tool("mkfs.btrfs")).args(["-q", "-L", POOL_NAME]).arg(&source).run()?;
         mount(
-            if file.is_some() {
-                &["-t", "btrfs", "-o", "loop,noatime"]
-            } else {
-                &["-t", "btrfs", "-o", "noatime"]
-            },
+            if file.is_some() { &["-t", "btrfs", "-o", "loop,noatime"] } else { &["-t", "btrfs", "-o", "noatime"] },
             &source,
             mnt,
         )?;
-        let quota = CommandLine::new(tool("btrfs"))
-            .args(["quota", "enable"])
-            .arg(mnt)
-            .run();
+        let quota = CommandLine::new(tool("btrfs")).args(["quota", "enable"]).arg(mnt).run();
         if let Err(e) = quota {
             let _ = unmount(mnt);
             return Err(e.into());
@@ -245,15 +195,8 @@ fn create_dir(spec: &PoolSpec, mnt: &Path, mut cfg: PoolConfig) -> Result<PoolCo
 }
 
 fn create_zfs(spec: &PoolSpec, mnt: &Path, mut cfg: PoolConfig) -> Result<PoolConfig> {
-    let zpool = spec
-        .zpool
-        .clone()
-        .ok_or_else(|| StorageError::Pool("the zfs backend needs --zpool NAME".into()))?;
-    CommandLine::new(tool("zfs"))
-        .arg("set")
-        .arg(format!("mountpoint={}", mnt.display()))
-        .arg(&zpool)
-        .run()?;
+    let zpool = spec.zpool.clone().ok_or_else(|| StorageError::Pool("the zfs backend needs --zpool NAME".into()))?;
+    CommandLine::new(tool("zfs")).arg("set").arg(format!("mountpoint={}", mnt.display())).arg(&zpool).run()?;
     cfg.zpool = Some(zpool);
     Ok(cfg)
 }
@@ -268,9 +211,7 @@ pub fn import(cfg: &PoolConfig, mnt: &Path) -> Result<()> {
         PoolBackend::Btrfs => match (&cfg.file, &cfg.device) {
             (Some(file), _) => mount(&["-t", "btrfs", "-o", "loop,noatime"], file, mnt),
             (None, Some(dev)) => mount(&["-t", "btrfs", "-o", "noatime"], dev, mnt),
-            (None, None) => Err(StorageError::Pool(
-                "btrfs pool config names neither file nor device".into(),
-            )),
+            (None, None) => Err(StorageError::Pool("btrfs pool config names neither file nor device".into())),
         },
         PoolBackend::Dir => match &cfg.dir {
             Some(dir) => mount(&["--bind"], dir, mnt),
@@ -279,20 +220,10 @@ pub fn import(cfg: &PoolConfig, mnt: &Path) -> Result<()> {
         PoolBackend::Zfs => {
             let zpool = cfg.zpool.as_deref().unwrap_or_default();
             let top = zpool.split('/').next().unwrap_or(zpool);
-            if CommandLine::new(tool("zpool"))
-                .args(["list", "-H", top])
-                .run()
-                .is_err()
-            {
-                CommandLine::new(tool("zpool"))
-                    .args(["import", top])
-                    .run()?;
+            if CommandLine::new(tool("zpool")).args(["list", "-H", top]).run().is_err() {
+                CommandLine::new(tool("zpool")).args(["import", top]).run()?;
             }
-            CommandLine::new(tool("zfs"))
-                .args(["mount", "-a"])
-                .run()
-                .map(drop)
-                .map_err(Into::into)
+            CommandLine::new(tool("zfs")).args(["mount", "-a"]).run().map(drop).map_err(Into::into)
         }
     }
 }
@@ -315,12 +246,10 @@ pub fn destroy(cfg: &PoolConfig, mnt: &Path) -> Result<()> {
             if is_imported(cfg, mnt) {
                 let pool = DirPool::new(&cfg.name, mnt);
                 for d in pool.list()?.iter().filter(|d| !d.name.contains('@')) {
-                    crate::destroy(&pool, &crate::DatasetName::parse(&d.name)?, true).or_else(
-                        |e| match e {
-                            StorageError::NotFound(_) => Ok(Vec::new()),
-                            e => Err(e),
-                        },
-                    )?;
+                    crate::destroy(&pool, &crate::DatasetName::parse(&d.name)?, true).or_else(|e| match e {
+                        StorageError::NotFound(_) => Ok(Vec::new()),
+                        e => Err(e),
+                    })?;
                 }
             }
             if cfg.dir.is_some() {
@@ -330,12 +259,10 @@ pub fn destroy(cfg: &PoolConfig, mnt: &Path) -> Result<()> {
         PoolBackend::Zfs => {
             let pool = open(cfg, mnt)?;
             for d in pool.list()?.iter().filter(|d| !d.name.contains('@')) {
-                crate::destroy(pool.as_ref(), &crate::DatasetName::parse(&d.name)?, true).or_else(
-                    |e| match e {
-                        StorageError::NotFound(_) => Ok(Vec::new()),
-                        e => Err(e),
-                    },
-                )?;
+                crate::destroy(pool.as_ref(), &crate::DatasetName::parse(&d.name)?, true).or_else(|e| match e {
+                    StorageError::NotFound(_) => Ok(Vec::new()),
+                    e => Err(e),
+                })?;
             }
         }
     }

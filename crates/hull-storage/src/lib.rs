@@ -83,32 +83,15 @@ pub enum StorageError {
     #[error("invalid dataset name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
     #[error("cannot destroy {dataset}: it has dependent clones ({}); use -r to destroy them too", .clones.join(", "))]
-    HasClones {
-        dataset: String,
-        clones: Vec<String>,
-    },
+    HasClones { dataset: String, clones: Vec<String> },
     #[error("cannot destroy {dataset}: it has snapshots ({}); use -r to destroy them too", .snapshots.join(", "))]
-    HasSnapshots {
-        dataset: String,
-        snapshots: Vec<String>,
-    },
+    HasSnapshots { dataset: String, snapshots: Vec<String> },
     #[error("the {backend} backend does not support {what}")]
-    Unsupported {
-        backend: PoolBackend,
-        what: &'static str,
-    },
+    Unsupported { backend: PoolBackend, what: &'static str },
     #[error("pool {pool} is out of space ({op} {path})")]
-    NoSpace {
-        pool: String,
-        op: &'static str,
-        path: PathBuf,
-    },
+    NoSpace { pool: String, op: &'static str, path: PathBuf },
     #[error("quota of {dataset} exceeded ({op} {path})")]
-    QuotaExceeded {
-        dataset: String,
-        op: &'static str,
-        path: PathBuf,
-    },
+    QuotaExceeded { dataset: String, op: &'static str, path: PathBuf },
     #[error("{op} {path}")]
     Io {
         op: &'static str,
@@ -124,11 +107,7 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn io(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        StorageError::Io {
-            op,
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        StorageError::Io { op, path: path.as_ref().to_path_buf(), source }
     }
 
     pub(crate) fn errno(op: &'static str, path: impl AsRef<Path>, errno: nix::Error) -> Self {
@@ -193,16 +172,10 @@ pub fn destroy(pool: &dyn Pool, ds: &DatasetName, recursive: bool) -> Result<Vec
     let full = |n: &str| format!("{}/{}", pool.name(), n);
     if !recursive {
         let snaps = graph::snapshots_of(&all, ds.as_str());
-        let clones: Vec<String> = plan
-            .iter()
-            .filter(|n| graph::is_clone_root(&all, n, ds.as_str()))
-            .map(|n| full(n))
-            .collect();
+        let clones: Vec<String> =
+            plan.iter().filter(|n| graph::is_clone_root(&all, n, ds.as_str())).map(|n| full(n)).collect();
         if !clones.is_empty() {
-            return Err(StorageError::HasClones {
-                dataset: full(ds.as_str()),
-                clones,
-            });
+            return Err(StorageError::HasClones { dataset: full(ds.as_str()), clones });
         }
         if !snaps.is_empty() {
             return Err(StorageError::HasSnapshots {
@@ -218,11 +191,7 @@ pub fn destroy(pool: &dyn Pool, ds: &DatasetName, recursive: bool) -> Result<Vec
 }
 
 /// Destroys one snapshot; refused while clones depend on it unless `recursive`.
-pub fn destroy_snapshot(
-    pool: &dyn Pool,
-    snap: &SnapshotName,
-    recursive: bool,
-) -> Result<Vec<String>> {
+pub fn destroy_snapshot(pool: &dyn Pool, snap: &SnapshotName, recursive: bool) -> Result<Vec<String>> {
     let all = pool.list()?;
     let key = snap.to_string();
     if !all.iter().any(|d| d.name == key) {
@@ -231,15 +200,8 @@ pub fn destroy_snapshot(
     let plan = graph::destroy_order(&all, &key);
     let full = |n: &str| format!("{}/{}", pool.name(), n);
     if !recursive && plan.len() > 1 {
-        let clones = all
-            .iter()
-            .filter(|d| d.origin.as_deref() == Some(&key))
-            .map(|d| full(&d.name))
-            .collect();
-        return Err(StorageError::HasClones {
-            dataset: full(&key),
-            clones,
-        });
+        let clones = all.iter().filter(|d| d.origin.as_deref() == Some(&key)).map(|d| full(&d.name)).collect();
+        return Err(StorageError::HasClones { dataset: full(&key), clones });
     }
     for name in &plan {
         destroy_one(pool, name)?;
@@ -258,8 +220,5 @@ fn destroy_one(pool: &dyn Pool, name: &str) -> Result<()> {
 /// Names of the datasets cloned from any snapshot of `ds`.
 pub fn dependent_clones(all: &[DatasetInfo], ds: &str) -> Vec<String> {
     let prefix = format!("{ds}@");
-    all.iter()
-        .filter(|d| d.origin.as_deref().is_some_and(|o| o.starts_with(&prefix)))
-        .map(|d| d.name.clone())
-        .collect()
+    all.iter().filter(|d| d.origin.as_deref().is_some_and(|o| o.starts_with(&prefix))).map(|d| d.name.clone()).collect()
 }

@@ -21,8 +21,7 @@ impl LockGuard {
 
 fn open(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StorageError::io("create lock directory", dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create lock directory", dir, e))?;
     }
     OpenOptions::new()
         .create(true)
@@ -35,10 +34,7 @@ fn open(path: &Path) -> Result<File> {
 /// Takes the lock if nobody holds it; `Ok(None)` when another process does.
 pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
     match Flock::lock(open(path)?, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(LockGuard {
-            _lock: lock,
-            path: path.to_path_buf(),
-        })),
+        Ok(lock) => Ok(Some(LockGuard { _lock: lock, path: path.to_path_buf() })),
         Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
         Err((_, e)) => Err(StorageError::errno("lock", path, e)),
     }
@@ -47,10 +43,7 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
 /// Waits for the lock.
 pub fn lock(path: &Path) -> Result<LockGuard> {
     match Flock::lock(open(path)?, FlockArg::LockExclusive) {
-        Ok(lock) => Ok(LockGuard {
-            _lock: lock,
-            path: path.to_path_buf(),
-        }),
+        Ok(lock) => Ok(LockGuard { _lock: lock, path: path.to_path_buf() }),
         Err((_, e)) => Err(StorageError::errno("lock", path, e)),
     }
 }

@@ -15,10 +15,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -52,10 +49,7 @@ pub fn parse(text: &str) -> Vec<Mount> {
 pub fn mount_at(path: &Path) -> Option<Mount> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let path = std::fs::canonicalize(path).ok()?;
-    parse(&text)
-        .into_iter()
-        .rev()
-        .find(|m| m.mountpoint == path)
+    parse(&text).into_iter().rev().find(|m| m.mountpoint == path)
 }
 
 #[cfg(test)]

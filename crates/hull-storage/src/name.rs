@@ -25,10 +25,7 @@ fn check(kind: &str, s: &str) -> Result<(), String> {
     if s.starts_with('.') {
         return Err(format!("{kind} name may not start with '.'"));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
-    {
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c))) {
         return Err(format!("{kind} name may not contain {c:?}"));
     }
     Ok(())
@@ -37,10 +34,7 @@ fn check(kind: &str, s: &str) -> Result<(), String> {
 impl DatasetName {
     /// Parses `<name>` (a dataset in the pool; strip `zones/` first).
     pub fn parse(s: &str) -> Result<Self, StorageError> {
-        check("dataset", s).map_err(|reason| StorageError::InvalidName {
-            name: s.to_string(),
-            reason,
-        })?;
+        check("dataset", s).map_err(|reason| StorageError::InvalidName { name: s.to_string(), reason })?;
         Ok(DatasetName(s.to_string()))
     }
 
@@ -56,18 +50,10 @@ impl DatasetName {
 impl SnapshotName {
     /// Parses `<name>@<snap>`.
     pub fn parse(s: &str) -> Result<Self, StorageError> {
-        let bad = |reason: String| StorageError::InvalidName {
-            name: s.to_string(),
-            reason,
-        };
-        let (ds, snap) = s
-            .split_once('@')
-            .ok_or_else(|| bad("a snapshot is named DATASET@SNAP".into()))?;
+        let bad = |reason: String| StorageError::InvalidName { name: s.to_string(), reason };
+        let (ds, snap) = s.split_once('@').ok_or_else(|| bad("a snapshot is named DATASET@SNAP".into()))?;
         check("snapshot", snap).map_err(bad)?;
-        Ok(SnapshotName {
-            dataset: DatasetName::parse(ds)?,
-            snap: snap.to_string(),
-        })
+        Ok(SnapshotName { dataset: DatasetName::parse(ds)?, snap: snap.to_string() })
     }
 }
 
@@ -85,12 +71,10 @@ impl fmt::Display for SnapshotName {
 
 /// Strips the pool from a user-given name: `zones/foo@s` becomes `foo@s`.
 pub fn strip_pool<'a>(pool: &str, name: &'a str) -> Result<&'a str, StorageError> {
-    name.strip_prefix(pool)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(|| StorageError::InvalidName {
-            name: name.to_string(),
-            reason: format!("datasets are named {pool}/NAME"),
-        })
+    name.strip_prefix(pool).and_then(|rest| rest.strip_prefix('/')).ok_or_else(|| StorageError::InvalidName {
+        name: name.to_string(),
+        reason: format!("datasets are named {pool}/NAME"),
+    })
 }
 
 #[cfg(test)]

@@ -14,18 +14,12 @@ pub struct Node {
 impl Node {
     /// A node rooted at `root` whose kernel objects are named `prefix...`.
     pub fn new(root: &Path, prefix: &str) -> Result<Node> {
-        if prefix.is_empty()
-            || prefix.len() > 8
-            || !prefix.chars().all(|c| c.is_ascii_alphanumeric())
-        {
+        if prefix.is_empty() || prefix.len() > 8 || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(StorageError::Pool(format!(
                 "invalid node prefix {prefix:?}: 1 to 8 letters or digits (kernel link names are short)"
             )));
         }
-        Ok(Node {
-            root: root.to_path_buf(),
-            prefix: prefix.to_string(),
-        })
+        Ok(Node { root: root.to_path_buf(), prefix: prefix.to_string() })
     }
 
     pub fn root(&self) -> &Path {
@@ -61,8 +55,7 @@ impl Node {
     pub fn load_config(&self) -> Result<NodeConfig> {
         let p = self.config_path();
         match std::fs::read_to_string(&p) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| StorageError::Pool(format!("{}: {e}", p.display()))),
+            Ok(text) => serde_json::from_str(&text).map_err(|e| StorageError::Pool(format!("{}: {e}", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
             Err(e) => Err(StorageError::io("read", &p, e)),
         }
@@ -84,10 +77,7 @@ impl Node {
         let _lock = lock::lock(&self.lock_path("pool"))?;
         let mut cfg = self.load_config()?;
         if let Some(p) = &cfg.pool {
-            return Err(StorageError::Pool(format!(
-                "this node already has a pool ({} backend)",
-                p.backend
-            )));
+            return Err(StorageError::Pool(format!("this node already has a pool ({} backend)", p.backend)));
         }
         let pool = host::create(spec, &self.zones_dir(), &self.default_pool_file())?;
         cfg.pool = Some(pool.clone());
@@ -131,19 +121,14 @@ impl Node {
     /// The pool if one is configured and mounted; never creates or mounts.
     pub fn existing_pool(&self) -> Result<Option<Box<dyn Pool>>> {
         match self.load_config()?.pool {
-            Some(p) if host::is_imported(&p, &self.zones_dir()) => {
-                Ok(Some(host::open(&p, &self.zones_dir())?))
-            }
+            Some(p) if host::is_imported(&p, &self.zones_dir()) => Ok(Some(host::open(&p, &self.zones_dir())?)),
             _ => Ok(None),
         }
     }
 
     pub fn import_pool(&self) -> Result<hull_spec::PoolConfig> {
         let _lock = lock::lock(&self.lock_path("pool"))?;
-        let cfg = self
-            .load_config()?
-            .pool
-            .ok_or_else(|| StorageError::Pool("this node has no pool".into()))?;
+        let cfg = self.load_config()?.pool.ok_or_else(|| StorageError::Pool("this node has no pool".into()))?;
         host::import(&cfg, &self.zones_dir())?;
         Ok(cfg)
     }
@@ -151,10 +136,7 @@ impl Node {
     pub fn destroy_pool(&self) -> Result<()> {
         let _lock = lock::lock(&self.lock_path("pool"))?;
         let mut cfg = self.load_config()?;
-        let pool = cfg
-            .pool
-            .take()
-            .ok_or_else(|| StorageError::Pool("this node has no pool".into()))?;
+        let pool = cfg.pool.take().ok_or_else(|| StorageError::Pool("this node has no pool".into()))?;
         host::destroy(&pool, &self.zones_dir())?;
         self.save_config(&cfg)
     }

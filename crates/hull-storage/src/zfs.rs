@@ -4,10 +4,7 @@
 //! `zones/<name>` maps to `<zpool>/<name>`, where `<zpool>` is the pool or dataset the
 //! operator handed over; its mountpoint is set to `$ROOT/zones` so children mount below it.
 
-use crate::{
-    Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName,
-    StorageError,
-};
+use crate::{Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName, StorageError};
 use hull_exec::{CommandLine, ExecError, tool};
 use hull_spec::PoolBackend;
 use std::path::{Path, PathBuf};
@@ -53,10 +50,7 @@ pub fn parse_list(zpool: &str, text: &str) -> Result<Vec<DatasetInfo>, String> {
         if name.split('@').next().is_some_and(|d| d.contains('/')) {
             continue;
         }
-        let num = |s: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("bad number {s:?} in zfs list row {line:?}"))
-        };
+        let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?} in zfs list row {line:?}"));
         let kind = match f[1] {
             "filesystem" | "volume" => DatasetKind::Filesystem,
             "snapshot" => DatasetKind::Snapshot,
@@ -81,9 +75,7 @@ pub fn parse_list(zpool: &str, text: &str) -> Result<Vec<DatasetInfo>, String> {
                 "-" | "none" | "legacy" => None,
                 m => Some(PathBuf::from(m)),
             },
-            creation: f[7]
-                .parse()
-                .map_err(|_| format!("bad creation {:?}", f[7]))?,
+            creation: f[7].parse().map_err(|_| format!("bad creation {:?}", f[7]))?,
         });
     }
     Ok(out)
@@ -91,12 +83,7 @@ pub fn parse_list(zpool: &str, text: &str) -> Result<Vec<DatasetInfo>, String> {
 
 impl ZfsPool {
     pub fn new(name: &str, zpool: &str, mountpoint: &Path, runner: Box<dyn ZfsRunner>) -> Self {
-        ZfsPool {
-            name: name.to_string(),
-            zpool: zpool.to_string(),
-            mnt: mountpoint.to_path_buf(),
-            runner,
-        }
+        ZfsPool { name: name.to_string(), zpool: zpool.to_string(), mnt: mountpoint.to_path_buf(), runner }
     }
 
     fn run(&self, subject: String, args: &[&str]) -> Result<String> {
@@ -108,11 +95,7 @@ impl ZfsPool {
             } else if err.contains("already exists") {
                 StorageError::Exists(subject)
             } else if err.contains("out of space") {
-                StorageError::NoSpace {
-                    pool: self.name.clone(),
-                    op: "zfs",
-                    path: self.mnt.clone(),
-                }
+                StorageError::NoSpace { pool: self.name.clone(), op: "zfs", path: self.mnt.clone() }
             } else {
                 e.into()
             }
@@ -134,11 +117,7 @@ impl Pool for ZfsPool {
     }
 
     fn caps(&self) -> Caps {
-        Caps {
-            instant_clone: true,
-            quota: true,
-            space_accounting: true,
-        }
+        Caps { instant_clone: true, quota: true, space_accounting: true }
     }
 
     fn name(&self) -> &str {
@@ -150,8 +129,7 @@ impl Pool for ZfsPool {
     }
 
     fn exists(&self, ds: &DatasetName) -> bool {
-        self.run(self.full(ds), &["list", "-H", "-o", "name", &self.z(ds)])
-            .is_ok()
+        self.run(self.full(ds), &["list", "-H", "-o", "name", &self.z(ds)]).is_ok()
     }
 
     fn create(&self, ds: &DatasetName) -> Result<()> {
@@ -159,21 +137,15 @@ impl Pool for ZfsPool {
     }
 
     fn snapshot(&self, snap: &SnapshotName) -> Result<()> {
-        self.run(self.full(snap), &["snapshot", &self.z(snap)])
-            .map(drop)
+        self.run(self.full(snap), &["snapshot", &self.z(snap)]).map(drop)
     }
 
     fn clone_snapshot(&self, snap: &SnapshotName, target: &DatasetName) -> Result<()> {
-        self.run(
-            self.full(target),
-            &["clone", &self.z(snap), &self.z(target)],
-        )
-        .map(drop)
+        self.run(self.full(target), &["clone", &self.z(snap), &self.z(target)]).map(drop)
     }
 
     fn rename(&self, from: &DatasetName, to: &DatasetName) -> Result<()> {
-        self.run(self.full(from), &["rename", &self.z(from), &self.z(to)])
-            .map(drop)
+        self.run(self.full(from), &["rename", &self.z(from), &self.z(to)]).map(drop)
     }
 
     fn destroy_dataset(&self, ds: &DatasetName) -> Result<()> {
@@ -181,62 +153,28 @@ impl Pool for ZfsPool {
     }
 
     fn destroy_snapshot(&self, snap: &SnapshotName) -> Result<()> {
-        self.run(self.full(snap), &["destroy", &self.z(snap)])
-            .map(drop)
+        self.run(self.full(snap), &["destroy", &self.z(snap)]).map(drop)
     }
 
     fn list(&self) -> Result<Vec<DatasetInfo>> {
         let text = self.run(
             self.name.clone(),
-            &[
-                "list",
-                "-H",
-                "-p",
-                "-o",
-                LIST_COLUMNS,
-                "-t",
-                "filesystem,snapshot",
-                "-r",
-                &self.zpool,
-            ],
+            &["list", "-H", "-p", "-o", LIST_COLUMNS, "-t", "filesystem,snapshot", "-r", &self.zpool],
         )?;
         parse_list(&self.zpool, &text).map_err(StorageError::Pool)
     }
 
     fn set_quota(&self, ds: &DatasetName, quota: Option<u64>) -> Result<()> {
-        let value = format!(
-            "quota={}",
-            quota
-                .map(|q| q.to_string())
-                .unwrap_or_else(|| "none".into())
-        );
-        self.run(self.full(ds), &["set", &value, &self.z(ds)])
-            .map(drop)
+        let value = format!("quota={}", quota.map(|q| q.to_string()).unwrap_or_else(|| "none".into()));
+        self.run(self.full(ds), &["set", &value, &self.z(ds)]).map(drop)
     }
 
     fn usage(&self) -> Result<PoolUsage> {
-        let text = self.run(
-            self.name.clone(),
-            &[
-                "get",
-                "-H",
-                "-p",
-                "-o",
-                "value",
-                "used,available",
-                &self.zpool,
-            ],
-        )?;
+        let text = self.run(self.name.clone(), &["get", "-H", "-p", "-o", "value", "used,available", &self.zpool])?;
         let v: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
         match v.as_slice() {
-            [used, avail] => Ok(PoolUsage {
-                size: used + avail,
-                used: *used,
-                free: *avail,
-            }),
-            _ => Err(StorageError::Pool(format!(
-                "unexpected zfs get output {text:?}"
-            ))),
+            [used, avail] => Ok(PoolUsage { size: used + avail, used: *used, free: *avail }),
+            _ => Err(StorageError::Pool(format!("unexpected zfs get output {text:?}"))),
         }
     }
 }
@@ -261,10 +199,7 @@ tank/hull/vm1/data\tfilesystem\t24576\t24576\t-\t0\t/var/tmp/n1/zones/vm1/data\t
         assert_eq!(rows.len(), 3, "pool row and nested datasets are skipped");
         let vm = &rows[2];
         assert_eq!(vm.name, "vm1");
-        assert_eq!(
-            vm.origin.as_deref(),
-            Some("c02a2044-c1bd-11e4-bd8c-dfc1db8b0182@final")
-        );
+        assert_eq!(vm.origin.as_deref(), Some("c02a2044-c1bd-11e4-bd8c-dfc1db8b0182@final"));
         assert_eq!(vm.quota, Some(10 << 30));
         assert_eq!(rows[1].kind, DatasetKind::Snapshot);
         assert_eq!(rows[1].mountpoint, None);
@@ -299,14 +234,8 @@ tank/hull/vm1/data\tfilesystem\t24576\t24576\t-\t0\t/var/tmp/n1/zones/vm1/data\t
 
     fn pool(fail_with: Option<&'static str>) -> (ZfsPool, Arc<Mutex<Vec<String>>>) {
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let r = Recorder {
-            calls: calls.clone(),
-            fail_with,
-        };
-        (
-            ZfsPool::new("zones", "tank/hull", Path::new("/n/zones"), Box::new(r)),
-            calls,
-        )
+        let r = Recorder { calls: calls.clone(), fail_with };
+        (ZfsPool::new("zones", "tank/hull", Path::new("/n/zones"), Box::new(r)), calls)
     }
 
     #[test]
@@ -339,20 +268,11 @@ tank/hull/vm1/data\tfilesystem\t24576\t24576\t-\t0\t/var/tmp/n1/zones/vm1/data\t
     #[test]
     fn maps_zfs_errors() {
         // zfs create tank/hull/img  (when it exists)
-        let (p, _) = pool(Some(
-            "cannot create 'tank/hull/img': dataset already exists\n",
-        ));
-        let err = p
-            .create(&DatasetName::parse("img").expect("name"))
-            .expect_err("exists");
-        assert!(
-            matches!(err, StorageError::Exists(ref n) if n == "zones/img"),
-            "{err}"
-        );
+        let (p, _) = pool(Some("cannot create 'tank/hull/img': dataset already exists\n"));
+        let err = p.create(&DatasetName::parse("img").expect("name")).expect_err("exists");
+        assert!(matches!(err, StorageError::Exists(ref n) if n == "zones/img"), "{err}");
         let (p, _) = pool(Some("cannot open 'tank/hull/x': dataset does not exist\n"));
-        let err = p
-            .destroy_dataset(&DatasetName::parse("x").expect("name"))
-            .expect_err("missing");
+        let err = p.destroy_dataset(&DatasetName::parse("x").expect("name")).expect_err("missing");
         assert!(matches!(err, StorageError::NotFound(_)), "{err}");
     }
 }

@@ -13,10 +13,7 @@ struct TestNode {
 
 impl TestNode {
     fn new(spec: PoolSpec) -> TestNode {
-        let dir = tempfile::Builder::new()
-            .prefix("hull-storage-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("hull-storage-").tempdir().expect("tempdir");
         let node = Node::new(dir.path(), "hst").expect("node");
         node.create_pool(&spec).expect("create pool");
         TestNode { node, dir }
@@ -30,19 +27,13 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         if self.node.destroy_pool().is_err() {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path().join("zones"))
-                .status();
+            let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path().join("zones")).status();
         }
     }
 }
 
 fn btrfs() -> TestNode {
-    TestNode::new(PoolSpec {
-        size: Some(512 << 20),
-        ..Default::default()
-    })
+    TestNode::new(PoolSpec { size: Some(512 << 20), ..Default::default() })
 }
 
 fn ds(n: &str) -> DatasetName {
@@ -63,59 +54,27 @@ fn write(path: &Path, bytes: usize) {
 /// recursive destroy.
 fn lifecycle(pool: &dyn Pool) {
     pool.create(&ds("img")).expect("create");
-    assert!(matches!(
-        pool.create(&ds("img")),
-        Err(StorageError::Exists(_))
-    ));
-    write(
-        &pool.dataset_path(&ds("img")).join("root/etc/data"),
-        1 << 20,
-    );
+    assert!(matches!(pool.create(&ds("img")), Err(StorageError::Exists(_))));
+    write(&pool.dataset_path(&ds("img")).join("root/etc/data"), 1 << 20);
     pool.snapshot(&snap("img@final")).expect("snapshot");
-    assert!(matches!(
-        pool.snapshot(&snap("img@final")),
-        Err(StorageError::Exists(_))
-    ));
-    pool.clone_snapshot(&snap("img@final"), &ds("vm1"))
-        .expect("clone");
-    pool.clone_snapshot(&snap("img@final"), &ds("vm2"))
-        .expect("clone");
-    assert!(matches!(
-        pool.clone_snapshot(&snap("img@nope"), &ds("vm3")),
-        Err(StorageError::NotFound(_))
-    ));
+    assert!(matches!(pool.snapshot(&snap("img@final")), Err(StorageError::Exists(_))));
+    pool.clone_snapshot(&snap("img@final"), &ds("vm1")).expect("clone");
+    pool.clone_snapshot(&snap("img@final"), &ds("vm2")).expect("clone");
+    assert!(matches!(pool.clone_snapshot(&snap("img@nope"), &ds("vm3")), Err(StorageError::NotFound(_))));
 
     // A clone sees the snapshot's files, and writes to it stay its own.
     let vm1 = pool.dataset_path(&ds("vm1"));
-    assert_eq!(
-        std::fs::metadata(vm1.join("root/etc/data"))
-            .expect("file")
-            .len(),
-        1 << 20
-    );
+    assert_eq!(std::fs::metadata(vm1.join("root/etc/data")).expect("file").len(), 1 << 20);
     std::fs::write(vm1.join("root/etc/data"), b"changed").expect("write");
-    assert_eq!(
-        std::fs::metadata(pool.dataset_path(&ds("vm2")).join("root/etc/data"))
-            .expect("file")
-            .len(),
-        1 << 20
-    );
-    assert!(
-        !vm1.join(".snapshots").exists(),
-        "a clone carries no snapshot placeholder"
-    );
+    assert_eq!(std::fs::metadata(pool.dataset_path(&ds("vm2")).join("root/etc/data")).expect("file").len(), 1 << 20);
+    assert!(!vm1.join(".snapshots").exists(), "a clone carries no snapshot placeholder");
 
     // Snapshots of clones, and clones of those.
     pool.snapshot(&snap("vm1@s1")).expect("snapshot clone");
-    pool.clone_snapshot(&snap("vm1@s1"), &ds("vm1b"))
-        .expect("clone of clone");
+    pool.clone_snapshot(&snap("vm1@s1"), &ds("vm1b")).expect("clone of clone");
 
     let list = pool.list().expect("list");
-    let get = |n: &str| {
-        list.iter()
-            .find(|d| d.name == n)
-            .unwrap_or_else(|| panic!("{n} missing from {list:?}"))
-    };
+    let get = |n: &str| list.iter().find(|d| d.name == n).unwrap_or_else(|| panic!("{n} missing from {list:?}"));
     assert_eq!(get("vm1").origin.as_deref(), Some("img@final"));
     assert_eq!(get("vm1b").origin.as_deref(), Some("vm1@s1"));
     assert_eq!(get("img").origin, None);
@@ -135,25 +94,13 @@ fn lifecycle(pool: &dyn Pool) {
 
     // Rename carries snapshots, and clones follow the new name.
     pool.rename(&ds("vm1"), &ds("vm1-renamed")).expect("rename");
-    assert!(matches!(
-        pool.rename(&ds("vm1-renamed"), &ds("img")),
-        Err(StorageError::Exists(_))
-    ));
+    assert!(matches!(pool.rename(&ds("vm1-renamed"), &ds("img")), Err(StorageError::Exists(_))));
     let list = pool.list().expect("list");
     let vm1b = list.iter().find(|d| d.name == "vm1b").expect("vm1b");
     assert_eq!(vm1b.origin.as_deref(), Some("vm1-renamed@s1"));
 
     let gone = hull_storage::destroy(pool, &ds("img"), true).expect("destroy -r");
-    assert_eq!(
-        gone,
-        vec![
-            "zones/vm1b",
-            "zones/vm1-renamed@s1",
-            "zones/vm1-renamed",
-            "zones/img@final",
-            "zones/img"
-        ]
-    );
+    assert_eq!(gone, vec!["zones/vm1b", "zones/vm1-renamed@s1", "zones/vm1-renamed", "zones/img@final", "zones/img"]);
     assert!(pool.list().expect("list").is_empty());
 }
 
@@ -177,10 +124,7 @@ fn dir_lifecycle() {
     assert_eq!(pool.backend(), PoolBackend::Dir);
     assert!(!pool.caps().quota);
     lifecycle(pool.as_ref());
-    assert!(matches!(
-        pool.set_quota(&ds("x"), Some(1)),
-        Err(StorageError::Unsupported { .. })
-    ));
+    assert!(matches!(pool.set_quota(&ds("x"), Some(1)), Err(StorageError::Unsupported { .. })));
 }
 
 #[test]
@@ -189,27 +133,16 @@ fn btrfs_origins_match_the_kernel() {
     let pool = n.pool();
     pool.create(&ds("img")).expect("create");
     pool.snapshot(&snap("img@final")).expect("snapshot");
-    pool.clone_snapshot(&snap("img@final"), &ds("c"))
-        .expect("clone");
+    pool.clone_snapshot(&snap("img@final"), &ds("c")).expect("clone");
     // Oracle: btrfs subvolume show prints the clone's parent UUID and the snapshot's UUID.
     let show = |p: &Path| {
-        let out = std::process::Command::new("btrfs")
-            .arg("subvolume")
-            .arg("show")
-            .arg(p)
-            .output()
-            .expect("btrfs");
+        let out = std::process::Command::new("btrfs").arg("subvolume").arg("show").arg(p).output().expect("btrfs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let field = |text: &str, key: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
-            .expect(key)
+        text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string())).expect(key)
     };
-    let snap_uuid = field(
-        &show(&pool.mountpoint().join("img/.snapshots/final")),
-        "UUID:",
-    );
+    let snap_uuid = field(&show(&pool.mountpoint().join("img/.snapshots/final")), "UUID:");
     let clone_parent = field(&show(&pool.mountpoint().join("c")), "Parent UUID:");
     assert_eq!(snap_uuid, clone_parent);
     let c = hull_storage::get(pool.as_ref(), "c").expect("get");
@@ -225,31 +158,18 @@ fn btrfs_space_is_shared_and_quota_enforced() {
     pool.snapshot(&snap("img@final")).expect("snapshot");
     let before = pool.usage().expect("usage").used;
     for i in 0..10 {
-        pool.clone_snapshot(&snap("img@final"), &ds(&format!("c{i}")))
-            .expect("clone");
+        pool.clone_snapshot(&snap("img@final"), &ds(&format!("c{i}"))).expect("clone");
     }
     nix::unistd::sync();
     let after = pool.usage().expect("usage").used;
-    assert!(
-        after - before < 16 << 20,
-        "10 clones of 64 MiB took {} bytes",
-        after - before
-    );
+    assert!(after - before < 16 << 20, "10 clones of 64 MiB took {} bytes", after - before);
 
     let list = pool.list().expect("list");
     let img = list.iter().find(|d| d.name == "img").expect("img");
     let c0 = list.iter().find(|d| d.name == "c0").expect("c0");
-    assert!(
-        img.referenced >= 64 << 20,
-        "img referenced {}",
-        img.referenced
-    );
+    assert!(img.referenced >= 64 << 20, "img referenced {}", img.referenced);
     assert!(img.used >= 64 << 20, "img used {}", img.used);
-    assert!(
-        c0.referenced >= 64 << 20,
-        "clone referenced {}",
-        c0.referenced
-    );
+    assert!(c0.referenced >= 64 << 20, "clone referenced {}", c0.referenced);
     assert!(c0.used < 1 << 20, "clone used {}", c0.used);
 
     pool.set_quota(&ds("c1"), Some(8 << 20)).expect("quota");
@@ -257,15 +177,11 @@ fn btrfs_space_is_shared_and_quota_enforced() {
     assert_eq!(c1.quota, Some(8 << 20));
     // c1 already references 64 MiB, over its quota: new writes fail with EDQUOT.
     let target = pool.dataset_path(&ds("c1")).join("more");
-    let res = std::fs::write(&target, vec![1u8; 16 << 20])
-        .and_then(|()| std::fs::File::open(&target)?.sync_all());
+    let res = std::fs::write(&target, vec![1u8; 16 << 20]).and_then(|()| std::fs::File::open(&target)?.sync_all());
     let err = res.expect_err("quota must stop the write");
     assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
     pool.set_quota(&ds("c1"), None).expect("clear quota");
-    assert_eq!(
-        hull_storage::get(pool.as_ref(), "c1").expect("get").quota,
-        None
-    );
+    assert_eq!(hull_storage::get(pool.as_ref(), "c1").expect("get").quota, None);
 }
 
 #[test]
@@ -275,13 +191,7 @@ fn pool_import_after_unmount_and_status() {
     pool.create(&ds("keep")).expect("create");
     std::fs::write(pool.dataset_path(&ds("keep")).join("f"), b"kept").expect("write");
     let mnt = n.node.zones_dir();
-    assert!(
-        std::process::Command::new("umount")
-            .arg(&mnt)
-            .status()
-            .expect("umount")
-            .success()
-    );
+    assert!(std::process::Command::new("umount").arg(&mnt).status().expect("umount").success());
     assert!(!pool.exists(&ds("keep")));
     n.node.import_pool().expect("import");
     assert_eq!(std::fs::read(mnt.join("keep/f")).expect("read"), b"kept");
@@ -293,22 +203,13 @@ fn pool_import_after_unmount_and_status() {
 fn pool_create_refuses_bad_requests_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::new(dir.path(), "hst").expect("node");
-    let err = node
-        .create_pool(&PoolSpec {
-            size: Some(16 << 20),
-            ..Default::default()
-        })
-        .expect_err("too small");
+    let err = node.create_pool(&PoolSpec { size: Some(16 << 20), ..Default::default() }).expect_err("too small");
     assert!(err.to_string().contains("below the btrfs minimum"), "{err}");
     assert!(!node.default_pool_file().exists());
     assert!(!node.zones_dir().exists());
     assert!(node.load_config().expect("config").pool.is_none());
     let err = node
-        .create_pool(&PoolSpec {
-            backend: Some(PoolBackend::Dir),
-            size: Some(1 << 30),
-            ..Default::default()
-        })
+        .create_pool(&PoolSpec { backend: Some(PoolBackend::Dir), size: Some(1 << 30), ..Default::default() })
         .expect_err("size on dir");
     assert!(err.to_string().contains("does not apply"), "{err}");
     assert!(Node::new(dir.path(), "bad/prefix").is_err());

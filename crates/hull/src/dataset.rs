@@ -62,11 +62,7 @@ pub enum DatasetCmd {
 
 fn row(d: &DatasetInfo, pool: &str, parseable: bool) -> serde_json::Value {
     let size = |n: u64| {
-        if parseable {
-            serde_json::json!(n)
-        } else {
-            serde_json::json!(format_size(n))
-        }
+        if parseable { serde_json::json!(n) } else { serde_json::json!(format_size(n)) }
     };
     serde_json::json!({
         "name": format!("{pool}/{}", d.name),
@@ -93,22 +89,13 @@ pub fn run(node: &Node, cmd: DatasetCmd) -> CmdResult {
     let pool = node.pool()?;
     let pool = pool.as_ref();
     match cmd {
-        DatasetCmd::List {
-            json,
-            no_header,
-            parseable,
-            kind,
-            columns,
-        } => {
+        DatasetCmd::List { json, no_header, parseable, kind, columns } => {
             let want: &[&str] = match kind.as_str() {
                 "filesystem" => &["filesystem"],
                 "snapshot" => &["snapshot"],
                 "all" => &["filesystem", "snapshot"],
                 other => {
-                    return Err(Failure::new(
-                        2,
-                        format!("invalid type {other:?} (filesystem, snapshot or all)"),
-                    ));
+                    return Err(Failure::new(2, format!("invalid type {other:?} (filesystem, snapshot or all)")));
                 }
             };
             let mut list = pool.list()?;
@@ -126,21 +113,13 @@ pub fn run(node: &Node, cmd: DatasetCmd) -> CmdResult {
                 let rows: Vec<_> = list.iter().map(|d| row(d, pool.name(), true)).collect();
                 print_json(&rows);
             } else {
-                let rows: Vec<_> = list
-                    .iter()
-                    .map(|d| row(d, pool.name(), parseable))
-                    .collect();
-                print!(
-                    "{}",
-                    table::render(&rows, &table::fields(&columns), no_header)
-                );
+                let rows: Vec<_> = list.iter().map(|d| row(d, pool.name(), parseable)).collect();
+                print!("{}", table::render(&rows, &table::fields(&columns), no_header));
             }
         }
         DatasetCmd::Create { name } => pool.create(&ds(pool, &name)?)?,
         DatasetCmd::Snapshot { name } => pool.snapshot(&snap(pool, &name)?)?,
-        DatasetCmd::Clone { snapshot, target } => {
-            pool.clone_snapshot(&snap(pool, &snapshot)?, &ds(pool, &target)?)?
-        }
+        DatasetCmd::Clone { snapshot, target } => pool.clone_snapshot(&snap(pool, &snapshot)?, &ds(pool, &target)?)?,
         DatasetCmd::Rename { from, to } => pool.rename(&ds(pool, &from)?, &ds(pool, &to)?)?,
         DatasetCmd::Destroy { recursive, name } => {
             let gone = if name.contains('@') {
@@ -152,11 +131,7 @@ pub fn run(node: &Node, cmd: DatasetCmd) -> CmdResult {
                 println!("destroyed {g}");
             }
         }
-        DatasetCmd::Get {
-            property,
-            name,
-            parseable,
-        } => {
+        DatasetCmd::Get { property, name, parseable } => {
             let short = strip_pool(pool.name(), &name)?;
             let d = hull_storage::get(pool, short)?;
             let r = row(&d, pool.name(), parseable);
@@ -165,9 +140,9 @@ pub fn run(node: &Node, cmd: DatasetCmd) -> CmdResult {
             println!("{}", table::cell(Some(v)));
         }
         DatasetCmd::Set { assignment, name } => {
-            let (prop, value) = assignment.split_once('=').ok_or_else(|| {
-                Failure::new(2, format!("expected PROPERTY=VALUE, got {assignment:?}"))
-            })?;
+            let (prop, value) = assignment
+                .split_once('=')
+                .ok_or_else(|| Failure::new(2, format!("expected PROPERTY=VALUE, got {assignment:?}")))?;
             match prop {
                 "quota" => {
                     let q = match value {
@@ -177,10 +152,7 @@ pub fn run(node: &Node, cmd: DatasetCmd) -> CmdResult {
                     pool.set_quota(&ds(pool, &name)?, q)?;
                 }
                 other => {
-                    return Err(Failure::new(
-                        1,
-                        format!("property {other:?} cannot be set (quota)"),
-                    ));
+                    return Err(Failure::new(1, format!("property {other:?} cannot be set (quota)")));
                 }
             }
         }

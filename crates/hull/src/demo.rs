@@ -31,20 +31,12 @@ pub fn run(node: &Node, a: DemoArgs) -> CmdResult {
         },
         "busybox" => RootSource::Busybox,
         other => {
-            return Err(Failure::new(
-                2,
-                format!("unknown demo image {other:?} (debian or busybox)"),
-            ));
+            return Err(Failure::new(2, format!("unknown demo image {other:?} (debian or busybox)")));
         }
     };
     let img = Imgadm::new(node);
     let pool = img.pool()?;
-    println!(
-        "pool: {} ({} backend) at {}",
-        pool.name(),
-        pool.backend(),
-        pool.mountpoint().display()
-    );
+    println!("pool: {} ({} backend) at {}", pool.name(), pool.backend(), pool.mountpoint().display());
     let name = format!("hull-demo-{}", a.image);
     let installed = img.list()?.into_iter().find(|i| i.manifest.name == name);
     let (image, build_s, install_s) = match installed {
@@ -96,10 +88,7 @@ pub fn run(node: &Node, a: DemoArgs) -> CmdResult {
     }
     nix::unistd::sync();
     let before = pool.usage()?.used;
-    let snap = SnapshotName {
-        dataset: DatasetName::parse(&uuid)?,
-        snap: hull_img::FINAL.into(),
-    };
+    let snap = SnapshotName { dataset: DatasetName::parse(&uuid)?, snap: hull_img::FINAL.into() };
     let mut times = Vec::with_capacity(a.clones);
     let t = Instant::now();
     for i in 0..a.clones {
@@ -116,10 +105,7 @@ pub fn run(node: &Node, a: DemoArgs) -> CmdResult {
     let added = after.saturating_sub(before);
     println!();
     println!("image {name}: {} referenced", format_size(image_size));
-    println!(
-        "cloned {} instances in {total_ms:.1} ms (p50 {p50:.2} ms per clone)",
-        a.clones
-    );
+    println!("cloned {} instances in {total_ms:.1} ms (p50 {p50:.2} ms per clone)", a.clones);
     println!(
         "pool used: {} before the clones, {} after: the clones added {} ({:.3} of one image; full copies would add {})",
         format_size(before),
@@ -128,10 +114,7 @@ pub fn run(node: &Node, a: DemoArgs) -> CmdResult {
         added as f64 / image_size.max(1) as f64,
         format_size(image_size * a.clones as u64)
     );
-    println!(
-        "see them: hull --root {} dataset list",
-        node.root().display()
-    );
+    println!("see them: hull --root {} dataset list", node.root().display());
     if a.json {
         println!(
             "{}",

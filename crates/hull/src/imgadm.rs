@@ -113,10 +113,7 @@ pub enum ImgCmd {
 fn image_row(m: &Manifest, extra: serde_json::Value) -> serde_json::Value {
     let mut v = serde_json::to_value(m).unwrap_or_default();
     if let serde_json::Value::Object(map) = &mut v {
-        let pubdate = m
-            .published_at
-            .as_deref()
-            .map(|p| p.get(..10).unwrap_or(p).to_string());
+        let pubdate = m.published_at.as_deref().map(|p| p.get(..10).unwrap_or(p).to_string());
         map.insert("pub".into(), serde_json::json!(pubdate));
         map.insert("size".into(), serde_json::json!(m.file().map(|f| f.size)));
         if let serde_json::Value::Object(e) = extra {
@@ -127,44 +124,25 @@ fn image_row(m: &Manifest, extra: serde_json::Value) -> serde_json::Value {
 }
 
 fn print_list(rows: Vec<serde_json::Value>, json_rows: Vec<serde_json::Value>, o: &ListOpts) {
-    let keep: Vec<bool> = rows
-        .iter()
-        .map(|r| o.filters.iter().all(|f| f.matches(r)))
-        .collect();
-    let mut pairs: Vec<(serde_json::Value, serde_json::Value)> = rows
-        .into_iter()
-        .zip(json_rows)
-        .zip(keep)
-        .filter(|(_, k)| *k)
-        .map(|(p, _)| p)
-        .collect();
+    let keep: Vec<bool> = rows.iter().map(|r| o.filters.iter().all(|f| f.matches(r))).collect();
+    let mut pairs: Vec<(serde_json::Value, serde_json::Value)> =
+        rows.into_iter().zip(json_rows).zip(keep).filter(|(_, k)| *k).map(|(p, _)| p).collect();
     let keys = table::fields(&o.sort);
     pairs.sort_by(|a, b| table::cmp_rows(&a.0, &b.0, &keys));
     if o.json {
         print_json(&pairs.into_iter().map(|p| p.1).collect::<Vec<_>>());
     } else {
         let rows: Vec<_> = pairs.into_iter().map(|p| p.0).collect();
-        print!(
-            "{}",
-            table::render(&rows, &table::fields(&o.columns), o.no_header)
-        );
+        print!("{}", table::render(&rows, &table::fields(&o.columns), o.no_header));
     }
 }
 
 fn list_rows(images: &[Image]) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let rows = images
         .iter()
-        .map(|i| {
-            image_row(
-                &i.manifest,
-                serde_json::json!({"clones": i.clones, "zpool": i.zpool, "source": i.source}),
-            )
-        })
+        .map(|i| image_row(&i.manifest, serde_json::json!({"clones": i.clones, "zpool": i.zpool, "source": i.source})))
         .collect();
-    let json = images
-        .iter()
-        .map(|i| serde_json::to_value(i).unwrap_or_default())
-        .collect();
+    let json = images.iter().map(|i| serde_json::to_value(i).unwrap_or_default()).collect();
     (rows, json)
 }
 
@@ -177,20 +155,12 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
         }
         ImgCmd::Get { uuid } => print_json(&img.get(&uuid)?),
         ImgCmd::Show { uuid } => print_json(&img.show(&uuid)?.0),
-        ImgCmd::Install {
-            manifest,
-            file,
-            quiet,
-            json,
-        } => {
+        ImgCmd::Install { manifest, file, quiet, json } => {
             let i = img.install(&manifest, &file)?;
             if json {
                 print_json(&i);
             } else if !quiet {
-                println!(
-                    "Installed image {} ({}@{})",
-                    i.manifest.uuid, i.manifest.name, i.manifest.version
-                );
+                println!("Installed image {} ({}@{})", i.manifest.uuid, i.manifest.name, i.manifest.version);
             }
         }
         ImgCmd::Delete { uuid } => {
@@ -204,55 +174,34 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 return Ok(());
             }
             for i in &doomed {
-                let verb = if dry_run {
-                    "[dry-run] Would delete"
-                } else {
-                    "Will delete"
-                };
-                println!(
-                    "{verb} image {} ({}@{})",
-                    i.manifest.uuid, i.manifest.name, i.manifest.version
-                );
+                let verb = if dry_run { "[dry-run] Would delete" } else { "Will delete" };
+                println!("{verb} image {} ({}@{})", i.manifest.uuid, i.manifest.name, i.manifest.version);
             }
             if dry_run {
                 return Ok(());
             }
             if !force {
                 if !std::io::stdin().is_terminal() {
-                    return Err(Failure::new(
-                        1,
-                        "refusing to delete images without confirmation: use -f",
-                    ));
+                    return Err(Failure::new(1, "refusing to delete images without confirmation: use -f"));
                 }
                 eprint!("Delete {} image(s)? [y/N] ", doomed.len());
                 let mut answer = String::new();
-                std::io::stdin()
-                    .read_line(&mut answer)
-                    .map_err(|e| Failure::new(1, e))?;
+                std::io::stdin().read_line(&mut answer).map_err(|e| Failure::new(1, e))?;
                 if !answer.trim().eq_ignore_ascii_case("y") {
                     println!("Aborting.");
                     return Ok(());
                 }
             }
             for i in img.vacuum(false)? {
-                println!(
-                    "Deleted image {} ({}@{})",
-                    i.manifest.uuid, i.manifest.name, i.manifest.version
-                );
+                println!("Deleted image {} ({}@{})", i.manifest.uuid, i.manifest.name, i.manifest.version);
             }
         }
         ImgCmd::Sources { add, del, json } => {
             if let Some(url) = add {
                 if img.add_source(&url)? {
-                    println!(
-                        "Added \"imgapi\" image source \"{}\"",
-                        url.trim_end_matches('/')
-                    );
+                    println!("Added \"imgapi\" image source \"{}\"", url.trim_end_matches('/'));
                 } else {
-                    println!(
-                        "Already have \"imgapi\" image source \"{}\", no change",
-                        url.trim_end_matches('/')
-                    );
+                    println!("Already have \"imgapi\" image source \"{}\", no change", url.trim_end_matches('/'));
                 }
             }
             if let Some(url) = del {
@@ -273,14 +222,8 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
         }
         ImgCmd::Avail(o) => {
             let avail = img.avail()?;
-            let rows = avail
-                .iter()
-                .map(|(m, src)| image_row(m, serde_json::json!({"source": src})))
-                .collect();
-            let json = avail
-                .iter()
-                .map(|(m, _)| serde_json::to_value(m).unwrap_or_default())
-                .collect();
+            let rows = avail.iter().map(|(m, src)| image_row(m, serde_json::json!({"source": src}))).collect();
+            let json = avail.iter().map(|(m, _)| serde_json::to_value(m).unwrap_or_default()).collect();
             print_list(rows, json, &o);
         }
         ImgCmd::Import { uuid, quiet } => match img.import(&uuid)? {
@@ -295,10 +238,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             Imported::Installed(list) => {
                 if !quiet {
                     for i in list {
-                        println!(
-                            "Imported image {} ({}@{})",
-                            i.manifest.uuid, i.manifest.name, i.manifest.version
-                        );
+                        println!("Imported image {} ({}@{})", i.manifest.uuid, i.manifest.name, i.manifest.version);
                     }
                 }
             }
@@ -342,15 +282,8 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             if json {
                 print_json(&built);
             } else {
-                println!(
-                    "Built image {} ({}@{})",
-                    built.manifest.uuid, built.manifest.name, built.manifest.version
-                );
-                println!(
-                    "imgadm install -m {} -f {}",
-                    built.manifest_path.display(),
-                    built.file_path.display()
-                );
+                println!("Built image {} ({}@{})", built.manifest.uuid, built.manifest.name, built.manifest.version);
+                println!("imgadm install -m {} -f {}", built.manifest_path.display(), built.file_path.display());
             }
         }
     }

@@ -15,22 +15,13 @@ use std::path::PathBuf;
 const TOOLS: &[&str] = &["imgadm"];
 
 #[derive(Parser)]
-#[command(
-    name = "hull",
-    version,
-    about = "A SmartOS-style cloud compute node on Linux"
-)]
+#[command(name = "hull", version, about = "A SmartOS-style cloud compute node on Linux")]
 struct Cli {
     /// The node's root directory.
     #[arg(long, global = true, env = "HULL_ROOT", default_value = "/")]
     root: PathBuf,
     /// Prefix of every kernel object the node makes (1 to 8 letters or digits).
-    #[arg(
-        long = "node",
-        global = true,
-        env = "HULL_NODE",
-        default_value = "hull"
-    )]
+    #[arg(long = "node", global = true, env = "HULL_NODE", default_value = "hull")]
     prefix: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -59,10 +50,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: i32, e: impl std::fmt::Display) -> Failure {
-        Failure {
-            code,
-            message: e.to_string(),
-        }
+        Failure { code, message: e.to_string() }
     }
 }
 
@@ -83,19 +71,13 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 
 impl From<hull_storage::StorageError> for Failure {
     fn from(e: hull_storage::StorageError) -> Failure {
-        Failure {
-            code: 1,
-            message: chain(&e),
-        }
+        Failure { code: 1, message: chain(&e) }
     }
 }
 
 impl From<hull_img::ImgError> for Failure {
     fn from(e: hull_img::ImgError) -> Failure {
-        Failure {
-            code: e.exit_code(),
-            message: chain(&e),
-        }
+        Failure { code: e.exit_code(), message: chain(&e) }
     }
 }
 
@@ -108,18 +90,14 @@ pub fn print_json(v: &impl serde::Serialize) {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();
-    let argv0 = args
-        .first()
-        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
-        .unwrap_or_default();
+    let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
     let tool = if TOOLS.contains(&argv0.as_str()) {
         args.insert(1, argv0.clone());
         argv0
     } else {
         "hull".to_string()
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("HULL_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HULL_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -133,14 +111,12 @@ fn main() {
         Cmd::Imgadm(_) => "imgadm",
         _ => tool.as_str(),
     };
-    let result = Node::new(&cli.root, &cli.prefix)
-        .map_err(Failure::from)
-        .and_then(|node| match cli.cmd {
-            Cmd::Pool(c) => pool::run(&node, c),
-            Cmd::Dataset(c) => dataset::run(&node, c),
-            Cmd::Imgadm(c) => imgadm::run(&node, c),
-            Cmd::Demo(a) => demo::run(&node, a),
-        });
+    let result = Node::new(&cli.root, &cli.prefix).map_err(Failure::from).and_then(|node| match cli.cmd {
+        Cmd::Pool(c) => pool::run(&node, c),
+        Cmd::Dataset(c) => dataset::run(&node, c),
+        Cmd::Imgadm(c) => imgadm::run(&node, c),
+        Cmd::Demo(a) => demo::run(&node, a),
+    });
     if let Err(f) = result {
         eprintln!("{name}: error: {}", f.message);
         std::process::exit(f.code);

@@ -71,13 +71,8 @@ struct Status {
 }
 
 fn status(node: &Node) -> Result<Status, Failure> {
-    let cfg = node
-        .load_config()?
-        .pool
-        .ok_or_else(|| Failure::new(1, "this node has no pool (hull pool create)"))?;
-    let pool = node
-        .existing_pool()?
-        .ok_or_else(|| Failure::new(1, "the pool is not imported (hull pool import)"))?;
+    let cfg = node.load_config()?.pool.ok_or_else(|| Failure::new(1, "this node has no pool (hull pool create)"))?;
+    let pool = node.existing_pool()?.ok_or_else(|| Failure::new(1, "the pool is not imported (hull pool import)"))?;
     let usage = pool.usage()?;
     let list = pool.list()?;
     let snapshots = list.iter().filter(|d| d.name.contains('@')).count();
@@ -100,41 +95,17 @@ fn status(node: &Node) -> Result<Status, Failure> {
 
 pub fn run(node: &Node, cmd: PoolCmd) -> CmdResult {
     match cmd {
-        PoolCmd::Create {
-            backend,
-            file,
-            size,
-            device,
-            dir,
-            zpool,
-            json,
-        } => {
-            let cfg = node.create_pool(&PoolSpec {
-                backend,
-                file,
-                size,
-                device,
-                dir,
-                zpool,
-            })?;
+        PoolCmd::Create { backend, file, size, device, dir, zpool, json } => {
+            let cfg = node.create_pool(&PoolSpec { backend, file, size, device, dir, zpool })?;
             if json {
                 print_json(&status(node)?);
             } else {
-                println!(
-                    "created pool {} ({} backend) at {}",
-                    cfg.name,
-                    cfg.backend,
-                    node.zones_dir().display()
-                );
+                println!("created pool {} ({} backend) at {}", cfg.name, cfg.backend, node.zones_dir().display());
             }
         }
         PoolCmd::Import => {
             let cfg = node.import_pool()?;
-            println!(
-                "imported pool {} at {}",
-                cfg.name,
-                node.zones_dir().display()
-            );
+            println!("imported pool {} at {}", cfg.name, node.zones_dir().display());
         }
         PoolCmd::Status { json } => {
             let s = status(node)?;

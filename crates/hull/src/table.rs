@@ -26,10 +26,7 @@ pub fn cell(v: Option<&Value>) -> String {
             if a.is_empty() {
                 "-".into()
             } else {
-                a.iter()
-                    .map(|x| cell(Some(x)))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                a.iter().map(|x| cell(Some(x))).collect::<Vec<_>>().join(",")
             }
         }
         Some(v) => v.to_string(),
@@ -38,11 +35,9 @@ pub fn cell(v: Option<&Value>) -> String {
 
 fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .unwrap_or(0.0)
-            .partial_cmp(&y.as_f64().unwrap_or(0.0))
-            .unwrap_or(Ordering::Equal),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
+        }
         (None | Some(Value::Null), None | Some(Value::Null)) => Ordering::Equal,
         (None | Some(Value::Null), _) => Ordering::Less,
         (_, None | Some(Value::Null)) => Ordering::Greater,
@@ -78,9 +73,7 @@ pub struct Filter {
 impl std::str::FromStr for Filter {
     type Err = String;
     fn from_str(s: &str) -> Result<Filter, String> {
-        let (field, value) = s
-            .split_once('=')
-            .ok_or_else(|| format!("invalid filter {s:?}: expected FIELD=VALUE"))?;
+        let (field, value) = s.split_once('=').ok_or_else(|| format!("invalid filter {s:?}: expected FIELD=VALUE"))?;
         if field.is_empty() {
             return Err(format!("invalid filter {s:?}: no field"));
         }
@@ -88,32 +81,21 @@ impl std::str::FromStr for Filter {
             Some(v) => (v.to_string(), true),
             None => (value.to_string(), false),
         };
-        Ok(Filter {
-            field: field.to_string(),
-            value,
-            contains,
-        })
+        Ok(Filter { field: field.to_string(), value, contains })
     }
 }
 
 impl Filter {
     pub fn matches(&self, row: &Value) -> bool {
         let v = cell(lookup(row, &self.field));
-        if self.contains {
-            v.contains(&self.value)
-        } else {
-            v == self.value
-        }
+        if self.contains { v.contains(&self.value) } else { v == self.value }
     }
 }
 
 /// Renders rows as a table: upper-case header, left-aligned columns two spaces apart; with
 /// `parseable` no header and tab-separated.
 pub fn render(rows: &[Value], cols: &[String], parseable: bool) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| cols.iter().map(|c| cell(lookup(r, c))).collect())
-        .collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| cell(lookup(r, c))).collect()).collect();
     let mut out = String::new();
     if parseable {
         for r in cells {
@@ -124,21 +106,10 @@ pub fn render(rows: &[Value], cols: &[String], parseable: bool) -> String {
     }
     let header: Vec<String> = cols.iter().map(|c| c.to_uppercase()).collect();
     let widths: Vec<usize> = (0..cols.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|i| cells.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
         .collect();
     for r in std::iter::once(&header).chain(cells.iter()) {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:w$}"))
-            .collect();
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -147,11 +118,7 @@ pub fn render(rows: &[Value], cols: &[String], parseable: bool) -> String {
 
 /// Splits `a,b,c`.
 pub fn fields(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .map(String::from)
-        .collect()
+    s.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from).collect()
 }
 
 #[cfg(test)]

@@ -88,19 +88,12 @@ const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
 const _: () = assert!(std::mem::size_of::<SubvolInfo>() == 504);
 
 pub fn open_dir(path: &Path) -> nix::Result<OwnedFd> {
-    open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
 }
 
 fn copy_name(dst: &mut [u8], name: &str) -> nix::Result<()> {
     let bytes = name.as_bytes();
-    if bytes.len() > SUBVOL_NAME_MAX.min(dst.len() - 1)
-        || bytes.contains(&0)
-        || bytes.contains(&b'/')
-    {
+    if bytes.len() > SUBVOL_NAME_MAX.min(dst.len() - 1) || bytes.contains(&0) || bytes.contains(&b'/') {
         return Err(nix::Error::EINVAL);
     }
     dst[..bytes.len()].copy_from_slice(bytes);
@@ -109,10 +102,7 @@ fn copy_name(dst: &mut [u8], name: &str) -> nix::Result<()> {
 
 /// Creates subvolume `name` in directory `parent`.
 pub fn create_subvolume(parent: &OwnedFd, name: &str) -> nix::Result<()> {
-    let mut args = VolArgs {
-        fd: 0,
-        name: [0; 4088],
-    };
+    let mut args = VolArgs { fd: 0, name: [0; 4088] };
     copy_name(&mut args.name, name)?;
     // SAFETY: `args` is a properly sized, initialised btrfs_ioctl_vol_args that outlives the call.
     unsafe { subvol_create(parent.as_raw_fd(), &args) }.map(drop)
@@ -134,10 +124,7 @@ pub fn snapshot(source: &OwnedFd, parent: &OwnedFd, name: &str, readonly: bool) 
 
 /// Deletes subvolume `name` in directory `parent`.
 pub fn destroy_subvolume(parent: &OwnedFd, name: &str) -> nix::Result<()> {
-    let mut args = VolArgs {
-        fd: 0,
-        name: [0; 4088],
-    };
+    let mut args = VolArgs { fd: 0, name: [0; 4088] };
     copy_name(&mut args.name, name)?;
     // SAFETY: `args` is a properly sized, initialised btrfs_ioctl_vol_args that outlives the call.
     unsafe { snap_destroy(parent.as_raw_fd(), &args) }.map(drop)

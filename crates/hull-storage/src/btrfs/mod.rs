@@ -21,10 +21,7 @@
 pub mod ioctl;
 pub mod qgroup;
 
-use crate::{
-    Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName,
-    StorageError,
-};
+use crate::{Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName, StorageError};
 use hull_exec::{CommandLine, tool};
 use hull_spec::PoolBackend;
 use std::os::unix::fs::MetadataExt;
@@ -43,10 +40,7 @@ pub struct BtrfsPool {
 impl BtrfsPool {
     /// A mounted btrfs filesystem whose top level is the pool.
     pub fn new(name: &str, mountpoint: &Path) -> Self {
-        BtrfsPool {
-            name: name.to_string(),
-            mnt: mountpoint.to_path_buf(),
-        }
+        BtrfsPool { name: name.to_string(), mnt: mountpoint.to_path_buf() }
     }
 
     fn full(&self, n: impl std::fmt::Display) -> String {
@@ -62,16 +56,8 @@ impl BtrfsPool {
         match e {
             nix::Error::EEXIST => StorageError::Exists(name),
             nix::Error::ENOENT => StorageError::NotFound(name),
-            nix::Error::ENOSPC => StorageError::NoSpace {
-                pool: self.name.clone(),
-                op,
-                path: path.to_path_buf(),
-            },
-            nix::Error::EDQUOT => StorageError::QuotaExceeded {
-                dataset: name,
-                op,
-                path: path.to_path_buf(),
-            },
+            nix::Error::ENOSPC => StorageError::NoSpace { pool: self.name.clone(), op, path: path.to_path_buf() },
+            nix::Error::EDQUOT => StorageError::QuotaExceeded { dataset: name, op, path: path.to_path_buf() },
             e => StorageError::errno(op, path, e),
         }
     }
@@ -125,11 +111,7 @@ impl Pool for BtrfsPool {
     }
 
     fn caps(&self) -> Caps {
-        Caps {
-            instant_clone: true,
-            quota: true,
-            space_accounting: true,
-        }
+        Caps { instant_clone: true, quota: true, space_accounting: true }
     }
 
     fn name(&self) -> &str {
@@ -161,8 +143,7 @@ impl Pool for BtrfsPool {
         if !is_subvolume(&dir) {
             // A clone carries an empty placeholder where its origin's snapshot dir was.
             if dir.exists() {
-                std::fs::remove_dir(&dir)
-                    .map_err(|e| StorageError::io("remove placeholder", &dir, e))?;
+                std::fs::remove_dir(&dir).map_err(|e| StorageError::io("remove placeholder", &dir, e))?;
             }
             match ioctl::create_subvolume(&source, SNAPDIR) {
                 Ok(()) | Err(nix::Error::EEXIST) => {}
@@ -240,14 +221,8 @@ impl Pool for BtrfsPool {
             return Err(StorageError::NotFound(self.full(snap)));
         }
         let parent = self.open("open snapshot directory", self.full(&snap.dataset), &dir)?;
-        ioctl::destroy_subvolume(&parent, &snap.snap).map_err(|e| {
-            self.fail(
-                "destroy snapshot",
-                self.full(snap),
-                &dir.join(&snap.snap),
-                e,
-            )
-        })
+        ioctl::destroy_subvolume(&parent, &snap.snap)
+            .map_err(|e| self.fail("destroy snapshot", self.full(snap), &dir.join(&snap.snap), e))
     }
 
     fn list(&self) -> Result<Vec<DatasetInfo>> {
@@ -266,8 +241,7 @@ impl Pool for BtrfsPool {
                 Err(nix::Error::ENOENT) => return Ok(()), // destroyed while we looked
                 Err(e) => return Err(StorageError::errno("open subvolume", &path, e)),
             };
-            let info = ioctl::subvol_info(&fd)
-                .map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
+            let info = ioctl::subvol_info(&fd).map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
             rows.push(Row {
                 name,
                 path,
@@ -285,10 +259,7 @@ impl Pool for BtrfsPool {
             }
             push(ds, path)?;
         }
-        let links: Vec<_> = rows
-            .iter()
-            .map(|r| (r.name.clone(), r.uuid, r.parent))
-            .collect();
+        let links: Vec<_> = rows.iter().map(|r| (r.name.clone(), r.uuid, r.parent)).collect();
         let origins = crate::graph::origins_by_uuid(&links);
         let q = self.qgroups()?;
         let fig = |treeid: u64| q.get(&treeid).copied();
@@ -311,11 +282,7 @@ impl Pool for BtrfsPool {
             };
             out.push(DatasetInfo {
                 name: row.name.clone(),
-                kind: if snapshot {
-                    DatasetKind::Snapshot
-                } else {
-                    DatasetKind::Filesystem
-                },
+                kind: if snapshot { DatasetKind::Snapshot } else { DatasetKind::Filesystem },
                 used,
                 referenced: rfer,
                 origin,
@@ -330,15 +297,12 @@ impl Pool for BtrfsPool {
     fn set_quota(&self, ds: &DatasetName, quota: Option<u64>) -> Result<()> {
         let path = self.mnt.join(ds.as_str());
         let fd = self.open("open dataset", self.full(ds), &path)?;
-        let info = ioctl::subvol_info(&fd)
-            .map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
+        let info = ioctl::subvol_info(&fd).map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
         // Through the top level: a transaction started in a subvolume over its quota fails
         // with EDQUOT, which would make lifting that quota impossible.
         let top = self.open("open pool", self.name.clone(), &self.mnt)?;
         ioctl::set_referenced_limit(&top, info.treeid, quota).map_err(|e| match e {
-            nix::Error::ENOTCONN => {
-                StorageError::Pool(format!("quotas are not enabled on pool {}", self.name))
-            }
+            nix::Error::ENOTCONN => StorageError::Pool(format!("quotas are not enabled on pool {}", self.name)),
             e => self.fail("set quota", self.full(ds), &path, e),
         })
     }

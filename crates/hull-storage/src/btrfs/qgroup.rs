@@ -22,22 +22,12 @@ pub fn parse_show(text: &str) -> Result<HashMap<u64, Qgroup>, String> {
         if f.len() < 5 {
             return Err(format!("short qgroup row: {line:?}"));
         }
-        let num = |s: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("bad number {s:?} in qgroup row {line:?}"))
-        };
+        let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?} in qgroup row {line:?}"));
         let max = match f[3] {
             "none" => None,
             s => Some(num(s)?),
         };
-        out.insert(
-            id,
-            Qgroup {
-                referenced: num(f[1])?,
-                exclusive: num(f[2])?,
-                max_referenced: max,
-            },
-        );
+        out.insert(id, Qgroup { referenced: num(f[1])?, exclusive: num(f[2])?, max_referenced: max });
     }
     Ok(out)
 }
@@ -60,14 +50,7 @@ Qgroupid    Referenced    Exclusive  Max referenced  Max exclusive   Path
     fn parses_captured_output() {
         let q = parse_show(CAPTURED).expect("parse");
         assert_eq!(q.len(), 3);
-        assert_eq!(
-            q[&256],
-            Qgroup {
-                referenced: 524304384,
-                exclusive: 16384,
-                max_referenced: None
-            }
-        );
+        assert_eq!(q[&256], Qgroup { referenced: 524304384, exclusive: 16384, max_referenced: None });
         assert_eq!(q[&257].max_referenced, Some(10485760));
     }
 
