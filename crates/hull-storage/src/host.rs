@@ -163,10 +163,9 @@ fn create_btrfs(spec: &PoolSpec, mnt: &Path, default_file: &Path, mut cfg: PoolC
             &source,
             mnt,
         )?;
-        let quota = CommandLine::new(tool("btrfs")).args(["quota", "enable"]).arg(mnt).run();
-        if let Err(e) = quota {
+        if let Err(e) = crate::btrfs::enable_quotas(mnt) {
             let _ = unmount(mnt);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     })();

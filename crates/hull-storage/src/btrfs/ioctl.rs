@@ -77,7 +77,36 @@ pub struct QgroupLimitArgs {
     lim: QgroupLimit,
 }
 
+/// `struct btrfs_ioctl_quota_ctl_args`
+#[repr(C)]
+pub struct QuotaCtlArgs {
+    cmd: u64,
+    status: u64,
+}
+
+/// `struct btrfs_ioctl_fs_info_args`
+#[repr(C)]
+pub struct FsInfoArgs {
+    max_id: u64,
+    num_devices: u64,
+    pub fsid: [u8; 16],
+    nodesize: u32,
+    sectorsize: u32,
+    clone_alignment: u32,
+    csum_type: u16,
+    csum_size: u16,
+    flags: u64,
+    generation: u64,
+    metadata_uuid: [u8; 16],
+    reserved: [u8; 944],
+}
+
+/// `BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA` (Linux 6.7)
+pub const QUOTA_CTL_ENABLE_SIMPLE: u64 = 4;
+
 nix::ioctl_write_ptr!(subvol_create, MAGIC, 14, VolArgs);
+nix::ioctl_read!(fs_info_raw, MAGIC, 31, FsInfoArgs);
+nix::ioctl_readwrite!(quota_ctl_raw, MAGIC, 40, QuotaCtlArgs);
 nix::ioctl_write_ptr!(snap_destroy, MAGIC, 15, VolArgs);
 nix::ioctl_write_ptr!(snap_create_v2, MAGIC, 23, VolArgsV2);
 nix::ioctl_read!(qgroup_limit, MAGIC, 43, QgroupLimitArgs);
@@ -86,6 +115,7 @@ nix::ioctl_read!(get_subvol_info, MAGIC, 60, SubvolInfo);
 const _: () = assert!(std::mem::size_of::<VolArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
 const _: () = assert!(std::mem::size_of::<SubvolInfo>() == 504);
+const _: () = assert!(std::mem::size_of::<FsInfoArgs>() == 1024);
 
 pub fn open_dir(path: &Path) -> nix::Result<OwnedFd> {
     open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -154,4 +184,21 @@ pub fn set_referenced_limit(fs: &OwnedFd, treeid: u64, max: Option<u64>) -> nix:
     };
     // SAFETY: `args` is a properly sized btrfs_ioctl_qgroup_limit_args that outlives the call.
     unsafe { qgroup_limit(fs.as_raw_fd(), &mut args) }.map(drop)
+}
+
+/// Runs a quota control command (`BTRFS_QUOTA_CTL_*`) on the filesystem of `fs`.
+pub fn quota_ctl(fs: &OwnedFd, cmd: u64) -> nix::Result<()> {
+    let mut args = QuotaCtlArgs { cmd, status: 0 };
+    // SAFETY: `args` is a properly sized btrfs_ioctl_quota_ctl_args that outlives the call.
+    unsafe { quota_ctl_raw(fs.as_raw_fd(), &mut args) }.map(drop)
+}
+
+/// The filesystem's uuid, as `/sys/fs/btrfs/<fsid>` names it.
+pub fn fsid(fs: &OwnedFd) -> nix::Result<[u8; 16]> {
+    let mut info = std::mem::MaybeUninit::<FsInfoArgs>::zeroed();
+    // SAFETY: the kernel fills the struct; it is all-integer, so zeroed is valid too.
+    unsafe {
+        fs_info_raw(fs.as_raw_fd(), info.as_mut_ptr())?;
+        Ok(info.assume_init().fsid)
+    }
 }

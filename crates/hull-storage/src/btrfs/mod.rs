@@ -10,13 +10,21 @@
 //!
 //! Keeping snapshots inside the dataset makes rename one atomic `rename(2)`. `.snapshots` is
 //! itself a subvolume so that snapshots never contain each other; in a snapshot (and so in a
-//! clone) it shows as an empty directory, which a clone removes.
+//! clone) it shows as an empty directory, which the clone's first snapshot replaces.
 //!
 //! Origins are the kernel's: a clone's `parent_uuid` is the uuid of the snapshot it was made
-//! from. Space figures come from qgroups, which the pool enables when it is created:
-//! `referenced` is the qgroup's referenced bytes; `used` is a dataset's exclusive bytes (a
-//! clone) or referenced bytes (not a clone), plus what its snapshots hold exclusively, which
-//! is what `zfs list` reports for the same shapes.
+//! from. Space figures come from quota groups, which the pool turns on when it is made:
+//!
+//! - Simple quotas (Linux 6.7+, the default where the kernel has them) charge each extent to
+//!   the subvolume that wrote it. A dataset's `used` is what it and its snapshots wrote, which
+//!   is ZFS's `used`, and a quota limits it as ZFS's `quota` does. `referenced` is derived: a
+//!   clone references what it wrote plus what its origin snapshot references (an upper bound:
+//!   blocks the clone overwrote are counted twice).
+//! - Full qgroups (older kernels) track referenced and exclusive bytes exactly, but every
+//!   snapshot costs more as snapshots pile up (measured here: 2.8 ms per snapshot at 20, 9.8
+//!   ms at 1000, against 2.6 and 3.3 ms with simple quotas). `used` is then a clone's
+//!   exclusive bytes, or a non-clone's referenced bytes, plus what its snapshots hold
+//!   exclusively; a quota limits `referenced`.
 
 pub mod ioctl;
 pub mod qgroup;
@@ -24,6 +32,7 @@ pub mod qgroup;
 use crate::{Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName, StorageError};
 use hull_exec::{CommandLine, tool};
 use hull_spec::PoolBackend;
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +44,31 @@ const SUBVOL_INO: u64 = 256;
 pub struct BtrfsPool {
     name: String,
     mnt: PathBuf,
+}
+
+/// How the filesystem accounts space per subvolume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaMode {
+    /// Simple quotas: each extent charged to its writer.
+    Simple,
+    /// Full qgroups: referenced and exclusive bytes.
+    Full,
+    Off,
+}
+
+/// Turns space accounting on for a new, empty filesystem: simple quotas where the kernel has
+/// them, full qgroups otherwise.
+pub fn enable_quotas(mnt: &Path) -> Result<QuotaMode> {
+    let fd = ioctl::open_dir(mnt).map_err(|e| StorageError::errno("open", mnt, e))?;
+    match ioctl::quota_ctl(&fd, ioctl::QUOTA_CTL_ENABLE_SIMPLE) {
+        Ok(()) => Ok(QuotaMode::Simple),
+        Err(nix::Error::EINVAL | nix::Error::EOPNOTSUPP | nix::Error::ENOTTY) => {
+            CommandLine::new(tool("btrfs")).args(["quota", "enable"]).arg(mnt).run()?;
+            Ok(QuotaMode::Full)
+        }
+        Err(e) => Err(StorageError::errno("enable quotas on", mnt, e)),
+    }
 }
 
 impl BtrfsPool {
@@ -87,6 +121,18 @@ impl BtrfsPool {
         Ok(out)
     }
 
+    /// Read from `/sys/fs/btrfs/<fsid>/qgroups/mode`.
+    pub fn quota_mode(&self) -> QuotaMode {
+        let Ok(fd) = ioctl::open_dir(&self.mnt) else { return QuotaMode::Off };
+        let Ok(fsid) = ioctl::fsid(&fd) else { return QuotaMode::Off };
+        let path = format!("/sys/fs/btrfs/{}/qgroups/mode", uuid::Uuid::from_bytes(fsid).hyphenated());
+        match std::fs::read_to_string(path).as_deref().map(str::trim) {
+            Ok("squota") => QuotaMode::Simple,
+            Ok(_) => QuotaMode::Full,
+            Err(_) => QuotaMode::Off,
+        }
+    }
+
     fn qgroups(&self) -> Result<std::collections::HashMap<u64, qgroup::Qgroup>> {
         let out = CommandLine::new(tool("btrfs"))
             .args(["qgroup", "show", "--raw", "-r", "-e", "--sync"])
@@ -101,6 +147,25 @@ impl BtrfsPool {
     }
 }
 
+/// Under simple quotas: what a dataset references is what it wrote plus what its origin
+/// snapshot references; a snapshot references what its dataset does.
+fn simple_referenced(
+    graph: &HashMap<&str, (u64, Option<&str>)>,
+    name: &str,
+    fig: &dyn Fn(u64) -> Option<qgroup::Qgroup>,
+    depth: usize,
+) -> u64 {
+    if depth > 64 {
+        return 0;
+    }
+    if let Some((ds, _)) = name.split_once('@') {
+        return simple_referenced(graph, ds, fig, depth + 1);
+    }
+    let Some((treeid, origin)) = graph.get(name) else { return 0 };
+    let own = fig(*treeid).map(|g| g.exclusive).unwrap_or(0);
+    own + origin.map(|o| simple_referenced(graph, o, fig, depth + 1)).unwrap_or(0)
+}
+
 pub fn is_subvolume(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == SUBVOL_INO)
 }
@@ -111,7 +176,8 @@ impl Pool for BtrfsPool {
     }
 
     fn caps(&self) -> Caps {
-        Caps { instant_clone: true, quota: true, space_accounting: true }
+        let accounting = self.quota_mode() != QuotaMode::Off;
+        Caps { instant_clone: true, quota: accounting, space_accounting: accounting }
     }
 
     fn name(&self) -> &str {
@@ -168,14 +234,11 @@ impl Pool for BtrfsPool {
         }
         let source = self.open("open snapshot", self.full(snap), &src_path)?;
         let parent = self.open("open pool", self.name.clone(), &self.mnt)?;
+        // One ioctl. The clone keeps the empty `.snapshots` placeholder until its first
+        // snapshot replaces it: removing it here would dirty the new subvolume and make
+        // every clone pay for one more metadata write.
         ioctl::snapshot(&source, &parent, target.as_str(), false)
-            .map_err(|e| self.fail("clone", self.full(target), &dst, e))?;
-        let placeholder = dst.join(SNAPDIR);
-        match std::fs::remove_dir(&placeholder) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io("remove placeholder", &placeholder, e)),
-        }
+            .map_err(|e| self.fail("clone", self.full(target), &dst, e))
     }
 
     fn rename(&self, from: &DatasetName, to: &DatasetName) -> Result<()> {
@@ -263,10 +326,14 @@ impl Pool for BtrfsPool {
         let origins = crate::graph::origins_by_uuid(&links);
         let q = self.qgroups()?;
         let fig = |treeid: u64| q.get(&treeid).copied();
+        let simple = self.quota_mode() == QuotaMode::Simple;
+        let graph: HashMap<&str, (u64, Option<&str>)> =
+            rows.iter().zip(&origins).map(|(r, o)| (r.name.as_str(), (r.treeid, o.as_deref()))).collect();
         let mut out: Vec<DatasetInfo> = Vec::with_capacity(rows.len());
-        for (row, origin) in rows.iter().zip(origins) {
+        for (row, origin) in rows.iter().zip(origins.iter().cloned()) {
             let g = fig(row.treeid);
             let (rfer, excl) = g.map(|g| (g.referenced, g.exclusive)).unwrap_or((0, 0));
+            let rfer = if simple { simple_referenced(&graph, &row.name, &fig, 0) } else { rfer };
             let snapshot = row.name.contains('@');
             let used = if snapshot {
                 excl
@@ -295,6 +362,9 @@ impl Pool for BtrfsPool {
     }
 
     fn set_quota(&self, ds: &DatasetName, quota: Option<u64>) -> Result<()> {
+        if self.quota_mode() == QuotaMode::Off {
+            return Err(StorageError::Pool(format!("quotas are not enabled on pool {}", self.name)));
+        }
         let path = self.mnt.join(ds.as_str());
         let fd = self.open("open dataset", self.full(ds), &path)?;
         let info = ioctl::subvol_info(&fd).map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
