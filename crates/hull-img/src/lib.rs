@@ -25,6 +25,12 @@ use std::path::Path;
 use uuid::Uuid;
 
 pub const FINAL: &str = "final";
+
+/// Unpacks an image file's bytes into `dst`, as `install` does after verifying them. Public
+/// for the fuzzers; installs go through [`Imgadm::install`].
+pub fn unpack_image_file(compression: hull_spec::Compression, data: impl Read, dst: &Path) -> std::result::Result<(), String> {
+    archive::decoder(compression, data).and_then(|r| archive::unpack(r, dst)).map_err(|e| format!("{e:?}"))
+}
 const PARTIAL: &str = "-partial";
 /// How deep an origin chain `import` follows.
 pub const MAX_ORIGIN_DEPTH: usize = 16;

@@ -1,0 +1,36 @@
+//! A real Debian image from debootstrap (about a minute; needs the Debian mirror), and the
+//! main job on a busybox image.
+
+mod common;
+use common::*;
+
+#[test]
+fn debootstrap_image_installs_and_clones() {
+    let n = TestNode::new("2G");
+    let (m, f, uuid) = n.build(&["--debootstrap", "-c", "zstd"], "debian");
+    n.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
+    let root = n.zones().join(&uuid).join("root");
+    let version = std::fs::read_to_string(root.join("etc/debian_version")).expect("debian_version");
+    assert!(version.starts_with("12."), "{version}");
+    let init = std::fs::read_link(root.join("sbin/init")).expect("init link");
+    assert!(init.to_string_lossy().contains("systemd"), "{init:?}");
+    assert!(root.join("dev/null").exists(), "device nodes survive the round trip");
+    n.hull(&["dataset", "clone", &format!("zones/{uuid}@final"), "zones/vm"]).ok();
+    assert!(n.zones().join("vm/root/usr/bin/apt").exists());
+}
+
+#[test]
+fn the_main_job_on_busybox() {
+    let n = TestNode::new("512M");
+    let out = n.hull(&["demo", "--image", "busybox", "--clones", "5", "-j"]).ok();
+    let line = out.lines().last().expect("json line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("json");
+    assert_eq!(v["clones"], 5);
+    assert!(v["added_over_image"].as_f64().expect("ratio") < 0.5, "{v}");
+    let names = n.datasets();
+    assert_eq!(names.iter().filter(|d| d.starts_with("demo-")).count(), 5, "{names:?}");
+    // Again: reuses the image and starts from no demo clones.
+    let again = n.hull(&["demo", "--image", "busybox", "--clones", "3"]).ok();
+    assert!(again.contains("already installed"), "{again}");
+    assert_eq!(n.datasets().iter().filter(|d| d.starts_with("demo-")).count(), 3);
+}
