@@ -129,6 +129,16 @@ pub fn tool(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A crash point for tests: when `HULL_FAILPOINT` names this point, the process aborts here,
+/// as a power cut or a `kill -9` would stop it. Tests use it to prove that every step of a
+/// multi-step operation leaves state the next command repairs.
+pub fn failpoint(name: &str) {
+    if std::env::var_os("HULL_FAILPOINT").is_some_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,15 +164,5 @@ mod tests {
         let err = CommandLine::new("/nonexistent/tool").run().expect_err("must fail");
         assert!(matches!(err, ExecError::Spawn { .. }));
         assert!(err.to_string().contains("/nonexistent/tool"));
-    }
-}
-
-/// A crash point for tests: when `HULL_FAILPOINT` names this point, the process aborts here,
-/// as a power cut or a `kill -9` would stop it. Tests use it to prove that every step of a
-/// multi-step operation leaves state the next command repairs.
-pub fn failpoint(name: &str) {
-    if std::env::var_os("HULL_FAILPOINT").is_some_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
     }
 }

@@ -28,7 +28,11 @@ pub const FINAL: &str = "final";
 
 /// Unpacks an image file's bytes into `dst`, as `install` does after verifying them. Public
 /// for the fuzzers; installs go through [`Imgadm::install`].
-pub fn unpack_image_file(compression: hull_spec::Compression, data: impl Read, dst: &Path) -> std::result::Result<(), String> {
+pub fn unpack_image_file(
+    compression: hull_spec::Compression,
+    data: impl Read,
+    dst: &Path,
+) -> std::result::Result<(), String> {
     archive::decoder(compression, data).and_then(|r| archive::unpack(r, dst)).map_err(|e| format!("{e:?}"))
 }
 const PARTIAL: &str = "-partial";
@@ -52,7 +56,7 @@ pub struct Image {
 #[derive(Debug)]
 pub enum Imported {
     Installed(Vec<Image>),
-    AlreadyInstalled(Image),
+    AlreadyInstalled(Box<Image>),
 }
 
 pub struct Imgadm {
@@ -407,10 +411,11 @@ impl Imgadm {
                 Err(e) => errors.push(e),
             }
         }
-        if out.is_empty() && errors.len() == clients.len() {
-            if let Some(e) = errors.pop() {
-                return Err(e);
-            }
+        if out.is_empty()
+            && errors.len() == clients.len()
+            && let Some(e) = errors.pop()
+        {
+            return Err(e);
         }
         for e in &errors {
             tracing::warn!("{e}");
@@ -435,7 +440,7 @@ impl Imgadm {
     pub fn import(&self, uuid: &Uuid) -> Result<Imported> {
         let pool = self.pool()?;
         if self.installed(pool, uuid) {
-            return Ok(Imported::AlreadyInstalled(self.get(uuid)?));
+            return Ok(Imported::AlreadyInstalled(Box::new(self.get(uuid)?)));
         }
         // Walk the origin chain to the first installed ancestor.
         let mut chain = Vec::new();

@@ -7,6 +7,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// uuid to (manifest, file).
+type Catalog = Mutex<HashMap<String, (serde_json::Value, Vec<u8>)>>;
+type Shared = Arc<Catalog>;
+
 /// How the server misbehaves.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -20,7 +24,7 @@ enum Mode {
 /// A minimal IMGAPI: GET /images, /images/UUID, /images/UUID/file.
 struct Imgapi {
     url: String,
-    images: Arc<Mutex<HashMap<String, (serde_json::Value, Vec<u8>)>>>,
+    images: Shared,
     mode: Arc<Mutex<Mode>>,
     hits: Arc<Mutex<Vec<String>>>,
 }
@@ -29,7 +33,7 @@ impl Imgapi {
     fn start() -> Imgapi {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let images: Arc<Mutex<HashMap<String, (serde_json::Value, Vec<u8>)>>> = Default::default();
+        let images: Shared = Default::default();
         let mode = Arc::new(Mutex::new(Mode::Good));
         let hits: Arc<Mutex<Vec<String>>> = Default::default();
         let (i, m, h) = (images.clone(), mode.clone(), hits.clone());
@@ -64,12 +68,7 @@ fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &[u8], send: usiz
     let _ = s.write_all(&body[..send.min(body.len())]);
 }
 
-fn serve(
-    mut stream: TcpStream,
-    images: &Mutex<HashMap<String, (serde_json::Value, Vec<u8>)>>,
-    mode: Mode,
-    hits: &Mutex<Vec<String>>,
-) {
+fn serve(mut stream: TcpStream, images: &Catalog, mode: Mode, hits: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
