@@ -222,14 +222,7 @@ impl Pool for DirPool {
             return Err(StorageError::NotFound(self.full(from)));
         }
         let (src, dst) = (self.mnt.join(from.as_str()), self.mnt.join(to.as_str()));
-        nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            &src,
-            nix::fcntl::AT_FDCWD,
-            &dst,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
+        crate::rename_noreplace(&src, &dst).map_err(|e| match e {
             nix::Error::EEXIST => StorageError::Exists(self.full(to)),
             e => StorageError::errno("rename", &src, e),
         })

@@ -117,6 +117,12 @@ impl StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// Renames `src` to `dst` atomically, failing with `EEXIST` rather than replacing `dst`.
+pub(crate) fn rename_noreplace(src: &Path, dst: &Path) -> nix::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, src, AT_FDCWD, dst, RenameFlags::RENAME_NOREPLACE)
+}
+
 /// The primitives each backend provides. Names are validated before they reach a backend.
 pub trait Pool: Send + Sync {
     fn backend(&self) -> PoolBackend;

@@ -247,14 +247,7 @@ impl Pool for BtrfsPool {
             return Err(StorageError::NotFound(self.full(from)));
         }
         let dst = self.mnt.join(to.as_str());
-        nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            &src,
-            nix::fcntl::AT_FDCWD,
-            &dst,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
+        crate::rename_noreplace(&src, &dst).map_err(|e| match e {
             nix::Error::EEXIST => StorageError::Exists(self.full(to)),
             e => self.fail("rename", self.full(from), &src, e),
         })
