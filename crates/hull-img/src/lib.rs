@@ -323,9 +323,16 @@ impl Imgadm {
         if !clones.is_empty() {
             return Err(ImgError::HasClones { uuid: *uuid, clones });
         }
-        // Forget the manifest first: a crash half way leaves a dataset `list` does not show.
+        // Never recursive: a clone made since the check above must stop the delete, not go
+        // with it. @final goes first, so a crash half way leaves a dataset that `list` does
+        // not show and that the next delete finishes.
+        match hull_storage::destroy_snapshot(pool, &final_snap(uuid), false) {
+            Ok(_) | Err(StorageError::NotFound(_)) => {}
+            Err(StorageError::HasClones { clones, .. }) => return Err(ImgError::HasClones { uuid: *uuid, clones }),
+            Err(e) => return Err(e.into()),
+        }
         self.db.remove(pool.name(), uuid)?;
-        hull_storage::destroy(pool, &ds(uuid), true)?;
+        hull_storage::destroy(pool, &ds(uuid), false)?;
         Ok(())
     }
 

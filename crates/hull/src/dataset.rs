@@ -3,7 +3,7 @@ use crate::{CmdResult, Failure, print_json};
 use clap::Subcommand;
 use hull_spec::size::{format_size, parse_size};
 use hull_storage::name::strip_pool;
-use hull_storage::{DatasetInfo, DatasetName, Node, Pool, SnapshotName};
+use hull_storage::{DatasetInfo, DatasetKind, DatasetName, Node, Pool, SnapshotName};
 
 #[derive(Subcommand)]
 pub enum DatasetCmd {
@@ -90,24 +90,16 @@ pub fn run(node: &Node, cmd: DatasetCmd) -> CmdResult {
     let pool = pool.as_ref();
     match cmd {
         DatasetCmd::List { json, no_header, parseable, kind, columns } => {
-            let want: &[&str] = match kind.as_str() {
-                "filesystem" => &["filesystem"],
-                "snapshot" => &["snapshot"],
-                "all" => &["filesystem", "snapshot"],
+            let want: &[DatasetKind] = match kind.as_str() {
+                "filesystem" => &[DatasetKind::Filesystem],
+                "snapshot" => &[DatasetKind::Snapshot],
+                "all" => &[DatasetKind::Filesystem, DatasetKind::Snapshot],
                 other => {
                     return Err(Failure::new(2, format!("invalid type {other:?} (filesystem, snapshot or all)")));
                 }
             };
             let mut list = pool.list()?;
-            list.retain(|d| {
-                want.contains(
-                    &serde_json::to_value(d.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                        .as_str(),
-                )
-            });
+            list.retain(|d| want.contains(&d.kind));
             list.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
                 let rows: Vec<_> = list.iter().map(|d| row(d, pool.name(), true)).collect();
