@@ -117,7 +117,8 @@ impl Imgadm {
             .ok_or(ImgError::Busy(*uuid))
     }
 
-    /// Removes `<uuid>-partial` datasets and downloads that no running command holds.
+    /// Removes `<uuid>-partial` datasets, records without a dataset, and downloads, where no
+    /// running command holds the image's lock.
     fn clean_partials(&self, pool: &dyn Pool) -> Result<()> {
         let Ok(rd) = std::fs::read_dir(pool.mountpoint()) else {
             return Ok(());
@@ -134,6 +135,14 @@ impl Imgadm {
             if pool.exists(&p) {
                 tracing::info!(image = %uuid, "removing the remains of an interrupted install");
                 hull_storage::destroy(pool, &p, true)?;
+            }
+        }
+        // Records of images whose dataset is gone (a crash before the rename).
+        for uuid in self.db.uuids(pool.name())? {
+            if !pool.exists(&ds(&uuid))
+                && let Ok(_guard) = self.image_lock(&uuid)
+            {
+                self.db.remove(pool.name(), &uuid)?;
             }
         }
         if let Ok(rd) = std::fs::read_dir(self.db.cache_dir()) {

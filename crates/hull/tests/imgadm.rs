@@ -185,6 +185,8 @@ fn interrupted_installs_leave_no_image() {
         assert_eq!(n.hull(&["imgadm", "list", "-H"]).ok(), "", "{point}");
         assert!(n.datasets().is_empty(), "{point}: {:?}", n.datasets());
         assert!(n.lock_is_free(&uuid));
+        let records = n.root().join(format!("var/imgadm/images/zones-{uuid}.json"));
+        assert!(!records.exists(), "{point}: the record of an image that never was is gone");
     }
     n.hull(&["imgadm", "install", "-m", &m, "-f", &f]).ok();
     assert_eq!(n.hull(&["imgadm", "list", "-H", "-o", "uuid"]).ok(), format!("{uuid}\n"));
