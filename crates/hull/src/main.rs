@@ -6,13 +6,14 @@ mod demo;
 mod imgadm;
 mod pool;
 mod table;
+mod vmadm;
 
 use clap::{Parser, Subcommand};
 use hull_storage::Node;
 use std::path::PathBuf;
 
 /// The tools hull answers to when run through a link of that name.
-const TOOLS: &[&str] = &["imgadm"];
+const TOOLS: &[&str] = &["imgadm", "vmadm"];
 
 #[derive(Parser)]
 #[command(name = "hull", version, about = "A SmartOS-style cloud compute node on Linux")]
@@ -38,6 +39,9 @@ enum Cmd {
     /// Manage images (SmartOS imgadm).
     #[command(subcommand)]
     Imgadm(imgadm::ImgCmd),
+    /// Manage VMs (SmartOS vmadm).
+    #[command(subcommand)]
+    Vmadm(vmadm::VmCmd),
     /// The main job: build an image, install it, clone twenty instances, report time and space.
     Demo(demo::DemoArgs),
 }
@@ -109,12 +113,14 @@ fn main() {
     let cli = Cli::parse_from(args);
     let name = match &cli.cmd {
         Cmd::Imgadm(_) => "imgadm",
+        Cmd::Vmadm(_) => "vmadm",
         _ => tool.as_str(),
     };
     let result = Node::new(&cli.root, &cli.prefix).map_err(Failure::from).and_then(|node| match cli.cmd {
         Cmd::Pool(c) => pool::run(&node, c),
         Cmd::Dataset(c) => dataset::run(&node, c),
         Cmd::Imgadm(c) => imgadm::run(&node, c),
+        Cmd::Vmadm(c) => vmadm::run(c),
         Cmd::Demo(a) => demo::run(&node, a),
     });
     if let Err(f) = result {

@@ -1,0 +1,6 @@
+//! VM payloads: brands, actions, and validation from the property table.
+
+pub mod props;
+mod validate;
+
+pub use validate::{Action, Brand, ValidationErrors, validate};

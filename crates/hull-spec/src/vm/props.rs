@@ -1,0 +1,260 @@
+//! The VM property table: one row per payload property, after SmartOS's proptable.js.
+//!
+//! Each row says which brands take the property with which actions, its type and range,
+//! whether a create must have it, and what hull does when an update changes it. Validation,
+//! `vmadm` list columns and the reference docs are all derived from this table.
+
+/// Brands, as bits.
+pub const J: u8 = 1; // joyent
+pub const M: u8 = 2; // joyent-minimal
+pub const L: u8 = 4; // lx
+pub const K: u8 = 8; // kvm
+pub const B: u8 = 16; // bhyve
+pub const OS: u8 = J | M | L;
+pub const ALL: u8 = OS | K | B;
+pub const HW: u8 = K | B;
+
+/// Actions, as bits. `ADD` and `UPD` are for the members of `nics`, `disks`, `filesystems`.
+pub const C: u8 = 1;
+pub const R: u8 = 2;
+pub const U: u8 = 4;
+pub const ADD: u8 = 8;
+pub const UPD: u8 = 16;
+pub const CR: u8 = C | R;
+pub const CRU: u8 = C | R | U;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropType {
+    Boolean,
+    /// With inclusive bounds.
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    String,
+    Uuid,
+    /// An array of strings or numbers, or one comma-separated string.
+    List,
+    /// An object whose values are strings, numbers or booleans.
+    FlatObject,
+    ObjectArray,
+    /// The name of the node's pool.
+    Zpool,
+}
+
+/// What hull does when `vmadm update` changes a property of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// Applied to the running VM at once (a cgroup limit, a quota, a record).
+    Live,
+    /// Stored; takes effect when the VM next boots.
+    Reboot,
+    /// Stored and reported, but not yet acted on by hull (a later subsystem's).
+    NotYet,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Prop {
+    pub name: &'static str,
+    pub ty: PropType,
+    /// (brands, actions) pairs.
+    pub allowed: &'static [(u8, u8)],
+    /// Brands whose create must carry it.
+    pub required: u8,
+    pub apply: Apply,
+    /// Like SmartOS's `check_as`: validate members as this property's (`add_nics` as `nics`).
+    pub check_as: Option<&'static str>,
+}
+
+const fn int(min: i64, max: i64) -> PropType {
+    PropType::Integer { min, max }
+}
+
+const MAXI: i64 = i64::MAX;
+
+macro_rules! p {
+    ($name:literal, $ty:expr, [$(($b:expr, $a:expr)),*], $req:expr, $apply:ident) => {
+        Prop { name: $name, ty: $ty, allowed: &[$(($b, $a)),*], required: $req, apply: Apply::$apply, check_as: None }
+    };
+    ($name:literal, $ty:expr, [$(($b:expr, $a:expr)),*], $req:expr, $apply:ident, $check:literal) => {
+        Prop { name: $name, ty: $ty, allowed: &[$(($b, $a)),*], required: $req, apply: Apply::$apply, check_as: Some($check) }
+    };
+}
+
+use PropType::{Boolean as BOOL, FlatObject as FLAT, List as LIST, ObjectArray as OBJS, String as STR, Uuid as UUID};
+
+/// Every payload property, sorted by name.
+pub static PROPS: &[Prop] = &[
+    p!("add_disks", OBJS, [(HW, U)], 0, NotYet, "disks"),
+    p!("add_filesystems", OBJS, [(OS | K, U)], 0, NotYet, "filesystems"),
+    p!("add_nics", OBJS, [(ALL, U)], 0, NotYet, "nics"),
+    p!("alias", STR, [(ALL, CRU)], 0, Live),
+    p!("archive_on_delete", BOOL, [(ALL, CRU)], 0, Live),
+    p!("autoboot", BOOL, [(ALL, CRU)], 0, Live),
+    p!("bhyve_extra_opts", STR, [(B, CRU)], 0, NotYet),
+    p!("billing_id", STR, [(ALL, CRU)], 0, Live),
+    p!("boot", STR, [(HW, CRU)], 0, NotYet),
+    p!("bootrom", STR, [(B, CRU)], 0, NotYet),
+    p!("brand", STR, [(ALL, CR)], J | M | L | K, Live),
+    p!("com1", STR, [(B, CRU)], 0, NotYet),
+    p!("com2", STR, [(B, CRU)], 0, NotYet),
+    p!("cpu_cap", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("cpu_shares", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("cpu_type", STR, [(K, CRU)], 0, NotYet),
+    p!("create_only", BOOL, [(ALL, R)], 0, Live),
+    p!("create_timestamp", STR, [(ALL, R)], 0, Live),
+    p!("customer_metadata", FLAT, [(ALL, CR)], 0, Live),
+    p!("dataset_uuid", UUID, [(OS, CR)], 0, Live),
+    p!("datasets", LIST, [(ALL, R)], 0, NotYet),
+    p!("delegate_dataset", BOOL, [(OS, CR)], 0, NotYet),
+    p!("disk_driver", STR, [(HW, CRU)], 0, NotYet),
+    p!("disks", OBJS, [(HW, CR)], 0, NotYet),
+    p!("disks.*.block_size", int(0, MAXI), [(HW, ADD)], 0, NotYet),
+    p!("disks.*.boot", BOOL, [(HW, ADD | UPD)], 0, NotYet),
+    p!("disks.*.compression", STR, [(HW, ADD | UPD)], 0, NotYet),
+    p!("disks.*.image_name", STR, [(K, ADD | UPD)], 0, NotYet),
+    p!("disks.*.image_size", int(0, MAXI), [(HW, ADD)], 0, NotYet),
+    p!("disks.*.image_uuid", UUID, [(HW, ADD)], 0, NotYet),
+    p!("disks.*.media", STR, [(HW, ADD | UPD)], 0, NotYet),
+    p!("disks.*.model", STR, [(HW, ADD | UPD)], 0, NotYet),
+    p!("disks.*.nocreate", BOOL, [(HW, ADD)], 0, NotYet),
+    p!("disks.*.path", STR, [(HW, ADD | UPD)], 0, NotYet),
+    p!("disks.*.refreservation", int(0, MAXI), [(HW, ADD | UPD)], 0, NotYet),
+    p!("disks.*.size", int(0, MAXI), [(HW, ADD)], 0, NotYet),
+    p!("disks.*.zfs_filesystem", STR, [(HW, R)], 0, NotYet),
+    p!("disks.*.zpool", STR, [(HW, ADD)], 0, NotYet),
+    p!("dns_domain", STR, [(OS, CRU)], 0, Reboot),
+    p!("do_not_inventory", BOOL, [(ALL, CRU)], 0, Live),
+    p!("docker", BOOL, [(L | M, CRU)], 0, NotYet),
+    p!("filesystems", OBJS, [(OS, CR)], 0, NotYet),
+    p!("filesystems.*.options", LIST, [(OS, ADD)], 0, NotYet),
+    p!("filesystems.*.raw", STR, [(OS, ADD)], 0, NotYet),
+    p!("filesystems.*.source", STR, [(OS, ADD)], 0, NotYet),
+    p!("filesystems.*.target", STR, [(OS, ADD)], 0, NotYet),
+    p!("filesystems.*.type", STR, [(OS, ADD)], 0, NotYet),
+    p!("firewall_enabled", BOOL, [(ALL, CRU)], 0, NotYet),
+    p!("fs_allowed", LIST, [(OS, CRU)], 0, NotYet),
+    p!("hostname", STR, [(ALL, CRU)], 0, Reboot),
+    p!("image_uuid", UUID, [(ALL, CR)], OS, Live),
+    p!("indestructible_delegated", BOOL, [(ALL, CRU)], 0, NotYet),
+    p!("indestructible_zoneroot", BOOL, [(ALL, CRU)], 0, Live),
+    p!("init_name", STR, [(OS, CRU)], 0, Reboot),
+    p!("internal_metadata", FLAT, [(ALL, CR)], 0, Live),
+    p!("internal_metadata_namespaces", LIST, [(ALL, CRU)], 0, Live),
+    p!("kernel_version", STR, [(L, CRU)], L, Live),
+    p!("limit_priv", LIST, [(ALL, CRU)], 0, NotYet),
+    p!("maintain_resolvers", BOOL, [(OS, CRU)], 0, Live),
+    p!("max_locked_memory", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("max_lwps", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("max_msg_ids", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("max_physical_memory", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("max_sem_ids", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("max_shm_ids", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("max_shm_memory", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("max_swap", int(256, MAXI), [(ALL, CRU)], 0, Live),
+    p!("mdata_exec_timeout", int(0, MAXI), [(OS, C)], 0, NotYet),
+    p!("nic_driver", STR, [(K, CRU)], 0, NotYet),
+    p!("nics", OBJS, [(ALL, CR)], 0, NotYet),
+    p!("nics.*.allow_dhcp_spoofing", BOOL, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.allow_ip_spoofing", BOOL, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.allow_mac_spoofing", BOOL, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.allow_restricted_traffic", BOOL, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.allow_unfiltered_promisc", BOOL, [(HW, ADD | UPD)], 0, NotYet),
+    p!("nics.*.allowed_ips", LIST, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.blocked_outgoing_ports", LIST, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.dhcp_server", BOOL, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.gateway", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.gateways", LIST, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.interface", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.ip", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.ips", LIST, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.mac", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.model", STR, [(HW, ADD | UPD)], 0, NotYet),
+    p!("nics.*.mtu", int(576, 9000), [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.netmask", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.network_uuid", UUID, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.nic_tag", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.primary", BOOL, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.vlan_id", int(0, 4095), [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.vrrp_primary_ip", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.vrrp_vrid", int(0, 255), [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nowait", BOOL, [(OS, CR)], 0, Live),
+    p!("owner_uuid", STR, [(ALL, CRU)], 0, Live),
+    p!("package_name", STR, [(J | M | L | K, CRU)], 0, Live),
+    p!("package_version", STR, [(J | M | L | K, CRU)], 0, Live),
+    p!("qemu_extra_opts", STR, [(K, CRU)], 0, NotYet),
+    p!("qemu_opts", STR, [(K, CRU)], 0, NotYet),
+    p!("quota", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("ram", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("remove_customer_metadata", LIST, [(ALL, U)], 0, Live),
+    p!("remove_disks", LIST, [(HW, U)], 0, NotYet),
+    p!("remove_filesystems", LIST, [(ALL, U)], 0, NotYet),
+    p!("remove_internal_metadata", LIST, [(ALL, U)], 0, Live),
+    p!("remove_nics", LIST, [(ALL, U)], 0, NotYet),
+    p!("remove_routes", LIST, [(ALL, U)], 0, NotYet),
+    p!("remove_tags", LIST, [(ALL, U)], 0, Live),
+    p!("resolvers", LIST, [(ALL, CRU)], 0, Reboot),
+    p!("restart_init", BOOL, [(OS, CRU)], 0, Live),
+    p!("routes", FLAT, [(ALL, CR)], 0, NotYet),
+    p!("set_customer_metadata", FLAT, [(ALL, U)], 0, Live),
+    p!("set_internal_metadata", FLAT, [(ALL, U)], 0, Live),
+    p!("set_routes", FLAT, [(ALL, U)], 0, NotYet),
+    p!("set_tags", FLAT, [(ALL, U)], 0, Live),
+    p!("spice_opts", STR, [(K, CRU)], 0, NotYet),
+    p!("spice_password", STR, [(K, CRU)], 0, NotYet),
+    p!("spice_port", int(-1, MAXI), [(K, CRU)], 0, NotYet),
+    p!("tags", FLAT, [(ALL, CR)], 0, Live),
+    p!("tmpfs", int(0, MAXI), [(OS, CRU)], 0, Reboot),
+    p!("transition", FLAT, [(ALL, R)], 0, Live),
+    p!("update_disks", OBJS, [(HW, U)], 0, NotYet, "disks"),
+    p!("update_filesystems", OBJS, [(OS | K, U)], 0, NotYet, "filesystems"),
+    p!("update_nics", OBJS, [(ALL, U)], 0, NotYet, "nics"),
+    p!("uuid", UUID, [(ALL, CR)], 0, Live),
+    p!("v", int(0, MAXI), [(ALL, R)], 0, Live),
+    p!("vcpus", int(1, MAXI), [(HW, CRU)], 0, NotYet),
+    p!("vga", STR, [(K, CRU)], 0, NotYet),
+    p!("virtio_txburst", int(0, MAXI), [(K, CRU)], 0, NotYet),
+    p!("virtio_txtimer", int(0, MAXI), [(K, CRU)], 0, NotYet),
+    p!("vnc_password", STR, [(K, CRU)], 0, NotYet),
+    p!("vnc_port", int(-1, MAXI), [(HW, CRU)], 0, NotYet),
+    p!("zfs_data_compression", STR, [(OS, CRU)], 0, NotYet),
+    p!("zfs_data_recsize", int(0, MAXI), [(OS, CRU)], 0, NotYet),
+    p!("zfs_filesystem", STR, [(ALL, R)], 0, Live),
+    p!("zfs_filesystem_limit", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("zfs_io_priority", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("zfs_root_compression", STR, [(ALL, CRU)], 0, NotYet),
+    p!("zfs_root_recsize", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("zfs_snapshot_limit", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    p!("zfs_storage_pool_name", PropType::Zpool, [(J | M | L | K, CR)], 0, Live),
+    p!("zlog_max_size", int(0, MAXI), [(OS, CRU)], 0, NotYet),
+    p!("zone_dataset_uuid", UUID, [(HW, CR)], 0, NotYet),
+    p!("zonename", STR, [(ALL, CR)], 0, Live),
+    p!("zpool", PropType::Zpool, [(ALL, CR)], 0, Live),
+];
+
+/// The row for a property name.
+pub fn lookup(name: &str) -> Option<&'static Prop> {
+    PROPS.binary_search_by(|p| p.name.cmp(name)).ok().map(|i| &PROPS[i])
+}
+
+impl Prop {
+    /// Whether `brand` takes this property with `action`.
+    pub fn allows(&self, brand: u8, action: u8) -> bool {
+        self.allowed.iter().any(|(b, a)| b & brand != 0 && a & action != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for w in PROPS.windows(2) {
+            assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
+        }
+        assert!(lookup("max_physical_memory").is_some());
+        assert!(lookup("nics.*.vlan_id").is_some());
+        assert!(lookup("colour").is_none());
+    }
+}

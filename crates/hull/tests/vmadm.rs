@@ -1,0 +1,55 @@
+//! vmadm from the command line.
+
+mod common;
+use common::*;
+use std::io::Write;
+
+fn validate(n: &TestNode, args: &[&str], payload: &str) -> (i32, String, String) {
+    let mut child = n
+        .cmd()
+        .args(["vmadm", "validate"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(payload.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_reports_in_smartos_shape() {
+    let n = TestNode::bare();
+    let good = r#"{"brand": "joyent", "image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182", "max_physical_memory": 256, "nics": [{"nic_tag": "admin", "ip": "dhcp"}]}"#;
+    let (code, out, _) = validate(&n, &["create", "joyent"], good);
+    assert_eq!((code, out.as_str()), (0, "VALID 'create' payload for joyent brand VMs.\n"));
+
+    let bad = r#"{"brand": "joyent", "colour": 1, "cpu_cap": -1, "max_lwps": "many"}"#;
+    let (code, _, err) = validate(&n, &["create", "joyent"], bad);
+    assert_eq!(code, 1);
+    let json_end = err.find("\nvmadm: error").expect("error line");
+    let v: serde_json::Value = serde_json::from_str(&err[..json_end]).expect("json on stderr");
+    assert_eq!(
+        v,
+        serde_json::json!({"bad_values": ["cpu_cap", "max_lwps"], "bad_properties": ["colour"], "missing_properties": ["image_uuid"]})
+    );
+
+    let (code, _, err) = validate(&n, &["create", "joyent"], "{not json");
+    assert_eq!(code, 1);
+    assert!(err.contains("payload is not valid JSON"), "{err}");
+    let (code, _, _) = validate(&n, &["create", "solaris"], "{}");
+    assert_eq!(code, 2, "an unknown brand on the command line is a usage error");
+    let (code, out, _) = validate(&n, &["update", "lx"], r#"{"max_physical_memory": 1024, "set_tags": {"a": "b"}}"#);
+    assert_eq!((code, out.as_str()), (0, "VALID 'update' payload for lx brand VMs.\n"));
+
+    let file = n.root().join("payload.json");
+    std::fs::write(&file, good).expect("write");
+    let r = n.hull(&["vmadm", "validate", "create", "joyent", "-f", &file.to_string_lossy()]);
+    assert_eq!(r.ok(), "VALID 'create' payload for joyent brand VMs.\n");
+}
