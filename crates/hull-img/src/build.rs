@@ -215,7 +215,6 @@ const INITTAB: &str = "\
 ";
 
 const RCS: &str = "#!/bin/sh
-[ -f /etc/hostname ] && hostname -F /etc/hostname
 mkdir -p /run /var/run /var/log
 ";
 

@@ -7,13 +7,14 @@ mod imgadm;
 mod pool;
 mod table;
 mod vmadm;
+mod zone;
 
 use clap::{Parser, Subcommand};
 use hull_storage::Node;
 use std::path::PathBuf;
 
 /// The tools hull answers to when run through a link of that name.
-const TOOLS: &[&str] = &["imgadm", "vmadm"];
+const TOOLS: &[&str] = &["imgadm", "vmadm", "zlogin"];
 
 #[derive(Parser)]
 #[command(name = "hull", version, about = "A SmartOS-style cloud compute node on Linux")]
@@ -42,6 +43,11 @@ enum Cmd {
     /// Manage VMs (SmartOS vmadm).
     #[command(subcommand)]
     Vmadm(vmadm::VmCmd),
+    /// Run a command in a zone, or with -C attach to its console.
+    Zlogin(zone::ZloginArgs),
+    /// The supervisor of one running zone (started by vmadm start).
+    #[command(hide = true)]
+    Zoneadmd(zone::ZoneadmdArgs),
     /// The main job: build an image, install it, clone twenty instances, report time and space.
     Demo(demo::DemoArgs),
 }
@@ -101,7 +107,8 @@ fn main() {
     } else {
         "hull".to_string()
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HULL_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HULL_LOG")
+        .unwrap_or_else(|_| "info,libcontainer=error,libcgroups=error".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -114,13 +121,17 @@ fn main() {
     let name = match &cli.cmd {
         Cmd::Imgadm(_) => "imgadm",
         Cmd::Vmadm(_) => "vmadm",
+        Cmd::Zlogin(_) => "zlogin",
+        Cmd::Zoneadmd(_) => "zoneadmd",
         _ => tool.as_str(),
     };
     let result = Node::new(&cli.root, &cli.prefix).map_err(Failure::from).and_then(|node| match cli.cmd {
         Cmd::Pool(c) => pool::run(&node, c),
         Cmd::Dataset(c) => dataset::run(&node, c),
         Cmd::Imgadm(c) => imgadm::run(&node, c),
-        Cmd::Vmadm(c) => vmadm::run(c),
+        Cmd::Vmadm(c) => vmadm::run(&node, c),
+        Cmd::Zlogin(a) => zone::zlogin(&node, a),
+        Cmd::Zoneadmd(a) => zone::zoneadmd(&node, a),
         Cmd::Demo(a) => demo::run(&node, a),
     });
     if let Err(f) = result {

@@ -1,11 +1,99 @@
-use crate::{CmdResult, Failure};
+use crate::table::{self, Filter};
+use crate::{CmdResult, Failure, print_json};
 use clap::Subcommand;
 use hull_spec::{Action, Brand};
+use hull_storage::Node;
+use hull_vm::{VmError, Vmadm};
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::Duration;
+
+const LIST_COLUMNS: &str = "uuid,type,ram,state,alias";
+const LIST_SORT: &str = "ram,uuid";
+
+impl From<VmError> for Failure {
+    fn from(e: VmError) -> Failure {
+        Failure { code: 1, message: crate::chain(&e) }
+    }
+}
 
 #[derive(Subcommand)]
 pub enum VmCmd {
+    /// Create a VM from a JSON payload (a file, or standard input).
+    Create {
+        #[arg(short = 'f')]
+        file: Option<PathBuf>,
+        /// Print the new VM as JSON.
+        #[arg(short = 'j')]
+        json: bool,
+    },
+    /// Print a VM as JSON.
+    Get {
+        uuid: String,
+    },
+    /// List VMs.
+    List {
+        #[arg(short = 'o', default_value = LIST_COLUMNS)]
+        columns: String,
+        #[arg(short = 's', default_value = LIST_SORT)]
+        sort: String,
+        #[arg(short = 'H')]
+        no_header: bool,
+        /// Parseable: no header, columns separated by ':'.
+        #[arg(short = 'p')]
+        parseable: bool,
+        #[arg(short = 'j')]
+        json: bool,
+        /// FIELD=VALUE or FIELD=~SUBSTRING
+        filters: Vec<Filter>,
+    },
+    /// Print the uuids of the VMs that match.
+    Lookup {
+        #[arg(short = 'j')]
+        json: bool,
+        /// Exactly one VM must match.
+        #[arg(short = '1')]
+        one: bool,
+        #[arg(short = 'o')]
+        columns: Option<String>,
+        filters: Vec<Filter>,
+    },
+    Start {
+        uuid: String,
+    },
+    /// Ask the VM to power off; -F kills it, -t sets how long to wait before killing.
+    Stop {
+        uuid: String,
+        #[arg(short = 'F')]
+        force: bool,
+        #[arg(short = 't', default_value_t = 60)]
+        timeout: u64,
+    },
+    Reboot {
+        uuid: String,
+        #[arg(short = 'F')]
+        force: bool,
+    },
+    /// Send a signal to the VM (default SIGKILL).
+    Kill {
+        #[arg(short = 's', default_value = "KILL")]
+        signal: String,
+        uuid: String,
+    },
+    Delete {
+        uuid: String,
+    },
+    /// Change a VM: a JSON payload (-f or standard input) or PROPERTY=VALUE pairs.
+    Update {
+        uuid: String,
+        #[arg(short = 'f')]
+        file: Option<PathBuf>,
+        assignments: Vec<String>,
+    },
+    /// Attach to a running VM's console (detach with Ctrl-]).
+    Console {
+        uuid: String,
+    },
     /// Check a payload without acting on it: prints every problem at once.
     Validate {
         /// create, update or receive
@@ -32,20 +120,193 @@ pub fn read_payload(file: Option<&PathBuf>) -> Result<serde_json::Value, Failure
     serde_json::from_str(&text).map_err(|e| Failure::new(1, format!("payload is not valid JSON: {e}")))
 }
 
-pub fn run(cmd: VmCmd) -> CmdResult {
+fn parse_signal(s: &str) -> Result<i32, Failure> {
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    if let Ok(n) = name.parse::<i32>() {
+        return Ok(n);
+    }
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| Failure::new(1, format!("unknown signal {s:?}")))
+}
+
+fn vm_row(v: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    serde_json::Value::Object(v.clone())
+}
+
+fn open(node: &Node) -> Result<Vmadm, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
+    Ok(Vmadm::open(node, exe)?)
+}
+
+pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
     match cmd {
+        VmCmd::Create { file, json } => {
+            let payload = read_payload(file.as_ref())?;
+            let vm = open(node)?;
+            let uuid = vm.create(&payload).map_err(|e| {
+                if let VmError::Invalid(errs) = &e {
+                    eprintln!("{}", errs.to_json());
+                }
+                Failure::from(e)
+            })?;
+            if json {
+                print_json(&vm.get(&uuid)?);
+            } else {
+                println!("Successfully created VM {uuid}");
+            }
+        }
+        VmCmd::Get { uuid } => print_json(&open(node)?.get(&uuid)?),
+        VmCmd::List { columns, sort, no_header, parseable, json, filters } => {
+            let vm = open(node)?;
+            let mut rows: Vec<_> =
+                vm.list()?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+            let keys = table::fields(&sort);
+            rows.sort_by(|a, b| table::cmp_rows(a, b, &keys));
+            if json {
+                print_json(&rows);
+            } else if parseable {
+                let cols = table::fields(&columns);
+                for r in &rows {
+                    let cells: Vec<String> = cols.iter().map(|c| table::cell(table::lookup(r, c))).collect();
+                    println!("{}", cells.join(":"));
+                }
+            } else {
+                print!("{}", table::render(&rows, &table::fields(&columns), no_header));
+            }
+        }
+        VmCmd::Lookup { json, one, columns, filters } => {
+            let vm = open(node)?;
+            let rows: Vec<_> = vm.list()?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+            if one && rows.len() != 1 {
+                return Err(Failure::new(1, format!("requested exactly one VM, but {} matched", rows.len())));
+            }
+            if json {
+                match &columns {
+                    Some(c) => {
+                        let cols = table::fields(c);
+                        let picked: Vec<serde_json::Value> = rows
+                            .iter()
+                            .map(|r| {
+                                serde_json::Value::Object(
+                                    cols.iter()
+                                        .filter_map(|k| table::lookup(r, k).map(|v| (k.clone(), v.clone())))
+                                        .collect(),
+                                )
+                            })
+                            .collect();
+                        print_json(&picked);
+                    }
+                    None => print_json(&rows),
+                }
+            } else {
+                for r in rows {
+                    println!("{}", table::cell(table::lookup(&r, "uuid")));
+                }
+            }
+        }
+        VmCmd::Start { uuid } => {
+            open(node)?.start(&uuid)?;
+            println!("Successfully started VM {uuid}");
+        }
+        VmCmd::Stop { uuid, force, timeout } => {
+            open(node)?.stop(&uuid, force, Duration::from_secs(timeout))?;
+            println!("Successfully completed stop for VM {uuid}");
+        }
+        VmCmd::Reboot { uuid, force } => {
+            open(node)?.reboot(&uuid, force, Duration::from_secs(60))?;
+            println!("Successfully completed reboot for VM {uuid}");
+        }
+        VmCmd::Kill { signal, uuid } => {
+            open(node)?.kill(&uuid, parse_signal(&signal)?)?;
+            println!("Successfully sent {signal} to VM {uuid}");
+        }
+        VmCmd::Delete { uuid } => {
+            open(node)?.delete(&uuid)?;
+            println!("Successfully deleted VM {uuid}");
+        }
+        VmCmd::Update { uuid, file, assignments } => {
+            let payload = if assignments.is_empty() {
+                read_payload(file.as_ref())?
+            } else {
+                let mut m = serde_json::Map::new();
+                for a in &assignments {
+                    let (k, v) = a
+                        .split_once('=')
+                        .ok_or_else(|| Failure::new(2, format!("expected PROPERTY=VALUE, got {a:?}")))?;
+                    m.insert(k.to_string(), serde_json::Value::from(v));
+                }
+                serde_json::Value::Object(m)
+            };
+            let report = open(node)?.update(&uuid, &payload).map_err(|e| {
+                if let VmError::Invalid(errs) = &e {
+                    eprintln!("{}", errs.to_json());
+                }
+                Failure::from(e)
+            })?;
+            for (what, list) in [
+                ("applied live", &report.live),
+                ("stored, applies at the next boot", &report.reboot),
+                ("stored, not yet applied by hull", &report.not_yet),
+            ] {
+                if !list.is_empty() {
+                    println!("{what}: {}", list.join(", "));
+                }
+            }
+            println!("Successfully updated VM {uuid}");
+        }
+        VmCmd::Console { uuid } => console(&open(node)?.console_socket(&uuid)?)?,
         VmCmd::Validate { action, brand, file } => {
             let payload = read_payload(file.as_ref())?;
-            match hull_spec::vm::validate(action, Some(brand), &payload) {
-                Ok(_) => {
-                    println!("VALID '{}' payload for {} brand VMs.", action.as_str(), brand);
-                    Ok(())
+            if let Err(errs) = hull_spec::vm::validate(action, Some(brand), &payload) {
+                eprintln!("{}", errs.to_json());
+                return Err(Failure::new(1, errs));
+            }
+            println!("VALID '{}' payload for {} brand VMs.", action.as_str(), brand);
+        }
+    }
+    Ok(())
+}
+
+/// Relays the terminal to a zone's console socket until either side closes, or Ctrl-].
+pub fn console(sock: &std::path::Path) -> CmdResult {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| Failure::new(1, format!("cannot attach to {}: {e}", sock.display())))?;
+    let mut to_zone = stream.try_clone().map_err(|e| Failure::new(1, e))?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    // Ctrl-] detaches, as on SmartOS's zlogin -C (~. there).
+                    if let Some(i) = buf[..n].iter().position(|b| *b == 0x1d) {
+                        let _ = to_zone.write_all(&buf[..i]);
+                        let _ = to_zone.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    if to_zone.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
                 }
-                Err(errs) => {
-                    eprintln!("{}", errs.to_json());
-                    Err(Failure::new(1, errs))
+            }
+        }
+    });
+    let mut from_zone = stream;
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    loop {
+        match from_zone.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    break;
                 }
             }
         }
     }
+    Ok(())
 }

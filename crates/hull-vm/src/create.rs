@@ -1,0 +1,129 @@
+//! vmadm create.
+
+use crate::revert::Revert;
+use crate::{PROVISIONING, Result, VmError, Vmadm, ds};
+use hull_spec::manifest::ImageType;
+use hull_spec::{Action, Brand};
+use serde_json::{Map, Value, json};
+
+/// SmartOS's defaults for an OS zone, filled in where the payload is silent.
+fn defaults(cfg: &mut Map<String, Value>) {
+    let mem = cfg.get("max_physical_memory").and_then(Value::as_u64).unwrap_or(256);
+    let set = |cfg: &mut Map<String, Value>, k: &str, v: Value| {
+        cfg.entry(k.to_string()).or_insert(v);
+    };
+    set(cfg, "max_physical_memory", json!(mem));
+    set(cfg, "max_locked_memory", json!(mem));
+    set(cfg, "max_swap", json!(mem.max(256)));
+    set(cfg, "max_lwps", json!(2000));
+    set(cfg, "cpu_shares", json!(100));
+    set(cfg, "zfs_io_priority", json!(100));
+    set(cfg, "quota", json!(10));
+    set(cfg, "tmpfs", json!(mem));
+    set(cfg, "autoboot", json!(true));
+    set(cfg, "resolvers", json!([]));
+    set(cfg, "dns_domain", json!("local"));
+    set(cfg, "billing_id", json!("00000000-0000-0000-0000-000000000000"));
+    set(cfg, "owner_uuid", json!("00000000-0000-0000-0000-000000000000"));
+}
+
+impl Vmadm {
+    /// Creates a VM from a payload; boots it when `autoboot` (the default) is true.
+    /// Returns the VM's uuid.
+    pub fn create(&self, payload: &Value) -> Result<String> {
+        let mut cfg = hull_spec::vm::validate(Action::Create, None, payload).map_err(VmError::Invalid)?;
+        let brand: Brand =
+            cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
+        if !brand.is_os() {
+            return Err(VmError::Other {
+                vm: "-".into(),
+                reason: format!("brand {brand} is not supported yet (joyent, joyent-minimal, lx)"),
+            });
+        }
+        let uuid = match cfg.get("uuid").and_then(Value::as_str) {
+            Some(u) => u.to_string(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let image: uuid::Uuid = cfg
+            .get("image_uuid")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| VmError::Other { vm: uuid.clone(), reason: "no image_uuid".into() })?;
+        let pool = self.pool()?;
+        if let Some(z) = cfg.get("zpool").or(cfg.get("zfs_storage_pool_name")).and_then(Value::as_str)
+            && z != pool.name()
+        {
+            return Err(VmError::Other {
+                vm: uuid,
+                reason: format!("zpool {z:?} does not exist (this node's pool is {:?})", pool.name()),
+            });
+        }
+        let _lock = self.lock(&uuid)?;
+        if pool.exists(&ds(&uuid)?) {
+            return Err(VmError::Exists(uuid));
+        }
+        let img = self.img.get(&image).map_err(|e| VmError::Image {
+            vm: uuid.clone(),
+            image: image.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(img.manifest.image_type, ImageType::ZoneDataset | ImageType::LxDataset) {
+            return Err(VmError::Image {
+                vm: uuid,
+                image: image.to_string(),
+                reason: format!("a {} image cannot be a zone's root", img.manifest.image_type.as_str()),
+            });
+        }
+
+        defaults(&mut cfg);
+        cfg.insert("uuid".into(), json!(uuid));
+        cfg.insert("zonename".into(), json!(uuid));
+        cfg.insert("zfs_filesystem".into(), json!(format!("{}/{uuid}", pool.name())));
+        cfg.insert("zonepath".into(), json!(pool.dataset_path(&ds(&uuid)?)));
+        cfg.insert("zpool".into(), json!(pool.name()));
+        cfg.insert("create_timestamp".into(), json!(hull_zone::supervisor::now()));
+        cfg.insert("image_uuid".into(), json!(image.to_string()));
+
+        let part = ds(&format!("{uuid}{PROVISIONING}"))?;
+        let mut revert = Revert::new();
+        pool.clone_snapshot(&ds(&image.to_string())?.snapshot(hull_img::FINAL)?, &part)?;
+        revert.push("destroy the clone", || {
+            let _ = hull_storage::destroy(pool, &part, true);
+        });
+        hull_exec::failpoint("vm-create-cloned");
+        if let Some(q) = cfg.get("quota").and_then(Value::as_u64).filter(|q| *q > 0)
+            && pool.caps().quota
+        {
+            pool.set_quota(&part, Some(q << 30))?;
+        }
+        let dir = pool.dataset_path(&part).join("config");
+        std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
+            vm: uuid.clone(),
+            op: "create directory",
+            path: dir.clone(),
+            source: e,
+        })?;
+        let tmp = dir.join("vm.json");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap_or_default()).map_err(|e| VmError::Io {
+            vm: uuid.clone(),
+            op: "write",
+            path: tmp.clone(),
+            source: e,
+        })?;
+        hull_exec::failpoint("vm-create-configured");
+        pool.rename(&part, &ds(&uuid)?)?;
+        revert.disarm();
+        hull_exec::failpoint("vm-create-whole");
+        drop(_lock);
+
+        if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)
+            && let Err(e) = self.start(&uuid)
+        {
+            let mut c = self.load(&uuid)?;
+            c.insert("failed".into(), json!(true));
+            self.save(&uuid, &c)?;
+            return Err(VmError::Other { vm: uuid, reason: format!("created, but failed to boot: {e}") });
+        }
+        Ok(uuid)
+    }
+}

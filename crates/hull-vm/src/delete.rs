@@ -1,0 +1,29 @@
+//! vmadm delete.
+
+use crate::{Result, Vmadm, ds};
+use std::time::Duration;
+
+impl Vmadm {
+    /// Deletes a VM: kills its zone if it runs, then removes its dataset (snapshots included)
+    /// and its runtime files.
+    pub fn delete(&self, uuid: &str) -> Result<()> {
+        let _lock = self.lock(uuid)?;
+        self.load(uuid)?;
+        if self.running_or_false(uuid) {
+            self.stop_locked(uuid, true, Duration::from_secs(0))?;
+        }
+        hull_exec::failpoint("vm-delete-stopped");
+        self.rt.delete(uuid)?;
+        let dir = self.run_dir(uuid);
+        hull_storage::destroy(self.pool()?, &ds(uuid)?, true)?;
+        hull_exec::failpoint("vm-delete-destroyed");
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+
+    fn running_or_false(&self, uuid: &str) -> bool {
+        self.load(uuid).map(|cfg| self.state(uuid, &cfg).state == "running").unwrap_or(false)
+    }
+}

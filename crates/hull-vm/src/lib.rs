@@ -1,0 +1,191 @@
+//! vmadm: VMs composed from an image, a dataset and a zone.
+//!
+//! A VM is the dataset `zones/<uuid>` (cloned from its image's `@final`) holding
+//! `config/vm.json` (its properties, written atomically, so the VM travels with its dataset)
+//! and `root/` (the zone's root filesystem). While it runs, `$ROOT/var/hull/z/<uuid>/` holds
+//! its supervisor's files (see `hull_zone::supervisor`). One verb per file; every multi-step
+//! verb registers each step's undo on a [`revert::Revert`] stack.
+//!
+//! States, as vmadm reports them:
+//!
+//! ```text
+//!   create ──> stopped ──start──> running ──stop/kill/init exits──> stopped
+//!                 │                                                    │
+//!                 └────────────── delete (stops first) <───────────────┘
+//!   failed: a create whose boot failed; it can be deleted or started again
+//! ```
+
+mod create;
+mod delete;
+mod query;
+pub mod revert;
+mod start;
+mod stop;
+mod update;
+
+pub use query::VmState;
+pub use update::UpdateReport;
+
+use hull_spec::ValidationErrors;
+use hull_storage::{DatasetName, Node, Pool};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("VM {0} not found")]
+    NotFound(String),
+    #[error("VM {0} already exists")]
+    Exists(String),
+    #[error("image {image} for VM {vm}: {reason}")]
+    Image { vm: String, image: String, reason: String },
+    #[error("VM {vm} is {state}: cannot {verb}")]
+    WrongState { vm: String, state: String, verb: &'static str },
+    #[error("VM {0} is busy with another command; try again")]
+    Busy(String),
+    #[error("VM {vm}: {reason}")]
+    Other { vm: String, reason: String },
+    #[error(transparent)]
+    Storage(#[from] hull_storage::StorageError),
+    #[error(transparent)]
+    Img(#[from] hull_img::ImgError),
+    #[error(transparent)]
+    Zone(#[from] hull_zone::ZoneError),
+    #[error("VM {vm}: {op} {}", path.display())]
+    Io {
+        vm: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = VmError> = std::result::Result<T, E>;
+
+/// The vmadm of one node.
+pub struct Vmadm {
+    node: Node,
+    img: hull_img::Imgadm,
+    rt: hull_zone::runtime::Runtime,
+    /// The binary that runs `zoneadmd` (this one, unless a test says otherwise).
+    exe: PathBuf,
+}
+
+impl Vmadm {
+    /// Opens the node's vmadm and repairs what a crashed command left (see [`Vmadm::repair`]).
+    pub fn open(node: &Node, exe: PathBuf) -> Result<Vmadm> {
+        let v = Vmadm {
+            node: node.clone(),
+            img: hull_img::Imgadm::new(node),
+            rt: hull_zone::runtime::Runtime::new(&node.var_dir()),
+            exe,
+        };
+        v.repair()?;
+        Ok(v)
+    }
+
+    pub fn pool(&self) -> Result<&dyn Pool> {
+        Ok(self.img.pool()?)
+    }
+
+    fn run_dir(&self, uuid: &str) -> PathBuf {
+        self.node.var_dir().join("z").join(uuid)
+    }
+
+    fn config_path(&self, uuid: &str) -> Result<PathBuf> {
+        Ok(self.pool()?.dataset_path(&ds(uuid)?).join("config/vm.json"))
+    }
+
+    fn cgroup(&self, uuid: &str) -> String {
+        format!("/{}-{uuid}", self.node.prefix())
+    }
+
+    fn lock(&self, uuid: &str) -> Result<hull_storage::lock::LockGuard> {
+        hull_storage::lock::try_lock(&self.node.lock_path(&format!("vm.{uuid}")))?
+            .ok_or_else(|| VmError::Busy(uuid.to_string()))
+    }
+
+    /// A VM's stored properties.
+    pub fn load(&self, uuid: &str) -> Result<Map<String, Value>> {
+        let p = self.config_path(uuid)?;
+        let text = std::fs::read_to_string(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => VmError::NotFound(uuid.to_string()),
+            _ => VmError::Io { vm: uuid.into(), op: "read", path: p.clone(), source: e },
+        })?;
+        match serde_json::from_str(&text) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(VmError::Other { vm: uuid.into(), reason: format!("{} is corrupt", p.display()) }),
+        }
+    }
+
+    fn save(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<()> {
+        let p = self.config_path(uuid)?;
+        let io = |op, path: &PathBuf| {
+            let (vm, path) = (uuid.to_string(), path.clone());
+            move |e| VmError::Io { vm, op, path, source: e }
+        };
+        let dir = p.parent().map(PathBuf::from).unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        let tmp = dir.join(".vm.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(cfg).unwrap_or_default()).map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, &p).map_err(io("rename", &p))
+    }
+
+    /// Uuids of every VM on the node.
+    pub fn uuids(&self) -> Result<Vec<String>> {
+        let pool = self.pool()?;
+        let rd = match std::fs::read_dir(pool.mountpoint()) {
+            Ok(rd) => rd,
+            Err(_) => return Ok(Vec::new()),
+        };
+        let mut out: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.path().join("config/vm.json").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Finishes what crashed commands left: a `<uuid>-provisioning` dataset (a create that
+    /// died before its VM was whole) is destroyed; a running zone whose supervisor died gets a new
+    /// one; a zone whose init is gone is cleaned up. Only VMs whose lock is free are touched.
+    pub fn repair(&self) -> Result<()> {
+        let pool = self.pool()?;
+        let Ok(rd) = std::fs::read_dir(pool.mountpoint()) else { return Ok(()) };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(uuid) = name.strip_suffix(PROVISIONING) else { continue };
+            if let Ok(_g) = self.lock(uuid) {
+                tracing::info!(vm = %uuid, "removing the remains of an interrupted create");
+                hull_storage::destroy(pool, &ds(&name)?, true)?;
+            }
+        }
+        for uuid in self.uuids()? {
+            let dir = self.run_dir(&uuid);
+            let Some(rec) = hull_zone::supervisor::read_record(&dir) else { continue };
+            if rec.state != "running" || hull_zone::supervisor::alive(rec.zoneadmd) {
+                continue;
+            }
+            let Ok(_g) = self.lock(&uuid) else { continue };
+            if rec.init_pid.is_some_and(hull_zone::supervisor::alive) {
+                tracing::info!(vm = %uuid, "the zone's supervisor died: attaching a new one");
+                self.spawn_zoneadmd(&uuid, true)?;
+            } else {
+                self.rt.delete(&uuid)?;
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A VM is made in `zones/<uuid>-provisioning` and renamed to `zones/<uuid>` once whole.
+pub(crate) const PROVISIONING: &str = "-provisioning";
+
+pub(crate) fn ds(uuid: &str) -> Result<DatasetName> {
+    Ok(DatasetName::parse(uuid)?)
+}

@@ -1,0 +1,98 @@
+//! vmadm get, list and the state every verb reads.
+
+use crate::{Result, Vmadm};
+use serde_json::{Map, Value, json};
+
+/// What a VM is doing now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmState {
+    /// `running`, `stopped` or `failed`.
+    pub state: String,
+    pub pid: Option<i32>,
+    pub exit_status: Option<i32>,
+}
+
+impl Vmadm {
+    /// The VM's state, from its supervisor's record and the kernel.
+    pub fn state(&self, uuid: &str, cfg: &Map<String, Value>) -> VmState {
+        let rec = hull_zone::supervisor::read_record(&self.run_dir(uuid));
+        let running =
+            rec.as_ref().is_some_and(|r| r.state == "running" && r.init_pid.is_some_and(hull_zone::supervisor::alive));
+        let state = if running {
+            "running"
+        } else if cfg.get("failed").and_then(Value::as_bool).unwrap_or(false) {
+            "failed"
+        } else {
+            "stopped"
+        };
+        VmState {
+            state: state.into(),
+            pid: running.then(|| rec.as_ref().and_then(|r| r.init_pid)).flatten(),
+            exit_status: rec.and_then(|r| r.exit_status),
+        }
+    }
+
+    /// The VM as `vmadm get` prints it: its properties and its state.
+    pub fn get(&self, uuid: &str) -> Result<Map<String, Value>> {
+        let mut cfg = self.load(uuid)?;
+        let st = self.state(uuid, &cfg);
+        cfg.insert("state".into(), json!(st.state));
+        cfg.insert("zone_state".into(), json!(if st.state == "running" { "running" } else { "installed" }));
+        if let Some(p) = st.pid {
+            cfg.insert("pid".into(), json!(p));
+        }
+        if let Some(s) = st.exit_status {
+            cfg.insert("exit_status".into(), json!(s));
+        }
+        cfg.insert("type".into(), json!("OS"));
+        cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));
+        Ok(cfg)
+    }
+
+    /// Every VM, as `get` shows it.
+    pub fn list(&self) -> Result<Vec<Map<String, Value>>> {
+        let mut out = Vec::new();
+        for uuid in self.uuids()? {
+            match self.get(&uuid) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::warn!(vm = %uuid, "skipping: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a command in a running zone with this process's stdio; returns its exit status.
+    pub fn zlogin(&self, uuid: &str, args: Vec<String>) -> Result<i32> {
+        let cfg = self.load(uuid)?;
+        let st = self.state(uuid, &cfg);
+        if st.state != "running" {
+            return Err(crate::VmError::WrongState { vm: uuid.into(), state: st.state, verb: "zlogin" });
+        }
+        let pid = self.rt.exec(uuid, args)?;
+        loop {
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    return Err(crate::VmError::Other { vm: uuid.into(), reason: format!("wait for the command: {e}") });
+                }
+            }
+        }
+    }
+
+    /// Where a running zone's console is served.
+    pub fn console_socket(&self, uuid: &str) -> Result<std::path::PathBuf> {
+        let cfg = self.load(uuid)?;
+        let st = self.state(uuid, &cfg);
+        if st.state != "running" {
+            return Err(crate::VmError::WrongState {
+                vm: uuid.into(),
+                state: st.state,
+                verb: "attach to the console of",
+            });
+        }
+        Ok(self.run_dir(uuid).join("console.sock"))
+    }
+}

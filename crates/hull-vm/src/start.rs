@@ -1,0 +1,161 @@
+//! vmadm start, and the zoneadmd it leaves behind.
+
+use crate::{Result, VmError, Vmadm, ds};
+use hull_zone::{Limits, ZoneConfig};
+use serde_json::{Map, Value};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+fn num(cfg: &Map<String, Value>, k: &str) -> Option<u64> {
+    cfg.get(k).and_then(Value::as_u64)
+}
+
+/// The caps a VM's properties ask for.
+pub(crate) fn limits(cfg: &Map<String, Value>) -> Limits {
+    Limits {
+        memory_mib: num(cfg, "max_physical_memory").filter(|v| *v > 0),
+        swap_mib: num(cfg, "max_swap").filter(|v| *v > 0),
+        locked_mib: num(cfg, "max_locked_memory").filter(|v| *v > 0),
+        cpu_cap: num(cfg, "cpu_cap").filter(|v| *v > 0),
+        cpu_shares: num(cfg, "cpu_shares").filter(|v| *v > 0),
+        max_lwps: num(cfg, "max_lwps").filter(|v| *v > 0),
+        io_priority: num(cfg, "zfs_io_priority").filter(|v| *v > 0),
+    }
+}
+
+impl Vmadm {
+    pub(crate) fn zone_config(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<ZoneConfig> {
+        let root = self.pool()?.dataset_path(&ds(uuid)?).join("root");
+        let hostname = cfg
+            .get("hostname")
+            .or(cfg.get("alias"))
+            .and_then(Value::as_str)
+            .map(String::from)
+            .unwrap_or_else(|| uuid.to_string());
+        let init = cfg.get("init_name").and_then(Value::as_str).unwrap_or("/sbin/init").to_string();
+        Ok(ZoneConfig {
+            id: uuid.to_string(),
+            rootfs: root,
+            hostname,
+            init: vec![init],
+            cgroup: self.cgroup(uuid),
+            limits: limits(cfg),
+            tmpfs_mib: num(cfg, "tmpfs"),
+            terminal: true,
+        })
+    }
+
+    /// Writes what the zone reads at boot: its hostname and resolvers.
+    fn prepare_root(&self, uuid: &str, z: &ZoneConfig, cfg: &Map<String, Value>) -> Result<()> {
+        let etc = z.rootfs.join("etc");
+        let io = |op, p: &std::path::Path| {
+            let (vm, path) = (uuid.to_string(), p.to_path_buf());
+            move |e| VmError::Io { vm, op, path, source: e }
+        };
+        if !z.rootfs.is_dir() {
+            return Err(VmError::Other {
+                vm: uuid.into(),
+                reason: format!("{} is not a zone root", z.rootfs.display()),
+            });
+        }
+        std::fs::create_dir_all(&etc).map_err(io("create directory", &etc))?;
+        // Never follow a link the zone planted: replace, do not write through.
+        let put = |name: &str, text: String| -> Result<()> {
+            let p = etc.join(name);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                std::fs::remove_file(&p).map_err(io("remove", &p))?;
+            }
+            std::fs::write(&p, text).map_err(io("write", &p))
+        };
+        put("hostname", format!("{}\n", z.hostname))?;
+        if let Some(list) = cfg.get("resolvers").and_then(Value::as_array).filter(|l| !l.is_empty()) {
+            let mut text = String::new();
+            if let Some(d) = cfg.get("dns_domain").and_then(Value::as_str) {
+                text.push_str(&format!("search {d}\n"));
+            }
+            for r in list.iter().filter_map(Value::as_str) {
+                text.push_str(&format!("nameserver {r}\n"));
+            }
+            put("resolv.conf", text)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped VM; returns once its init runs.
+    pub fn start(&self, uuid: &str) -> Result<()> {
+        let _lock = self.lock(uuid)?;
+        let mut cfg = self.load(uuid)?;
+        let state = self.state(uuid, &cfg);
+        if state.state == "running" {
+            return Err(VmError::WrongState { vm: uuid.into(), state: state.state, verb: "start" });
+        }
+        let z = self.zone_config(uuid, &cfg)?;
+        self.prepare_root(uuid, &z, &cfg)?;
+        let dir = self.run_dir(uuid);
+        std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
+            vm: uuid.into(),
+            op: "create directory",
+            path: dir.clone(),
+            source: e,
+        })?;
+        let zone_json = dir.join("zone.json");
+        std::fs::write(&zone_json, serde_json::to_vec_pretty(&z).unwrap_or_default()).map_err(|e| VmError::Io {
+            vm: uuid.into(),
+            op: "write",
+            path: zone_json,
+            source: e,
+        })?;
+        hull_exec::failpoint("vm-start-prepared");
+        self.spawn_zoneadmd(uuid, false)?;
+        if cfg.remove("failed").is_some() {
+            self.save(uuid, &cfg)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `hull zoneadmd UUID` in its own session and waits for its word that init runs.
+    pub(crate) fn spawn_zoneadmd(&self, uuid: &str, monitor: bool) -> Result<()> {
+        let dir = self.run_dir(uuid);
+        let log_path = dir.join("zoneadmd.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| VmError::Io {
+            vm: uuid.into(),
+            op: "open",
+            path: log_path.clone(),
+            source: e,
+        })?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--root").arg(self.node.root()).arg("--node").arg(self.node.prefix()).arg("zoneadmd");
+        if monitor {
+            cmd.arg("--monitor");
+        }
+        let mut child = cmd
+            .arg(uuid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| VmError::Io { vm: uuid.into(), op: "run zoneadmd", path: self.exe.clone(), source: e })?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        // zoneadmd lives on in its own session; it is not ours to wait for.
+        drop(child);
+        match line.trim().split_once(' ') {
+            Some(("ok", _)) => Ok(()),
+            _ if line.trim() == "ok" => Ok(()),
+            Some(("error", why)) => Err(VmError::Other { vm: uuid.into(), reason: format!("boot failed: {why}") }),
+            _ => {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                Err(VmError::Other {
+                    vm: uuid.into(),
+                    reason: format!(
+                        "zoneadmd exited before the zone ran: {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    ),
+                })
+            }
+        }
+    }
+}

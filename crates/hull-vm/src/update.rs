@@ -1,0 +1,132 @@
+//! vmadm update: every change stored, each one reported as applied live, waiting for the
+//! next boot, or not yet acted on by hull.
+
+use crate::{Result, VmError, Vmadm, ds};
+use hull_spec::vm::props::{self, Apply};
+use hull_spec::{Action, Brand};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct UpdateReport {
+    /// Applied to the running VM (or to its record) now.
+    pub live: Vec<String>,
+    /// Stored; take effect at the next boot.
+    pub reboot: Vec<String>,
+    /// Stored; hull does not act on them yet.
+    pub not_yet: Vec<String>,
+}
+
+fn merge_object(cfg: &mut Map<String, Value>, key: &str, set: Option<&Value>, remove: Option<&Value>) {
+    let mut obj = cfg.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
+    if let Some(Value::Object(s)) = set {
+        for (k, v) in s {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(Value::Array(r)) = remove {
+        for k in r.iter().filter_map(Value::as_str) {
+            obj.remove(k);
+        }
+    }
+    cfg.insert(key.into(), Value::Object(obj));
+}
+
+impl Vmadm {
+    pub fn update(&self, uuid: &str, payload: &Value) -> Result<UpdateReport> {
+        let _lock = self.lock(uuid)?;
+        let mut cfg = self.load(uuid)?;
+        let brand: Brand =
+            cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
+        let changes = hull_spec::vm::validate(Action::Update, Some(brand), payload).map_err(VmError::Invalid)?;
+        let mut report = UpdateReport::default();
+        let mut next = cfg.clone();
+        for (k, v) in &changes {
+            match k.as_str() {
+                "set_tags" | "remove_tags" => {
+                    merge_object(&mut next, "tags", changes.get("set_tags"), changes.get("remove_tags"))
+                }
+                "set_customer_metadata" | "remove_customer_metadata" => merge_object(
+                    &mut next,
+                    "customer_metadata",
+                    changes.get("set_customer_metadata"),
+                    changes.get("remove_customer_metadata"),
+                ),
+                "set_internal_metadata" | "remove_internal_metadata" => merge_object(
+                    &mut next,
+                    "internal_metadata",
+                    changes.get("set_internal_metadata"),
+                    changes.get("remove_internal_metadata"),
+                ),
+                "add_nics" => {
+                    let mut nics = next.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
+                    nics.extend(v.as_array().cloned().unwrap_or_default());
+                    next.insert("nics".into(), Value::Array(nics));
+                }
+                "remove_nics" => {
+                    let macs: Vec<&str> =
+                        v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                    let nics: Vec<Value> = next
+                        .get("nics")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|n| !n.get("mac").and_then(Value::as_str).is_some_and(|m| macs.contains(&m)))
+                        .collect();
+                    next.insert("nics".into(), Value::Array(nics));
+                }
+                "update_nics" => {
+                    let mut nics = next.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
+                    for u in v.as_array().into_iter().flatten() {
+                        let mac = u.get("mac").and_then(Value::as_str);
+                        if let Some(n) =
+                            nics.iter_mut().find(|n| mac.is_some() && n.get("mac").and_then(Value::as_str) == mac)
+                            && let (Value::Object(n), Value::Object(u)) = (n, u)
+                        {
+                            for (k, v) in u {
+                                n.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    next.insert("nics".into(), Value::Array(nics));
+                }
+                _ => {
+                    next.insert(k.clone(), v.clone());
+                }
+            }
+            let apply = props::lookup(k).map(|p| p.apply).unwrap_or(Apply::NotYet);
+            match apply {
+                Apply::Live => report.live.push(k.clone()),
+                Apply::Reboot => report.reboot.push(k.clone()),
+                Apply::NotYet => report.not_yet.push(k.clone()),
+            }
+        }
+        // Live changes are made before anything is stored: a change that fails is reported
+        // as an error and not recorded.
+        let running = self.state(uuid, &cfg).state == "running";
+        let caps = [
+            "max_physical_memory",
+            "max_swap",
+            "max_locked_memory",
+            "cpu_cap",
+            "cpu_shares",
+            "max_lwps",
+            "zfs_io_priority",
+        ];
+        if running && changes.keys().any(|k| caps.contains(&k.as_str())) {
+            hull_zone::cgroup::apply(uuid, &self.cgroup(uuid), &crate::start::limits(&next))?;
+        }
+        if let Some(q) = changes.get("quota").and_then(Value::as_u64) {
+            let pool = self.pool()?;
+            if pool.caps().quota {
+                pool.set_quota(&ds(uuid)?, (q > 0).then_some(q << 30))?;
+            } else {
+                report.live.retain(|k| k != "quota");
+                report.not_yet.push("quota".into());
+            }
+        }
+        cfg = next;
+        self.save(uuid, &cfg)?;
+        Ok(report)
+    }
+}

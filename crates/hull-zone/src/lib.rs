@@ -1,0 +1,73 @@
+//! Zones: OS containers, the outer hull of every instance.
+//!
+//! A zone is an OCI container made through youki's libcontainer, rooted on its VM's dataset
+//! (`$ROOT/zones/<uuid>/root`) with the image's own init as PID 1, in its own pid, mount,
+//! network, ipc, uts and cgroup namespaces. [`spec`] turns a [`ZoneConfig`] into the OCI
+//! runtime spec (pure); [`runtime`] creates, signals, enters and deletes containers.
+//!
+//! libcontainer forks. It must be called from a single-threaded process: hull's commands
+//! and `zoneadmd` are single-threaded by construction (no async runtime).
+
+pub mod cgroup;
+pub mod runtime;
+pub mod spec;
+pub mod supervisor;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What a zone needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ZoneConfig {
+    /// The container id: the VM's uuid.
+    pub id: String,
+    /// The zone's root filesystem.
+    pub rootfs: PathBuf,
+    pub hostname: String,
+    /// PID 1's command line.
+    pub init: Vec<String>,
+    /// The cgroup path, `/<prefix>-<uuid>`: flat, so nothing is left above it.
+    pub cgroup: String,
+    pub limits: Limits,
+    /// Size of the `/tmp` tmpfs in MiB; 0 or None for none.
+    pub tmpfs_mib: Option<u64>,
+    /// Give init a console (a pty).
+    pub terminal: bool,
+}
+
+/// Resource caps, in SmartOS's units.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// `max_physical_memory`, MiB.
+    pub memory_mib: Option<u64>,
+    /// `max_swap`, MiB: memory plus swap.
+    pub swap_mib: Option<u64>,
+    /// `max_locked_memory`, MiB.
+    pub locked_mib: Option<u64>,
+    /// `cpu_cap`: percent of one CPU (100 = one CPU).
+    pub cpu_cap: Option<u64>,
+    /// `cpu_shares`: relative weight.
+    pub cpu_shares: Option<u64>,
+    /// `max_lwps`: processes and threads.
+    pub max_lwps: Option<u64>,
+    /// `zfs_io_priority`: relative IO weight.
+    pub io_priority: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error("zone {id}: {op}: {reason}")]
+    Runtime { id: String, op: &'static str, reason: String },
+    #[error("zone {0} is not running")]
+    NotRunning(String),
+    #[error("zone {id}: {op} {}", path.display())]
+    Io {
+        id: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = ZoneError> = std::result::Result<T, E>;

@@ -1,0 +1,173 @@
+//! Containers through libcontainer: create and start, signal, enter, delete.
+
+use crate::{Result, ZoneConfig, ZoneError};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::syscall::syscall::SyscallType;
+use std::path::{Path, PathBuf};
+
+/// Where a node keeps its containers' runtime state.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// libcontainer's state root: `<root>/<id>/state.json`.
+    pub state_root: PathBuf,
+    /// OCI bundles: `<bundles>/<id>/config.json`.
+    pub bundles: PathBuf,
+}
+
+/// A container's status as hull reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+    Paused,
+}
+
+fn err(id: &str, op: &'static str, e: impl std::fmt::Display) -> ZoneError {
+    ZoneError::Runtime { id: id.to_string(), op, reason: e.to_string() }
+}
+
+impl Runtime {
+    pub fn new(var_dir: &Path) -> Runtime {
+        Runtime { state_root: var_dir.join("run"), bundles: var_dir.join("bundles") }
+    }
+
+    fn load(&self, id: &str) -> Option<Container> {
+        let dir = self.state_root.join(id);
+        if !dir.join("state.json").exists() {
+            return None;
+        }
+        let mut c = Container::load(dir).ok()?;
+        let _ = c.refresh_status();
+        Some(c)
+    }
+
+    /// The container's status and init pid, or None when there is no container.
+    pub fn status(&self, id: &str) -> Option<(Status, Option<i32>)> {
+        let c = self.load(id)?;
+        let s = match c.status() {
+            ContainerStatus::Creating => Status::Creating,
+            ContainerStatus::Created => Status::Created,
+            ContainerStatus::Running => Status::Running,
+            ContainerStatus::Stopped => Status::Stopped,
+            ContainerStatus::Paused => Status::Paused,
+        };
+        Some((s, c.pid().map(|p| p.as_raw())))
+    }
+
+    /// Writes the bundle, creates the container and starts its init; returns init's pid.
+    /// A console socket, when given, receives the pty master of init's console.
+    pub fn create_and_start(&self, z: &ZoneConfig, console_socket: Option<&Path>) -> Result<i32> {
+        let bundle = self.bundles.join(&z.id);
+        std::fs::create_dir_all(&bundle).map_err(|e| ZoneError::Io {
+            id: z.id.clone(),
+            op: "create bundle",
+            path: bundle.clone(),
+            source: e,
+        })?;
+        std::fs::create_dir_all(&self.state_root).map_err(|e| ZoneError::Io {
+            id: z.id.clone(),
+            op: "create state root",
+            path: self.state_root.clone(),
+            source: e,
+        })?;
+        let mut config = crate::spec::oci_config(z);
+        clamp_rlimits(&mut config);
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(config).map_err(|e| err(&z.id, "build spec", e))?;
+        spec.save(bundle.join("config.json")).map_err(|e| err(&z.id, "write spec", e))?;
+        // A stale container of this id (a crash) must go before a new one can be made.
+        if self.state_root.join(&z.id).exists() {
+            self.delete(&z.id)?;
+        }
+        let mut c = ContainerBuilder::new(z.id.clone(), SyscallType::default())
+            .with_root_path(&self.state_root)
+            .map_err(|e| err(&z.id, "state root", e))?
+            .with_console_socket(console_socket)
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| err(&z.id, "create", e))?;
+        if let Err(e) = c.start() {
+            let _ = c.delete(true);
+            return Err(err(&z.id, "start", e));
+        }
+        c.pid().map(|p| p.as_raw()).ok_or_else(|| err(&z.id, "start", "init has no pid"))
+    }
+
+    /// Sends a signal to init, or with `all` to every process of the zone.
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let mut c = self.load(id).ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
+        let sig = libcontainer::signal::Signal::try_from(signal).map_err(|e| err(id, "kill", e))?;
+        c.kill(sig, all).map_err(|e| err(id, "kill", e))
+    }
+
+    /// Removes the container (killing what is left) and its bundle; a missing one is fine.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        if let Some(mut c) = self.load(id) {
+            c.delete(true).map_err(|e| err(id, "delete", e))?;
+        }
+        let dir = self.state_root.join(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ZoneError::Io {
+                id: id.to_string(),
+                op: "remove state",
+                path: dir,
+                source: e,
+            })?;
+        }
+        let bundle = self.bundles.join(id);
+        if bundle.exists() {
+            std::fs::remove_dir_all(&bundle).map_err(|e| ZoneError::Io {
+                id: id.to_string(),
+                op: "remove bundle",
+                path: bundle,
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs a command inside a running zone with this process's stdio; returns its pid,
+    /// a child of this process.
+    pub fn exec(&self, id: &str, args: Vec<String>) -> Result<i32> {
+        match self.status(id) {
+            Some((Status::Running, _)) => {}
+            _ => return Err(ZoneError::NotRunning(id.to_string())),
+        }
+        let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_root_path(&self.state_root)
+            .map_err(|e| err(id, "state root", e))?
+            .as_tenant()
+            .with_container_args(args)
+            .with_detach(false)
+            .build()
+            .map_err(|e| err(id, "exec", e))?;
+        Ok(pid.as_raw())
+    }
+}
+
+/// Lowers the zone's rlimits to what this process may grant: a zone cannot be given more
+/// than its supervisor has (raising a hard limit needs a capability the zone lacks).
+fn clamp_rlimits(config: &mut serde_json::Value) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Some(list) = config.pointer_mut("/process/rlimits").and_then(|v| v.as_array_mut()) else { return };
+    for r in list {
+        let res = match r["type"].as_str() {
+            Some("RLIMIT_MEMLOCK") => Resource::RLIMIT_MEMLOCK,
+            Some("RLIMIT_NOFILE") => Resource::RLIMIT_NOFILE,
+            _ => continue,
+        };
+        if let Ok((_, hard)) = getrlimit(res) {
+            for k in ["hard", "soft"] {
+                if let Some(v) = r[k].as_u64()
+                    && v > hard
+                {
+                    r[k] = serde_json::Value::from(hard);
+                }
+            }
+        }
+    }
+}

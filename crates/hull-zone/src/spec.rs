@@ -1,0 +1,228 @@
+//! The OCI runtime spec of a zone, and the security baseline every zone gets.
+//!
+//! The baseline is at least as strict as LXC's unprivileged defaults on the points that
+//! matter to a multi-tenant node:
+//!
+//! - capabilities: Docker's default set without `CAP_MKNOD`, with `CAP_SYS_BOOT` (no
+//!   `CAP_SYS_ADMIN`, so no mounts; no `CAP_SYS_MODULE`, `CAP_SYS_RAWIO`, `CAP_SYS_TIME` ...);
+//! - `/proc` and `/sys` paths masked or read-only as runc masks them, `/sys` read-only;
+//! - devices: the cgroup allowlist (null, zero, full, random, urandom, tty, ptmx, pts);
+//! - a seccomp filter that refuses with `EPERM` the calls a zone has no business making
+//!   (module loading, kexec, swap, clock setting, bpf, perf, keyrings, `open_by_handle_at`);
+//! - no host devices, filesystems or namespaces.
+
+use crate::{Limits, ZoneConfig};
+use serde_json::{Value, json};
+
+/// Docker's default capabilities, less `CAP_MKNOD`, plus `CAP_SYS_BOOT` (as LXC keeps it):
+/// `reboot(2)` in a pid namespace ends that namespace only, which is how an init powers its
+/// zone off.
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_SYS_BOOT",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// System calls refused with EPERM inside every zone.
+pub const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "get_kernel_syms",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "nfsservctl",
+    "open_by_handle_at",
+    "perf_event_open",
+    "query_module",
+    "quotactl",
+    "request_key",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "uselib",
+    "userfaultfd",
+    "vm86",
+    "vm86old",
+];
+
+const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/sys/kernel/debug",
+];
+
+const READONLY: &[&str] =
+    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/proc/sys/kernel/core_pattern"];
+
+const MIB: u64 = 1 << 20;
+/// The CFS period hull uses for `cpu_cap`: 100 ms.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The cgroup resources of a zone's limits, as OCI's `linux.resources`.
+pub fn resources(l: &Limits) -> Value {
+    let mut r = serde_json::Map::new();
+    r.insert("devices".into(), json!([{"allow": false, "access": "rwm"}]));
+    let mut mem = serde_json::Map::new();
+    if let Some(m) = l.memory_mib {
+        mem.insert("limit".into(), json!(m * MIB));
+        // Memory plus swap: at least the memory cap, so a lone memory cap means no swap.
+        mem.insert("swap".into(), json!(l.swap_mib.unwrap_or(m).max(m) * MIB));
+    } else if let Some(s) = l.swap_mib {
+        mem.insert("swap".into(), json!(s * MIB));
+    }
+    if !mem.is_empty() {
+        r.insert("memory".into(), Value::Object(mem));
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(cap) = l.cpu_cap.filter(|c| *c > 0) {
+        cpu.insert("quota".into(), json!(cap * CPU_PERIOD_US / 100));
+        cpu.insert("period".into(), json!(CPU_PERIOD_US));
+    }
+    if let Some(s) = l.cpu_shares.filter(|s| *s > 0) {
+        cpu.insert("shares".into(), json!(s.clamp(2, 262_144)));
+    }
+    if !cpu.is_empty() {
+        r.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(n) = l.max_lwps.filter(|n| *n > 0) {
+        r.insert("pids".into(), json!({"limit": n}));
+    }
+    Value::Object(r)
+}
+
+/// The zone's OCI runtime spec.
+pub fn oci_config(z: &ZoneConfig) -> Value {
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755", "size=65536k"]}),
+    ];
+    if let Some(t) = z.tmpfs_mib.filter(|t| *t > 0) {
+        mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", format!("size={t}m")]}));
+    }
+    // Open files: the zone inherits its supervisor's limit (raising it needs a capability
+    // zones do not have).
+    let mut rlimits = Vec::new();
+    if let Some(l) = z.limits.locked_mib {
+        rlimits.push(json!({"type": "RLIMIT_MEMLOCK", "hard": l * MIB, "soft": l * MIB}));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": z.rootfs, "readonly": false},
+        "hostname": z.hostname,
+        "process": {
+            "terminal": z.terminal,
+            "user": {"uid": 0, "gid": 0},
+            "args": z.init,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=vt100", "container=hull"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": CAPABILITIES, "effective": CAPABILITIES, "permitted": CAPABILITIES,
+            },
+            "rlimits": rlimits,
+            // No `noNewPrivileges` at all: setuid programs work in a zone, and libcontainer
+            // loads the seccomp filter while it still holds the capability to (with the
+            // field present but false it loads it too late and fails).
+        },
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": z.cgroup,
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+            ],
+            "resources": resources(&z.limits),
+            "maskedPaths": MASKED,
+            "readonlyPaths": READONLY,
+            "seccomp": {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+            },
+        },
+    })
+}
+
+/// The spec as libcontainer takes it.
+pub fn oci_spec(z: &ZoneConfig) -> Result<oci_spec::runtime::Spec, String> {
+    serde_json::from_value(oci_config(z)).map_err(|e| format!("OCI spec: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone() -> ZoneConfig {
+        ZoneConfig {
+            id: "z".into(),
+            rootfs: "/r".into(),
+            hostname: "h".into(),
+            init: vec!["/sbin/init".into()],
+            cgroup: "/t-z".into(),
+            limits: Limits { memory_mib: Some(256), cpu_cap: Some(50), max_lwps: Some(100), ..Default::default() },
+            tmpfs_mib: Some(64),
+            terminal: true,
+        }
+    }
+
+    #[test]
+    fn caps_become_cgroup_resources() {
+        let r = resources(&zone().limits);
+        assert_eq!(r["memory"]["limit"], json!(256u64 << 20));
+        assert_eq!(r["memory"]["swap"], json!(256u64 << 20), "no swap beyond memory unless max_swap says so");
+        assert_eq!(r["cpu"]["quota"], json!(50_000));
+        assert_eq!(r["pids"]["limit"], json!(100));
+        assert!(resources(&Limits::default()).get("memory").is_none());
+    }
+
+    #[test]
+    fn spec_parses_and_keeps_the_baseline() {
+        let s = oci_spec(&zone()).expect("spec");
+        let caps = s.process().as_ref().and_then(|p| p.capabilities().as_ref()).and_then(|c| c.bounding().clone());
+        let caps: Vec<String> = caps.expect("caps").iter().map(|c| c.to_string()).collect();
+        assert!(
+            !caps.iter().any(|c| c.contains("MKNOD") || c.contains("SYS_ADMIN") || c.contains("SYS_MODULE")),
+            "{caps:?}"
+        );
+        let v = oci_config(&zone());
+        assert!(v["mounts"].as_array().expect("mounts").iter().any(|m| m["destination"] == "/tmp"));
+        assert!(v["linux"]["readonlyPaths"].as_array().expect("ro").contains(&json!("/proc/sysrq-trigger")));
+    }
+}

@@ -1,0 +1,70 @@
+//! zlogin and zoneadmd.
+
+use crate::{CmdResult, Failure};
+use hull_storage::Node;
+use std::os::fd::{AsRawFd, FromRawFd};
+
+#[derive(clap::Args)]
+pub struct ZloginArgs {
+    /// Attach to the console instead of running a command.
+    #[arg(short = 'C')]
+    console: bool,
+    uuid: String,
+    /// The command and its arguments (default: a login shell).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ZoneadmdArgs {
+    /// Watch a zone whose supervisor died, instead of starting it.
+    #[arg(long)]
+    monitor: bool,
+    uuid: String,
+}
+
+pub fn zlogin(node: &Node, a: ZloginArgs) -> CmdResult {
+    let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
+    let vm = hull_vm::Vmadm::open(node, exe)?;
+    if a.console {
+        return crate::vmadm::console(&vm.console_socket(&a.uuid)?);
+    }
+    let args = if a.command.is_empty() { vec!["/bin/sh".to_string(), "-l".to_string()] } else { a.command };
+    let code = vm.zlogin(&a.uuid, args)?;
+    if code != 0 {
+        // The command's status is zlogin's, with no message of our own.
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
+    // Our own session: the command that started us, and its terminal, may go away.
+    let _ = nix::unistd::setsid();
+    let dir = node.var_dir().join("z").join(&a.uuid);
+    let rt = hull_zone::runtime::Runtime::new(&node.var_dir());
+    // The readiness line goes to the pipe on stdout; stdout itself then points at
+    // /dev/null, so that the pipe closes once the line is written.
+    let ready = nix::unistd::dup(std::io::stdout()).ok().map(std::fs::File::from);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: fd 1 is ours to replace; `null` stays open for the duplicate's lifetime.
+        let mut one = unsafe { std::os::fd::OwnedFd::from_raw_fd(1) };
+        let _ = nix::unistd::dup2(&null, &mut one);
+        std::mem::forget(one);
+        let _ = null.as_raw_fd();
+    }
+    if a.monitor {
+        if let Some(mut r) = ready {
+            let _ = std::io::Write::write_all(&mut r, b"ok monitor\n");
+        }
+        hull_zone::supervisor::monitor(&rt, &a.uuid, &dir).map_err(|e| Failure::new(1, e))?;
+        return Ok(());
+    }
+    let text =
+        std::fs::read_to_string(dir.join("zone.json")).map_err(|e| Failure::new(1, format!("zone.json: {e}")))?;
+    let z: hull_zone::ZoneConfig =
+        serde_json::from_str(&text).map_err(|e| Failure::new(1, format!("zone.json: {e}")))?;
+    let status = hull_zone::supervisor::run(&rt, &z, &dir, ready).map_err(|e| Failure::new(1, e))?;
+    tracing::info!(zone = %z.id, status, "init exited");
+    Ok(())
+}
