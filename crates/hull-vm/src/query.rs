@@ -76,7 +76,10 @@ impl Vmadm {
                 Ok(_) => continue,
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => {
-                    return Err(crate::VmError::Other { vm: uuid.into(), reason: format!("wait for the command: {e}") });
+                    return Err(crate::VmError::Other {
+                        vm: uuid.into(),
+                        reason: format!("wait for the command: {e}"),
+                    });
                 }
             }
         }

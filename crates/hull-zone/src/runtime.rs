@@ -130,22 +130,56 @@ impl Runtime {
         Ok(())
     }
 
-    /// Runs a command inside a running zone with this process's stdio; returns its pid,
-    /// a child of this process.
+    /// Runs a command inside a running zone with this process's stdio; returns the pid of
+    /// a child of this process whose exit status is the command's.
+    ///
+    /// libcontainer's exec rebuilds the process's Linux config without the zone's seccomp
+    /// filter, so the child installs that filter on itself first: filters are inherited by
+    /// every process it then makes, the command included.
     pub fn exec(&self, id: &str, args: Vec<String>) -> Result<i32> {
         match self.status(id) {
             Some((Status::Running, _)) => {}
             _ => return Err(ZoneError::NotRunning(id.to_string())),
         }
-        let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        let spec = oci_spec::runtime::Spec::load(self.bundles.join(id).join("config.json"))
+            .map_err(|e| err(id, "read spec", e))?;
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        // SAFETY: hull's commands are single-threaded (no runtime, no threads before this
+        // point), so the child may run arbitrary code after fork.
+        match unsafe { nix::unistd::fork() }.map_err(|e| err(id, "fork", e))? {
+            nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+            nix::unistd::ForkResult::Child => {
+                let code = self.exec_child(id, args, seccomp.as_ref());
+                std::process::exit(code)
+            }
+        }
+    }
+
+    fn exec_child(&self, id: &str, args: Vec<String>, seccomp: Option<&oci_spec::runtime::LinuxSeccomp>) -> i32 {
+        if let Some(s) = seccomp
+            && let Err(e) = libcontainer::seccomp::initialize_seccomp(s)
+        {
+            eprintln!("zone {id}: seccomp: {e}");
+            return 126;
+        }
+        let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(&self.state_root)
-            .map_err(|e| err(id, "state root", e))?
-            .as_tenant()
-            .with_container_args(args)
-            .with_detach(false)
-            .build()
-            .map_err(|e| err(id, "exec", e))?;
-        Ok(pid.as_raw())
+            .map(|b| b.as_tenant().with_container_args(args).with_detach(false).build());
+        let pid = match built {
+            Ok(Ok(pid)) => pid,
+            Ok(Err(e)) | Err(e) => {
+                eprintln!("zone {id}: exec: {e}");
+                return 126;
+            }
+        };
+        loop {
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid.as_raw()), None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => return c,
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+                Ok(_) | Err(nix::Error::EINTR) => continue,
+                Err(_) => return 126,
+            }
+        }
     }
 }
 

@@ -65,9 +65,16 @@ fn write_record(id: &str, dir: &Path, r: &Record) -> Result<()> {
     })
 }
 
-/// Whether a process exists.
+/// Whether a process exists and has not exited (a zombie waiting to be reaped is dead).
 pub fn alive(pid: i32) -> bool {
-    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {

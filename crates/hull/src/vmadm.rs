@@ -280,7 +280,12 @@ pub fn console(sock: &std::path::Path) -> CmdResult {
         let mut stdin = std::io::stdin();
         loop {
             match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    // End of input: let the zone's answer drain, then the supervisor hangs up.
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    let _ = to_zone.shutdown(std::net::Shutdown::Write);
+                    break;
+                }
                 Ok(n) => {
                     // Ctrl-] detaches, as on SmartOS's zlogin -C (~. there).
                     if let Some(i) = buf[..n].iter().position(|b| *b == 0x1d) {

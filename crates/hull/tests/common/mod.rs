@@ -117,6 +117,13 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
+        // Zones first: a running zone holds the pool busy and outlives the test otherwise.
+        if self.root().join("etc/hull/node.json").exists() && self.zones().exists() {
+            let list = self.hull(&["vmadm", "list", "-H", "-o", "uuid"]);
+            for uuid in list.stdout.lines() {
+                let _ = self.hull(&["vmadm", "delete", uuid]);
+            }
+        }
         let r = self.hull(&["pool", "destroy"]);
         if r.code != 0 && !r.stderr.contains("no pool") {
             let _ = Command::new("umount").arg("-l").arg(self.zones()).status();

@@ -1,0 +1,303 @@
+//! Zones from the command line: real containers (libcontainer), real cgroups, a busybox image.
+
+mod common;
+use common::*;
+
+/// A node with the busybox image installed.
+fn node() -> (TestNode, String) {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    (n, img)
+}
+
+fn create(n: &TestNode, payload: serde_json::Value) -> String {
+    let f = n.root().join(format!("p-{}.json", rand_suffix()));
+    std::fs::write(&f, payload.to_string()).expect("write");
+    let out = n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out).expect("vm json");
+    v["uuid"].as_str().expect("uuid").to_string()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn state(n: &TestNode, uuid: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
+    v["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// Whether any cgroup hierarchy still has the zone's cgroup.
+fn cgroup_left(uuid: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in rd.flatten() {
+            let p = h.path().join(format!("htest-{uuid}"));
+            if p.exists() {
+                left.push(p.display().to_string());
+            }
+        }
+    }
+    let v2 = std::path::Path::new("/sys/fs/cgroup").join(format!("htest-{uuid}"));
+    if v2.exists() && !left.contains(&v2.display().to_string()) {
+        left.push(v2.display().to_string());
+    }
+    left
+}
+
+fn zoneadmd_running(uuid: &str) -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains("zoneadmd") && String::from_utf8_lossy(&c).contains(uuid))
+            .unwrap_or(false)
+    })
+}
+
+/// The supervisor's log, for failure messages.
+fn zlog(n: &TestNode, uuid: &str) -> String {
+    std::fs::read_to_string(n.root().join(format!("var/hull/z/{uuid}/zoneadmd.log"))).unwrap_or_default()
+}
+
+fn base(img: &str) -> serde_json::Value {
+    serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "alias": "web1", "max_physical_memory": 128, "resolvers": ["192.0.2.53"]})
+}
+
+#[test]
+fn a_busybox_zone_boots_and_goes_away_whole() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    assert_eq!(state(&n, &uuid), "running");
+    let list = n.hull(&["vmadm", "list", "-H", "-o", "uuid,state,alias"]).ok();
+    assert_eq!(list, format!("{uuid}\trunning\tweb1\n"));
+    assert_eq!(n.hull(&["vmadm", "lookup", "alias=web1"]).ok(), format!("{uuid}\n"));
+
+    // Its own processes only: init, its shell, and ps itself.
+    let ps = n.hull(&["zlogin", &uuid, "ps", "-o", "pid,comm"]).ok();
+    let pids: Vec<&str> = ps.lines().skip(1).collect();
+    assert!(pids.len() <= 4 && ps.contains("    1 init"), "{ps}");
+    assert_eq!(n.hull(&["zlogin", &uuid, "hostname"]).ok(), "web1\n");
+    assert_eq!(n.hull(&["zlogin", &uuid, "cat", "/etc/resolv.conf"]).ok(), "search local\nnameserver 192.0.2.53\n");
+    let r = n.hull(&["zlogin", &uuid, "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (7, "out\n", "err\n"),
+        "exit status and stdio pass through"
+    );
+    let tmp = n.hull(&["zlogin", &uuid, "sh", "-c", "grep ' /tmp ' /proc/mounts"]).ok();
+    assert!(tmp.contains("tmpfs") && tmp.contains("size=131072k"), "/tmp is a tmpfs of `tmpfs` MiB: {tmp}");
+    assert!(!cgroup_left(&uuid).is_empty(), "a running zone has its cgroup");
+
+    n.hull(&["vmadm", "stop", &uuid]).ok();
+    assert_eq!(state(&n, &uuid), "stopped");
+    assert!(cgroup_left(&uuid).is_empty(), "{:?}\n{}", cgroup_left(&uuid), zlog(&n, &uuid));
+    assert!(!zoneadmd_running(&uuid));
+    let r = n.hull(&["vmadm", "stop", &uuid]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is stopped: cannot stop"), "{}", r.stderr);
+
+    n.hull(&["vmadm", "start", &uuid]).ok();
+    assert_eq!(state(&n, &uuid), "running");
+    let r = n.hull(&["vmadm", "start", &uuid]);
+    assert!(r.stderr.contains("is running: cannot start"), "{}", r.stderr);
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+    assert_eq!(n.datasets(), vec![img.clone(), format!("{img}@final")], "the VM's dataset is gone");
+    assert!(cgroup_left(&uuid).is_empty(), "{:?}", cgroup_left(&uuid));
+    assert!(!zoneadmd_running(&uuid));
+    assert!(!n.root().join(format!("var/hull/z/{uuid}")).exists());
+    assert_eq!(n.hull(&["vmadm", "list", "-H"]).ok(), "");
+}
+
+#[test]
+fn the_security_baseline_holds_from_inside() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    let sh = |script: &str| n.hull(&["zlogin", &uuid, "sh", "-c", script]);
+    let r = sh("mkdir -p /mnt/x && mount -t tmpfs none /mnt/x");
+    assert_ne!(r.code, 0, "mount must fail: {}", r.stdout);
+    let r = sh("mknod /tmp/sda b 8 0");
+    assert_ne!(r.code, 0, "mknod of a block device must fail");
+    assert!(r.stderr.contains("not permitted"), "{}", r.stderr);
+    let r = sh("echo h > /proc/sysrq-trigger");
+    assert_ne!(r.code, 0, "sysrq must be read-only");
+    // insmod reaches init_module only if the module file opens: any file will do.
+    let r = sh("insmod /bin/busybox");
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not permitted"), "module loading must be refused, not just fail: {}", r.stderr);
+    let r = sh("cat /proc/kcore | head -c 1 | wc -c");
+    assert_eq!(r.stdout.trim(), "0", "/proc/kcore is masked");
+    let r = sh("touch /sys/kernel/x");
+    assert_ne!(r.code, 0, "/sys is read-only");
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+}
+
+#[test]
+fn caps_hold_and_change_live() {
+    let (n, img) = node();
+    let mut p = base(&img);
+    p["max_physical_memory"] = 64.into();
+    p["max_lwps"] = 40.into();
+    let uuid = create(&n, p);
+    // A memory hog is killed inside the zone; the zone lives on.
+    let r = n.hull(&["zlogin", &uuid, "sh", "-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived"]);
+    assert_ne!(r.stdout, "survived\n", "the hog must not get 300 MB under a 64 MiB cap");
+    assert_eq!(state(&n, &uuid), "running");
+    // A fork bomb stops at max_lwps.
+    let r = n.hull(&[
+        "zlogin",
+        &uuid,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 100 ]; do sleep 3 >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null; exit 0",
+    ]);
+    assert!(r.code == 0 || r.code == 2, "{}", r.stderr);
+    let current = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("htest-{uuid}/pids.current"))).ok())
+        .expect("pids.current");
+    let count: u64 = current.trim().parse().expect("count");
+    assert!((30..=40).contains(&count), "processes in the zone: {count}");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // Live update: the cgroup limit changes at once; a hostname waits for the reboot.
+    let out = n.hull(&["vmadm", "update", &uuid, "max_physical_memory=96", "hostname=web2", "max_lwps=500"]).ok();
+    assert!(
+        out.contains("applied live: max_lwps, max_physical_memory")
+            || out.contains("applied live: max_physical_memory, max_lwps"),
+        "{out}"
+    );
+    assert!(out.contains("stored, applies at the next boot: hostname"), "{out}");
+    let limit = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|h| {
+            let d = std::path::Path::new(h).join(format!("htest-{uuid}"));
+            std::fs::read_to_string(d.join("memory.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(d.join("memory.max")))
+                .ok()
+        })
+        .expect("memory limit file");
+    assert_eq!(limit.trim(), (96u64 << 20).to_string());
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    assert_eq!(v["max_physical_memory"], 96);
+    let out = n.hull(&["vmadm", "update", &uuid, "set_tags={\"a\":\"b\"}"]);
+    assert_eq!(out.code, 1, "a tags object must be JSON, not a string");
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+}
+
+#[test]
+fn bad_payloads_create_nothing() {
+    let (n, img) = node();
+    let before = n.datasets();
+    let cases: Vec<(String, &str)> = vec![
+        ("{nope".into(), "payload is not valid JSON"),
+        (
+            serde_json::json!({"brand": "joyent", "image_uuid": img, "flavour": 1}).to_string(),
+            "bad properties: flavour",
+        ),
+        (
+            serde_json::json!({"brand": "joyent", "image_uuid": img, "max_physical_memory": "lots"}).to_string(),
+            "bad values: max_physical_memory",
+        ),
+        (serde_json::json!({"brand": "joyent", "image_uuid": img, "max_swap": 10}).to_string(), "bad values: max_swap"),
+        (
+            serde_json::json!({"brand": "joyent", "image_uuid": "7b3f0c1e-0000-4000-8000-000000000001"}).to_string(),
+            "is not installed",
+        ),
+        (serde_json::json!({"brand": "joyent"}).to_string(), "missing properties: image_uuid"),
+        (serde_json::json!({"brand": "solaris8", "image_uuid": img}).to_string(), "bad brand"),
+        (
+            serde_json::json!({"brand": "joyent", "image_uuid": img, "zpool": "tank"}).to_string(),
+            "zpool \"tank\" does not exist",
+        ),
+    ];
+    for (payload, want) in cases {
+        let f = n.root().join("bad.json");
+        std::fs::write(&f, &payload).expect("write");
+        let r = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]);
+        assert_eq!(r.code, 1, "{payload}");
+        assert!(r.stderr.contains(want), "{payload}: want {want:?} in {}", r.stderr);
+        assert_eq!(n.datasets(), before, "{payload} left something");
+    }
+    // A duplicate uuid.
+    let mut p = base(&img);
+    p["autoboot"] = false.into();
+    let uuid = create(&n, p.clone());
+    p["uuid"] = uuid.clone().into();
+    let f = n.root().join("dup.json");
+    std::fs::write(&f, p.to_string()).expect("write");
+    let r = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]);
+    assert!(r.stderr.contains(&format!("VM {uuid} already exists")), "{}", r.stderr);
+    assert_eq!(state(&n, &uuid), "stopped", "autoboot=false leaves it stopped");
+    for verb in ["stop", "kill"] {
+        let r = n.hull(&["vmadm", verb, &uuid]);
+        assert_eq!(r.code, 1, "{verb} on a stopped VM");
+    }
+    let r = n.hull(&["zlogin", &uuid, "true"]);
+    assert_eq!(r.code, 1);
+    let r = n.hull(&["vmadm", "get", "0b7f1e5e-0000-4000-8000-00000000dead"]);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+}
+
+#[test]
+fn crashed_creates_leave_nothing() {
+    let (n, img) = node();
+    let f = n.root().join("p.json");
+    std::fs::write(&f, base(&img).to_string()).expect("write");
+    for point in ["vm-create-cloned", "vm-create-configured"] {
+        let r = n.hull_env(&["vmadm", "create", "-f", &f.to_string_lossy()], &[("HULL_FAILPOINT", point)]);
+        assert!(r.stderr.contains(&format!("failpoint {point}")), "{point}: {}", r.stderr);
+        assert!(n.datasets().iter().any(|d| d.ends_with("-provisioning")), "{point}: nothing to repair");
+        assert_eq!(n.hull(&["vmadm", "list", "-H"]).ok(), "", "{point}");
+        assert_eq!(n.datasets(), vec![img.clone(), format!("{img}@final")], "{point}");
+    }
+    // After the VM is whole, a crash leaves the VM (stopped), deletable.
+    let r = n.hull_env(&["vmadm", "create", "-f", &f.to_string_lossy()], &[("HULL_FAILPOINT", "vm-create-whole")]);
+    assert_ne!(r.code, 0);
+    let uuid = n.hull(&["vmadm", "lookup", "alias=web1"]).ok().trim().to_string();
+    assert_eq!(state(&n, &uuid), "stopped");
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+}
+
+#[test]
+fn the_zone_outlives_its_supervisor() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(n.root().join(format!("var/hull/z/{uuid}/zoneadmd.json"))).expect("record"),
+    )
+    .expect("json");
+    let zoneadmd = rec["zoneadmd"].as_i64().expect("pid") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(zoneadmd), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The zone still runs; the next command attaches a new supervisor.
+    assert_eq!(n.hull(&["zlogin", &uuid, "echo", "alive"]).ok(), "alive\n");
+    assert!(zoneadmd_running(&uuid), "a new zoneadmd watches the zone");
+    n.hull(&["vmadm", "stop", "-F", &uuid]).ok();
+    assert!(cgroup_left(&uuid).is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!zoneadmd_running(&uuid));
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+}
+
+#[test]
+fn the_console_is_a_pty_behind_a_socket() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    let mut child = n
+        .cmd()
+        .args(["vmadm", "console", &uuid])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("console");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"\necho hello-$((6*7))\n").expect("write");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hello-42"), "console said: {text:?}");
+    let log = std::fs::read_to_string(n.root().join(format!("var/hull/z/{uuid}/console.log"))).expect("log");
+    assert!(log.contains("hello-42"), "{log:?}");
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+}
