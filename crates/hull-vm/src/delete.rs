@@ -13,7 +13,7 @@ impl Vmadm {
             self.stop_locked(uuid, true, Duration::from_secs(0))?;
         }
         hull_exec::failpoint("vm-delete-stopped");
-        self.rt.delete(uuid)?;
+        self.rt.delete(uuid, &self.cgroup(uuid))?;
         let dir = self.run_dir(uuid);
         hull_storage::destroy(self.pool()?, &ds(uuid)?, true)?;
         hull_exec::failpoint("vm-delete-destroyed");

@@ -175,7 +175,7 @@ impl Vmadm {
                 tracing::info!(vm = %uuid, "the zone's supervisor died: attaching a new one");
                 self.spawn_zoneadmd(&uuid, true)?;
             } else {
-                self.rt.delete(&uuid)?;
+                self.rt.delete(&uuid, &self.cgroup(&uuid))?;
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }

@@ -43,14 +43,14 @@ impl Vmadm {
         }
         if !force {
             let sig = self.shutdown_signal(uuid)?;
-            self.rt.kill(uuid, sig, false)?;
+            self.rt.kill(uuid, &self.cgroup(uuid), sig, false)?;
             if self.wait_stopped(uuid, timeout)? {
                 return self.settle(uuid);
             }
             tracing::warn!(vm = %uuid, "init did not stop within {timeout:?}: killing the zone");
         }
         // The container may be going away under us; a failed kill is judged by the wait.
-        let _ = self.rt.kill(uuid, nix::sys::signal::Signal::SIGKILL as i32, true);
+        let _ = self.rt.kill(uuid, &self.cgroup(uuid), nix::sys::signal::Signal::SIGKILL as i32, true);
         if !self.wait_stopped(uuid, Duration::from_secs(20))? {
             return Err(VmError::Other { vm: uuid.into(), reason: "the zone did not die after SIGKILL".into() });
         }
@@ -71,7 +71,7 @@ impl Vmadm {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.rt.delete(uuid)?;
+        self.rt.delete(uuid, &self.cgroup(uuid))?;
         Ok(())
     }
 
@@ -90,7 +90,7 @@ impl Vmadm {
             return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "kill" });
         }
         let all = signal == nix::sys::signal::Signal::SIGKILL as i32;
-        self.rt.kill(uuid, signal, all)?;
+        self.rt.kill(uuid, &self.cgroup(uuid), signal, all)?;
         Ok(())
     }
 }

@@ -37,3 +37,23 @@ pub fn pids(id: &str, cgroup: &str) -> Vec<i32> {
         .map(|p| p.as_raw())
         .collect()
 }
+
+/// Kills what is left in the zone's cgroup and removes it, in every hierarchy; a cgroup that
+/// does not exist is fine.
+pub fn remove(id: &str, cgroup: &str) -> Result<()> {
+    for attempt in 0..50 {
+        let left = pids(id, cgroup);
+        for pid in &left {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let m = manager(id, cgroup)?;
+        match m.remove() {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt == 49 => {
+                return Err(ZoneError::Runtime { id: id.to_string(), op: "remove cgroup", reason: e.to_string() });
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    Ok(())
+}

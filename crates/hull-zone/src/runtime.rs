@@ -79,7 +79,7 @@ impl Runtime {
         spec.save(bundle.join("config.json")).map_err(|e| err(&z.id, "write spec", e))?;
         // A stale container of this id (a crash) must go before a new one can be made.
         if self.state_root.join(&z.id).exists() {
-            self.delete(&z.id)?;
+            self.delete(&z.id, &z.cgroup)?;
         }
         let mut c = ContainerBuilder::new(z.id.clone(), SyscallType::default())
             .with_root_path(&self.state_root)
@@ -91,41 +91,53 @@ impl Runtime {
             .build()
             .map_err(|e| err(&z.id, "create", e))?;
         if let Err(e) = c.start() {
-            let _ = c.delete(true);
+            let _ = self.delete(&z.id, &z.cgroup);
             return Err(err(&z.id, "start", e));
         }
         c.pid().map(|p| p.as_raw()).ok_or_else(|| err(&z.id, "start", "init has no pid"))
     }
 
-    /// Sends a signal to init, or with `all` to every process of the zone.
-    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
-        let mut c = self.load(id).ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
-        let sig = libcontainer::signal::Signal::try_from(signal).map_err(|e| err(id, "kill", e))?;
-        c.kill(sig, all).map_err(|e| err(id, "kill", e))
+    /// Sends a signal to init, or with `all` to every process in the zone's cgroup.
+    ///
+    /// Signals go straight to the processes: libcontainer's kill also rewrites the
+    /// container's state file, which races with the supervisor reading it.
+    pub fn kill(&self, id: &str, cgroup: &str, signal: i32, all: bool) -> Result<()> {
+        let sig = nix::sys::signal::Signal::try_from(signal).map_err(|e| err(id, "kill", e))?;
+        let pids = if all {
+            crate::cgroup::pids(id, cgroup)
+        } else {
+            match self.status(id) {
+                Some((_, Some(pid))) => vec![pid],
+                _ => return Err(ZoneError::NotRunning(id.to_string())),
+            }
+        };
+        for pid in pids {
+            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(e) => return Err(err(id, "kill", e)),
+            }
+        }
+        Ok(())
     }
 
-    /// Removes the container (killing what is left) and its bundle; a missing one is fine.
-    pub fn delete(&self, id: &str) -> Result<()> {
-        if let Some(mut c) = self.load(id) {
-            c.delete(true).map_err(|e| err(id, "delete", e))?;
+    /// Removes the container, every process left in its cgroup, the cgroup itself and the
+    /// bundle; a missing container is fine.
+    pub fn delete(&self, id: &str, cgroup: &str) -> Result<()> {
+        if let Some(mut c) = self.load(id)
+            && let Err(e) = c.delete(true)
+        {
+            tracing::warn!(zone = %id, "libcontainer delete: {e}; removing by hand");
         }
-        let dir = self.state_root.join(id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| ZoneError::Io {
-                id: id.to_string(),
-                op: "remove state",
-                path: dir,
-                source: e,
-            })?;
-        }
-        let bundle = self.bundles.join(id);
-        if bundle.exists() {
-            std::fs::remove_dir_all(&bundle).map_err(|e| ZoneError::Io {
-                id: id.to_string(),
-                op: "remove bundle",
-                path: bundle,
-                source: e,
-            })?;
+        crate::cgroup::remove(id, cgroup)?;
+        for (what, dir) in [("remove state", self.state_root.join(id)), ("remove bundle", self.bundles.join(id))] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| ZoneError::Io {
+                    id: id.to_string(),
+                    op: what,
+                    path: dir,
+                    source: e,
+                })?;
+            }
         }
         Ok(())
     }

@@ -147,7 +147,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         Ok(x) => x,
         Err(e) => {
             report(format!("error {e}\n"));
-            let _ = rt.delete(&z.id);
+            let _ = rt.delete(&z.id, &z.cgroup);
             return Err(e);
         }
     };
@@ -160,14 +160,17 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         stopped: None,
     };
     write_record(&z.id, dir, &rec)?;
+    tracing::info!(zone = %z.id, init = pid, "zone running");
     report(format!("ok {pid}\n"));
     let status = supervise(&z.id, pid, pty, attach, dir)?;
-    finish(rt, &z.id, dir, &mut rec, status)?;
+    finish(rt, z, dir, &mut rec, status)?;
     Ok(status.unwrap_or(-1))
 }
 
-fn finish(rt: &Runtime, id: &str, dir: &Path, rec: &mut Record, status: Option<i32>) -> Result<()> {
-    rt.delete(id)?;
+fn finish(rt: &Runtime, z: &ZoneConfig, dir: &Path, rec: &mut Record, status: Option<i32>) -> Result<()> {
+    let id = z.id.as_str();
+    tracing::info!(zone = %id, ?status, "init exited: removing the container");
+    rt.delete(id, &z.cgroup)?;
     let _ = std::fs::remove_file(dir.join("console.sock"));
     rec.state = "stopped".into();
     rec.exit_status = status;
@@ -177,7 +180,8 @@ fn finish(rt: &Runtime, id: &str, dir: &Path, rec: &mut Record, status: Option<i
 }
 
 /// Watches a running zone whose supervisor died (no console); cleans up when init exits.
-pub fn monitor(rt: &Runtime, id: &str, dir: &Path) -> Result<()> {
+pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path) -> Result<()> {
+    let id = z.id.as_str();
     let mut rec = read_record(dir).ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
     let pid = rec.init_pid.ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
     rec.zoneadmd = std::process::id() as i32;
@@ -186,7 +190,7 @@ pub fn monitor(rt: &Runtime, id: &str, dir: &Path) -> Result<()> {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         while poll(&mut fds, PollTimeout::NONE).is_err() {}
     }
-    finish(rt, id, dir, &mut rec, None)
+    finish(rt, z, dir, &mut rec, None)
 }
 
 fn wait_status(s: nix::sys::wait::WaitStatus) -> Option<i32> {

@@ -89,7 +89,13 @@ fn a_busybox_zone_boots_and_goes_away_whole() {
 
     n.hull(&["vmadm", "stop", &uuid]).ok();
     assert_eq!(state(&n, &uuid), "stopped");
-    assert!(cgroup_left(&uuid).is_empty(), "{:?}\n{}", cgroup_left(&uuid), zlog(&n, &uuid));
+    assert!(
+        cgroup_left(&uuid).is_empty(),
+        "{:?}\nlog: {}\nrecord: {}",
+        cgroup_left(&uuid),
+        zlog(&n, &uuid),
+        std::fs::read_to_string(n.root().join(format!("var/hull/z/{uuid}/zoneadmd.json"))).unwrap_or_default()
+    );
     assert!(!zoneadmd_running(&uuid));
     let r = n.hull(&["vmadm", "stop", &uuid]);
     assert_eq!(r.code, 1);
