@@ -1,5 +1,5 @@
 //! A real Debian image from debootstrap (about a minute; needs the Debian mirror), and the
-//! main job on a busybox image.
+//! main job (clones and zones) on a busybox image.
 
 mod common;
 use common::*;
@@ -22,15 +22,23 @@ fn debootstrap_image_installs_and_clones() {
 #[test]
 fn the_main_job_on_busybox() {
     let n = TestNode::new("512M");
-    let out = n.hull(&["demo", "--image", "busybox", "--clones", "5", "-j"]).ok();
+    let out = n.hull(&["demo", "--image", "busybox", "--clones", "5", "--zones", "2", "-j"]).ok();
     let line = out.lines().last().expect("json line");
     let v: serde_json::Value = serde_json::from_str(line).expect("json");
     assert_eq!(v["clones"], 5);
+    assert_eq!(v["zones"], 2);
+    assert!(out.contains("running  demo-zone-0") && out.contains("Linux demo-zone-0"), "{out}");
+    assert_eq!(n.hull(&["vmadm", "list", "-H", "-o", "state", "state=running"]).ok(), "running\nrunning\n");
     assert!(v["added_over_image"].as_f64().expect("ratio") < 0.5, "{v}");
     let names = n.datasets();
     assert_eq!(names.iter().filter(|d| d.starts_with("demo-")).count(), 5, "{names:?}");
     // Again: reuses the image and starts from no demo clones.
-    let again = n.hull(&["demo", "--image", "busybox", "--clones", "3"]).ok();
+    let again = n.hull(&["demo", "--image", "busybox", "--clones", "3", "--zones", "1"]).ok();
     assert!(again.contains("already installed"), "{again}");
     assert_eq!(n.datasets().iter().filter(|d| d.starts_with("demo-")).count(), 3);
+    assert_eq!(
+        n.hull(&["vmadm", "list", "-H", "-o", "alias"]).ok(),
+        "demo-zone-0\n",
+        "earlier demo zones are replaced"
+    );
 }
