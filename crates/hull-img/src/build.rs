@@ -77,6 +77,79 @@ fn bld<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ImgError + '_ {
 
 /// Writes `root` as `root/` into an image file at `out`; returns its sha1 and size.
 pub fn write_image_file(root: &Path, out: &Path, compression: Compression) -> Result<(String, u64)> {
+    write_image_with(out, compression, |tar| tar.append_dir_all("root", root)).map_err(|e| match e {
+        ImgError::Io { op: "archive", source, .. } => ImgError::io("archive", root, source),
+        e => e,
+    })
+}
+
+/// Writes an incremental image file: what differs in `root` from `origin` (new and changed
+/// entries, by type, size, mode, owner, mtime and link target), and a whiteout for each entry
+/// of `origin` that `root` no longer has. Both are zone roots; they land under `root/`.
+pub fn write_layer_file(root: &Path, origin: &Path, out: &Path, compression: Compression) -> Result<(String, u64)> {
+    write_image_with(out, compression, |tar| {
+        tar.append_dir("root", root)?;
+        layer(tar, root, origin, Path::new("root"))
+    })
+}
+
+fn differs(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a.file_type() != b.file_type() || a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() {
+        return true;
+    }
+    if a.file_type().is_symlink() {
+        return std::fs::read_link(pa).ok() != std::fs::read_link(pb).ok();
+    }
+    !a.is_dir() && (a.len() != b.len() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec())
+}
+
+fn layer<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, origin: &Path, name: &Path) -> std::io::Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+    names.sort();
+    for n in &names {
+        let (p, o, arc) = (dir.join(n), origin.join(n), name.join(n));
+        let m = std::fs::symlink_metadata(&p)?;
+        let om = std::fs::symlink_metadata(&o).ok();
+        let changed = om.as_ref().is_none_or(|om| differs(&m, om, &p, &o));
+        if m.is_dir() {
+            if changed {
+                tar.append_dir(&arc, &p)?;
+            }
+            if om.as_ref().is_some_and(|om| om.is_dir()) {
+                layer(tar, &p, &o, &arc)?;
+            } else {
+                tar.append_dir_all(&arc, &p)?;
+            }
+        } else if changed {
+            tar.append_path_with_name(&p, &arc)?;
+        }
+    }
+    // Whiteouts for what the origin had and this root does not.
+    if let Ok(rd) = std::fs::read_dir(origin) {
+        let mut gone: Vec<_> =
+            rd.filter_map(|e| e.ok().map(|e| e.file_name())).filter(|n| !names.contains(n)).collect();
+        gone.sort();
+        for n in gone {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(0);
+            h.set_mode(0o600);
+            h.set_mtime(0);
+            let wh = name.join(format!(".wh.{}", n.to_string_lossy()));
+            tar.append_data(&mut h, wh, std::io::empty())?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams a tar written by `fill` through the compressor into `out`; returns the file's
+/// sha1 and size.
+fn write_image_with(
+    out: &Path,
+    compression: Compression,
+    fill: impl FnOnce(&mut tar::Builder<Box<dyn archive::FinishWrite + '_>>) -> std::io::Result<()>,
+) -> Result<(String, u64)> {
     let file = std::fs::File::create(out).map_err(|e| ImgError::io("create", out, e))?;
     let pb = progress::bytes(None, "writing image");
     let hw = HashingWriter {
@@ -92,8 +165,8 @@ pub fn write_image_file(root: &Path, out: &Path, compression: Compression) -> Re
         let mut tar = tar::Builder::new(enc);
         tar.follow_symlinks(false);
         tar.mode(tar::HeaderMode::Complete);
-        tar.append_dir_all("root", root).map_err(|e| ImgError::io("archive", root, e))?;
-        let enc = tar.into_inner().map_err(|e| ImgError::io("archive", root, e))?;
+        fill(&mut tar).map_err(|e| ImgError::io("archive", out, e))?;
+        let enc = tar.into_inner().map_err(|e| ImgError::io("archive", out, e))?;
         enc.finish().map_err(|e| ImgError::io("write", out, e))?;
     }
     pb.finish_and_clear();
@@ -115,9 +188,9 @@ impl<W: Write> Write for SharedWriter<W> {
     }
 }
 
-/// Builds the image that `spec` describes into `spec.out_dir`.
-pub fn build(spec: &BuildSpec) -> Result<Built> {
-    let probe = Manifest {
+/// A manifest for a new image, without its file yet.
+pub fn new_manifest(spec: &BuildSpec) -> Manifest {
+    Manifest {
         v: 2,
         uuid: spec.uuid.unwrap_or_else(Uuid::new_v4),
         owner: None,
@@ -150,7 +223,12 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         cpu_type: None,
         image_size: None,
         urn: None,
-    };
+    }
+}
+
+/// Builds the image that `spec` describes into `spec.out_dir`.
+pub fn build(spec: &BuildSpec) -> Result<Built> {
+    let probe = new_manifest(spec);
     // Check name and version before spending a minute in debootstrap.
     probe.validate().map_err(|e| ImgError::Build(e.to_string()))?;
     archive::encoder(spec.compression, std::io::sink()).map_err(|_| {
@@ -179,22 +257,36 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
             r
         }
     };
-    let base = format!("{}-{}", spec.name, spec.version);
-    let file_path = spec.out_dir.join(format!("{base}{}", spec.compression.suffix()));
-    let manifest_path = spec.out_dir.join(format!("{base}.json"));
-    let tmp_file = stage.path().join("image.file");
-    let (sha1, size) = write_image_file(&root, &tmp_file, spec.compression)?;
-    let mut manifest = probe;
+    emit(probe, &spec.out_dir, spec.compression, |f| write_image_file(&root, f, spec.compression))
+}
+
+/// Writes an image's file (with `write`) and its manifest into `out_dir` as
+/// `<name>-<version>.json` and `<name>-<version><suffix>`, each appearing whole or not at all.
+pub fn emit(
+    mut manifest: Manifest,
+    out_dir: &Path,
+    compression: Compression,
+    write: impl FnOnce(&Path) -> Result<(String, u64)>,
+) -> Result<Built> {
+    std::fs::create_dir_all(out_dir).map_err(|e| ImgError::io("create directory", out_dir, e))?;
+    let base = format!("{}-{}", manifest.name, manifest.version);
+    let file_path = out_dir.join(format!("{base}{}", compression.suffix()));
+    let manifest_path = out_dir.join(format!("{base}.json"));
+    let tmp = tempfile::Builder::new()
+        .prefix(".hull-image-")
+        .tempfile_in(out_dir)
+        .map_err(|e| ImgError::io("create a file in", out_dir, e))?;
+    let (sha1, size) = write(tmp.path())?;
     manifest.files = vec![ImageFile {
         sha1,
         size,
-        compression: spec.compression,
+        compression,
         dataset_guid: None,
         stor: None,
         digest: None,
         uncompressed_digest: None,
     }];
-    std::fs::rename(&tmp_file, &file_path).map_err(|e| ImgError::io("rename", &file_path, e))?;
+    tmp.persist(&file_path).map_err(|e| ImgError::io("rename", &file_path, e.error))?;
     crate::db::write_atomic(&manifest_path, manifest.to_json_pretty().as_bytes())?;
     Ok(Built { manifest, manifest_path, file_path })
 }

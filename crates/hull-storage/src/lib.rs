@@ -137,6 +137,11 @@ pub trait Pool: Send + Sync {
         self.mountpoint().join(ds.as_str())
     }
 
+    /// Where a snapshot's files can be read, if the backend shows them as a directory.
+    fn snapshot_path(&self, snap: &SnapshotName) -> Option<PathBuf> {
+        Some(self.dataset_path(&snap.dataset).join(".snapshots").join(&snap.snap))
+    }
+
     /// Creates an empty dataset.
     fn create(&self, ds: &DatasetName) -> Result<()>;
     /// Takes a read-only snapshot.

@@ -128,6 +128,10 @@ impl Pool for ZfsPool {
         &self.mnt
     }
 
+    fn snapshot_path(&self, snap: &SnapshotName) -> Option<PathBuf> {
+        Some(self.dataset_path(&snap.dataset).join(".zfs/snapshot").join(&snap.snap))
+    }
+
     fn exists(&self, ds: &DatasetName) -> bool {
         self.run(self.full(ds), &["list", "-H", "-o", "name", &self.z(ds)]).is_ok()
     }

@@ -17,6 +17,7 @@
 
 mod create;
 mod delete;
+mod image;
 mod query;
 pub mod revert;
 mod start;

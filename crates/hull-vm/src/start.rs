@@ -159,3 +159,23 @@ impl Vmadm {
         }
     }
 }
+
+impl Vmadm {
+    /// Starts every stopped VM whose `autoboot` is true (the node's boot); returns the uuids
+    /// started and the failures, one per VM.
+    pub fn boot_all(&self) -> Result<(Vec<String>, Vec<(String, VmError)>)> {
+        let (mut started, mut failed) = (Vec::new(), Vec::new());
+        for uuid in self.uuids()? {
+            let cfg = self.load(&uuid)?;
+            let autoboot = cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(false);
+            if !autoboot || self.state(&uuid, &cfg).state == "running" {
+                continue;
+            }
+            match self.start(&uuid) {
+                Ok(()) => started.push(uuid),
+                Err(e) => failed.push((uuid, e)),
+            }
+        }
+        Ok((started, failed))
+    }
+}

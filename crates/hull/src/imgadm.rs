@@ -77,6 +77,20 @@ pub enum ImgCmd {
         #[arg(short = 'q')]
         quiet: bool,
     },
+    /// Make an image (manifest and file) from a stopped VM: name=NAME version=VERSION.
+    Create {
+        /// Incremental: only what differs from the VM's image, which becomes the origin.
+        #[arg(short = 'i')]
+        incremental: bool,
+        #[arg(short = 'c', default_value = "gzip")]
+        compression: Compression,
+        /// Directory for the manifest and the file.
+        #[arg(short = 'o', default_value = ".")]
+        out: PathBuf,
+        uuid: String,
+        /// name=NAME version=VERSION
+        fields: Vec<String>,
+    },
     /// Make a manifest and an image file from a directory, busybox or debootstrap.
     Build {
         /// The root filesystem to pack.
@@ -243,6 +257,24 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 }
             }
         },
+        ImgCmd::Create { incremental, compression, out, uuid, fields } => {
+            let mut name = None;
+            let mut version = None;
+            for f in &fields {
+                match f.split_once('=') {
+                    Some(("name", v)) => name = Some(v.to_string()),
+                    Some(("version", v)) => version = Some(v.to_string()),
+                    _ => return Err(Failure::new(2, format!("unknown field {f:?} (name=NAME version=VERSION)"))),
+                }
+            }
+            let name = name.ok_or_else(|| Failure::new(2, "name=NAME is required"))?;
+            let version = version.ok_or_else(|| Failure::new(2, "version=VERSION is required"))?;
+            let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
+            let vm = hull_vm::Vmadm::open(node, exe)?;
+            let built = vm.image_create(&uuid, &name, &version, incremental, compression, &out)?;
+            println!("Created image {} ({}@{})", built.manifest.uuid, built.manifest.name, built.manifest.version);
+            println!("imgadm install -m {} -f {}", built.manifest_path.display(), built.file_path.display());
+        }
         ImgCmd::Build {
             dir,
             busybox,

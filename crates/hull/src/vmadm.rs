@@ -94,6 +94,8 @@ pub enum VmCmd {
     Console {
         uuid: String,
     },
+    /// Start every VM whose autoboot is true (the service manager calls this at boot).
+    BootAll,
     /// Check a payload without acting on it: prints every problem at once.
     Validate {
         /// create, update or receive
@@ -257,6 +259,21 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             println!("Successfully updated VM {uuid}");
         }
         VmCmd::Console { uuid } => console(&open(node)?.console_socket(&uuid)?)?,
+        VmCmd::BootAll => {
+            let (started, failed) = open(node)?.boot_all()?;
+            for u in &started {
+                println!("Successfully started VM {u}");
+            }
+            for (u, e) in &failed {
+                eprintln!("vmadm: error: VM {u}: {}", crate::chain(e));
+            }
+            if !failed.is_empty() {
+                return Err(Failure::new(
+                    1,
+                    format!("{} of {} VMs failed to boot", failed.len(), failed.len() + started.len()),
+                ));
+            }
+        }
         VmCmd::Validate { action, brand, file } => {
             let payload = read_payload(file.as_ref())?;
             if let Err(errs) = hull_spec::vm::validate(action, Some(brand), &payload) {

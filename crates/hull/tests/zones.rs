@@ -307,3 +307,66 @@ fn the_console_is_a_pty_behind_a_socket() {
     assert!(log.contains("hello-42"), "{log:?}");
     n.hull(&["vmadm", "delete", &uuid]).ok();
 }
+
+#[test]
+fn images_from_zones_full_and_incremental() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    n.hull(&["zlogin", &uuid, "sh", "-c", "echo made-in-zone > /root/marker; rm /etc/os-release"]).ok();
+    let out = n.root().join("made");
+    let out_s = out.to_string_lossy().into_owned();
+    let r = n.hull(&["imgadm", "create", "-o", &out_s, &uuid, "name=layer", "version=1"]);
+    assert!(r.stderr.contains("is running: cannot make an image of"), "{}", r.stderr);
+    n.hull(&["vmadm", "stop", &uuid]).ok();
+
+    for (flag, name) in [("-i", "layer"), ("-c", "full")] {
+        let mut args = vec!["imgadm", "create", "-o", &out_s];
+        if flag == "-i" {
+            args.push("-i");
+        }
+        let (nm, vr) = (format!("name={name}"), "version=1".to_string());
+        args.extend_from_slice(&[&uuid, &nm, &vr]);
+        let text = n.hull(&args).ok();
+        let install = text.lines().find(|l| l.starts_with("imgadm install")).expect("install line");
+        let parts: Vec<&str> = install.split_whitespace().collect();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(parts[3]).expect("manifest")).expect("json");
+        assert_eq!(manifest["origin"].as_str().is_some(), flag == "-i", "{manifest}");
+        assert_eq!(manifest["requirements"]["brand"], "joyent-minimal");
+        n.hull(&["imgadm", "install", "-m", parts[3], "-f", parts[5]]).ok();
+        let new = manifest["uuid"].as_str().expect("uuid").to_string();
+        let root = n.zones().join(&new).join("root");
+        assert_eq!(std::fs::read_to_string(root.join("root/marker")).expect("marker"), "made-in-zone\n", "{name}");
+        assert!(!root.join("etc/os-release").exists(), "{name}: the zone's deletion is kept");
+        assert!(root.join("bin/busybox").exists(), "{name}");
+        // A zone from the new image boots and sees the change.
+        let mut p = base(&new);
+        p["alias"] = format!("from-{name}").into();
+        let child = create(&n, p);
+        assert_eq!(n.hull(&["zlogin", &child, "cat", "/root/marker"]).ok(), "made-in-zone\n");
+        n.hull(&["vmadm", "delete", &child]).ok();
+    }
+    let sizes: Vec<u64> = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
+        .map(|e| e.metadata().expect("meta").len())
+        .collect();
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes.iter().min() < Some(&4096), "the incremental image holds only the change: {sizes:?}");
+}
+
+#[test]
+fn boot_all_starts_the_autoboot_vms() {
+    let (n, img) = node();
+    let a = create(&n, base(&img));
+    let mut p = base(&img);
+    p["autoboot"] = false.into();
+    p["alias"] = "manual".into();
+    let b = create(&n, p);
+    n.hull(&["vmadm", "stop", &a]).ok();
+    let out = n.hull(&["vmadm", "boot-all"]).ok();
+    assert_eq!(out, format!("Successfully started VM {a}\n"));
+    assert_eq!(state(&n, &a), "running");
+    assert_eq!(state(&n, &b), "stopped");
+}

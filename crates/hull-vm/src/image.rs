@@ -1,0 +1,81 @@
+//! imgadm create: an image made from a stopped zone.
+
+use crate::{Result, VmError, Vmadm, ds};
+use hull_img::build::{BuildSpec, Built, RootSource};
+use hull_spec::Compression;
+use hull_spec::manifest::{ImageType, Os, Requirements};
+use serde_json::Value;
+use std::path::Path;
+
+impl Vmadm {
+    /// Packs a stopped VM's root into a new image in `out_dir`. With `incremental`, the image
+    /// holds only what differs from the VM's own image, which becomes its `origin`.
+    pub fn image_create(
+        &self,
+        uuid: &str,
+        name: &str,
+        version: &str,
+        incremental: bool,
+        compression: Compression,
+        out_dir: &Path,
+    ) -> Result<Built> {
+        let _lock = self.lock(uuid)?;
+        let cfg = self.load(uuid)?;
+        let state = self.state(uuid, &cfg).state;
+        if state == "running" {
+            return Err(VmError::WrongState { vm: uuid.into(), state, verb: "make an image of" });
+        }
+        let pool = self.pool()?;
+        let root = pool.dataset_path(&ds(uuid)?).join("root");
+        let origin: Option<uuid::Uuid> = cfg.get("image_uuid").and_then(Value::as_str).and_then(|s| s.parse().ok());
+        let mut manifest = hull_img::build::new_manifest(&BuildSpec {
+            source: RootSource::Dir(root.clone()),
+            name: name.to_string(),
+            version: version.to_string(),
+            description: Some(format!("made from VM {uuid}")),
+            image_type: ImageType::ZoneDataset,
+            os: Os::Linux,
+            compression,
+            out_dir: out_dir.to_path_buf(),
+            uuid: None,
+        });
+        manifest.validate().map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+        manifest.requirements = cfg.get("brand").and_then(Value::as_str).map(|b| Requirements {
+            networks: None,
+            brand: Some(b.to_string()),
+            ssh_key: None,
+            min_ram: None,
+            max_ram: None,
+            min_platform: None,
+            max_platform: None,
+            bootrom: None,
+        });
+        let built = if incremental {
+            let origin = origin.ok_or_else(|| VmError::Other {
+                vm: uuid.into(),
+                reason: "the VM has no image to be incremental on".into(),
+            })?;
+            // The origin's @final: exactly what the VM started from.
+            let origin_root = pool
+                .snapshot_path(&ds(&origin.to_string())?.snapshot(hull_img::FINAL)?)
+                .map(|p| p.join("root"))
+                .unwrap_or_default();
+            if !origin_root.is_dir() {
+                return Err(VmError::Image {
+                    vm: uuid.into(),
+                    image: origin.to_string(),
+                    reason: "its @final is not readable as a directory".into(),
+                });
+            }
+            manifest.origin = Some(origin);
+            hull_img::build::emit(manifest, out_dir, compression, |f| {
+                hull_img::build::write_layer_file(&root, &origin_root, f, compression)
+            })?
+        } else {
+            hull_img::build::emit(manifest, out_dir, compression, |f| {
+                hull_img::build::write_image_file(&root, f, compression)
+            })?
+        };
+        Ok(built)
+    }
+}
