@@ -25,6 +25,7 @@ mod stop;
 mod update;
 
 pub use query::VmState;
+pub use start::BootAll;
 pub use update::UpdateReport;
 
 use hull_spec::ValidationErrors;

@@ -160,10 +160,17 @@ impl Vmadm {
     }
 }
 
+/// What `boot_all` did.
+#[derive(Debug, Default)]
+pub struct BootAll {
+    pub started: Vec<String>,
+    /// Each VM that failed to boot, with why.
+    pub failed: Vec<(String, VmError)>,
+}
+
 impl Vmadm {
-    /// Starts every stopped VM whose `autoboot` is true (the node's boot); returns the uuids
-    /// started and the failures, one per VM.
-    pub fn boot_all(&self) -> Result<(Vec<String>, Vec<(String, VmError)>)> {
+    /// Starts every stopped VM whose `autoboot` is true (the node's boot).
+    pub fn boot_all(&self) -> Result<BootAll> {
         let (mut started, mut failed) = (Vec::new(), Vec::new());
         for uuid in self.uuids()? {
             let cfg = self.load(&uuid)?;
@@ -176,6 +183,6 @@ impl Vmadm {
                 Err(e) => failed.push((uuid, e)),
             }
         }
-        Ok((started, failed))
+        Ok(BootAll { started, failed })
     }
 }

@@ -125,6 +125,7 @@ impl Vmadm {
                 report.not_yet.push("quota".into());
             }
         }
+        hull_exec::failpoint("vm-update-applied");
         cfg = next;
         self.save(uuid, &cfg)?;
         Ok(report)

@@ -260,7 +260,7 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
         }
         VmCmd::Console { uuid } => console(&open(node)?.console_socket(&uuid)?)?,
         VmCmd::BootAll => {
-            let (started, failed) = open(node)?.boot_all()?;
+            let hull_vm::BootAll { started, failed } = open(node)?.boot_all()?;
             for u in &started {
                 println!("Successfully started VM {u}");
             }

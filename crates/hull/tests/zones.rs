@@ -370,3 +370,103 @@ fn boot_all_starts_the_autoboot_vms() {
     assert_eq!(state(&n, &a), "running");
     assert_eq!(state(&n, &b), "stopped");
 }
+
+#[test]
+fn parallel_creates_and_mixed_verbs_stay_consistent() {
+    let (n, img) = node();
+    let spawn = |args: Vec<String>| {
+        n.cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let mut p = base(&img);
+        p["alias"] = format!("p{i}").into();
+        p["max_physical_memory"] = 32.into();
+        let f = n.root().join(format!("par-{i}.json"));
+        std::fs::write(&f, p.to_string()).expect("write");
+        files.push(f);
+    }
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| spawn(vec!["vmadm".into(), "create".into(), "-f".into(), f.to_string_lossy().into()]))
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let uuids: Vec<String> = n.hull(&["vmadm", "list", "-H", "-o", "uuid"]).ok().lines().map(String::from).collect();
+    assert_eq!(uuids.len(), 20);
+    // Mixed verbs at once: stop some, delete some, start stopped ones, kill others.
+    let verbs: Vec<Vec<String>> = uuids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| match i % 4 {
+            0 => vec!["vmadm".into(), "stop".into(), "-F".into(), u.clone()],
+            1 => vec!["vmadm".into(), "delete".into(), u.clone()],
+            2 => vec!["zlogin".into(), u.clone(), "true".into()],
+            _ => vec!["vmadm".into(), "kill".into(), u.clone()],
+        })
+        .collect();
+    let children: Vec<_> = verbs.iter().map(|v| spawn(v.clone())).collect();
+    for (c, v) in children.into_iter().zip(&verbs) {
+        let out = c.wait_with_output().expect("wait");
+        assert!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("busy"),
+            "{v:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Every VM is whole: deleted ones are gone entirely, the others are running or stopped
+    // with a cgroup exactly when running.
+    let list = n.hull(&["vmadm", "list", "-H", "-o", "uuid,state"]).ok();
+    assert_eq!(list.lines().count(), 15, "{list}");
+    for line in list.lines() {
+        let (u, s) = line.split_once('\t').expect("row");
+        let i = uuids.iter().position(|x| x == u).expect("known");
+        let want = if i % 4 == 2 { "running" } else { "stopped" };
+        assert_eq!(s, want, "{u} (verb {:?})", verbs[i]);
+        assert_eq!(cgroup_left(u).is_empty(), s != "running", "{u}: cgroup and state disagree");
+    }
+    for (i, u) in uuids.iter().enumerate().filter(|(i, _)| i % 4 == 1) {
+        assert!(cgroup_left(u).is_empty() && !n.zones().join(u).exists(), "deleted VM {i} left something");
+    }
+    let datasets = n.datasets();
+    assert!(!datasets.iter().any(|d| d.ends_with("-provisioning")), "{datasets:?}");
+    assert_eq!(datasets.len(), 2 + 15, "{datasets:?}");
+}
+
+#[test]
+fn crashes_in_start_update_and_delete_leave_whole_vms() {
+    let (n, img) = node();
+    let mut p = base(&img);
+    p["autoboot"] = false.into();
+    let uuid = create(&n, p);
+    let r = n.hull_env(&["vmadm", "start", &uuid], &[("HULL_FAILPOINT", "vm-start-prepared")]);
+    assert!(r.stderr.contains("failpoint vm-start-prepared"), "{}", r.stderr);
+    assert_eq!(state(&n, &uuid), "stopped");
+    assert!(cgroup_left(&uuid).is_empty());
+    n.hull(&["vmadm", "start", &uuid]).ok();
+
+    let r =
+        n.hull_env(&["vmadm", "update", &uuid, "max_physical_memory=200"], &[("HULL_FAILPOINT", "vm-update-applied")]);
+    assert!(r.stderr.contains("failpoint"), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    assert_eq!(v["max_physical_memory"], 128, "the stored config is the old one, whole");
+    n.hull(&["vmadm", "update", &uuid, "max_physical_memory=200"]).ok();
+
+    let r = n.hull_env(&["vmadm", "delete", &uuid], &[("HULL_FAILPOINT", "vm-delete-stopped")]);
+    assert!(r.stderr.contains("failpoint"), "{}", r.stderr);
+    assert_eq!(state(&n, &uuid), "stopped", "stopped but whole");
+    assert!(cgroup_left(&uuid).is_empty());
+    let r = n.hull_env(&["vmadm", "delete", &uuid], &[("HULL_FAILPOINT", "vm-delete-destroyed")]);
+    assert!(r.stderr.contains("failpoint"), "{}", r.stderr);
+    assert_eq!(n.hull(&["vmadm", "list", "-H"]).ok(), "", "gone");
+    assert_eq!(n.datasets(), vec![img.clone(), format!("{img}@final")]);
+    assert!(!zoneadmd_running(&uuid));
+}
