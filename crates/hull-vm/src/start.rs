@@ -58,7 +58,17 @@ impl Vmadm {
                 reason: format!("{} is not a zone root", z.rootfs.display()),
             });
         }
-        std::fs::create_dir_all(&etc).map_err(io("create directory", &etc))?;
+        // The zone owns its root: an `etc` that is a link could point anywhere on the host.
+        match std::fs::symlink_metadata(&etc) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(VmError::Other {
+                    vm: uuid.into(),
+                    reason: format!("{} is not a directory; refusing to write through it", etc.display()),
+                });
+            }
+            Err(_) => std::fs::create_dir(&etc).map_err(io("create directory", &etc))?,
+        }
         // Never follow a link the zone planted: replace, do not write through.
         let put = |name: &str, text: String| -> Result<()> {
             let p = etc.join(name);

@@ -470,3 +470,20 @@ fn crashes_in_start_update_and_delete_leave_whole_vms() {
     assert_eq!(n.datasets(), vec![img.clone(), format!("{img}@final")]);
     assert!(!zoneadmd_running(&uuid));
 }
+
+#[test]
+fn a_zone_cannot_make_the_host_write_through_its_links() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    let victim = n.root().join("host-etc");
+    std::fs::create_dir_all(&victim).expect("mkdir");
+    std::fs::write(victim.join("hostname"), "host\n").expect("write");
+    // The tenant replaces its /etc with a link to a host path and reboots.
+    let target = victim.to_string_lossy().into_owned();
+    n.hull(&["zlogin", &uuid, "sh", "-c", &format!("mv /etc /etc.real && ln -s {target} /etc")]).ok();
+    n.hull(&["vmadm", "stop", "-F", &uuid]).ok();
+    let r = n.hull(&["vmadm", "start", &uuid]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is not a directory; refusing"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(victim.join("hostname")).expect("read"), "host\n", "the host file is untouched");
+}
