@@ -107,6 +107,7 @@ impl Imgadm {
             return Ok(p.as_ref());
         }
         let pool = self.node.pool()?;
+        pool.repair()?;
         self.clean_partials(pool.as_ref())?;
         Ok(self.pool.get_or_init(|| pool).as_ref())
     }

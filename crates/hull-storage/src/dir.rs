@@ -253,6 +253,28 @@ impl Pool for DirPool {
         std::fs::remove_dir_all(&path).map_err(|e| StorageError::io("remove", &path, e))
     }
 
+    fn rollback(&self, snap: &SnapshotName) -> Result<()> {
+        let ds = snap.dataset.as_str();
+        let meta = self.read_meta(ds)?;
+        if !meta.snapshots.contains_key(&snap.snap) {
+            return Err(StorageError::NotFound(self.full(snap)));
+        }
+        let path = self.mnt.join(ds);
+        let fresh = self.mnt.join(format!(".rollback-{ds}"));
+        let _ = std::fs::remove_dir_all(&fresh);
+        self.mkdir(&fresh, self.full(snap))?;
+        self.copy_tree(&path.join(SNAPDIR).join(&snap.snap), &fresh)?;
+        // Identity and snapshots move over; then the two swap.
+        for keep in [SNAPDIR, META] {
+            std::fs::rename(path.join(keep), fresh.join(keep))
+                .map_err(|e| StorageError::io("move", path.join(keep), e))?;
+        }
+        let old = self.mnt.join(format!(".rolledback-{ds}"));
+        std::fs::rename(&path, &old).map_err(|e| StorageError::io("rename", &path, e))?;
+        std::fs::rename(&fresh, &path).map_err(|e| StorageError::io("rename", &fresh, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| StorageError::io("remove", &old, e))
+    }
+
     fn list(&self) -> Result<Vec<DatasetInfo>> {
         let rd = std::fs::read_dir(&self.mnt).map_err(|e| StorageError::io("read directory", &self.mnt, e))?;
         let mut names: Vec<String> = rd

@@ -50,7 +50,13 @@ pub(crate) fn origins_by_uuid(entries: &[(String, [u8; 16], [u8; 16])]) -> Vec<O
             if name.contains('@') || *parent == [0; 16] {
                 return None;
             }
-            entries.iter().find(|(n, u, _)| n.contains('@') && u == parent).map(|(n, _, _)| n.clone())
+            // A dataset made from its own snapshot is a rollback, not a clone.
+            let own = format!("{name}@");
+            entries
+                .iter()
+                .find(|(n, u, _)| n.contains('@') && u == parent)
+                .map(|(n, _, _)| n.clone())
+                .filter(|n| !n.starts_with(&own))
         })
         .collect()
 }
@@ -96,7 +102,9 @@ mod tests {
             ("img@final".to_string(), [2; 16], [1; 16]),
             ("c".to_string(), [3; 16], [2; 16]),
             ("d".to_string(), [4; 16], [1; 16]), // a writable snapshot of a dataset: no origin
+            ("img2".to_string(), [5; 16], [6; 16]),
+            ("img2@s".to_string(), [6; 16], [0; 16]), // img2 was rolled back to its own @s
         ];
-        assert_eq!(origins_by_uuid(&e), vec![None, None, Some("img@final".to_string()), None]);
+        assert_eq!(origins_by_uuid(&e), vec![None, None, Some("img@final".to_string()), None, None, None]);
     }
 }

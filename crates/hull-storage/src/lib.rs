@@ -137,6 +137,11 @@ pub trait Pool: Send + Sync {
         self.mountpoint().join(ds.as_str())
     }
 
+    /// Finishes work a crash interrupted inside the backend (a half-done rollback).
+    fn repair(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Where a snapshot's files can be read, if the backend shows them as a directory.
     fn snapshot_path(&self, snap: &SnapshotName) -> Option<PathBuf> {
         Some(self.dataset_path(&snap.dataset).join(".snapshots").join(&snap.snap))
@@ -154,6 +159,9 @@ pub trait Pool: Send + Sync {
     fn destroy_dataset(&self, ds: &DatasetName) -> Result<()>;
     /// Removes one snapshot.
     fn destroy_snapshot(&self, snap: &SnapshotName) -> Result<()>;
+    /// Puts a dataset's contents back to a snapshot of it. Its snapshots, later ones
+    /// included, and clones stay.
+    fn rollback(&self, snap: &SnapshotName) -> Result<()>;
     /// Every dataset and snapshot, with space figures and origins.
     fn list(&self) -> Result<Vec<DatasetInfo>>;
     /// Sets (Some) or clears (None) the quota on what a dataset references.

@@ -160,6 +160,11 @@ impl Pool for ZfsPool {
         self.run(self.full(snap), &["destroy", &self.z(snap)]).map(drop)
     }
 
+    fn rollback(&self, snap: &SnapshotName) -> Result<()> {
+        // -r: ZFS can only roll back to the latest snapshot, so later ones go (unlike btrfs).
+        self.run(self.full(snap), &["rollback", "-r", &self.z(snap)]).map(drop)
+    }
+
     fn list(&self) -> Result<Vec<DatasetInfo>> {
         let text = self.run(
             self.name.clone(),

@@ -105,12 +105,35 @@ fn lifecycle(pool: &dyn Pool) {
     assert!(pool.list().expect("list").is_empty());
 }
 
+/// Rollback puts contents back and keeps snapshots (later ones too) and clones.
+fn rollback(pool: &dyn Pool) {
+    pool.create(&ds("r")).expect("create");
+    let p = pool.dataset_path(&ds("r"));
+    std::fs::write(p.join("f"), b"one").expect("write");
+    pool.snapshot(&snap("r@s1")).expect("snapshot");
+    std::fs::write(p.join("f"), b"two").expect("write");
+    std::fs::write(p.join("g"), b"new").expect("write");
+    pool.snapshot(&snap("r@s2")).expect("snapshot");
+    pool.clone_snapshot(&snap("r@s1"), &ds("rc")).expect("clone");
+    pool.rollback(&snap("r@s1")).expect("rollback");
+    assert_eq!(std::fs::read(p.join("f")).expect("read"), b"one");
+    assert!(!p.join("g").exists());
+    let names: Vec<String> = pool.list().expect("list").into_iter().map(|d| d.name).collect();
+    for want in ["r", "r@s1", "r@s2", "rc"] {
+        assert!(names.contains(&want.to_string()), "{want} missing from {names:?}");
+    }
+    assert_eq!(hull_storage::get(pool, "rc").expect("rc").origin.as_deref(), Some("r@s1"));
+    assert!(matches!(pool.rollback(&snap("r@nope")), Err(StorageError::NotFound(_))));
+    hull_storage::destroy(pool, &ds("r"), true).expect("destroy");
+}
+
 #[test]
 fn btrfs_lifecycle() {
     let n = btrfs();
     let pool = n.pool();
     assert_eq!(pool.backend(), PoolBackend::Btrfs);
     lifecycle(pool.as_ref());
+    rollback(pool.as_ref());
 }
 
 #[test]
@@ -125,6 +148,7 @@ fn dir_lifecycle() {
     assert_eq!(pool.backend(), PoolBackend::Dir);
     assert!(!pool.caps().quota);
     lifecycle(pool.as_ref());
+    rollback(pool.as_ref());
     assert!(matches!(pool.set_quota(&ds("x"), Some(1)), Err(StorageError::Unsupported { .. })));
 }
 

@@ -20,6 +20,7 @@ mod delete;
 mod image;
 mod query;
 pub mod revert;
+mod snapshot;
 mod start;
 mod stop;
 mod update;

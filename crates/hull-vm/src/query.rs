@@ -45,6 +45,7 @@ impl Vmadm {
             cfg.insert("exit_status".into(), json!(s));
         }
         cfg.insert("type".into(), json!("OS"));
+        cfg.insert("snapshots".into(), self.snapshots(uuid)?);
         cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));
         Ok(cfg)
     }

@@ -96,6 +96,20 @@ pub enum VmCmd {
     },
     /// Start every VM whose autoboot is true (the service manager calls this at boot).
     BootAll,
+    /// Snapshot a VM's dataset.
+    CreateSnapshot {
+        uuid: String,
+        name: String,
+    },
+    /// Put a VM back to a snapshot (stopping and starting it if it runs).
+    RollbackSnapshot {
+        uuid: String,
+        name: String,
+    },
+    DeleteSnapshot {
+        uuid: String,
+        name: String,
+    },
     /// Check a payload without acting on it: prints every problem at once.
     Validate {
         /// create, update or receive
@@ -259,6 +273,18 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             println!("Successfully updated VM {uuid}");
         }
         VmCmd::Console { uuid } => console(&open(node)?.console_socket(&uuid)?)?,
+        VmCmd::CreateSnapshot { uuid, name } => {
+            open(node)?.create_snapshot(&uuid, &name)?;
+            println!("Created snapshot {name} for VM {uuid}");
+        }
+        VmCmd::RollbackSnapshot { uuid, name } => {
+            open(node)?.rollback_snapshot(&uuid, &name)?;
+            println!("Rolled back VM {uuid} to snapshot {name}");
+        }
+        VmCmd::DeleteSnapshot { uuid, name } => {
+            open(node)?.delete_snapshot(&uuid, &name)?;
+            println!("Deleted snapshot {name} of VM {uuid}");
+        }
         VmCmd::BootAll => {
             let hull_vm::BootAll { started, failed } = open(node)?.boot_all()?;
             for u in &started {

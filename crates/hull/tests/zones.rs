@@ -487,3 +487,38 @@ fn a_zone_cannot_make_the_host_write_through_its_links() {
     assert!(r.stderr.contains("is not a directory; refusing"), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(victim.join("hostname")).expect("read"), "host\n", "the host file is untouched");
 }
+
+#[test]
+fn snapshots_roll_a_vm_back() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    n.hull(&["zlogin", &uuid, "sh", "-c", "echo v1 > /root/f"]).ok();
+    n.hull(&["vmadm", "create-snapshot", &uuid, "s1"]).ok();
+    let r = n.hull(&["vmadm", "create-snapshot", &uuid, "s1"]);
+    assert!(r.stderr.contains("snapshot s1 already exists"), "{}", r.stderr);
+    assert_eq!(n.hull(&["vmadm", "create-snapshot", &uuid, "bad/name"]).code, 1);
+    n.hull(&["zlogin", &uuid, "sh", "-c", "echo v2 > /root/f; rm /bin/vi"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    assert_eq!(v["snapshots"][0]["name"], "s1");
+
+    n.hull(&["vmadm", "rollback-snapshot", &uuid, "s1"]).ok();
+    assert_eq!(state(&n, &uuid), "running", "a running VM is running again after the rollback");
+    assert_eq!(n.hull(&["zlogin", &uuid, "cat", "/root/f"]).ok(), "v1\n");
+    assert_eq!(n.hull(&["zlogin", &uuid, "test", "-e", "/bin/vi"]).code, 0);
+    assert!(n.hull(&["vmadm", "rollback-snapshot", &uuid, "nope"]).stderr.contains("no snapshot nope"));
+
+    // A crash at either step of a rollback is finished by the next command.
+    for point in ["btrfs-rollback-moved", "btrfs-rollback-swapped"] {
+        n.hull(&["zlogin", &uuid, "sh", "-c", "echo v3 > /root/f"]).ok();
+        let r = n.hull_env(&["vmadm", "rollback-snapshot", &uuid, "s1"], &[("HULL_FAILPOINT", point)]);
+        assert!(r.stderr.contains(&format!("failpoint {point}")), "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+        assert_eq!(v["snapshots"][0]["name"], "s1", "{point}: the snapshots survive");
+        n.hull(&["vmadm", "start", &uuid]).ok();
+        assert_eq!(n.hull(&["zlogin", &uuid, "cat", "/root/f"]).ok(), "v1\n", "{point}");
+    }
+    n.hull(&["vmadm", "delete-snapshot", &uuid, "s1"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    assert_eq!(v["snapshots"], serde_json::json!([]));
+    assert!(!n.datasets().iter().any(|d| d.contains(".rollback") || d.contains(".rolledback")));
+}

@@ -166,6 +166,47 @@ fn simple_referenced(
     own + origin.map(|o| simple_referenced(graph, o, fig, depth + 1)).unwrap_or(0)
 }
 
+impl BtrfsPool {
+    /// Completes or undoes rollbacks a crash interrupted, from what is on disk:
+    /// `.rollback-<ds>` is the new contents (holding the snapshots once they moved) and
+    /// `.rolledback-<ds>` the old ones (once the dataset was renamed away).
+    pub fn finish_rollbacks(&self) -> Result<()> {
+        let Ok(rd) = std::fs::read_dir(&self.mnt) else { return Ok(()) };
+        let top = self.open("open pool", self.name.clone(), &self.mnt)?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(ds) = name.strip_prefix(".rollback-") else { continue };
+            let (fresh, old, path) =
+                (self.mnt.join(&name), self.mnt.join(format!(".rolledback-{ds}")), self.mnt.join(ds));
+            let moved = is_subvolume(&fresh.join(SNAPDIR));
+            if !path.exists() && old.exists() {
+                // Crashed between the two renames: finish the swap.
+                crate::rename_noreplace(&fresh, &path).map_err(|e| StorageError::errno("rename", &fresh, e))?;
+            } else if moved {
+                // Crashed after the snapshots moved: the rollback is whole but for the swap.
+                crate::rename_noreplace(&path, &old).map_err(|e| StorageError::errno("rename", &path, e))?;
+                crate::rename_noreplace(&fresh, &path).map_err(|e| StorageError::errno("rename", &fresh, e))?;
+            } else {
+                self.destroy_tree(&top, &name)?;
+            }
+            if is_subvolume(&old) {
+                self.destroy_tree(&top, &format!(".rolledback-{ds}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes subvolume `name` at the top level with its snapshot directory, if any.
+    fn destroy_tree(&self, top: &std::os::fd::OwnedFd, name: &str) -> Result<()> {
+        let path = self.mnt.join(name);
+        if is_subvolume(&path.join(SNAPDIR)) {
+            let fd = self.open("open", name.to_string(), &path)?;
+            ioctl::destroy_subvolume(&fd, SNAPDIR).map_err(|e| self.fail("destroy", name.to_string(), &path, e))?;
+        }
+        ioctl::destroy_subvolume(top, name).map_err(|e| self.fail("destroy", name.to_string(), &path, e))
+    }
+}
+
 pub fn is_subvolume(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == SUBVOL_INO)
 }
@@ -279,6 +320,39 @@ impl Pool for BtrfsPool {
         let parent = self.open("open snapshot directory", self.full(&snap.dataset), &dir)?;
         ioctl::destroy_subvolume(&parent, &snap.snap)
             .map_err(|e| self.fail("destroy snapshot", self.full(snap), &dir.join(&snap.snap), e))
+    }
+
+    fn rollback(&self, snap: &SnapshotName) -> Result<()> {
+        // A subvolume cannot be reverted in place: make a writable snapshot of the snapshot
+        // beside it, move the snapshot directory over, and swap the two by rename.
+        let ds = &snap.dataset;
+        let src_path = self.snapdir(ds).join(&snap.snap);
+        if !is_subvolume(&src_path) {
+            return Err(StorageError::NotFound(self.full(snap)));
+        }
+        let fresh = format!(".rollback-{}", ds);
+        let old = format!(".rolledback-{}", ds);
+        let (fresh_path, old_path, ds_path) = (self.mnt.join(&fresh), self.mnt.join(&old), self.mnt.join(ds.as_str()));
+        let top = self.open("open pool", self.name.clone(), &self.mnt)?;
+        self.finish_rollbacks()?;
+        let source = self.open("open snapshot", self.full(snap), &src_path)?;
+        ioctl::snapshot(&source, &top, &fresh, false)
+            .map_err(|e| self.fail("rollback", self.full(snap), &fresh_path, e))?;
+        let placeholder = fresh_path.join(SNAPDIR);
+        if placeholder.exists() {
+            std::fs::remove_dir(&placeholder).map_err(|e| StorageError::io("remove placeholder", &placeholder, e))?;
+        }
+        crate::rename_noreplace(&self.snapdir(ds), &placeholder)
+            .map_err(|e| StorageError::errno("move snapshots", self.snapdir(ds), e))?;
+        hull_exec::failpoint("btrfs-rollback-moved");
+        crate::rename_noreplace(&ds_path, &old_path).map_err(|e| StorageError::errno("rename", &ds_path, e))?;
+        hull_exec::failpoint("btrfs-rollback-swapped");
+        crate::rename_noreplace(&fresh_path, &ds_path).map_err(|e| StorageError::errno("rename", &fresh_path, e))?;
+        self.destroy_tree(&top, &old)
+    }
+
+    fn repair(&self) -> Result<()> {
+        self.finish_rollbacks()
     }
 
     fn list(&self) -> Result<Vec<DatasetInfo>> {

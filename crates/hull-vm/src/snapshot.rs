@@ -1,0 +1,80 @@
+//! vmadm create-snapshot, rollback-snapshot, delete-snapshot: snapshots of a VM's dataset,
+//! named `zones/<uuid>@vmsnap-<name>` as on SmartOS.
+
+use crate::{Result, VmError, Vmadm, ds};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const PREFIX: &str = "vmsnap-";
+
+fn check_name(uuid: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        return Err(VmError::Other {
+            vm: uuid.into(),
+            reason: format!("invalid snapshot name {name:?}: 1 to 64 of [A-Za-z0-9_.:-]"),
+        });
+    }
+    Ok(())
+}
+
+impl Vmadm {
+    fn snap(&self, uuid: &str, name: &str) -> Result<hull_storage::SnapshotName> {
+        check_name(uuid, name)?;
+        Ok(ds(uuid)?.snapshot(&format!("{PREFIX}{name}"))?)
+    }
+
+    /// The VM's snapshots, as `get` shows them: `[{name, created_at}]`.
+    pub fn snapshots(&self, uuid: &str) -> Result<Value> {
+        let prefix = format!("{uuid}@{PREFIX}");
+        let list: Vec<Value> = self
+            .pool()?
+            .list()?
+            .into_iter()
+            .filter_map(|d| d.name.strip_prefix(&prefix).map(|n| json!({"name": n, "created_at": d.creation})))
+            .collect();
+        Ok(Value::Array(list))
+    }
+
+    pub fn create_snapshot(&self, uuid: &str, name: &str) -> Result<()> {
+        let _lock = self.lock(uuid)?;
+        self.load(uuid)?;
+        let snap = self.snap(uuid, name)?;
+        self.pool()?.snapshot(&snap).map_err(|e| match e {
+            hull_storage::StorageError::Exists(_) => {
+                VmError::Other { vm: uuid.into(), reason: format!("snapshot {name} already exists") }
+            }
+            e => e.into(),
+        })
+    }
+
+    /// Puts the VM back to a snapshot; a running VM is stopped first and started after.
+    pub fn rollback_snapshot(&self, uuid: &str, name: &str) -> Result<()> {
+        let running = {
+            let _lock = self.lock(uuid)?;
+            let cfg = self.load(uuid)?;
+            let snap = self.snap(uuid, name)?;
+            let pool = self.pool()?;
+            if !pool.list()?.iter().any(|d| d.name == snap.to_string()) {
+                return Err(VmError::Other { vm: uuid.into(), reason: format!("no snapshot {name}") });
+            }
+            let running = self.state(uuid, &cfg).state == "running";
+            if running {
+                self.stop_locked(uuid, false, Duration::from_secs(60))?;
+            }
+            pool.rollback(&snap)?;
+            running
+        };
+        if running {
+            self.start(uuid)?;
+        }
+        Ok(())
+    }
+
+    pub fn delete_snapshot(&self, uuid: &str, name: &str) -> Result<()> {
+        let _lock = self.lock(uuid)?;
+        self.load(uuid)?;
+        let snap = self.snap(uuid, name)?;
+        hull_storage::destroy_snapshot(self.pool()?, &snap, false)?;
+        Ok(())
+    }
+}
