@@ -6,6 +6,7 @@
 //! the peers: `btrfs subvolume snapshot` run as a command, and a full copy (`cp -a`). Prints
 //! one JSON line. Needs root. `HULL_BENCH_IMAGE_MB` changes the image size.
 
+use hull_bench::{ms, pct};
 use hull_storage::host::PoolSpec;
 use hull_storage::{DatasetName, Node, SnapshotName};
 use std::io::Write;
@@ -14,16 +15,6 @@ use std::time::Instant;
 
 const SAMPLES: usize = 51;
 const LEVELS: [usize; 3] = [1, 100, 1000];
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
 
 fn random_file(path: &std::path::Path, n: usize) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);

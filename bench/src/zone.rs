@@ -9,22 +9,13 @@
 //! `HULL_BENCH_ZONES` (100), `HULL_BENCH_RUNNING` (200) and `HULL_BENCH_DEFINED` (1000)
 //! scale it down.
 
+use hull_bench::{ms, pct};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 fn env_n(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
 }
 
 struct Hull {
