@@ -1,8 +1,10 @@
-//! One way to run a host tool.
+//! One way to run a host tool, and the host facts every subsystem reads (`mountinfo`).
 //!
 //! Every host command hull runs goes through [`run`]: an absolute path, an argument vector
 //! (never `sh -c`), and on failure an error that carries the command line, its exit status,
 //! and what it printed. Callers add the identity of what they were doing (dataset, image).
+
+pub mod mountinfo;
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -18,7 +18,7 @@ pub mod dir;
 mod graph;
 pub mod host;
 pub mod lock;
-pub mod mountinfo;
+pub use hull_exec::mountinfo;
 pub mod name;
 pub mod node;
 pub mod zfs;

@@ -11,7 +11,7 @@ impl Vmadm {
         let z = self.zone_config(uuid, &cfg)?;
         let init = z.rootfs.join(z.init[0].trim_start_matches('/'));
         let target = std::fs::read_link(&init).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(if target.contains("systemd") { libc_sigrtmin() + 4 } else { nix::sys::signal::Signal::SIGUSR2 as i32 })
+        Ok(if target.contains("systemd") { libc::SIGRTMIN() + 4 } else { libc::SIGUSR2 })
     }
 
     fn running(&self, uuid: &str) -> Result<bool> {
@@ -93,9 +93,4 @@ impl Vmadm {
         self.rt.kill(uuid, &self.cgroup(uuid), signal, all)?;
         Ok(())
     }
-}
-
-fn libc_sigrtmin() -> i32 {
-    // glibc reserves the first real-time signals; 34 is SIGRTMIN as programs see it.
-    34
 }

@@ -38,22 +38,144 @@ pub fn pids(id: &str, cgroup: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Kills what is left in the zone's cgroup and removes it, in every hierarchy; a cgroup that
-/// does not exist is fine.
-pub fn remove(id: &str, cgroup: &str) -> Result<()> {
-    for attempt in 0..50 {
-        let left = pids(id, cgroup);
-        for pid in &left {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
-        }
-        let m = manager(id, cgroup)?;
-        match m.remove() {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt == 49 => {
-                return Err(ZoneError::Runtime { id: id.to_string(), op: "remove cgroup", reason: e.to_string() });
+/// The zone's cgroup directory in every mounted hierarchy (v1: one per controller; v2: one).
+fn dirs(cgroup: &str) -> Vec<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    if rel.is_empty() || rel.contains("..") {
+        return Vec::new();
+    }
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut out = Vec::new();
+    if root.join(rel).is_dir() {
+        out.push(root.join(rel));
+    }
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for h in rd.flatten() {
+            let p = h.path().join(rel);
+            if p.is_dir() && !out.contains(&p) {
+                out.push(p);
             }
+        }
+    }
+    out
+}
+
+/// Kills every process under `dir` and removes it and the cgroups a zone made below it
+/// (systemd makes its own), deepest first.
+fn remove_tree(dir: &std::path::Path) -> std::io::Result<()> {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path())?;
+            }
+        }
+    }
+    for attempt in 0..100 {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if attempt == 99 => return Err(e),
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
         }
     }
     Ok(())
+}
+
+/// Kills what is left in the zone's cgroup and removes it, with whatever the zone made below
+/// it, in every hierarchy; a cgroup that does not exist is fine.
+pub fn remove(id: &str, cgroup: &str) -> Result<()> {
+    for dir in dirs(cgroup) {
+        remove_tree(&dir).map_err(|e| ZoneError::Io {
+            id: id.to_string(),
+            op: "remove cgroup",
+            path: dir.clone(),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
+/// A cgroup hierarchy mounted on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hierarchy {
+    pub mountpoint: PathBuf,
+    /// Has resource controllers (limits live here).
+    pub controllers: bool,
+}
+
+/// The host's cgroup hierarchies under /sys/fs/cgroup.
+pub fn hierarchies() -> Vec<Hierarchy> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(mp) = left.split(' ').nth(4) else { continue };
+        let mut r = right.split(' ');
+        let fstype = r.next().unwrap_or("");
+        let opts = r.nth(1).unwrap_or("");
+        if !mp.starts_with("/sys/fs/cgroup") {
+            continue;
+        }
+        let controllers = match fstype {
+            // A v1 hierarchy with only a name (name=systemd) limits nothing.
+            "cgroup" => !opts.split(',').all(|o| o.starts_with("name=") || o == "rw" || o == "ro" || o == "none"),
+            // v2 at /sys/fs/cgroup is where limits live (a v2 host); v2 beside v1 (hybrid, at
+            // /sys/fs/cgroup/unified) carries none of ours.
+            "cgroup2" => mp == "/sys/fs/cgroup",
+            _ => continue,
+        };
+        out.push(Hierarchy { mountpoint: PathBuf::from(mp), controllers });
+    }
+    out
+}
+
+/// What a zone sees at /sys/fs/cgroup: its own cgroup in each hierarchy, bound read-only
+/// where controllers (and so its limits) live, read-write where none do (systemd keeps its
+/// own tree in name=systemd). libcontainer's own cgroup mount ignores `ro` on v1, which let a
+/// zone raise its own `pids.max`. Creates the zone's cgroup directories as needed.
+pub fn view(cgroup: &str) -> std::io::Result<Vec<serde_json::Value>> {
+    let rel = cgroup.trim_start_matches('/');
+    let mut mounts = vec![serde_json::json!({
+        "destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "noexec", "mode=755", "size=64k"]
+    })];
+    for h in hierarchies() {
+        let src = h.mountpoint.join(rel);
+        std::fs::create_dir_all(&src)?;
+        let dest = if h.mountpoint == std::path::Path::new("/sys/fs/cgroup") {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            h.mountpoint.clone()
+        };
+        let mut options = vec!["bind", "nosuid", "nodev", "noexec"];
+        if h.controllers {
+            options.push("ro");
+        }
+        mounts.push(serde_json::json!({"destination": dest, "type": "bind", "source": src, "options": options}));
+    }
+    Ok(mounts)
+}
+
+/// Moves this process into the zone's cgroup in the hierarchies without controllers, so the
+/// zone's init starts there and its cgroup namespace is rooted there.
+pub fn join_unmanaged(cgroup: &str) -> std::io::Result<()> {
+    let rel = cgroup.trim_start_matches('/');
+    for h in hierarchies().into_iter().filter(|h| !h.controllers) {
+        let dir = h.mountpoint.join(rel);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())?;
+    }
+    Ok(())
+}
+
+/// Moves this process back to the root of those hierarchies, so the zone's can go.
+pub fn leave_unmanaged() {
+    for h in hierarchies().into_iter().filter(|h| !h.controllers) {
+        let _ = std::fs::write(h.mountpoint.join("cgroup.procs"), std::process::id().to_string());
+    }
 }

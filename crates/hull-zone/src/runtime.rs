@@ -75,6 +75,16 @@ impl Runtime {
         })?;
         let mut config = crate::spec::oci_config(z);
         clamp_rlimits(&mut config);
+        let view = crate::cgroup::view(&z.cgroup).map_err(|e| ZoneError::Io {
+            id: z.id.clone(),
+            op: "prepare the cgroup view",
+            path: "/sys/fs/cgroup".into(),
+            source: e,
+        })?;
+        if let Some(mounts) = config.get_mut("mounts").and_then(|m| m.as_array_mut()) {
+            mounts.retain(|m| m["destination"] != "/sys/fs/cgroup");
+            mounts.extend(view);
+        }
         let spec: oci_spec::runtime::Spec = serde_json::from_value(config).map_err(|e| err(&z.id, "build spec", e))?;
         spec.save(bundle.join("config.json")).map_err(|e| err(&z.id, "write spec", e))?;
         // A stale container of this id (a crash) must go before a new one can be made.
@@ -102,7 +112,9 @@ impl Runtime {
     /// Signals go straight to the processes: libcontainer's kill also rewrites the
     /// container's state file, which races with the supervisor reading it.
     pub fn kill(&self, id: &str, cgroup: &str, signal: i32, all: bool) -> Result<()> {
-        let sig = nix::sys::signal::Signal::try_from(signal).map_err(|e| err(id, "kill", e))?;
+        if !(1..=64).contains(&signal) {
+            return Err(err(id, "kill", format!("invalid signal {signal}")));
+        }
         let pids = if all {
             crate::cgroup::pids(id, cgroup)
         } else {
@@ -112,9 +124,14 @@ impl Runtime {
             }
         };
         for pid in pids {
-            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-                Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(e) => return Err(err(id, "kill", e)),
+            // Raw kill(2): real-time signals (systemd's SIGRTMIN+4 to power off) have no
+            // variant in nix's Signal.
+            // SAFETY: kill takes two integers and touches no memory of ours.
+            if unsafe { libc::kill(pid, signal) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(err(id, "kill", e));
+                }
             }
         }
         Ok(())
@@ -123,12 +140,14 @@ impl Runtime {
     /// Removes the container, every process left in its cgroup, the cgroup itself and the
     /// bundle; a missing container is fine.
     pub fn delete(&self, id: &str, cgroup: &str) -> Result<()> {
+        // The cgroup first, by hand: a zone's own init (systemd) makes cgroups below it,
+        // which libcontainer's delete retries on for seconds and then leaves.
+        crate::cgroup::remove(id, cgroup)?;
         if let Some(mut c) = self.load(id)
             && let Err(e) = c.delete(true)
         {
-            tracing::warn!(zone = %id, "libcontainer delete: {e}; removing by hand");
+            tracing::debug!(zone = %id, "libcontainer delete: {e}");
         }
-        crate::cgroup::remove(id, cgroup)?;
         for (what, dir) in [("remove state", self.state_root.join(id)), ("remove bundle", self.bundles.join(id))] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| ZoneError::Io {

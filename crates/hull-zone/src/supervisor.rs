@@ -132,6 +132,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         let _ = std::fs::remove_file(p);
     }
     let started = (|| {
+        crate::cgroup::join_unmanaged(&z.cgroup).map_err(io("join cgroup", Path::new("/sys/fs/cgroup")))?;
         let recv =
             if z.terminal { Some(UnixListener::bind(&recv_path).map_err(io("bind", &recv_path))?) } else { None };
         let pid = rt.create_and_start(z, z.terminal.then_some(recv_path.as_path()))?;
@@ -147,6 +148,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         Ok(x) => x,
         Err(e) => {
             report(format!("error {e}\n"));
+            crate::cgroup::leave_unmanaged();
             let _ = rt.delete(&z.id, &z.cgroup);
             return Err(e);
         }
@@ -170,6 +172,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
 fn finish(rt: &Runtime, z: &ZoneConfig, dir: &Path, rec: &mut Record, status: Option<i32>) -> Result<()> {
     let id = z.id.as_str();
     tracing::info!(zone = %id, ?status, "init exited: removing the container");
+    crate::cgroup::leave_unmanaged();
     rt.delete(id, &z.cgroup)?;
     let _ = std::fs::remove_file(dir.join("console.sock"));
     rec.state = "stopped".into();

@@ -17,6 +17,28 @@ fn debootstrap_image_installs_and_clones() {
     assert!(root.join("dev/null").exists(), "device nodes survive the round trip");
     n.hull(&["dataset", "clone", &format!("zones/{uuid}@final"), "zones/vm"]).ok();
     assert!(n.zones().join("vm/root/usr/bin/apt").exists());
+
+    // A Debian zone: systemd as PID 1 reaches running (or degraded), and powers off on stop.
+    let f = n.root().join("debian.json");
+    let payload = serde_json::json!({"brand": "lx", "kernel_version": "6.1", "image_uuid": uuid, "alias": "deb", "max_physical_memory": 512});
+    std::fs::write(&f, payload.to_string()).expect("write");
+    let out = n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok();
+    let vm: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let vm = vm["uuid"].as_str().expect("uuid").to_string();
+    let mut state = String::new();
+    for _ in 0..120 {
+        state = n.hull(&["zlogin", &vm, "systemctl", "is-system-running"]).stdout.trim().to_string();
+        if state == "running" || state == "degraded" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(state == "running" || state == "degraded", "systemd says {state:?}");
+    assert_eq!(n.hull(&["zlogin", &vm, "hostname"]).ok(), "deb\n");
+    n.hull(&["vmadm", "stop", &vm]).ok();
+    let log = std::fs::read_to_string(n.root().join(format!("var/hull/z/{vm}/console.log"))).expect("console log");
+    assert!(log.contains("Powering off") || log.contains("Reached target"), "{log}");
+    n.hull(&["vmadm", "delete", &vm]).ok();
 }
 
 #[test]

@@ -133,6 +133,24 @@ fn the_security_baseline_holds_from_inside() {
     assert_eq!(r.stdout.trim(), "0", "/proc/kcore is masked");
     let r = sh("touch /sys/kernel/x");
     assert_ne!(r.code, 0, "/sys is read-only");
+    // The zone cannot lift its own caps through its cgroup files.
+    for file in [
+        "/sys/fs/cgroup/pids/pids.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/pids.max",
+        "/sys/fs/cgroup/memory.max",
+    ] {
+        if sh(&format!("[ -e {file} ]")).code != 0 {
+            continue; // the other cgroup version's file
+        }
+        let r = sh(&format!("echo 999999999999 > {file}"));
+        assert_ne!(r.code, 0, "{file} must not be writable from inside");
+    }
+    let max = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("htest-{uuid}/pids.max"))).ok())
+        .expect("pids.max");
+    assert_eq!(max.trim(), "2000");
     n.hull(&["vmadm", "delete", &uuid]).ok();
 }
 
