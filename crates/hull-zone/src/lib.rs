@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;
+mod tty;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

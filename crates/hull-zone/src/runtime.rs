@@ -174,24 +174,33 @@ impl Runtime {
         }
         let spec = oci_spec::runtime::Spec::load(self.bundles.join(id).join("config.json"))
             .map_err(|e| err(id, "read spec", e))?;
-        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         // SAFETY: hull's commands are single-threaded (no runtime, no threads before this
         // point), so the child may run arbitrary code after fork.
         match unsafe { nix::unistd::fork() }.map_err(|e| err(id, "fork", e))? {
             nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
             nix::unistd::ForkResult::Child => {
-                let code = self.exec_child(id, args, seccomp.as_ref());
+                let code = self.exec_child(id, args, &spec);
                 std::process::exit(code)
             }
         }
     }
 
-    fn exec_child(&self, id: &str, args: Vec<String>, seccomp: Option<&oci_spec::runtime::LinuxSeccomp>) -> i32 {
-        if let Some(s) = seccomp
+    fn exec_child(&self, id: &str, args: Vec<String>, spec: &oci_spec::runtime::Spec) -> i32 {
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        if let Some(s) = &seccomp
             && let Err(e) = libcontainer::seccomp::initialize_seccomp(s)
         {
             eprintln!("zone {id}: seccomp: {e}");
             return 126;
+        }
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return match crate::tty::exec_with_pty(self, id, args, spec) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("zone {id}: {e}");
+                    126
+                }
+            };
         }
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(&self.state_root)

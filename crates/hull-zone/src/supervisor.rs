@@ -88,7 +88,7 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 }
 
 /// Receives the pty master libcontainer sends over the console socket.
-fn receive_pty(listener: &UnixListener) -> std::io::Result<OwnedFd> {
+pub(crate) fn receive_pty(listener: &UnixListener) -> std::io::Result<OwnedFd> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     listener.set_nonblocking(false)?;
     let (stream, _) = listener.accept()?;

@@ -540,3 +540,21 @@ fn snapshots_roll_a_vm_back() {
     assert_eq!(v["snapshots"], serde_json::json!([]));
     assert!(!n.datasets().iter().any(|d| d.contains(".rollback") || d.contains(".rolledback")));
 }
+
+#[test]
+fn zlogin_on_a_terminal_gets_a_pty() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    // script(1) gives zlogin a terminal as stdin, as a person at a console has.
+    let cmd = format!(
+        "HULL_ROOT={} HULL_NODE=htest {HULL} zlogin {uuid} sh -c 'tty; echo in-pty; exit 3'",
+        n.root().display()
+    );
+    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("/dev/pts/") && text.contains("in-pty"), "{text:?}");
+    // Without a terminal the command shares zlogin's stdio, no pty.
+    let r = n.hull(&["zlogin", &uuid, "sh", "-c", "tty"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+}
