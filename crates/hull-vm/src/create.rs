@@ -114,6 +114,7 @@ impl Vmadm {
         pool.rename(&part, &ds(&uuid)?)?;
         revert.disarm();
         hull_exec::failpoint("vm-create-whole");
+        hull_zone::events::emit(&self.node.var_dir(), "create", &uuid, Vec::new());
         drop(_lock);
 
         if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)

@@ -20,6 +20,7 @@ impl Vmadm {
         if dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
+        hull_zone::events::emit(&self.node.var_dir(), "delete", uuid, Vec::new());
         Ok(())
     }
 

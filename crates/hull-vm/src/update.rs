@@ -126,8 +126,14 @@ impl Vmadm {
             }
         }
         hull_exec::failpoint("vm-update-applied");
+        let changed: Vec<Value> = next
+            .iter()
+            .filter(|(k, v)| cfg.get(*k) != Some(*v))
+            .map(|(k, v)| hull_zone::events::change(k, cfg.get(k).cloned().unwrap_or(Value::Null), v.clone()))
+            .collect();
         cfg = next;
         self.save(uuid, &cfg)?;
+        hull_zone::events::emit(&self.node.var_dir(), "modify", uuid, changed);
         Ok(report)
     }
 }

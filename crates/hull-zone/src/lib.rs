@@ -9,6 +9,7 @@
 //! and `zoneadmd` are single-threaded by construction (no async runtime).
 
 pub mod cgroup;
+pub mod events;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;

@@ -162,6 +162,14 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         stopped: None,
     };
     write_record(&z.id, dir, &rec)?;
+    if let Some(var) = dir.parent().and_then(Path::parent) {
+        crate::events::emit(
+            var,
+            "modify",
+            &z.id,
+            vec![crate::events::change("state", "stopped".into(), "running".into())],
+        );
+    }
     tracing::info!(zone = %z.id, init = pid, "zone running");
     report(format!("ok {pid}\n"));
     let status = supervise(&z.id, pid, pty, attach, dir)?;
@@ -179,7 +187,17 @@ fn finish(rt: &Runtime, z: &ZoneConfig, dir: &Path, rec: &mut Record, status: Op
     rec.exit_status = status;
     rec.stopped = Some(now());
     rec.zoneadmd = std::process::id() as i32;
-    write_record(id, dir, rec)
+    write_record(id, dir, rec)?;
+    // dir is $ROOT/var/hull/z/<uuid>: the log is two levels up.
+    if let Some(var) = dir.parent().and_then(Path::parent) {
+        crate::events::emit(
+            var,
+            "modify",
+            id,
+            vec![crate::events::change("state", "running".into(), "stopped".into())],
+        );
+    }
+    Ok(())
 }
 
 /// Watches a running zone whose supervisor died (no console); cleans up when init exits.

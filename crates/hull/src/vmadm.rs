@@ -96,6 +96,20 @@ pub enum VmCmd {
     },
     /// Start every VM whose autoboot is true (the service manager calls this at boot).
     BootAll,
+    /// Print VM events (create, modify, delete); -f follows new ones.
+    Events {
+        #[arg(short = 'f')]
+        follow: bool,
+        #[arg(short = 'j')]
+        json: bool,
+        /// Only this VM's events.
+        uuid: Option<String>,
+    },
+    /// Runtime information (KVM VMs only, as on SmartOS).
+    Info {
+        uuid: String,
+        types: Vec<String>,
+    },
     /// Snapshot a VM's dataset.
     CreateSnapshot {
         uuid: String,
@@ -285,6 +299,12 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             open(node)?.delete_snapshot(&uuid, &name)?;
             println!("Deleted snapshot {name} of VM {uuid}");
         }
+        VmCmd::Events { follow, json, uuid } => events(node, follow, json, uuid.as_deref())?,
+        VmCmd::Info { uuid, .. } => {
+            let vm = open(node)?.get(&uuid)?;
+            let brand = vm.get("brand").and_then(|b| b.as_str()).unwrap_or("?");
+            return Err(Failure::new(1, format!("VM {uuid}: info is not supported for brand {brand} (KVM VMs only)")));
+        }
         VmCmd::BootAll => {
             let hull_vm::BootAll { started, failed } = open(node)?.boot_all()?;
             for u in &started {
@@ -310,6 +330,65 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// Prints the event log, and with `follow` new events as they come.
+fn events(node: &Node, follow: bool, json: bool, only: Option<&str>) -> CmdResult {
+    use std::io::{BufRead, Seek};
+    let path = hull_zone::events::path(&node.var_dir());
+    let mut file = loop {
+        match std::fs::File::open(&path) {
+            Ok(f) => break f,
+            Err(_) if follow => std::thread::sleep(Duration::from_millis(200)),
+            Err(_) => return Ok(()),
+        }
+    };
+    let mut pos = 0u64;
+    loop {
+        file.seek(std::io::SeekFrom::Start(pos)).map_err(|e| Failure::new(1, e))?;
+        let mut reader = std::io::BufReader::new(&file);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map_err(|e| Failure::new(1, e))? > 0 {
+            if !line.ends_with('\n') {
+                break; // a line still being written: read it whole next time
+            }
+            pos += line.len() as u64;
+            if let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line)
+                && only.is_none_or(|u| ev["uuid"] == u)
+            {
+                if json {
+                    println!("{}", ev);
+                } else {
+                    let changes: Vec<String> = ev["changes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| {
+                            format!(
+                                "{} {} -> {}",
+                                table::cell(Some(&c["prettyPath"])),
+                                table::cell(Some(&c["oldValue"])),
+                                table::cell(Some(&c["newValue"]))
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "[{}] {} {}{}",
+                        table::cell(Some(&ev["date"])),
+                        table::cell(Some(&ev["uuid"])),
+                        table::cell(Some(&ev["type"])),
+                        if changes.is_empty() { String::new() } else { format!(": {}", changes.join(", ")) }
+                    );
+                }
+            }
+            line.clear();
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Relays the terminal to a zone's console socket until either side closes, or Ctrl-].

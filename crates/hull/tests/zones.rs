@@ -558,3 +558,46 @@ fn zlogin_on_a_terminal_gets_a_pty() {
     let r = n.hull(&["zlogin", &uuid, "sh", "-c", "tty"]);
     assert_ne!(r.code, 0, "{}", r.stdout);
 }
+
+#[test]
+fn events_record_the_life_of_vms() {
+    let (n, img) = node();
+    let mut follower =
+        n.cmd().args(["vmadm", "events", "-f", "-j"]).stdout(std::process::Stdio::piped()).spawn().expect("events -f");
+    let uuid = create(&n, base(&img));
+    n.hull(&["vmadm", "update", &uuid, "alias=renamed"]).ok();
+    n.hull(&["vmadm", "stop", &uuid]).ok();
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+    let all: Vec<serde_json::Value> = n
+        .hull(&["vmadm", "events", "-j", &uuid])
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let kinds: Vec<String> = all
+        .iter()
+        .map(|e| {
+            let change = e["changes"][0]["prettyPath"]
+                .as_str()
+                .map(|p| format!(" {p}={}", e["changes"][0]["newValue"]))
+                .unwrap_or_default();
+            format!("{}{change}", e["type"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["create", "modify state=\"running\"", "modify alias=\"renamed\"", "modify state=\"stopped\"", "delete"],
+        "{all:?}"
+    );
+    // The follower saw them as they came.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let _ = follower.kill();
+    let out = follower.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+    let human = n.hull(&["vmadm", "events", &uuid]).ok();
+    assert!(human.contains(&format!("{uuid} modify: state stopped -> running")), "{human}");
+
+    let other = create(&n, base(&img));
+    let r = n.hull(&["vmadm", "info", &other]);
+    assert!(r.stderr.contains("info is not supported for brand joyent-minimal"), "{}", r.stderr);
+}
