@@ -34,6 +34,12 @@ impl Vmadm {
 
     /// The VM as `vmadm get` prints it: its properties and its state.
     pub fn get(&self, uuid: &str) -> Result<Map<String, Value>> {
+        let all = self.pool()?.list()?;
+        self.get_with(uuid, Some(&all))
+    }
+
+    /// `get`, given the pool's listing (one listing serves a whole `list`).
+    fn get_with(&self, uuid: &str, all: Option<&[hull_storage::DatasetInfo]>) -> Result<Map<String, Value>> {
         let mut cfg = self.load(uuid)?;
         let st = self.state(uuid, &cfg);
         cfg.insert("state".into(), json!(st.state));
@@ -45,16 +51,20 @@ impl Vmadm {
             cfg.insert("exit_status".into(), json!(s));
         }
         cfg.insert("type".into(), json!("OS"));
-        cfg.insert("snapshots".into(), self.snapshots(uuid)?);
+        if let Some(all) = all {
+            cfg.insert("snapshots".into(), crate::snapshot::snapshots_in(uuid, all));
+        }
         cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));
         Ok(cfg)
     }
 
-    /// Every VM, as `get` shows it.
-    pub fn list(&self) -> Result<Vec<Map<String, Value>>> {
+    /// Every VM, as `get` shows it; `snapshots` only when asked for (it costs a listing of
+    /// the pool, where the rest is one small file a VM).
+    pub fn list(&self, snapshots: bool) -> Result<Vec<Map<String, Value>>> {
         let mut out = Vec::new();
+        let all = if snapshots { Some(self.pool()?.list()?) } else { None };
         for uuid in self.uuids()? {
-            match self.get(&uuid) {
+            match self.get_with(&uuid, all.as_deref()) {
                 Ok(v) => out.push(v),
                 Err(e) => tracing::warn!(vm = %uuid, "skipping: {e}"),
             }

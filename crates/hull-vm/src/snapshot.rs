@@ -17,22 +17,20 @@ fn check_name(uuid: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A VM's snapshots in a pool listing, as `get` shows them: `[{name, created_at}]`.
+pub(crate) fn snapshots_in(uuid: &str, all: &[hull_storage::DatasetInfo]) -> Value {
+    let prefix = format!("{uuid}@{PREFIX}");
+    Value::Array(
+        all.iter()
+            .filter_map(|d| d.name.strip_prefix(&prefix).map(|n| json!({"name": n, "created_at": d.creation})))
+            .collect(),
+    )
+}
+
 impl Vmadm {
     fn snap(&self, uuid: &str, name: &str) -> Result<hull_storage::SnapshotName> {
         check_name(uuid, name)?;
         Ok(ds(uuid)?.snapshot(&format!("{PREFIX}{name}"))?)
-    }
-
-    /// The VM's snapshots, as `get` shows them: `[{name, created_at}]`.
-    pub fn snapshots(&self, uuid: &str) -> Result<Value> {
-        let prefix = format!("{uuid}@{PREFIX}");
-        let list: Vec<Value> = self
-            .pool()?
-            .list()?
-            .into_iter()
-            .filter_map(|d| d.name.strip_prefix(&prefix).map(|n| json!({"name": n, "created_at": d.creation})))
-            .collect();
-        Ok(Value::Array(list))
     }
 
     pub fn create_snapshot(&self, uuid: &str, name: &str) -> Result<()> {

@@ -72,7 +72,7 @@ fn zones(node: &Node, img: &Imgadm, count: usize) -> Result<(f64, f64), Failure>
     let (image, _, _) = ensure_image(node, img, "hull-demo-busybox", RootSource::Busybox)?;
     let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
     let vm = hull_vm::Vmadm::open(node, exe)?;
-    for old in vm.list()? {
+    for old in vm.list(false)? {
         if old.get("alias").and_then(|a| a.as_str()).is_some_and(|a| a.starts_with("demo-zone-"))
             && let Some(u) = old.get("uuid").and_then(|u| u.as_str())
         {

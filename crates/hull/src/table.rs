@@ -86,6 +86,10 @@ impl std::str::FromStr for Filter {
 }
 
 impl Filter {
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
     pub fn matches(&self, row: &Value) -> bool {
         let v = cell(lookup(row, &self.field));
         if self.contains { v.contains(&self.value) } else { v == self.value }

@@ -190,8 +190,11 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
         VmCmd::Get { uuid } => print_json(&open(node)?.get(&uuid)?),
         VmCmd::List { columns, sort, no_header, parseable, json, filters } => {
             let vm = open(node)?;
+            let snaps = json
+                || [&columns, &sort].iter().any(|c| c.contains("snapshots"))
+                || filters.iter().any(|f| f.field().starts_with("snapshots"));
             let mut rows: Vec<_> =
-                vm.list()?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+                vm.list(snaps)?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
             let keys = table::fields(&sort);
             rows.sort_by(|a, b| table::cmp_rows(a, b, &keys));
             if json {
@@ -208,7 +211,9 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
         }
         VmCmd::Lookup { json, one, columns, filters } => {
             let vm = open(node)?;
-            let rows: Vec<_> = vm.list()?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+            let snaps = json || filters.iter().any(|f| f.field().starts_with("snapshots"));
+            let rows: Vec<_> =
+                vm.list(snaps)?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
             if one && rows.len() != 1 {
                 return Err(Failure::new(1, format!("requested exactly one VM, but {} matched", rows.len())));
             }
