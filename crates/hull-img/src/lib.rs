@@ -190,6 +190,15 @@ impl Imgadm {
         Ok(out)
     }
 
+    /// An installed image's manifest, without listing the pool (what `vmadm create` needs).
+    pub fn manifest(&self, uuid: &Uuid) -> Result<Manifest> {
+        let pool = self.pool()?;
+        if !self.installed(pool, uuid) {
+            return Err(ImgError::NotInstalled(*uuid));
+        }
+        Ok(self.db.read(pool.name(), uuid)?.ok_or(ImgError::NotInstalled(*uuid))?.manifest)
+    }
+
     /// One installed image; [`ImgError::NotInstalled`] otherwise.
     pub fn get(&self, uuid: &Uuid) -> Result<Image> {
         let pool = self.pool()?;

@@ -62,16 +62,16 @@ impl Vmadm {
         if pool.exists(&ds(&uuid)?) {
             return Err(VmError::Exists(uuid));
         }
-        let img = self.img.get(&image).map_err(|e| VmError::Image {
+        let manifest = self.img.manifest(&image).map_err(|e| VmError::Image {
             vm: uuid.clone(),
             image: image.to_string(),
             reason: e.to_string(),
         })?;
-        if !matches!(img.manifest.image_type, ImageType::ZoneDataset | ImageType::LxDataset) {
+        if !matches!(manifest.image_type, ImageType::ZoneDataset | ImageType::LxDataset) {
             return Err(VmError::Image {
                 vm: uuid,
                 image: image.to_string(),
-                reason: format!("a {} image cannot be a zone's root", img.manifest.image_type.as_str()),
+                reason: format!("a {} image cannot be a zone's root", manifest.image_type.as_str()),
             });
         }
 
