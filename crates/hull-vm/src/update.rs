@@ -114,7 +114,24 @@ impl Vmadm {
             "zfs_io_priority",
         ];
         if running && changes.keys().any(|k| caps.contains(&k.as_str())) {
-            hull_zone::cgroup::apply(uuid, &self.cgroup(uuid), &crate::start::limits(&next))?;
+            let limits = crate::start::limits(&next);
+            hull_zone::cgroup::apply(uuid, &self.cgroup(uuid), &limits)?;
+            if changes.contains_key("max_locked_memory") {
+                hull_zone::cgroup::set_memlock(uuid, &self.cgroup(uuid), limits.locked_mib.unwrap_or(0) << 20)?;
+            }
+        }
+        if let Some(p) = changes.get("zfs_io_priority").and_then(Value::as_u64) {
+            let applied = running && hull_zone::cgroup::set_io_weight(uuid, &self.cgroup(uuid), p)?;
+            if !applied {
+                report.live.retain(|k| k != "zfs_io_priority");
+                // Stopped: set at the next boot. Running on a host whose IO scheduler does
+                // not weigh cgroups: hull cannot apply it, and says so.
+                if !running {
+                    report.reboot.push("zfs_io_priority".into());
+                } else {
+                    report.not_yet.push("zfs_io_priority".into());
+                }
+            }
         }
         if let Some(q) = changes.get("quota").and_then(Value::as_u64) {
             let pool = self.pool()?;

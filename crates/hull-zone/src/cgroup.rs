@@ -179,3 +179,52 @@ pub fn leave_unmanaged() {
         let _ = std::fs::write(h.mountpoint.join("cgroup.procs"), std::process::id().to_string());
     }
 }
+
+/// Sets RLIMIT_MEMLOCK on every process of the zone (`max_locked_memory`, live): processes
+/// the zone starts later inherit it from their parents.
+pub fn set_memlock(id: &str, cgroup: &str, bytes: u64) -> Result<()> {
+    for pid in pids(id, cgroup) {
+        let lim = libc::rlimit64 { rlim_cur: bytes, rlim_max: bytes };
+        // SAFETY: prlimit64 reads `lim` and writes nothing back (old limit pointer is null).
+        let rc = unsafe { libc::prlimit64(pid, libc::RLIMIT_MEMLOCK, &lim, std::ptr::null_mut()) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                let host = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+                    .map(|l| l.1)
+                    .unwrap_or(0);
+                return Err(ZoneError::Runtime {
+                    id: id.to_string(),
+                    op: "set max_locked_memory",
+                    reason: format!("{e} (this host allows at most {} MiB)", host >> 20),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The file through which this host weighs a cgroup's IO, if its IO scheduler honours
+/// weights (BFQ on v1: `blkio.bfq.weight`; v2: `io.bfq.weight` or `io.weight`).
+pub fn io_weight_file(cgroup: &str) -> Option<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    ["/sys/fs/cgroup/blkio/{}/blkio.bfq.weight", "/sys/fs/cgroup/{}/io.bfq.weight", "/sys/fs/cgroup/{}/io.weight"]
+        .iter()
+        .map(|t| PathBuf::from(t.replace("{}", rel)))
+        .find(|p| p.exists())
+}
+
+/// Applies `zfs_io_priority` as the cgroup's IO weight (1 to 1000; 100 is both SmartOS's
+/// default priority and BFQ's default weight). Returns false when the host cannot weigh IO.
+pub fn set_io_weight(id: &str, cgroup: &str, priority: u64) -> Result<bool> {
+    let Some(file) = io_weight_file(cgroup) else { return Ok(false) };
+    let w = priority.clamp(1, 1000);
+    let text = if file.ends_with("io.weight") { format!("default {w}") } else { w.to_string() };
+    std::fs::write(&file, text).map_err(|e| ZoneError::Io {
+        id: id.to_string(),
+        op: "set IO weight",
+        path: file,
+        source: e,
+    })?;
+    Ok(true)
+}

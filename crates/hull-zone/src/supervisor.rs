@@ -162,6 +162,15 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         stopped: None,
     };
     write_record(&z.id, dir, &rec)?;
+    if let Some(p) = z.limits.io_priority {
+        match crate::cgroup::set_io_weight(&z.id, &z.cgroup, p) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(zone = %z.id, "this host's IO scheduler does not weigh cgroups: zfs_io_priority not applied")
+            }
+            Err(e) => tracing::warn!(zone = %z.id, "zfs_io_priority: {e}"),
+        }
+    }
     if let Some(var) = dir.parent().and_then(Path::parent) {
         crate::events::emit(
             var,

@@ -201,6 +201,25 @@ fn caps_hold_and_change_live() {
     assert_eq!(limit.trim(), (96u64 << 20).to_string());
     let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
     assert_eq!(v["max_physical_memory"], 96);
+    // max_locked_memory is an rlimit: set live on every process of the zone (lowered here:
+    // raising it past the host's own limit is refused, with the limit in the message).
+    let out = n.hull(&["vmadm", "update", &uuid, "max_locked_memory=1"]).ok();
+    assert!(out.contains("applied live: max_locked_memory"), "{out}");
+    let limits = n.hull(&["zlogin", &uuid, "cat", "/proc/1/limits"]).ok();
+    let line = limits.lines().find(|l| l.starts_with("Max locked memory")).expect("memlock line");
+    assert!(line.contains(&(1u64 << 20).to_string()), "{line}");
+    // zfs_io_priority is applied where the host weighs IO, and said not to be elsewhere.
+    let out = n.hull(&["vmadm", "update", &uuid, "zfs_io_priority=200"]).ok();
+    let weight = ["blkio/{}/blkio.bfq.weight", "{}/io.bfq.weight", "{}/io.weight"]
+        .iter()
+        .map(|t| std::path::Path::new("/sys/fs/cgroup").join(t.replace("{}", &format!("htest-{uuid}"))))
+        .find(|p| p.exists());
+    if let Some(file) = weight {
+        assert!(out.contains("applied live: zfs_io_priority"), "{out}");
+        assert!(std::fs::read_to_string(&file).expect("weight").contains("200"), "{}", file.display());
+    } else {
+        assert!(out.contains("stored, not yet applied by hull: zfs_io_priority"), "{out}");
+    }
     let out = n.hull(&["vmadm", "update", &uuid, "set_tags={\"a\":\"b\"}"]);
     assert_eq!(out.code, 1, "a tags object must be JSON, not a string");
     n.hull(&["vmadm", "delete", &uuid]).ok();

@@ -144,8 +144,7 @@ pub static PROPS: &[Prop] = &[
     p!("kernel_version", STR, [(L, CRU)], L, Live),
     p!("limit_priv", LIST, [(ALL, CRU)], 0, NotYet),
     p!("maintain_resolvers", BOOL, [(OS, CRU)], 0, Live),
-    // An rlimit set on init at boot: a running zone's processes keep the one they have.
-    p!("max_locked_memory", int(0, MAXI), [(ALL, CRU)], 0, Reboot),
+    p!("max_locked_memory", int(0, MAXI), [(ALL, CRU)], 0, Live),
     p!("max_lwps", int(0, MAXI), [(ALL, CRU)], 0, Live),
     p!("max_msg_ids", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
     p!("max_physical_memory", int(0, MAXI), [(ALL, CRU)], 0, Live),
@@ -222,9 +221,8 @@ pub static PROPS: &[Prop] = &[
     p!("zfs_data_recsize", int(0, MAXI), [(OS, CRU)], 0, NotYet),
     p!("zfs_filesystem", STR, [(ALL, R)], 0, Live),
     p!("zfs_filesystem_limit", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
-    // No IO weight without an IO scheduler that honours it (none on the development
-    // machine's virtio disk); stored until then.
-    p!("zfs_io_priority", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
+    // Live where the host's IO scheduler honours cgroup weights; update says when it does not.
+    p!("zfs_io_priority", int(0, MAXI), [(ALL, CRU)], 0, Live),
     p!("zfs_root_compression", STR, [(ALL, CRU)], 0, NotYet),
     p!("zfs_root_recsize", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
     p!("zfs_snapshot_limit", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
