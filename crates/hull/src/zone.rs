@@ -2,7 +2,6 @@
 
 use crate::{CmdResult, Failure};
 use hull_storage::Node;
-use std::os::fd::{AsRawFd, FromRawFd};
 
 #[derive(clap::Args)]
 pub struct ZloginArgs {
@@ -47,11 +46,7 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
     // /dev/null, so that the pipe closes once the line is written.
     let ready = nix::unistd::dup(std::io::stdout()).ok().map(std::fs::File::from);
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: fd 1 is ours to replace; `null` stays open for the duplicate's lifetime.
-        let mut one = unsafe { std::os::fd::OwnedFd::from_raw_fd(1) };
-        let _ = nix::unistd::dup2(&null, &mut one);
-        std::mem::forget(one);
-        let _ = null.as_raw_fd();
+        let _ = nix::unistd::dup2_stdout(&null);
     }
     let text =
         std::fs::read_to_string(dir.join("zone.json")).map_err(|e| Failure::new(1, format!("zone.json: {e}")))?;
