@@ -119,6 +119,20 @@ impl fmt::Display for CommandLine {
     }
 }
 
+/// Writes a file so that readers see the old contents or the new, never part: into a
+/// temporary file beside it, then renamed over it. Makes the parent directory if needed.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    if let Err(e) = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Finds a host tool by name in the standard system directories, so that a hostile or odd
 /// `PATH` cannot change what hull runs.
 pub fn tool(name: &str) -> PathBuf {
@@ -159,6 +173,23 @@ mod tests {
     fn stdout_and_stdin() {
         let out = CommandLine::new("/bin/cat").stdin(b"hello".to_vec()).run().expect("cat");
         assert_eq!(out, "hello");
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_and_leave_no_temporary() {
+        let dir = tempfile_dir();
+        let p = dir.join("sub/f.json");
+        write_atomic(&p, b"one").expect("write");
+        write_atomic(&p, b"two").expect("write");
+        assert_eq!(std::fs::read(&p).expect("read"), b"two");
+        assert_eq!(std::fs::read_dir(dir.join("sub")).expect("dir").count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hull-exec-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
     }
 
     #[test]

@@ -43,12 +43,7 @@ pub struct Db {
 }
 
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ImgError::io("create directory", dir, e))?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(|e| ImgError::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ImgError::io("rename", path, e))
+    hull_exec::write_atomic(path, data).map_err(|e| ImgError::io("write", path, e))
 }
 
 impl Db {

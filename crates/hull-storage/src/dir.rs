@@ -99,10 +99,8 @@ impl DirPool {
 
     fn write_meta(&self, ds: &str, meta: &Meta) -> Result<()> {
         let p = self.mnt.join(ds).join(META);
-        let tmp = p.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::Pool(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| StorageError::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| StorageError::io("rename", &p, e))
+        hull_exec::write_atomic(&p, &text).map_err(|e| StorageError::io("write", &p, e))
     }
 
     /// Copies the entries of `src` (but hull's own) into the existing directory `dst`.

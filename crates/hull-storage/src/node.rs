@@ -64,12 +64,8 @@ impl Node {
     /// Writes the config atomically.
     pub fn save_config(&self, cfg: &NodeConfig) -> Result<()> {
         let p = self.config_path();
-        let dir = p.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
-        let tmp = p.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(cfg).map_err(|e| StorageError::Pool(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| StorageError::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| StorageError::io("rename", &p, e))
+        hull_exec::write_atomic(&p, &text).map_err(|e| StorageError::io("write", &p, e))
     }
 
     /// Creates the pool that `spec` describes and records it.

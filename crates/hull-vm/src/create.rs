@@ -96,20 +96,7 @@ impl Vmadm {
         {
             pool.set_quota(&part, Some(q << 30))?;
         }
-        let dir = pool.dataset_path(&part).join("config");
-        std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
-            vm: uuid.clone(),
-            op: "create directory",
-            path: dir.clone(),
-            source: e,
-        })?;
-        let tmp = dir.join("vm.json");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap_or_default()).map_err(|e| VmError::Io {
-            vm: uuid.clone(),
-            op: "write",
-            path: tmp.clone(),
-            source: e,
-        })?;
+        crate::write_config(&uuid, &pool.dataset_path(&part).join("config/vm.json"), &cfg)?;
         hull_exec::failpoint("vm-create-configured");
         pool.rename(&part, &ds(&uuid)?)?;
         revert.disarm();

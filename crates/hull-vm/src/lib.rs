@@ -125,16 +125,7 @@ impl Vmadm {
     }
 
     fn save(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<()> {
-        let p = self.config_path(uuid)?;
-        let io = |op, path: &PathBuf| {
-            let (vm, path) = (uuid.to_string(), path.clone());
-            move |e| VmError::Io { vm, op, path, source: e }
-        };
-        let dir = p.parent().map(PathBuf::from).unwrap_or_default();
-        std::fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-        let tmp = dir.join(".vm.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(cfg).unwrap_or_default()).map_err(io("write", &tmp))?;
-        std::fs::rename(&tmp, &p).map_err(io("rename", &p))
+        write_config(uuid, &self.config_path(uuid)?, cfg)
     }
 
     /// Uuids of every VM on the node.
@@ -184,6 +175,16 @@ impl Vmadm {
         }
         Ok(())
     }
+}
+
+/// Writes a VM's config atomically (it travels with the dataset).
+pub(crate) fn write_config(uuid: &str, path: &std::path::Path, cfg: &Map<String, Value>) -> Result<()> {
+    hull_exec::write_atomic(path, &serde_json::to_vec_pretty(cfg).unwrap_or_default()).map_err(|e| VmError::Io {
+        vm: uuid.to_string(),
+        op: "write",
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 /// A VM is made in `zones/<uuid>-provisioning` and renamed to `zones/<uuid>` once whole.

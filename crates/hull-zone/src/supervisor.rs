@@ -55,9 +55,8 @@ pub fn read_record(dir: &Path) -> Option<Record> {
 
 fn write_record(id: &str, dir: &Path, r: &Record) -> Result<()> {
     let p = record_path(dir);
-    let tmp = dir.join(".zoneadmd.json.tmp");
     let text = serde_json::to_vec_pretty(r).unwrap_or_default();
-    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &p)).map_err(|e| ZoneError::Io {
+    hull_exec::write_atomic(&p, &text).map_err(|e| ZoneError::Io {
         id: id.to_string(),
         op: "write record",
         path: p,
