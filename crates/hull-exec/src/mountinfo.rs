@@ -7,6 +7,8 @@ pub struct Mount {
     pub mountpoint: PathBuf,
     pub fstype: String,
     pub source: String,
+    /// The filesystem's own options (`rw,memory`, `rw,name=systemd`).
+    pub super_options: String,
 }
 
 /// Undoes the kernel's octal escapes (`\040` for a space).
@@ -36,13 +38,20 @@ pub fn parse(text: &str) -> Vec<Mount> {
             let mut r = right.split(' ');
             let fstype = r.next()?;
             let source = r.next()?;
+            let super_options = r.next().unwrap_or("");
             Some(Mount {
                 mountpoint: PathBuf::from(unescape(mountpoint)),
                 fstype: fstype.into(),
                 source: unescape(source),
+                super_options: super_options.into(),
             })
         })
         .collect()
+}
+
+/// Every mount this process sees.
+pub fn mounts() -> Vec<Mount> {
+    parse(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
 }
 
 /// The topmost mount at `path`, if `path` is a mountpoint.
@@ -69,5 +78,6 @@ mod tests {
         assert_eq!(m[1].mountpoint, PathBuf::from("/tmp/hull x/zones"));
         assert_eq!(m[1].fstype, "btrfs");
         assert_eq!(m[1].source, "/dev/loop3");
+        assert_eq!(m[1].super_options, "rw,space_cache=v2");
     }
 }

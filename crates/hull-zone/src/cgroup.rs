@@ -110,26 +110,22 @@ pub struct Hierarchy {
 
 /// The host's cgroup hierarchies under /sys/fs/cgroup.
 pub fn hierarchies() -> Vec<Hierarchy> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let Some(mp) = left.split(' ').nth(4) else { continue };
-        let mut r = right.split(' ');
-        let fstype = r.next().unwrap_or("");
-        let opts = r.nth(1).unwrap_or("");
-        if !mp.starts_with("/sys/fs/cgroup") {
+    for m in hull_exec::mountinfo::mounts() {
+        if !m.mountpoint.starts_with("/sys/fs/cgroup") {
             continue;
         }
-        let controllers = match fstype {
+        let controllers = match m.fstype.as_str() {
             // A v1 hierarchy with only a name (name=systemd) limits nothing.
-            "cgroup" => !opts.split(',').all(|o| o.starts_with("name=") || o == "rw" || o == "ro" || o == "none"),
+            "cgroup" => {
+                !m.super_options.split(',').all(|o| o.starts_with("name=") || o == "rw" || o == "ro" || o == "none")
+            }
             // v2 at /sys/fs/cgroup is where limits live (a v2 host); v2 beside v1 (hybrid, at
             // /sys/fs/cgroup/unified) carries none of ours.
-            "cgroup2" => mp == "/sys/fs/cgroup",
+            "cgroup2" => m.mountpoint == std::path::Path::new("/sys/fs/cgroup"),
             _ => continue,
         };
-        out.push(Hierarchy { mountpoint: PathBuf::from(mp), controllers });
+        out.push(Hierarchy { mountpoint: m.mountpoint, controllers });
     }
     out
 }
