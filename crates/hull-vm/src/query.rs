@@ -80,20 +80,8 @@ impl Vmadm {
             return Err(crate::VmError::WrongState { vm: uuid.into(), state: st.state, verb: "zlogin" });
         }
         let pid = self.rt.exec(uuid, args)?;
-        loop {
-            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                Ok(_) => continue,
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => {
-                    return Err(crate::VmError::Other {
-                        vm: uuid.into(),
-                        reason: format!("wait for the command: {e}"),
-                    });
-                }
-            }
-        }
+        hull_zone::supervisor::wait_exit(pid)
+            .map_err(|e| crate::VmError::Other { vm: uuid.into(), reason: format!("wait for the command: {e}") })
     }
 
     /// Where a running zone's console is served.

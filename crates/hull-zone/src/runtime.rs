@@ -212,14 +212,7 @@ impl Runtime {
                 return 126;
             }
         };
-        loop {
-            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid.as_raw()), None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => return c,
-                Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
-                Ok(_) | Err(nix::Error::EINTR) => continue,
-                Err(_) => return 126,
-            }
-        }
+        crate::supervisor::wait_exit(pid.as_raw()).unwrap_or(126)
     }
 }
 

@@ -222,6 +222,21 @@ pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path) -> Result<()> {
     finish(rt, z, dir, &mut rec, None)
 }
 
+/// Waits for a child to end; its exit status, or 128 + the signal that killed it.
+pub fn wait_exit(pid: i32) -> nix::Result<i32> {
+    loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(s) => {
+                if let Some(code) = wait_status(s) {
+                    return Ok(code);
+                }
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn wait_status(s: nix::sys::wait::WaitStatus) -> Option<i32> {
     use nix::sys::wait::WaitStatus;
     match s {

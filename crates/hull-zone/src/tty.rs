@@ -109,12 +109,5 @@ pub(crate) fn exec_with_pty(
             }
         }
     }
-    loop {
-        match nix::sys::wait::waitpid(pid, None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => return Ok(c),
-            Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-    }
+    crate::supervisor::wait_exit(pid.as_raw()).map_err(|e| format!("wait: {e}"))
 }
