@@ -1,14 +1,64 @@
 //! The node's configuration, `$ROOT/etc/hull/node.json`.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-/// `$ROOT/etc/hull/node.json`. Later issues add nic tags and defaults beside the pool.
+/// `$ROOT/etc/hull/node.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolConfig>,
+    /// Nic tags by name (`nictagadm`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nic_tags: BTreeMap<String, NicTag>,
+    /// Etherstubs (internal switches) by name (`dladm create-etherstub`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub etherstubs: BTreeSet<String>,
+    /// VXLAN overlays by name; a nic tag `NAME/VNI` puts a NIC on one of their networks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overlays: BTreeMap<String, Overlay>,
+}
+
+/// A nic tag: the name a VM's NIC asks for, and the host link it stands for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicTag {
+    /// The host uplink (a link name). None for a local tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// A local tag: its NICs meet on an etherstub of the same name, nowhere else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+    /// The largest MTU its NICs may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// A VXLAN overlay: where this node's end is, and who else carries each network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// This node's underlay address (the VXLAN socket's source).
+    pub underlay: std::net::Ipv4Addr,
+    /// The VXLAN UDP port.
+    #[serde(default = "default_vxlan_port")]
+    pub port: u16,
+    /// The underlay's MTU; tenant NICs get 50 bytes less.
+    #[serde(default = "default_underlay_mtu")]
+    pub mtu: u32,
+    /// Per VNI (as a decimal string), the underlay addresses of the other nodes on it.
+    #[serde(default)]
+    pub peers: BTreeMap<String, Vec<std::net::IpAddr>>,
+}
+
+fn default_vxlan_port() -> u16 {
+    4789
+}
+
+fn default_underlay_mtu() -> u32 {
+    1500
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

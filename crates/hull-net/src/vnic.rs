@@ -1,0 +1,414 @@
+//! Plugging VNICs into zones, and the switches they plug into.
+
+use crate::nic::{Network, Nic};
+use crate::nl::{Link, Netlink};
+use crate::{NetError, Result, alias, link_name, nft, ns, tc};
+use hull_spec::NodeConfig;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The node's network: its prefix and configuration.
+#[derive(Debug, Clone)]
+pub struct Net {
+    pub prefix: String,
+    pub cfg: NodeConfig,
+}
+
+/// What a hull link is, read back from its alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A VNIC's host end: the VM and its interface.
+    Vnic {
+        vm: String,
+        interface: String,
+    },
+    /// The switch of a (tag, VLAN) or an overlay network.
+    Switch {
+        key: String,
+    },
+    Etherstub {
+        name: String,
+    },
+    /// A VXLAN device of an overlay network.
+    Vxlan {
+        key: String,
+    },
+    /// An 802.1Q link over an uplink.
+    Vlan {
+        key: String,
+    },
+}
+
+/// A link of this node, with what it is.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub link: Link,
+    pub role: Role,
+}
+
+/// The bits per second caps and the MTU a zone end was given: what `dladm show-vnic` reports.
+#[derive(Debug, Clone)]
+pub struct Plugged {
+    pub host_if: String,
+    pub mtu: u32,
+}
+
+fn link_of(nl: &mut Netlink, name: &str) -> Result<Link> {
+    nl.link(name)?.ok_or_else(|| NetError::NoLink(name.to_string()))
+}
+
+impl Net {
+    pub fn new(prefix: &str, cfg: NodeConfig) -> Net {
+        Net { prefix: prefix.to_string(), cfg }
+    }
+
+    /// The host end of a VM's NIC.
+    pub fn host_if(&self, vm: &str, interface: &str) -> String {
+        link_name(&self.prefix, 'v', &format!("{vm}/{interface}"))
+    }
+
+    pub fn etherstub_link(&self, name: &str) -> String {
+        link_name(&self.prefix, 'e', name)
+    }
+
+    fn role(&self, alias: &str) -> Option<Role> {
+        let rest = alias.strip_prefix(&format!("hull:{}:", self.prefix))?;
+        let (what, key) = rest.split_once(':')?;
+        Some(match what {
+            "vnic" => {
+                let (vm, interface) = key.split_once('/')?;
+                Role::Vnic { vm: vm.into(), interface: interface.into() }
+            }
+            "switch" => Role::Switch { key: key.into() },
+            "etherstub" => Role::Etherstub { name: key.into() },
+            "vxlan" => Role::Vxlan { key: key.into() },
+            "vlan" => Role::Vlan { key: key.into() },
+            _ => return None,
+        })
+    }
+
+    /// Every link this node made, in the current network namespace.
+    pub fn owned(&self) -> Result<Vec<Owned>> {
+        let mut nl = Netlink::open()?;
+        Ok(nl
+            .links()?
+            .into_iter()
+            .filter(|l| l.name.starts_with(&self.prefix))
+            .filter_map(|l| {
+                let role = self.role(l.alias.as_deref()?)?;
+                Some(Owned { link: l, role })
+            })
+            .collect())
+    }
+
+    /// Makes an etherstub (an internal switch) if it is not there.
+    pub fn ensure_etherstub(&self, nl: &mut Netlink, name: &str) -> Result<Link> {
+        let link = self.etherstub_link(name);
+        if nl.link(&link)?.is_none() {
+            nl.add_bridge(&link, &alias(&self.prefix, "etherstub", name))?;
+        }
+        let l = link_of(nl, &link)?;
+        if !l.up {
+            nl.set_up(l.index, true)?;
+        }
+        Ok(l)
+    }
+
+    pub fn delete_etherstub(&self, name: &str) -> Result<()> {
+        let mut nl = Netlink::open()?;
+        let link = self.etherstub_link(name);
+        if let Some(l) = nl.link(&link)? {
+            if nl.links()?.iter().any(|p| p.master == Some(l.index)) {
+                return Err(NetError::Invalid(format!("etherstub {name} still has VNICs on it")));
+            }
+            nl.del_link(l.index)?;
+        }
+        Ok(())
+    }
+
+    /// The switch a network's NICs plug into, made if it is missing; returns it and the
+    /// largest MTU its NICs may have.
+    pub fn ensure_switch(&self, nl: &mut Netlink, network: &Network) -> Result<(Link, u32)> {
+        let key = network.key();
+        match network {
+            Network::Tag { tag, vlan } => {
+                let t = self.cfg.nic_tags.get(tag).ok_or_else(|| NetError::Invalid(format!("no nic tag {tag}")))?;
+                let mtu = t.mtu.unwrap_or(1500);
+                if t.local && *vlan == 0 {
+                    return Ok((self.ensure_etherstub(nl, tag)?, mtu));
+                }
+                let sw = self.switch(nl, &key)?;
+                if let Some(up) = &t.uplink {
+                    let uplink = link_of(nl, up)?;
+                    let port = if *vlan == 0 {
+                        uplink
+                    } else {
+                        let name = link_name(&self.prefix, 'q', &format!("{up}.{vlan}"));
+                        if nl.link(&name)?.is_none() {
+                            nl.add_vlan(
+                                &name,
+                                &alias(&self.prefix, "vlan", &format!("{up}.{vlan}")),
+                                uplink.index,
+                                *vlan,
+                            )
+                            .map_err(|e| {
+                                NetError::Invalid(format!(
+                                    "VLAN {vlan} on uplink {up} needs an 802.1Q link, which this kernel refused: {e}"
+                                ))
+                            })?;
+                        }
+                        link_of(nl, &name)?
+                    };
+                    if port.master != Some(sw.index) {
+                        nl.set_master(port.index, sw.index)?;
+                    }
+                    if !port.up {
+                        nl.set_up(port.index, true)?;
+                    }
+                }
+                Ok((sw, mtu))
+            }
+            Network::Overlay { overlay, vni } => {
+                let o =
+                    self.cfg.overlays.get(overlay).ok_or_else(|| NetError::Invalid(format!("no overlay {overlay}")))?;
+                let mtu = o.mtu.saturating_sub(50);
+                let sw = self.switch(nl, &key)?;
+                let name = link_name(&self.prefix, 'x', &key);
+                if nl.link(&name)?.is_none() {
+                    nl.add_vxlan(&name, &alias(&self.prefix, "vxlan", &key), *vni, o.underlay, o.port, mtu)?;
+                }
+                let vx = link_of(nl, &name)?;
+                for peer in o.peers.get(&vni.to_string()).into_iter().flatten() {
+                    nl.fdb_flood(vx.index, *peer)?;
+                }
+                if vx.master != Some(sw.index) {
+                    nl.set_master(vx.index, sw.index)?;
+                }
+                if !vx.up {
+                    nl.set_up(vx.index, true)?;
+                }
+                Ok((sw, mtu))
+            }
+        }
+    }
+
+    fn switch(&self, nl: &mut Netlink, key: &str) -> Result<Link> {
+        let name = link_name(&self.prefix, 'b', key);
+        if nl.link(&name)?.is_none() {
+            nl.add_bridge(&name, &alias(&self.prefix, "switch", key))?;
+        }
+        let l = link_of(nl, &name)?;
+        if !l.up {
+            nl.set_up(l.index, true)?;
+        }
+        Ok(l)
+    }
+
+    /// Plugs one NIC into the zone whose network namespace is `netns`: the veth pair, its
+    /// protection and cap, the switch port, then the zone end's addresses. On failure the
+    /// VNIC is removed again.
+    pub fn plug(&self, vm: &str, netns: &Path, nic: &Nic) -> Result<Plugged> {
+        let host_if = self.host_if(vm, &nic.interface);
+        let r = self.plug_inner(vm, netns, nic, &host_if);
+        if r.is_err() {
+            let _ = self.unplug(vm, &nic.interface);
+        }
+        r
+    }
+
+    fn plug_inner(&self, vm: &str, netns: &Path, nic: &Nic, host_if: &str) -> Result<Plugged> {
+        let mut nl = Netlink::open()?;
+        let (sw, max_mtu) = self.ensure_switch(&mut nl, &nic.network)?;
+        let mtu = nic.mtu.unwrap_or(max_mtu).min(max_mtu.max(576));
+        if let Some(stale) = nl.link(host_if)? {
+            nl.del_link(stale.index)?;
+        }
+        let ns_file = std::fs::File::open(netns).map_err(|e| NetError::Netns {
+            op: "open".into(),
+            path: netns.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let host_mac = {
+            let mut m = crate::nic::random_mac();
+            // The host end never sends as itself: keep it high so the bridge does not take it.
+            m[0] = 0xfe;
+            m
+        };
+        nl.add_veth(host_if, host_mac, &nic.interface, nic.mac, std::os::fd::AsRawFd::as_raw_fd(&ns_file), mtu)?;
+        let host = link_of(&mut nl, host_if)?;
+        nl.set_alias(host.index, &alias(&self.prefix, "vnic", &format!("{vm}/{}", nic.interface)))?;
+        // Protection before the port joins the switch: no frame passes unchecked.
+        nft::protect(&self.prefix, host_if, &nic.protection())?;
+        tc::cap(None, host_if, nic.maxbw)?;
+        nl.set_master(host.index, sw.index)?;
+        nl.set_up(host.index, true)?;
+        let cfg = nic.clone();
+        ns::run_in(netns, move || configure_zone_end(&cfg))?;
+        if nic.maxbw.is_some() {
+            tc::cap(Some(netns), &nic.interface, nic.maxbw)?;
+        }
+        Ok(Plugged { host_if: host_if.to_string(), mtu })
+    }
+
+    /// Routes in the zone: the default route through the primary NIC's first gateway of each
+    /// family, then `routes` (destination to gateway).
+    pub fn route(&self, netns: &Path, nics: &[Nic], routes: &BTreeMap<String, String>) -> Result<()> {
+        let nics = nics.to_vec();
+        let routes = routes.clone();
+        ns::run_in(netns, move || {
+            let mut nl = Netlink::open()?;
+            let primary = nics.iter().find(|n| n.primary).or(nics.first());
+            if let Some(p) = primary {
+                for v6 in [false, true] {
+                    if let Some(gw) = p.gateways.iter().find(|g| g.is_ipv6() == v6) {
+                        let any: IpAddr =
+                            if v6 { "::".parse().expect("literal") } else { "0.0.0.0".parse().expect("literal") };
+                        nl.add_route(any, 0, Some(*gw), None)?;
+                    }
+                }
+            }
+            for (dst, gw) in &routes {
+                let net =
+                    dst.parse::<ipnet::IpNet>().or_else(|_| dst.parse::<IpAddr>().map(ipnet::IpNet::from)).map_err(
+                        |_| NetError::Invalid(format!("route destination {dst:?} is not an address or network")),
+                    )?;
+                let gw: IpAddr =
+                    gw.parse().map_err(|_| NetError::Invalid(format!("route gateway {gw:?} is not an address")))?;
+                nl.add_route(net.network(), net.prefix_len(), Some(gw), None)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Applies a NIC's protection again (after `update_nics`).
+    pub fn reprotect(&self, vm: &str, nic: &Nic) -> Result<()> {
+        nft::protect(&self.prefix, &self.host_if(vm, &nic.interface), &nic.protection())
+    }
+
+    /// Changes a plugged NIC to what `nic` now says: addresses, MTU, protection, cap and the
+    /// switch it is on.
+    pub fn replug(&self, vm: &str, netns: &Path, old: &Nic, nic: &Nic) -> Result<()> {
+        let host_if = self.host_if(vm, &nic.interface);
+        let mut nl = Netlink::open()?;
+        let host = link_of(&mut nl, &host_if)?;
+        if old.network != nic.network || old.mac != nic.mac {
+            // A new switch or MAC: a new pair is simplest and leaves nothing of the old one.
+            self.unplug(vm, &nic.interface)?;
+            self.plug(vm, netns, nic)?;
+            return Ok(());
+        }
+        self.reprotect(vm, nic)?;
+        if old.maxbw != nic.maxbw {
+            tc::cap(None, &host_if, nic.maxbw)?;
+            tc::cap(Some(netns), &nic.interface, nic.maxbw)?;
+        }
+        if let Some(m) = nic.mtu
+            && old.mtu != nic.mtu
+        {
+            nl.set_mtu(host.index, m)?;
+        }
+        let (old, new) = (old.clone(), nic.clone());
+        ns::run_in(netns, move || {
+            let mut nl = Netlink::open()?;
+            let l = link_of(&mut nl, &new.interface)?;
+            for a in old.addrs.iter().filter(|a| !new.addrs.contains(a)) {
+                nl.del_address(l.index, a.addr(), a.prefix_len())?;
+            }
+            if let Some(m) = new.mtu
+                && old.mtu != new.mtu
+            {
+                nl.set_mtu(l.index, m)?;
+            }
+            configure_zone_end(&new)
+        })
+    }
+
+    /// Removes one VNIC (both ends go together) and its rules.
+    pub fn unplug(&self, vm: &str, interface: &str) -> Result<()> {
+        let host_if = self.host_if(vm, interface);
+        let mut nl = Netlink::open()?;
+        if let Some(l) = nl.link(&host_if)? {
+            nl.del_link(l.index)?;
+        }
+        nft::unprotect(&self.prefix, &host_if)
+    }
+
+    /// Removes every VNIC of a VM, then the switches nothing uses any more.
+    pub fn unplug_all(&self, vm: &str) -> Result<()> {
+        for o in self.owned()? {
+            if let Role::Vnic { vm: v, interface } = &o.role
+                && v == vm
+            {
+                self.unplug(vm, interface)?;
+            }
+        }
+        // Rules whose link vanished with the zone's namespace.
+        for host_if in nft::protected(&self.prefix)? {
+            let mut nl = Netlink::open()?;
+            if nl.link(&host_if)?.is_none() {
+                nft::unprotect(&self.prefix, &host_if)?;
+            }
+        }
+        self.collect_switches()
+    }
+
+    /// Deletes switches (and their VXLAN and 802.1Q links) that no VNIC is plugged into.
+    /// Etherstubs stay: the operator made them.
+    pub fn collect_switches(&self) -> Result<()> {
+        let owned = self.owned()?;
+        let mut nl = Netlink::open()?;
+        let all = nl.links()?;
+        for sw in owned.iter().filter(|o| matches!(o.role, Role::Switch { .. })) {
+            let vnics = owned
+                .iter()
+                .filter(|o| matches!(o.role, Role::Vnic { .. }) && o.link.master == Some(sw.link.index))
+                .count();
+            if vnics > 0 {
+                continue;
+            }
+            for port in all.iter().filter(|l| l.master == Some(sw.link.index)) {
+                if owned.iter().any(|o| o.link.index == port.index) {
+                    nl.del_link(port.index)?;
+                }
+            }
+            nl.del_link(sw.link.index)?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything of this node's network: its links (uplinks are released, not
+    /// deleted), its rules, and the zone namespaces under `netns_dir`.
+    pub fn destroy(&self, netns_dir: &Path) -> Result<()> {
+        if let Ok(entries) = std::fs::read_dir(netns_dir) {
+            for e in entries.flatten() {
+                ns::remove(&e.path())?;
+            }
+        }
+        let mut nl = Netlink::open()?;
+        let owned = self.owned()?;
+        // Ports before switches, so nothing is deleted twice.
+        for o in owned.iter().filter(|o| !matches!(o.role, Role::Switch { .. } | Role::Etherstub { .. })) {
+            nl.del_link(o.link.index)?;
+        }
+        for o in owned.iter().filter(|o| matches!(o.role, Role::Switch { .. } | Role::Etherstub { .. })) {
+            nl.del_link(o.link.index)?;
+        }
+        nft::destroy(&self.prefix)
+    }
+}
+
+/// Inside the zone's namespace: the zone end up with its addresses.
+fn configure_zone_end(nic: &Nic) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let l = link_of(&mut nl, &nic.interface)?;
+    for a in &nic.addrs {
+        nl.add_address(l.index, a.addr(), a.prefix_len())?;
+    }
+    nl.set_up(l.index, true)
+}
+
+/// Where a node keeps its zones' network namespaces.
+pub fn netns_dir(var_dir: &Path) -> PathBuf {
+    var_dir.join("netns")
+}
