@@ -54,6 +54,10 @@ pub fn link_name(prefix: &str, kind: char, key: &str) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    // A final mix (splitmix64's) spreads short keys over every digit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
     const DIGITS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut s = format!("{prefix}{kind}");
     for _ in 0..room {

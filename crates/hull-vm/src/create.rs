@@ -58,6 +58,7 @@ impl Vmadm {
                 reason: format!("zpool {z:?} does not exist (this node's pool is {:?})", pool.name()),
             });
         }
+        self.check_nics(&uuid, &mut cfg)?;
         let _lock = self.lock(&uuid)?;
         if pool.exists(&ds(&uuid)?) {
             return Err(VmError::Exists(uuid));

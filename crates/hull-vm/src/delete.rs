@@ -14,6 +14,7 @@ impl Vmadm {
         }
         hull_exec::failpoint("vm-delete-stopped");
         self.rt.delete(uuid, &self.cgroup(uuid))?;
+        crate::network::down(&self.node, uuid)?;
         let dir = self.run_dir(uuid);
         hull_storage::destroy(self.pool()?, &ds(uuid)?, true)?;
         hull_exec::failpoint("vm-delete-destroyed");

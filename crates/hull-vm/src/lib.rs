@@ -18,6 +18,7 @@
 mod create;
 mod delete;
 mod image;
+pub mod network;
 mod query;
 pub mod revert;
 mod snapshot;
@@ -38,6 +39,10 @@ use std::path::PathBuf;
 pub enum VmError {
     #[error("{0}")]
     Invalid(ValidationErrors),
+    #[error("VM {vm}: invalid nics: {}", problems.join("; "))]
+    Nics { vm: String, problems: Vec<String> },
+    #[error(transparent)]
+    Net(#[from] hull_net::NetError),
     #[error("VM {0} not found")]
     NotFound(String),
     #[error("VM {0} already exists")]
@@ -170,6 +175,7 @@ impl Vmadm {
                 self.spawn_zoneadmd(&uuid, true)?;
             } else {
                 self.rt.delete(&uuid, &self.cgroup(&uuid))?;
+                network::down(&self.node, &uuid)?;
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }

@@ -42,6 +42,7 @@ impl Vmadm {
             limits: limits(cfg),
             tmpfs_mib: num(cfg, "tmpfs"),
             terminal: true,
+            netns: None,
         })
     }
 
@@ -99,7 +100,7 @@ impl Vmadm {
         if state.state == "running" {
             return Err(VmError::WrongState { vm: uuid.into(), state: state.state, verb: "start" });
         }
-        let z = self.zone_config(uuid, &cfg)?;
+        let mut z = self.zone_config(uuid, &cfg)?;
         self.prepare_root(uuid, &z, &cfg)?;
         let dir = self.run_dir(uuid);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
@@ -108,15 +109,20 @@ impl Vmadm {
             path: dir.clone(),
             source: e,
         })?;
+        z.netns = Some(self.net_up(uuid, &cfg)?);
         let zone_json = dir.join("zone.json");
-        std::fs::write(&zone_json, serde_json::to_vec_pretty(&z).unwrap_or_default()).map_err(|e| VmError::Io {
-            vm: uuid.into(),
-            op: "write",
-            path: zone_json,
-            source: e,
-        })?;
+        if let Err(e) = std::fs::write(&zone_json, serde_json::to_vec_pretty(&z).unwrap_or_default()) {
+            let _ = crate::network::down(&self.node, uuid);
+            return Err(VmError::Io { vm: uuid.into(), op: "write", path: zone_json, source: e });
+        }
         hull_exec::failpoint("vm-start-prepared");
-        self.spawn_zoneadmd(uuid, false)?;
+        if let Err(e) = self.spawn_zoneadmd(uuid, false) {
+            // zoneadmd takes the network down when it started the zone; not when it did not.
+            if self.rt.status(uuid).is_none() {
+                let _ = crate::network::down(&self.node, uuid);
+            }
+            return Err(e);
+        }
         if cfg.remove("failed").is_some() {
             self.save(uuid, &cfg)?;
         }

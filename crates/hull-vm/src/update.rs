@@ -59,12 +59,24 @@ impl Vmadm {
                 ),
                 "add_nics" => {
                     let mut nics = next.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
-                    nics.extend(v.as_array().cloned().unwrap_or_default());
+                    let taken: Vec<String> = nics
+                        .iter()
+                        .filter_map(|n| n.get("interface").and_then(Value::as_str))
+                        .map(String::from)
+                        .collect();
+                    let mut added = v.as_array().cloned().unwrap_or_default();
+                    hull_net::nic::assign(&mut added, &taken);
+                    nics.extend(added);
                     next.insert("nics".into(), Value::Array(nics));
                 }
                 "remove_nics" => {
                     let macs: Vec<&str> =
                         v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                    for m in &macs {
+                        if !has_mac(&next, m) {
+                            return Err(crate::network::bad_nics(uuid, vec![no_such_nic("remove_nics", m)]));
+                        }
+                    }
                     let nics: Vec<Value> = next
                         .get("nics")
                         .and_then(Value::as_array)
@@ -79,6 +91,12 @@ impl Vmadm {
                     let mut nics = next.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
                     for u in v.as_array().into_iter().flatten() {
                         let mac = u.get("mac").and_then(Value::as_str);
+                        if !mac.is_some_and(|m| has_mac(&next, m)) {
+                            return Err(crate::network::bad_nics(
+                                uuid,
+                                vec![no_such_nic("update_nics", mac.unwrap_or("(none)"))],
+                            ));
+                        }
                         if let Some(n) =
                             nics.iter_mut().find(|n| mac.is_some() && n.get("mac").and_then(Value::as_str) == mac)
                             && let (Value::Object(n), Value::Object(u)) = (n, u)
@@ -94,7 +112,13 @@ impl Vmadm {
                     next.insert(k.clone(), v.clone());
                 }
             }
-            let apply = props::lookup(k).map(|p| p.apply).unwrap_or(Apply::NotYet);
+            let nic_change = matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics");
+            let apply = if nic_change {
+                // Applied below: live on a running zone, at boot on a stopped one.
+                if self.state(uuid, &cfg).state == "running" { Apply::Live } else { Apply::Reboot }
+            } else {
+                props::lookup(k).map(|p| p.apply).unwrap_or(Apply::NotYet)
+            };
             match apply {
                 Apply::Live => report.live.push(k.clone()),
                 Apply::Reboot => report.reboot.push(k.clone()),
@@ -104,6 +128,16 @@ impl Vmadm {
         // Live changes are made before anything is stored: a change that fails is reported
         // as an error and not recorded.
         let running = self.state(uuid, &cfg).state == "running";
+        if changes.keys().any(|k| matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics")) {
+            let mut checked = next.clone();
+            self.check_nics(uuid, &mut checked)?;
+            let before = cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
+            let after = checked.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
+            if running {
+                self.net_update(uuid, &before, &after)?;
+            }
+            next = checked;
+        }
         let caps = [
             "max_physical_memory",
             "max_swap",
@@ -153,4 +187,14 @@ impl Vmadm {
         hull_zone::events::emit(&self.node.var_dir(), "modify", uuid, changed);
         Ok(report)
     }
+}
+
+fn has_mac(cfg: &Map<String, Value>, mac: &str) -> bool {
+    cfg.get("nics").and_then(Value::as_array).is_some_and(|a| {
+        a.iter().any(|n| n.get("mac").and_then(Value::as_str).is_some_and(|m| m.eq_ignore_ascii_case(mac)))
+    })
+}
+
+fn no_such_nic(key: &str, mac: &str) -> hull_net::NicProblem {
+    hull_net::NicProblem { field: key.to_string(), reason: format!("the VM has no NIC with MAC {mac}") }
 }

@@ -35,6 +35,9 @@ pub struct ZoneConfig {
     pub tmpfs_mib: Option<u64>,
     /// Give init a console (a pty).
     pub terminal: bool,
+    /// A network namespace made for the zone (with its NICs), or None for a new, empty one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
 }
 
 /// Resource caps, in SmartOS's units.

@@ -125,6 +125,10 @@ pub fn resources(l: &Limits) -> Value {
 
 /// The zone's OCI runtime spec.
 pub fn oci_config(z: &ZoneConfig) -> Value {
+    let network = match &z.netns {
+        Some(p) => json!({"type": "network", "path": p}),
+        None => json!({"type": "network"}),
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -167,7 +171,7 @@ pub fn oci_config(z: &ZoneConfig) -> Value {
         "linux": {
             "cgroupsPath": z.cgroup,
             "namespaces": [
-                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+                {"type": "pid"}, network, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
             ],
             "resources": resources(&z.limits),
             "maskedPaths": MASKED,
@@ -200,7 +204,17 @@ mod tests {
             limits: Limits { memory_mib: Some(256), cpu_cap: Some(50), max_lwps: Some(100), ..Default::default() },
             tmpfs_mib: Some(64),
             terminal: true,
+            netns: None,
         }
+    }
+
+    #[test]
+    fn a_made_namespace_is_joined_by_path() {
+        let mut z = zone();
+        assert!(oci_config(&z)["linux"]["namespaces"].as_array().expect("list").contains(&json!({"type": "network"})));
+        z.netns = Some("/var/hull/netns/z".into());
+        let ns = oci_config(&z)["linux"]["namespaces"].clone();
+        assert!(ns.as_array().expect("list").contains(&json!({"type": "network", "path": "/var/hull/netns/z"})));
     }
 
     #[test]

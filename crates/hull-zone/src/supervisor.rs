@@ -109,7 +109,10 @@ pub(crate) fn receive_pty(listener: &UnixListener) -> std::io::Result<OwnedFd> {
 
 /// Starts the zone and supervises it until init exits; returns init's exit status.
 /// `ready` (a pipe) gets `ok <pid>\n` once init runs, or `error <why>\n`.
-pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File>) -> Result<i32> {
+///
+/// `on_exit` runs once the container is gone and before the record says `stopped` (so a
+/// `vmadm start` that waits for that word cannot race it): the zone's network goes there.
+pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File>, on_exit: &dyn Fn()) -> Result<i32> {
     let id = z.id.clone();
     let io = |op: &'static str, path: &Path| {
         let (id, path) = (id.clone(), path.to_path_buf());
@@ -149,6 +152,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
             report(format!("error {e}\n"));
             crate::cgroup::leave_unmanaged();
             let _ = rt.delete(&z.id, &z.cgroup);
+            on_exit();
             return Err(e);
         }
     };
@@ -181,15 +185,23 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
     tracing::info!(zone = %z.id, init = pid, "zone running");
     report(format!("ok {pid}\n"));
     let status = supervise(&z.id, pid, pty, attach, dir)?;
-    finish(rt, z, dir, &mut rec, status)?;
+    finish(rt, z, dir, &mut rec, status, on_exit)?;
     Ok(status.unwrap_or(-1))
 }
 
-fn finish(rt: &Runtime, z: &ZoneConfig, dir: &Path, rec: &mut Record, status: Option<i32>) -> Result<()> {
+fn finish(
+    rt: &Runtime,
+    z: &ZoneConfig,
+    dir: &Path,
+    rec: &mut Record,
+    status: Option<i32>,
+    on_exit: &dyn Fn(),
+) -> Result<()> {
     let id = z.id.as_str();
     tracing::info!(zone = %id, ?status, "init exited: removing the container");
     crate::cgroup::leave_unmanaged();
     rt.delete(id, &z.cgroup)?;
+    on_exit();
     let _ = std::fs::remove_file(dir.join("console.sock"));
     rec.state = "stopped".into();
     rec.exit_status = status;
@@ -209,7 +221,7 @@ fn finish(rt: &Runtime, z: &ZoneConfig, dir: &Path, rec: &mut Record, status: Op
 }
 
 /// Watches a running zone whose supervisor died (no console); cleans up when init exits.
-pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path) -> Result<()> {
+pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path, on_exit: &dyn Fn()) -> Result<()> {
     let id = z.id.as_str();
     let mut rec = read_record(dir).ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
     let pid = rec.init_pid.ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
@@ -219,7 +231,7 @@ pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path) -> Result<()> {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         while poll(&mut fds, PollTimeout::NONE).is_err() {}
     }
-    finish(rt, z, dir, &mut rec, None)
+    finish(rt, z, dir, &mut rec, None, on_exit)
 }
 
 /// Waits for a child to end; its exit status, or 128 + the signal that killed it.

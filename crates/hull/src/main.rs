@@ -4,6 +4,7 @@
 mod dataset;
 mod demo;
 mod imgadm;
+mod net;
 mod pool;
 mod table;
 mod vmadm;
@@ -14,7 +15,7 @@ use hull_storage::Node;
 use std::path::PathBuf;
 
 /// The tools hull answers to when run through a link of that name.
-const TOOLS: &[&str] = &["imgadm", "vmadm", "zlogin"];
+const TOOLS: &[&str] = &["imgadm", "vmadm", "zlogin", "nictagadm", "dladm"];
 
 #[derive(Parser)]
 #[command(name = "hull", version, about = "A SmartOS-style cloud compute node on Linux")]
@@ -43,6 +44,18 @@ enum Cmd {
     /// Manage VMs (SmartOS vmadm).
     #[command(subcommand)]
     Vmadm(vmadm::VmCmd),
+    /// Nic tags: the names VMs' NICs use for the node's uplinks and local switches (SmartOS nictagadm).
+    #[command(subcommand)]
+    Nictagadm(net::NictagCmd),
+    /// Links, VNICs and etherstubs (SmartOS dladm).
+    #[command(subcommand)]
+    Dladm(net::DladmCmd),
+    /// VXLAN overlays and the peers that carry each of their networks.
+    #[command(subcommand)]
+    Overlay(net::OverlayCmd),
+    /// The node's whole network.
+    #[command(subcommand)]
+    Net(net::NetCmd),
     /// Run a command in a zone, or with -C attach to its console.
     Zlogin(zone::ZloginArgs),
     /// The supervisor of one running zone (started by vmadm start).
@@ -123,6 +136,8 @@ fn main() {
         Cmd::Vmadm(_) => "vmadm",
         Cmd::Zlogin(_) => "zlogin",
         Cmd::Zoneadmd(_) => "zoneadmd",
+        Cmd::Nictagadm(_) => "nictagadm",
+        Cmd::Dladm(_) => "dladm",
         _ => tool.as_str(),
     };
     let result = Node::new(&cli.root, &cli.prefix).map_err(Failure::from).and_then(|node| match cli.cmd {
@@ -133,6 +148,10 @@ fn main() {
         Cmd::Zlogin(a) => zone::zlogin(&node, a),
         Cmd::Zoneadmd(a) => zone::zoneadmd(&node, a),
         Cmd::Demo(a) => demo::run(&node, a),
+        Cmd::Nictagadm(c) => net::nictagadm(&node, c),
+        Cmd::Dladm(c) => net::dladm(&node, c),
+        Cmd::Overlay(c) => net::overlay(&node, c),
+        Cmd::Net(c) => net::run(&node, c),
     });
     if let Err(f) = result {
         eprintln!("{name}: error: {}", f.message);

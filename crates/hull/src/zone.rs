@@ -52,14 +52,19 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
         std::fs::read_to_string(dir.join("zone.json")).map_err(|e| Failure::new(1, format!("zone.json: {e}")))?;
     let z: hull_zone::ZoneConfig =
         serde_json::from_str(&text).map_err(|e| Failure::new(1, format!("zone.json: {e}")))?;
+    let on_exit = || {
+        if let Err(e) = hull_vm::network::down(node, &a.uuid) {
+            tracing::warn!(zone = %a.uuid, "taking the network down: {e}");
+        }
+    };
     if a.monitor {
         if let Some(mut r) = ready {
             let _ = std::io::Write::write_all(&mut r, b"ok monitor\n");
         }
-        hull_zone::supervisor::monitor(&rt, &z, &dir).map_err(|e| Failure::new(1, e))?;
+        hull_zone::supervisor::monitor(&rt, &z, &dir, &on_exit).map_err(|e| Failure::new(1, e))?;
         return Ok(());
     }
-    let status = hull_zone::supervisor::run(&rt, &z, &dir, ready).map_err(|e| Failure::new(1, e))?;
+    let status = hull_zone::supervisor::run(&rt, &z, &dir, ready, &on_exit).map_err(|e| Failure::new(1, e))?;
     tracing::info!(zone = %z.id, status, "init exited");
     Ok(())
 }

@@ -169,6 +169,7 @@ pub static PROPS: &[Prop] = &[
     p!("nics.*.ip", STR, [(ALL, ADD | UPD)], 0, NotYet),
     p!("nics.*.ips", LIST, [(ALL, ADD | UPD)], 0, NotYet),
     p!("nics.*.mac", STR, [(ALL, ADD | UPD)], 0, NotYet),
+    p!("nics.*.maxbw", STR, [(ALL, ADD | UPD)], 0, NotYet),
     p!("nics.*.model", STR, [(HW, ADD | UPD)], 0, NotYet),
     p!("nics.*.mtu", int(576, 9000), [(ALL, ADD | UPD)], 0, NotYet),
     p!("nics.*.netmask", STR, [(ALL, ADD | UPD)], 0, NotYet),

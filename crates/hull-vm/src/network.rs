@@ -1,0 +1,117 @@
+//! A VM's NICs: checked at create and update, plugged at boot, unplugged when the zone
+//! stops, changed live by `update`.
+
+use crate::{Result, VmError, Vmadm};
+use hull_net::{Net, Nic, NicProblem, ns};
+use hull_storage::Node;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub(crate) fn bad_nics(vm: &str, problems: Vec<NicProblem>) -> VmError {
+    VmError::Nics { vm: vm.to_string(), problems: problems.iter().map(ToString::to_string).collect() }
+}
+
+/// Where a VM's network namespace is kept while it runs.
+pub fn netns_path(node: &Node, uuid: &str) -> PathBuf {
+    hull_net::vnic::netns_dir(&node.var_dir()).join(uuid)
+}
+
+/// The node's network, as its config now says.
+pub fn net(node: &Node) -> Result<Net> {
+    Ok(Net::new(node.prefix(), node.load_config()?))
+}
+
+/// Unplugs a VM's NICs and removes its namespace; what is already gone is fine. Used by
+/// zoneadmd when a zone stops, and by every path that removes a zone.
+pub fn down(node: &Node, uuid: &str) -> Result<()> {
+    let net = net(node)?;
+    ns::remove(&netns_path(node, uuid))?;
+    net.unplug_all(uuid)?;
+    Ok(())
+}
+
+fn nics_of(cfg: &Map<String, Value>) -> Vec<Value> {
+    cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn routes_of(cfg: &Map<String, Value>) -> BTreeMap<String, String> {
+    cfg.get("routes")
+        .and_then(Value::as_object)
+        .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+impl Vmadm {
+    /// Fills in each NIC's interface and MAC and checks them all against the node.
+    pub(crate) fn check_nics(&self, uuid: &str, cfg: &mut Map<String, Value>) -> Result<Vec<Nic>> {
+        let mut nics = nics_of(cfg);
+        if nics.is_empty() {
+            return Ok(Vec::new());
+        }
+        hull_net::nic::assign(&mut nics, &[]);
+        let node_cfg = self.node.load_config()?;
+        let parsed = hull_net::nic::parse_all(&nics, &node_cfg).map_err(|p| bad_nics(uuid, p))?;
+        cfg.insert("nics".into(), Value::Array(nics));
+        check_routes(uuid, cfg)?;
+        Ok(parsed)
+    }
+
+    /// Makes the zone's namespace and plugs every NIC into it; returns the namespace.
+    pub(crate) fn net_up(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<PathBuf> {
+        let path = netns_path(&self.node, uuid);
+        let r = (|| {
+            let net = net(&self.node)?;
+            let nics = hull_net::nic::parse_all(&nics_of(cfg), &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+            // A namespace left by a zone that died without its supervisor goes first.
+            ns::remove(&path)?;
+            net.unplug_all(uuid)?;
+            ns::create(&path)?;
+            for nic in &nics {
+                net.plug(uuid, &path, nic)?;
+            }
+            net.route(&path, &nics, &routes_of(cfg))?;
+            Ok(path.clone())
+        })();
+        if r.is_err() {
+            let _ = down(&self.node, uuid);
+        }
+        r
+    }
+
+    /// Applies `nics` changes to a running VM: NICs in `before` and not `after` are
+    /// unplugged, new ones plugged, changed ones changed.
+    pub(crate) fn net_update(&self, uuid: &str, before: &[Value], after: &[Value]) -> Result<()> {
+        let net = net(&self.node)?;
+        let old = hull_net::nic::parse_all(before, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+        let new = hull_net::nic::parse_all(after, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+        let path = netns_path(&self.node, uuid);
+        for o in old.iter().filter(|o| !new.iter().any(|n| n.interface == o.interface)) {
+            net.unplug(uuid, &o.interface)?;
+        }
+        for n in &new {
+            match old.iter().find(|o| o.interface == n.interface) {
+                None => {
+                    net.plug(uuid, &path, n)?;
+                }
+                Some(o) if o != n => net.replug(uuid, &path, o, n)?,
+                Some(_) => {}
+            }
+        }
+        net.collect_switches()?;
+        Ok(())
+    }
+}
+
+fn check_routes(uuid: &str, cfg: &Map<String, Value>) -> Result<()> {
+    for (dst, gw) in routes_of(cfg) {
+        let dst_ok = dst.parse::<ipnet::IpNet>().is_ok() || dst.parse::<std::net::IpAddr>().is_ok();
+        if !dst_ok || gw.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad_nics(
+                uuid,
+                vec![NicProblem { field: format!("routes.{dst}"), reason: format!("{dst} via {gw:?} is not a route") }],
+            ));
+        }
+    }
+    Ok(())
+}
