@@ -46,7 +46,8 @@ fn resolve_uplink(given: &str) -> Result<String, Failure> {
     let mut nl = hull_net::nl::Netlink::open()?;
     let links = nl.links()?;
     let found = match hull_net::parse_mac(given) {
-        Some(mac) => links.iter().find(|l| l.mac == Some(mac) && l.kind.is_empty() && l.name != "lo"),
+        // A bridge shares its first port's MAC: the port is the uplink.
+        Some(mac) => links.iter().find(|l| l.mac == Some(mac) && l.kind != "bridge" && l.name != "lo"),
         None => links.iter().find(|l| l.name == given),
     };
     found.map(|l| l.name.clone()).ok_or_else(|| Failure::new(1, format!("no link {given:?} on this host")))
@@ -347,6 +348,7 @@ pub fn dladm(node: &Node, c: DladmCmd) -> CmdResult {
             let mut nl = hull_net::nl::Netlink::open()?;
             let links = nl.links()?;
             let owned = net.owned()?;
+            let uplinks: Vec<String> = net.cfg.nic_tags.values().filter_map(|t| t.uplink.clone()).collect();
             let name_of = |i: Option<u32>| links.iter().find(|l| Some(l.index) == i).map(|l| l.name.clone());
             let mut rows = Vec::new();
             for l in links.iter().filter(|l| l.name != "lo") {
@@ -357,9 +359,10 @@ pub fn dladm(node: &Node, c: DladmCmd) -> CmdResult {
                     Some(Role::Switch { .. }) => "bridge",
                     Some(Role::Vxlan { .. }) => "overlay",
                     Some(Role::Vlan { .. }) => "vlan",
-                    // Another node's objects, or the host's own virtual links, are not ours to show.
-                    None if !l.kind.is_empty() && !l.kind.starts_with("Other") => continue,
-                    None => "phys",
+                    // Devices and the links nic tags name are the node's uplinks; another
+                    // node's objects and the host's other virtual links are not ours to show.
+                    None if l.kind.is_empty() || uplinks.contains(&l.name) => "phys",
+                    None => continue,
                 };
                 rows.push(json!({
                     "link": l.name, "class": class, "mtu": l.mtu,

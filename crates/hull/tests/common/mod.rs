@@ -9,6 +9,9 @@ pub const HULL: &str = env!("CARGO_BIN_EXE_hull");
 
 pub struct TestNode {
     pub dir: tempfile::TempDir,
+    /// The node's own network namespace, when the test asked for one: every hull command
+    /// of the node runs in it.
+    pub netns: Option<std::fs::File>,
 }
 
 pub struct Run {
@@ -44,7 +47,32 @@ impl TestNode {
     /// A node with no pool yet.
     pub fn bare() -> TestNode {
         let dir = tempfile::Builder::new().prefix("hull-test-").tempdir().expect("tempdir");
-        TestNode { dir }
+        TestNode { dir, netns: None }
+    }
+
+    /// A node with a pool, living in a network namespace of its own.
+    pub fn in_netns(size: &str) -> TestNode {
+        let mut n = TestNode::bare();
+        let ns = n.netns_path();
+        hull_net::ns::create(&ns).expect("node netns");
+        n.netns = Some(std::fs::File::open(&ns).expect("open netns"));
+        n.hull(&["pool", "create", "--size", size]).ok();
+        n
+    }
+
+    /// Where the node's namespace is mounted (when it has one).
+    pub fn netns_path(&self) -> PathBuf {
+        self.root().join("node.netns")
+    }
+
+    /// Runs `f` on a thread inside the node's namespace.
+    pub fn in_node<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        hull_net::ns::run_in(&self.netns_path(), move || Ok(f())).expect("enter the node")
+    }
+
+    /// A running VM's network namespace.
+    pub fn zone_netns(&self, uuid: &str) -> PathBuf {
+        self.root().join("var/hull/netns").join(uuid)
     }
 
     pub fn root(&self) -> &Path {
@@ -58,6 +86,21 @@ impl TestNode {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(HULL);
         c.env("HULL_ROOT", self.root()).env("HULL_NODE", "htest").env_remove("HULL_FAILPOINT");
+        if let Some(ns) = &self.netns {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: setns is async-signal-safe and touches only the fd, which stays open
+            // in the parent for the command's lifetime.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         c
     }
 
@@ -124,9 +167,13 @@ impl Drop for TestNode {
                 let _ = self.hull(&["vmadm", "delete", uuid]);
             }
         }
+        let _ = self.hull(&["net", "destroy"]);
         let r = self.hull(&["pool", "destroy"]);
         if r.code != 0 && !r.stderr.contains("no pool") {
             let _ = Command::new("umount").arg("-l").arg(self.zones()).status();
+        }
+        if self.netns.take().is_some() {
+            let _ = hull_net::ns::remove(&self.netns_path());
         }
     }
 }

@@ -1,0 +1,523 @@
+//! Networking from the command line: each node in a network namespace of its own, real
+//! veths, bridges, VXLAN and nftables, busybox zones. No traffic leaves the machine.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A node in its own namespace with the busybox image and a local nic tag `t0`.
+fn node() -> (TestNode, String) {
+    let n = TestNode::in_netns("512M");
+    let img = n.busybox();
+    n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
+    (n, img)
+}
+
+fn payload(img: &str, nics: Value) -> Value {
+    json!({"brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64, "nics": nics})
+}
+
+fn create(n: &TestNode, payload: Value) -> String {
+    let f = n.root().join(format!("p-{}.json", nanos()));
+    std::fs::write(&f, payload.to_string()).expect("write");
+    let out = n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok();
+    let v: Value = serde_json::from_str(&out).expect("vm json");
+    v["uuid"].as_str().expect("uuid").to_string()
+}
+
+fn try_create(n: &TestNode, payload: Value) -> Run {
+    let f = n.root().join(format!("p-{}.json", nanos()));
+    std::fs::write(&f, payload.to_string()).expect("write");
+    n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()])
+}
+
+fn update(n: &TestNode, uuid: &str, payload: Value) -> Run {
+    let f = n.root().join(format!("u-{}.json", nanos()));
+    std::fs::write(&f, payload.to_string()).expect("write");
+    n.hull(&["vmadm", "update", uuid, "-f", &f.to_string_lossy()])
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn ping(n: &TestNode, uuid: &str, args: &[&str]) -> bool {
+    let mut all = vec!["zlogin", uuid, "ping", "-c", "1", "-W", "2"];
+    all.extend_from_slice(args);
+    n.hull(&all).code == 0
+}
+
+fn mac_of(n: &TestNode, uuid: &str, i: usize) -> String {
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
+    v["nics"][i]["mac"].as_str().expect("mac").to_string()
+}
+
+/// Runs a command in a zone's network namespace with the host's tools (as the host, not as
+/// the zone: how a test plays a tenant that forged its own configuration).
+fn in_zone_ns(n: &TestNode, uuid: &str, args: &[&str]) {
+    let st = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", n.zone_netns(uuid).display()))
+        .args(args)
+        .status()
+        .expect("nsenter");
+    assert!(st.success(), "{args:?} in {uuid}");
+}
+
+/// The node's links whose names carry its prefix, and its nftables chains.
+fn leftovers(n: &TestNode) -> (Vec<String>, Vec<String>) {
+    let links = n.in_node(|| {
+        let mut nl = hull_net::nl::Netlink::open().expect("netlink");
+        nl.links().expect("links").into_iter().map(|l| l.name).filter(|l| l.starts_with("htest")).collect::<Vec<_>>()
+    });
+    let out = n.in_node(|| std::process::Command::new("nft").args(["list", "ruleset"]).output().expect("nft"));
+    let chains = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("chain v_"))
+        .map(String::from)
+        .collect();
+    (links, chains)
+}
+
+// ------------------------------------------------------------------ raw frames
+
+fn ifindex(name: &str) -> i32 {
+    let c = std::ffi::CString::new(name).expect("name");
+    // SAFETY: a valid C string; if_nametoindex reads it and returns an integer.
+    unsafe { libc::if_nametoindex(c.as_ptr()) as i32 }
+}
+
+fn packet_socket(ifname: &str) -> (std::os::fd::OwnedFd, libc::sockaddr_ll) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) };
+    assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel just gave us this fd.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex(ifname);
+    (fd, sll)
+}
+
+/// Sends one Ethernet frame out of `ifname` in the namespace at `ns`.
+fn send_frame(ns: &Path, ifname: &'static str, frame: Vec<u8>) {
+    hull_net::ns::run_in(ns, move || {
+        use std::os::fd::AsRawFd;
+        let (fd, sll) = packet_socket(ifname);
+        // SAFETY: frame and sll outlive the call; lengths are theirs.
+        let r = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert!(r >= 0, "sendto: {}", std::io::Error::last_os_error());
+        Ok(())
+    })
+    .expect("send");
+}
+
+/// Starts capturing on `ifname` in `ns` for `dur`; the handle returns every frame seen.
+fn capture(ns: &Path, ifname: &'static str, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let ns = ns.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        hull_net::ns::run_in(&ns, move || {
+            use std::os::fd::AsRawFd;
+            let (fd, sll) = packet_socket(ifname);
+            // SAFETY: sll is a valid sockaddr_ll for the fd's family.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+            // SAFETY: tv is a valid timeval for SO_RCVTIMEO.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            let _ = tx.send(());
+            let mut frames = Vec::new();
+            let start = Instant::now();
+            let mut buf = vec![0u8; 65536];
+            while start.elapsed() < dur {
+                // SAFETY: buf is valid for its length.
+                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n > 0 {
+                    frames.push(buf[..n as usize].to_vec());
+                }
+            }
+            Ok(frames)
+        })
+        .expect("capture")
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(5));
+    h
+}
+
+fn mac_bytes(s: &str) -> [u8; 6] {
+    hull_net::parse_mac(s).expect("mac")
+}
+
+/// A broadcast frame of a made-up ethertype (0x88b5, for local experiments).
+fn odd_frame(src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(b"hull-probe");
+    f.resize(60, 0);
+    f
+}
+
+fn saw_probe(frames: &[Vec<u8>]) -> bool {
+    frames.iter().any(|f| f.len() >= 14 && f[12..14] == [0x88, 0xb5] && f.windows(10).any(|w| w == b"hull-probe"))
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn zones_on_one_vlan_meet_and_other_vlans_do_not() {
+    let (n, img) = node();
+    let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 10, "ips": ["10.0.0.1/24"]}])));
+    let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 10, "ips": ["10.0.0.2/24"]}])));
+    let c = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 11, "ips": ["10.0.0.3/24"]}])));
+    // The host configured the zone: net0 with the NIC's MAC and address, before init ran.
+    let addr = n.hull(&["zlogin", &a, "ip", "addr", "show", "net0"]).ok();
+    assert!(addr.contains("10.0.0.1/24") && addr.contains(&mac_of(&n, &a, 0)), "{addr}");
+    assert!(ping(&n, &a, &["10.0.0.2"]), "same VLAN");
+    assert!(ping(&n, &b, &["10.0.0.1"]), "same VLAN, the other way");
+    assert!(!ping(&n, &a, &["10.0.0.3"]), "VLAN 10 reached VLAN 11");
+    assert!(!ping(&n, &c, &["10.0.0.2"]), "VLAN 11 reached VLAN 10");
+    // dladm shows the VNICs with their VLANs and zones.
+    let vnics = n.hull(&["dladm", "show-vnic", "-p", "-o", "zone,vid"]).ok();
+    let mut lines: Vec<&str> = vnics.lines().collect();
+    lines.sort();
+    let mut want = vec![format!("{a}:10"), format!("{b}:10"), format!("{c}:11")];
+    want.sort();
+    assert_eq!(lines, want);
+    // A stopped zone has no VNIC; it gets it back on boot.
+    n.hull(&["vmadm", "stop", &c]).ok();
+    assert!(!n.hull(&["dladm", "show-vnic", "-p", "-o", "zone"]).ok().contains(&c));
+    assert!(!n.zone_netns(&c).exists());
+    n.hull(&["vmadm", "start", &c]).ok();
+    assert!(n.hull(&["dladm", "show-vnic", "-p", "-o", "zone"]).ok().contains(&c));
+    for v in [&a, &b, &c] {
+        n.hull(&["vmadm", "delete", v]).ok();
+    }
+    let (links, chains) = leftovers(&n);
+    // Only the etherstub of the local tag is left: the operator made it.
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert!(chains.is_empty(), "{chains:?}");
+    n.hull(&["nictagadm", "delete", "t0"]).ok();
+    n.hull(&["net", "destroy"]).ok();
+    assert_eq!(leftovers(&n), (vec![], vec![]));
+    assert!(std::fs::read_dir(n.root().join("var/hull/netns")).map(|d| d.count()).unwrap_or(0) == 0);
+}
+
+#[test]
+fn forged_sources_and_odd_ethertypes_are_dropped_until_allowed() {
+    let (n, img) = node();
+    let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.1.0.1/24"]}])));
+    let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.1.0.2/24"]}])));
+    let mac = mac_of(&n, &a, 0);
+    assert!(ping(&n, &a, &["10.1.0.2"]));
+
+    // IP: a source the NIC was not given.
+    in_zone_ns(&n, &a, &["ip", "addr", "add", "10.1.0.99/24", "dev", "net0"]);
+    assert!(!ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "a forged IP source got through");
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_ip_spoofing": true}]})).ok();
+    assert!(ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "allow_ip_spoofing did not let it through");
+    // allowed_ips is the narrower way.
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_ip_spoofing": false, "allowed_ips": ["10.1.0.99"]}]}))
+        .ok();
+    assert!(ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "allowed_ips did not let it through");
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "allowed_ips": []}]})).ok();
+    assert!(!ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "protection did not come back");
+
+    // MAC: the zone end takes another address.
+    in_zone_ns(&n, &a, &["ip", "link", "set", "net0", "address", "02:00:00:00:00:99"]);
+    in_zone_ns(&n, &b, &["ip", "neigh", "flush", "all"]);
+    assert!(!ping(&n, &a, &["10.1.0.2"]), "a forged MAC got through");
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_mac_spoofing": true}]})).ok();
+    in_zone_ns(&n, &b, &["ip", "neigh", "flush", "all"]);
+    assert!(ping(&n, &a, &["10.1.0.2"]), "allow_mac_spoofing did not let it through");
+    in_zone_ns(&n, &a, &["ip", "link", "set", "net0", "address", &mac]);
+
+    // Ethertype: a frame that is neither IP nor ARP.
+    let (na, nb) = (n.zone_netns(&a), n.zone_netns(&b));
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", odd_frame(mac_bytes(&mac)));
+    assert!(!saw_probe(&cap.join().expect("capture")), "a non-IP frame got through");
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_restricted_traffic": true}]})).ok();
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", odd_frame(mac_bytes(&mac)));
+    assert!(saw_probe(&cap.join().expect("capture")), "allow_restricted_traffic did not let it through");
+}
+
+/// Joins two node namespaces with a veth pair: the underlay, 192.168.77.1 and .2.
+fn underlay(n1: &TestNode, n2: &TestNode) {
+    let peer_ns = std::fs::File::open(n2.netns_path()).expect("open");
+    n1.in_node(move || {
+        use std::os::fd::AsRawFd;
+        let mut nl = hull_net::nl::Netlink::open().expect("netlink");
+        nl.add_veth("under0", [2, 0, 0, 0, 7, 1], "under0", [2, 0, 0, 0, 7, 2], peer_ns.as_raw_fd(), 1500)
+            .expect("veth");
+        let l = nl.link("under0").expect("link").expect("under0");
+        nl.add_address(l.index, "192.168.77.1".parse().expect("ip"), 24).expect("addr");
+        nl.set_up(l.index, true).expect("up");
+    });
+    n2.in_node(|| {
+        let mut nl = hull_net::nl::Netlink::open().expect("netlink");
+        let l = nl.link("under0").expect("link").expect("under0");
+        nl.add_address(l.index, "192.168.77.2".parse().expect("ip"), 24).expect("addr");
+        nl.set_up(l.index, true).expect("up");
+    });
+}
+
+#[test]
+fn overlays_carry_a_tenant_between_nodes_and_keep_tenants_apart() {
+    let (n1, img1) = node();
+    let (n2, img2) = node();
+    underlay(&n1, &n2);
+    for (n, me, peer) in [(&n1, "192.168.77.1", "192.168.77.2"), (&n2, "192.168.77.2", "192.168.77.1")] {
+        n.hull(&["overlay", "add", "ovl", "--underlay", me]).ok();
+        n.hull(&["overlay", "peers", "ovl", "100", peer]).ok();
+        n.hull(&["overlay", "peers", "ovl", "200", peer]).ok();
+    }
+    // Tenant A on VNI 100, tenant B on VNI 200, with the same addresses.
+    let a1 = create(&n1, payload(&img1, json!([{"nic_tag": "ovl/100", "ips": ["10.9.0.1/24"]}])));
+    let a2 = create(&n2, payload(&img2, json!([{"nic_tag": "ovl/100", "ips": ["10.9.0.2/24"]}])));
+    let b1 = create(&n1, payload(&img1, json!([{"nic_tag": "ovl/200", "ips": ["10.9.0.1/24"]}])));
+    let b2 = create(&n2, payload(&img2, json!([{"nic_tag": "ovl/200", "ips": ["10.9.0.2/24"]}])));
+    let mac_a1 = mac_bytes(&mac_of(&n1, &a1, 0));
+    let watch_b1 = capture(&n1.zone_netns(&b1), "net0", Duration::from_secs(3));
+    let watch_b2 = capture(&n2.zone_netns(&b2), "net0", Duration::from_secs(3));
+    assert!(ping(&n1, &a1, &["10.9.0.2"]), "tenant A across the overlay");
+    assert!(ping(&n2, &a2, &["10.9.0.1"]), "tenant A, the other way");
+    let from_a1 = |frames: Vec<Vec<u8>>| frames.iter().filter(|f| f.len() >= 12 && f[6..12] == mac_a1).count();
+    assert_eq!(from_a1(watch_b1.join().expect("b1")), 0, "tenant B on node 1 saw tenant A");
+    assert_eq!(from_a1(watch_b2.join().expect("b2")), 0, "tenant B on node 2 saw tenant A");
+    assert!(ping(&n1, &b1, &["10.9.0.2"]), "tenant B has its own network");
+    // The overlay NIC fits inside the underlay's MTU.
+    let mtu = n1.hull(&["zlogin", &a1, "cat", "/sys/class/net/net0/mtu"]).ok();
+    assert_eq!(mtu.trim(), "1450");
+    for (n, v) in [(&n1, &a1), (&n1, &b1), (&n2, &a2), (&n2, &b2)] {
+        n.hull(&["vmadm", "delete", v]).ok();
+    }
+    for n in [&n1, &n2] {
+        let (links, chains) = leftovers(n);
+        // The etherstub of t0 stays; the overlay's bridges and VXLAN devices go with their last NIC.
+        assert_eq!(links.len(), 1, "{links:?}");
+        assert!(chains.is_empty());
+    }
+}
+
+/// Sends as much as it can over TCP from `from` to `to_ip:port` (listening in `to`) for
+/// `secs`; returns Mbit/s received.
+fn tcp_rate(from: &Path, to: &Path, to_ip: &str, secs: f64) -> f64 {
+    let addr: std::net::SocketAddr = format!("{to_ip}:5201").parse().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let to = to.to_path_buf();
+    let server = std::thread::spawn(move || {
+        hull_net::ns::run_in(&to, move || {
+            let l = std::net::TcpListener::bind(addr).expect("listen");
+            let _ = tx.send(());
+            let (mut s, _) = l.accept().expect("accept");
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            let mut t0 = None;
+            loop {
+                match std::io::Read::read(&mut s, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => {
+                        // Time from the first byte: connection setup is not bandwidth.
+                        t0.get_or_insert_with(Instant::now);
+                        total += k as u64;
+                    }
+                }
+            }
+            let el = t0.map(|t| t.elapsed().as_secs_f64()).unwrap_or(1.0);
+            Ok(total as f64 * 8.0 / el / 1e6)
+        })
+        .expect("server")
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+    let from = from.to_path_buf();
+    hull_net::ns::run_in(&from, move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let buf = vec![0x5au8; 1 << 16];
+        let t = Instant::now();
+        while t.elapsed().as_secs_f64() < secs {
+            std::io::Write::write_all(&mut s, &buf).expect("write");
+        }
+        Ok(())
+    })
+    .expect("client");
+    server.join().expect("server")
+}
+
+#[test]
+fn a_bandwidth_cap_holds_both_ways() {
+    let (n, img) = node();
+    let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.2.0.1/24"], "maxbw": "100M"}])));
+    let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.2.0.2/24"]}])));
+    let (na, nb) = (n.zone_netns(&a), n.zone_netns(&b));
+    let out = tcp_rate(&na, &nb, "10.2.0.2", 3.0);
+    let inward = tcp_rate(&nb, &na, "10.2.0.1", 3.0);
+    for (what, rate) in [("from the zone", out), ("to the zone", inward)] {
+        assert!((90.0..=110.0).contains(&rate), "{what}: {rate:.1} Mbit/s under a 100 Mbit/s cap");
+    }
+    // Lifting the cap lifts it (well beyond 100 Mbit/s on veth).
+    let mac = mac_of(&n, &a, 0);
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "maxbw": "1G"}]})).ok();
+    let raised = tcp_rate(&na, &nb, "10.2.0.2", 2.0);
+    assert!(raised > 300.0, "a 1 Gbit/s cap gave {raised:.1} Mbit/s");
+}
+
+#[test]
+fn nics_change_on_a_running_zone() {
+    let (n, img) = node();
+    let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.1/24"]}])));
+    let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 7, "ips": ["10.4.0.2/24"]}])));
+    assert!(!ping(&n, &a, &["10.4.0.2"]));
+    let r = update(&n, &a, json!({"add_nics": [{"nic_tag": "t0", "vlan_id": 7, "ips": ["10.4.0.1/24"]}]})).ok();
+    assert!(r.contains("add_nics") || r.is_empty() || r.contains("Successfully"), "{r}");
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &a]).ok()).expect("json");
+    assert_eq!(v["nics"][1]["interface"], "net1");
+    assert!(ping(&n, &a, &["10.4.0.2"]), "the added NIC is up");
+    // A new address on it, live.
+    let mac1 = v["nics"][1]["mac"].as_str().expect("mac").to_string();
+    update(&n, &a, json!({"update_nics": [{"mac": mac1, "ips": ["10.4.0.9/24"]}]})).ok();
+    let addrs = n.hull(&["zlogin", &a, "ip", "addr", "show", "net1"]).ok();
+    assert!(addrs.contains("10.4.0.9/24") && !addrs.contains("10.4.0.1/24"), "{addrs}");
+    // And off again.
+    update(&n, &a, json!({"remove_nics": [mac1]})).ok();
+    assert!(n.hull(&["zlogin", &a, "ip", "link", "show", "net1"]).code != 0, "net1 is still there");
+    assert!(!ping(&n, &a, &["10.4.0.2"]));
+    // Changes to a stopped VM wait for its boot.
+    n.hull(&["vmadm", "stop", &b]).ok();
+    update(&n, &b, json!({"add_nics": [{"nic_tag": "t0", "ips": ["10.3.0.2/24"]}]})).ok();
+    n.hull(&["vmadm", "start", &b]).ok();
+    assert!(ping(&n, &b, &["10.3.0.1"]), "the NIC added while stopped came up at boot");
+    // A bad change is refused and leaves the zone as it was.
+    let r = update(&n, &a, json!({"add_nics": [{"nic_tag": "nope"}]}));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("nic_tag"), "{}", r.stderr);
+    let r = update(&n, &a, json!({"remove_nics": ["02:00:00:00:00:42"]}));
+    assert_eq!(r.code, 1);
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &a]).ok()).expect("json");
+    assert_eq!(v["nics"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn bad_nics_are_refused_and_leave_nothing() {
+    let (n, img) = node();
+    n.hull(&["overlay", "add", "ovl", "--underlay", "192.168.9.1"]).ok();
+    let many: Vec<String> = (0..14).map(|i| format!("10.5.0.{i}")).collect();
+    let cases = [
+        (json!([{"nic_tag": "nope", "ips": ["10.0.0.1/24"]}]), "nic_tag"),
+        (json!([{"nic_tag": "t0", "ips": ["10.0.0.300/24"]}]), "10.0.0.300"),
+        (json!([{"nic_tag": "t0", "ips": ["10.0.0.1"]}]), "prefix length"),
+        (json!([{"nic_tag": "t0", "vlan_id": 4096}]), "vlan_id"),
+        (json!([{"nic_tag": "t0", "allowed_ips": many}]), "at most 13"),
+        (json!([{"nic_tag": "ovl/16777216"}]), "VNI"),
+        (json!([{"nic_tag": "ovl/0"}]), "VNI"),
+        (json!([{"nic_tag": "t0", "mac": "01:00:5e:00:00:01"}]), "multicast"),
+        (
+            json!([{"nic_tag": "t0", "ips": ["10.0.0.1/24"], "mac": "02:00:00:00:00:01"},
+                   {"nic_tag": "t0", "ips": ["10.0.0.1/24"], "mac": "02:00:00:00:00:01"}]),
+            "used twice",
+        ),
+    ];
+    for (nics, needle) in cases {
+        let r = try_create(&n, payload(&img, nics.clone()));
+        assert_eq!(r.code, 1, "{nics}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{nics}: {}", r.stderr);
+    }
+    assert!(n.hull(&["vmadm", "list", "-H"]).ok().trim().is_empty());
+    assert_eq!(n.datasets().into_iter().filter(|d| !d.contains('@') && d.len() == 36).count(), 1, "only the image");
+    let (links, chains) = leftovers(&n);
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert!(chains.is_empty());
+    assert!(std::fs::read_dir(n.root().join("var/hull/netns")).map(|d| d.count()).unwrap_or(0) == 0);
+}
+
+#[test]
+fn nictagadm_and_dladm_manage_tags_and_etherstubs() {
+    let n = TestNode::in_netns("256M");
+    // An uplink: a veth whose far end is in a namespace of the test's, with 10.6.0.254.
+    let far = n.root().join("far.netns");
+    hull_net::ns::create(&far).expect("far netns");
+    let far_file = std::fs::File::open(&far).expect("open");
+    n.in_node(move || {
+        use std::os::fd::AsRawFd;
+        let mut nl = hull_net::nl::Netlink::open().expect("netlink");
+        nl.add_veth("up0", [2, 0, 0, 0, 6, 1], "eth0", [2, 0, 0, 0, 6, 2], far_file.as_raw_fd(), 1500).expect("veth");
+    });
+    hull_net::ns::run_in(&far, || {
+        let mut nl = hull_net::nl::Netlink::open()?;
+        let l = nl.link("eth0")?.expect("eth0");
+        nl.add_address(l.index, "10.6.0.254".parse().expect("ip"), 24)?;
+        nl.set_up(l.index, true)
+    })
+    .expect("far end");
+
+    n.hull(&["nictagadm", "add", "ext", "02:00:00:00:06:01"]).ok();
+    n.hull(&["nictagadm", "add", "-l", "-p", "mtu=9000", "int"]).ok();
+    assert_eq!(n.hull(&["nictagadm", "add", "-l", "int"]).code, 1, "a tag twice");
+    assert_eq!(n.hull(&["nictagadm", "add", "bad-name!", "up0"]).code, 1);
+    assert_eq!(n.hull(&["nictagadm", "add", "ghost", "nosuchlink"]).code, 1);
+    let list = n.hull(&["nictagadm", "list", "-p"]).ok();
+    assert!(list.lines().any(|l| l == "ext:02\\:00\\:00\\:00\\:06\\:01:up0:normal"), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("int:") && l.ends_with(":etherstub")), "{list}");
+    assert_eq!(n.hull(&["nictagadm", "list", "-l", "-p", "-d", ","]).ok().lines().count(), 1);
+    n.hull(&["nictagadm", "exists", "ext", "int"]).ok();
+    assert_eq!(n.hull(&["nictagadm", "exists", "ext", "nope"]).code, 1);
+    assert_eq!(n.hull(&["dladm", "show-etherstub", "-p", "-o", "link"]).ok(), "int\n");
+
+    // A zone on the uplink's tag reaches the far side.
+    let img = n.busybox();
+    let z = create(&n, payload(&img, json!([{"nic_tag": "ext", "ips": ["10.6.0.10/24"], "gateways": ["10.6.0.254"]}])));
+    assert!(ping(&n, &z, &["10.6.0.254"]), "through the uplink");
+    let routes = n.hull(&["zlogin", &z, "ip", "route"]).ok();
+    assert!(routes.contains("default via 10.6.0.254"), "{routes}");
+    assert_eq!(n.hull(&["nictagadm", "vms", "ext"]).ok().trim(), z);
+    let r = n.hull(&["nictagadm", "delete", "ext"]);
+    assert_eq!(r.code, 1, "a tag in use");
+    assert!(r.stderr.contains(&z));
+    let links = n.hull(&["dladm", "show-link", "-p", "-o", "link,class"]).ok();
+    assert!(links.lines().any(|l| l == "up0:phys"), "{links}");
+    assert!(links.lines().any(|l| l.ends_with(":vnic")), "{links}");
+    n.hull(&["vmadm", "delete", &z]).ok();
+    // The uplink is released, not deleted, when its switch goes.
+    let links = n.hull(&["dladm", "show-link", "-p", "-o", "link,class,bridge"]).ok();
+    assert!(links.lines().any(|l| l == "up0:phys:"), "{links}");
+
+    n.hull(&["dladm", "create-etherstub", "stub0"]).ok();
+    assert_eq!(n.hull(&["dladm", "create-etherstub", "stub0"]).code, 1);
+    assert_eq!(n.hull(&["dladm", "show-etherstub", "-p", "-o", "link"]).ok(), "int\nstub0\n");
+    assert_eq!(n.hull(&["dladm", "delete-etherstub", "int"]).code, 1, "a tag's etherstub");
+    n.hull(&["dladm", "delete-etherstub", "stub0"]).ok();
+    n.hull(&["nictagadm", "delete", "ext"]).ok();
+    n.hull(&["nictagadm", "delete", "int"]).ok();
+    assert!(n.hull(&["nictagadm", "list", "-p"]).ok().is_empty());
+    assert_eq!(leftovers(&n), (vec![], vec![]));
+    hull_net::ns::remove(&far).expect("far netns");
+}
