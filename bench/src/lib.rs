@@ -1,5 +1,8 @@
 //! Helpers the benches share.
 
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 /// The `p` quantile (0 to 1) of `v`, nearest rank; sorts `v`.
@@ -12,4 +15,62 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
 /// Milliseconds since `t`.
 pub fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// A number from the environment, or the default.
+pub fn env_n(k: &str, d: usize) -> usize {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+/// A bench's node: the hull binary, its root, and the network namespace it runs in, if any.
+pub struct Hull {
+    pub bin: PathBuf,
+    pub root: PathBuf,
+    pub netns: Option<std::fs::File>,
+}
+
+impl Hull {
+    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(&self.root).arg("--node").arg("hbench").args(args).env("HULL_LOG", "error");
+        if let Some(ns) = &self.netns {
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: setns is async-signal-safe and uses only the fd, open in the parent.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let out = c.output().map_err(|e| format!("{}: {e}", self.bin.display()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("hull {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// `vmadm create`; returns the uuid and the milliseconds it took.
+    pub fn create(&self, payload: &serde_json::Value) -> Result<(String, f64), String> {
+        let f = self.root.join("payload.json");
+        std::fs::write(&f, payload.to_string()).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let out = self.run(&["vmadm", "create", "-f", &f.to_string_lossy()])?;
+        let took = ms(t);
+        let uuid = out.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        Ok((uuid, took))
+    }
+
+    /// `vmadm update UUID` with a payload; returns the milliseconds it took.
+    pub fn update(&self, uuid: &str, payload: &serde_json::Value) -> Result<f64, String> {
+        let f = self.root.join("update.json");
+        std::fs::write(&f, payload.to_string()).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        self.run(&["vmadm", "update", uuid, "-f", &f.to_string_lossy()])?;
+        Ok(ms(t))
+    }
 }

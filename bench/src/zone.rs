@@ -9,48 +9,10 @@
 //! `HULL_BENCH_ZONES` (100), `HULL_BENCH_RUNNING` (200) and `HULL_BENCH_DEFINED` (1000)
 //! scale it down.
 
-use hull_bench::{ms, pct};
+use hull_bench::{Hull, env_n, ms, pct};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn env_n(k: &str, d: usize) -> usize {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
-
-struct Hull {
-    bin: PathBuf,
-    root: PathBuf,
-}
-
-impl Hull {
-    fn run(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(&self.bin)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--node")
-            .arg("hbench")
-            .args(args)
-            .env("HULL_LOG", "error")
-            .output()
-            .map_err(|e| format!("{}: {e}", self.bin.display()))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!("hull {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
-        }
-    }
-
-    fn create(&self, payload: &serde_json::Value) -> Result<(String, f64), String> {
-        let f = self.root.join("payload.json");
-        std::fs::write(&f, payload.to_string()).map_err(|e| e.to_string())?;
-        let t = Instant::now();
-        let out = self.run(&["vmadm", "create", "-f", &f.to_string_lossy()])?;
-        let took = ms(t);
-        let uuid = out.trim().rsplit(' ').next().unwrap_or_default().to_string();
-        Ok((uuid, took))
-    }
-}
 
 /// kB of a /proc/meminfo field (`Slab:`).
 fn meminfo(field: &str) -> u64 {
@@ -171,7 +133,7 @@ fn bench() -> Result<String, String> {
         return Err(format!("{} is missing: cargo build --release -p hull", bin.display()));
     }
     let dir = tempfile::Builder::new().prefix("hull-bench-zone-").tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
-    let h = Hull { bin, root: dir.path().to_path_buf() };
+    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
     h.run(&["pool", "create", "--size", "8G"])?;
     let result = measure(&h, zones, running, defined);
     // Leave nothing behind, whatever happened.
