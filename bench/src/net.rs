@@ -43,12 +43,14 @@ fn iperf(from: &Path, to: &Path, ip: &str, secs: usize) -> Result<f64, String> {
             .output()
             .map_err(|e| format!("iperf3 -c: {e}"))?;
         if out.status.success() {
+            // The client has the figures; a one-off server sometimes lingers after them.
+            let _ = server.kill();
             let _ = server.wait();
             let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 json: {e}"))?;
             return v["end"]["sum_received"]["bits_per_second"]
                 .as_f64()
                 .map(|b| b / 1e9)
-                .ok_or_else(|| "iperf3 gave no sum_received".to_string());
+                .ok_or_else(|| format!("iperf3 gave no figures: {}", v["error"]));
         }
         last = String::from_utf8_lossy(&out.stdout).into_owned();
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -151,8 +153,11 @@ fn measure(h: &Hull, dir: &Path, rounds: usize, secs: usize, adds: usize) -> Res
     let (mac_a, mac_b) = (mac(&a)?, mac(&b)?);
     let protection = |on: bool| -> Result<(), String> {
         for (u, m) in [(&a, &mac_a), (&b, &mac_b)] {
-            h.update(u, &json!({"update_nics": [{"mac": m, "allow_ip_spoofing": !on, "allow_mac_spoofing": !on,
-                "allow_dhcp_spoofing": !on, "allow_restricted_traffic": !on}]}))?;
+            h.update(
+                u,
+                &json!({"update_nics": [{"mac": m, "allow_ip_spoofing": !on, "allow_mac_spoofing": !on,
+                "allow_dhcp_spoofing": !on, "allow_restricted_traffic": !on}]}),
+            )?;
         }
         Ok(())
     };
@@ -169,7 +174,9 @@ fn measure(h: &Hull, dir: &Path, rounds: usize, secs: usize, adds: usize) -> Res
     let (mut add_ms, mut remove_ms) = (Vec::new(), Vec::new());
     for i in 0..adds {
         let m = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
-        add_ms.push(h.update(&a, &json!({"add_nics": [{"nic_tag": "t0", "vlan_id": 9, "mac": m, "ips": ["10.9.0.1/24"]}]}))?);
+        add_ms.push(
+            h.update(&a, &json!({"add_nics": [{"nic_tag": "t0", "vlan_id": 9, "mac": m, "ips": ["10.9.0.1/24"]}]}))?,
+        );
         remove_ms.push(h.update(&a, &json!({"remove_nics": [m]}))?);
     }
     let (on, off, raw) = (median(&mut on), median(&mut off), median(&mut raw));

@@ -10,7 +10,7 @@
 //! scale it down.
 
 use hull_bench::{Hull, env_n, ms, pct};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 

@@ -116,26 +116,39 @@ pub fn rules(p: &Protection) -> Vec<Vec<Value>> {
     out
 }
 
+/// The table, its map and its `pre` chain, made when the table is not there yet.
 fn base(prefix: &str) -> Vec<Value> {
     let t = table(prefix);
     vec![
         json!({"add": {"table": {"family": "bridge", "name": t}}}),
         json!({"add": {"map": {"family": "bridge", "table": t, "name": "vnics", "type": "ifname", "map": "verdict"}}}),
         json!({"add": {"chain": {"family": "bridge", "table": t, "name": "pre", "type": "filter", "hook": "prerouting", "prio": -200, "policy": "accept"}}}),
-        json!({"flush": {"chain": {"family": "bridge", "table": t, "name": "pre"}}}),
         json!({"add": {"rule": {"family": "bridge", "table": t, "chain": "pre", "expr": [
             {"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@vnics"}}
         ]}}}),
     ]
 }
 
-/// The batch that (re)writes a VNIC's chain and points the map at it.
-pub fn protect_batch(prefix: &str, host_if: &str, p: &Protection) -> Value {
+/// What the node's table holds now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub table: bool,
+    /// The VNICs (host end names) with a chain.
+    pub vnics: Vec<String>,
+}
+
+/// The batch that (re)writes a VNIC's chain and points the map at it. Removing rules costs
+/// the kernel an RCU grace period (about 12 ms here), so a new VNIC's chain is only added
+/// to, and only an existing one is flushed first.
+pub fn protect_batch(prefix: &str, host_if: &str, p: &Protection, state: &State) -> Value {
     let t = table(prefix);
     let c = chain(host_if);
-    let mut cmds = base(prefix);
-    cmds.push(json!({"add": {"chain": {"family": "bridge", "table": t, "name": c}}}));
-    cmds.push(json!({"flush": {"chain": {"family": "bridge", "table": t, "name": c}}}));
+    let mut cmds = if state.table { Vec::new() } else { base(prefix) };
+    if state.vnics.iter().any(|v| v == host_if) {
+        cmds.push(json!({"flush": {"chain": {"family": "bridge", "table": t, "name": c}}}));
+    } else {
+        cmds.push(json!({"add": {"chain": {"family": "bridge", "table": t, "name": c}}}));
+    }
     for expr in rules(p) {
         cmds.push(json!({"add": {"rule": {"family": "bridge", "table": t, "chain": c, "expr": expr}}}));
     }
@@ -153,22 +166,29 @@ fn apply(batch: &Value) -> Result<()> {
 
 /// Applies a VNIC's protection, replacing what it had.
 pub fn protect(prefix: &str, host_if: &str, p: &Protection) -> Result<()> {
-    apply(&protect_batch(prefix, host_if, p))
+    apply(&protect_batch(prefix, host_if, p, &state(prefix)?))
+}
+
+/// Reads the node's table (a missing table is an empty state).
+pub fn state(prefix: &str) -> Result<State> {
+    let out = CommandLine::new(hull_exec::tool("nft")).args(["-j", "list", "table", "bridge", &table(prefix)]).run();
+    let Ok(out) = out else { return Ok(State::default()) };
+    let v: Value = serde_json::from_str(&out).map_err(|e| NetError::Invalid(format!("nft list: {e}")))?;
+    let objects = v["nftables"].as_array().cloned().unwrap_or_default();
+    Ok(State {
+        table: objects.iter().any(|o| o["table"].is_object()),
+        vnics: objects
+            .iter()
+            .filter_map(|o| o["chain"]["name"].as_str())
+            .filter_map(|n| n.strip_prefix("v_"))
+            .map(String::from)
+            .collect(),
+    })
 }
 
 /// The names of the VNICs the table has chains for.
 pub fn protected(prefix: &str) -> Result<Vec<String>> {
-    let out = CommandLine::new(hull_exec::tool("nft")).args(["-j", "list", "table", "bridge", &table(prefix)]).run();
-    let Ok(out) = out else { return Ok(Vec::new()) };
-    let v: Value = serde_json::from_str(&out).map_err(|e| NetError::Invalid(format!("nft list: {e}")))?;
-    Ok(v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["chain"]["name"].as_str())
-        .filter_map(|n| n.strip_prefix("v_"))
-        .map(String::from)
-        .collect())
+    Ok(state(prefix)?.vnics)
 }
 
 /// Removes a VNIC's chain and map entry; a VNIC without them is fine.
@@ -238,6 +258,16 @@ mod tests {
             ..prot()
         };
         assert!(rules(&p).is_empty());
+    }
+
+    #[test]
+    fn only_an_existing_chain_is_flushed_and_only_a_new_table_is_made() {
+        let fresh = protect_batch("n1", "n1vx", &prot(), &State::default()).to_string();
+        assert!(fresh.contains("\"table\":{\"family\":\"bridge\",\"name\":\"hull_n1\"}"), "{fresh}");
+        assert!(!fresh.contains("flush"), "{fresh}");
+        let known = State { table: true, vnics: vec!["n1vx".into()] };
+        let again = protect_batch("n1", "n1vx", &prot(), &known).to_string();
+        assert!(again.contains("flush") && !again.contains("prerouting"), "{again}");
     }
 
     #[test]

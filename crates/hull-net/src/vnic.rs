@@ -240,7 +240,9 @@ impl Net {
         nl.set_alias(host.index, &alias(&self.prefix, "vnic", &format!("{vm}/{}", nic.interface)))?;
         // Protection before the port joins the switch: no frame passes unchecked.
         nft::protect(&self.prefix, host_if, &nic.protection())?;
-        tc::cap(None, host_if, nic.maxbw)?;
+        if nic.maxbw.is_some() {
+            tc::cap(None, host_if, nic.maxbw)?;
+        }
         nl.set_master(host.index, sw.index)?;
         nl.set_up(host.index, true)?;
         let cfg = nic.clone();

@@ -66,6 +66,8 @@ fn ensure_image(
     Ok((i, build_s, install_s))
 }
 
+const DEMO_TAG: &str = "demo0";
+
 /// Provisions `count` busybox zones (replacing earlier demo zones), lists them, and runs a
 /// command in one; returns (create-and-boot p50 ms, total ms).
 fn zones(node: &Node, img: &Imgadm, count: usize) -> Result<(f64, f64), Failure> {
@@ -79,6 +81,16 @@ fn zones(node: &Node, img: &Imgadm, count: usize) -> Result<(f64, f64), Failure>
             vm.delete(u)?;
         }
     }
+    // The zones meet on a local nic tag (an etherstub), 10.88.0.0/24.
+    {
+        let _lock = hull_storage::lock::lock(&node.lock_path("node-config"))?;
+        let mut cfg = node.load_config()?;
+        if !cfg.nic_tags.contains_key(DEMO_TAG) {
+            cfg.nic_tags.insert(DEMO_TAG.into(), hull_spec::node::NicTag { local: true, ..Default::default() });
+            cfg.etherstubs.insert(DEMO_TAG.into());
+            node.save_config(&cfg)?;
+        }
+    }
     let mut times = Vec::new();
     let t = Instant::now();
     let mut first = None;
@@ -86,6 +98,7 @@ fn zones(node: &Node, img: &Imgadm, count: usize) -> Result<(f64, f64), Failure>
         let payload = serde_json::json!({
             "brand": "joyent-minimal", "image_uuid": image.manifest.uuid.to_string(),
             "alias": format!("demo-zone-{i}"), "max_physical_memory": 128, "cpu_cap": 50,
+            "nics": [{"nic_tag": DEMO_TAG, "ips": [format!("10.88.0.{}/24", i + 1)]}],
         });
         let c = Instant::now();
         let uuid = vm.create(&payload)?;
@@ -107,6 +120,10 @@ fn zones(node: &Node, img: &Imgadm, count: usize) -> Result<(f64, f64), Failure>
     if let Some(u) = first {
         println!("zlogin {u} uname -a; ps:");
         let _ = run(&["zlogin", &u, "sh", "-c", "uname -a; ps -o pid,comm"]);
+        if count > 1 {
+            println!("zlogin {u} ping -c 1 10.88.0.2 (zone 1, over the {DEMO_TAG} etherstub):");
+            let _ = run(&["zlogin", &u, "ping", "-c", "1", "-W", "2", "10.88.0.2"]);
+        }
     }
     Ok((p50, total))
 }
