@@ -8,4 +8,22 @@ fuzz_target!(|data: &[u8]| {
         let _ = hull_spec::vm::validate(action, None, &v);
         let _ = hull_spec::vm::validate(action, Some(hull_spec::Brand::Lx), &v);
     }
+    // The nics, checked against a node with one tag of each kind and an overlay.
+    if let Some(nics) = v.get("nics").and_then(|n| n.as_array()) {
+        let mut cfg = hull_spec::NodeConfig::default();
+        cfg.nic_tags.insert("admin".into(), Default::default());
+        cfg.nic_tags.insert("local".into(), hull_spec::node::NicTag { local: true, ..Default::default() });
+        cfg.overlays.insert(
+            "ovl".into(),
+            hull_spec::node::Overlay {
+                underlay: std::net::Ipv4Addr::LOCALHOST,
+                port: 4789,
+                mtu: 1500,
+                peers: Default::default(),
+            },
+        );
+        let mut nics = nics.clone();
+        hull_net::nic::assign(&mut nics, &[]);
+        let _ = hull_net::nic::parse_all(&nics, &cfg);
+    }
 });

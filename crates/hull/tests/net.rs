@@ -186,8 +186,30 @@ fn odd_frame(src: [u8; 6]) -> Vec<u8> {
     f
 }
 
+/// A broadcast UDP datagram from port 67 (a DHCP server's answer) with the zone's own MAC
+/// and address, so that only dhcp-nospoof stands in its way.
+fn dhcp_offer(src: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let payload = b"hull-probe";
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip_hdr = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 17, 0, 0];
+    ip_hdr.extend_from_slice(&ip);
+    ip_hdr.extend_from_slice(&[255, 255, 255, 255]);
+    let sum = ip_hdr.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip_hdr[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip_hdr);
+    let ulen = (8 + payload.len()) as u16;
+    f.extend_from_slice(&[0, 67, 0, 68, (ulen >> 8) as u8, ulen as u8, 0, 0]);
+    f.extend_from_slice(payload);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
 fn saw_probe(frames: &[Vec<u8>]) -> bool {
-    frames.iter().any(|f| f.len() >= 14 && f[12..14] == [0x88, 0xb5] && f.windows(10).any(|w| w == b"hull-probe"))
+    frames.iter().any(|f| f.windows(10).any(|w| w == b"hull-probe"))
 }
 
 // ------------------------------------------------------------------ tests
@@ -195,14 +217,17 @@ fn saw_probe(frames: &[Vec<u8>]) -> bool {
 #[test]
 fn zones_on_one_vlan_meet_and_other_vlans_do_not() {
     let (n, img) = node();
-    let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 10, "ips": ["10.0.0.1/24"]}])));
-    let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 10, "ips": ["10.0.0.2/24"]}])));
+    let a =
+        create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 10, "ips": ["10.0.0.1/24", "fd00:10::1/64"]}])));
+    let b =
+        create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 10, "ips": ["10.0.0.2/24", "fd00:10::2/64"]}])));
     let c = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 11, "ips": ["10.0.0.3/24"]}])));
     // The host configured the zone: net0 with the NIC's MAC and address, before init ran.
     let addr = n.hull(&["zlogin", &a, "ip", "addr", "show", "net0"]).ok();
     assert!(addr.contains("10.0.0.1/24") && addr.contains(&mac_of(&n, &a, 0)), "{addr}");
     assert!(ping(&n, &a, &["10.0.0.2"]), "same VLAN");
     assert!(ping(&n, &b, &["10.0.0.1"]), "same VLAN, the other way");
+    assert!(ping(&n, &a, &["fd00:10::2"]), "same VLAN over IPv6");
     assert!(!ping(&n, &a, &["10.0.0.3"]), "VLAN 10 reached VLAN 11");
     assert!(!ping(&n, &c, &["10.0.0.2"]), "VLAN 11 reached VLAN 10");
     // dladm shows the VNICs with their VLANs and zones.
@@ -269,6 +294,15 @@ fn forged_sources_and_odd_ethertypes_are_dropped_until_allowed() {
     let cap = capture(&nb, "net0", Duration::from_millis(800));
     send_frame(&na, "net0", odd_frame(mac_bytes(&mac)));
     assert!(saw_probe(&cap.join().expect("capture")), "allow_restricted_traffic did not let it through");
+
+    // DHCP: the zone answering as a DHCP server.
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", dhcp_offer(mac_bytes(&mac), [10, 1, 0, 1]));
+    assert!(!saw_probe(&cap.join().expect("capture")), "a DHCP server answer got through");
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_dhcp_spoofing": true}]})).ok();
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", dhcp_offer(mac_bytes(&mac), [10, 1, 0, 1]));
+    assert!(saw_probe(&cap.join().expect("capture")), "allow_dhcp_spoofing did not let it through");
 }
 
 /// Joins two node namespaces with a veth pair: the underlay, 192.168.77.1 and .2.
@@ -381,6 +415,7 @@ fn a_bandwidth_cap_holds_both_ways() {
     let (na, nb) = (n.zone_netns(&a), n.zone_netns(&b));
     let out = tcp_rate(&na, &nb, "10.2.0.2", 3.0);
     let inward = tcp_rate(&nb, &na, "10.2.0.1", 3.0);
+    eprintln!("under a 100 Mbit/s cap: {out:.1} Mbit/s from the zone, {inward:.1} Mbit/s to it");
     for (what, rate) in [("from the zone", out), ("to the zone", inward)] {
         assert!((90.0..=110.0).contains(&rate), "{what}: {rate:.1} Mbit/s under a 100 Mbit/s cap");
     }
@@ -388,6 +423,7 @@ fn a_bandwidth_cap_holds_both_ways() {
     let mac = mac_of(&n, &a, 0);
     update(&n, &a, json!({"update_nics": [{"mac": mac, "maxbw": "1G"}]})).ok();
     let raised = tcp_rate(&na, &nb, "10.2.0.2", 2.0);
+    eprintln!("under a 1 Gbit/s cap: {raised:.1} Mbit/s");
     assert!(raised > 300.0, "a 1 Gbit/s cap gave {raised:.1} Mbit/s");
 }
 
