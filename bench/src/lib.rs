@@ -1,6 +1,5 @@
 //! Helpers the benches share.
 
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -34,17 +33,7 @@ impl Hull {
         let mut c = Command::new(&self.bin);
         c.arg("--root").arg(&self.root).arg("--node").arg("hbench").args(args).env("HULL_LOG", "error");
         if let Some(ns) = &self.netns {
-            use std::os::unix::process::CommandExt;
-            let fd = ns.as_raw_fd();
-            // SAFETY: setns is async-signal-safe and uses only the fd, open in the parent.
-            unsafe {
-                c.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            hull_net::ns::exec_in(&mut c, ns);
         }
         let out = c.output().map_err(|e| format!("{}: {e}", self.bin.display()))?;
         if out.status.success() {

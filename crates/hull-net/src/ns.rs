@@ -58,6 +58,24 @@ pub fn remove(path: &Path) -> Result<()> {
     }
 }
 
+/// Makes `cmd` run inside the namespace `ns` (an open namespace file, which must stay open
+/// until the command has started).
+pub fn exec_in(cmd: &mut std::process::Command, ns: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = ns.as_raw_fd();
+    // SAFETY: the hook runs in the child between fork and exec; setns is async-signal-safe
+    // and uses only the fd, which the caller keeps open.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `f` on a thread inside the namespace at `path` (a bind mount or `/proc/PID/ns/net`).
 pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     let file = std::fs::File::open(path).map_err(|e| io("open", path, e))?;

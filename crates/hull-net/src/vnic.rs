@@ -104,15 +104,7 @@ impl Net {
 
     /// Makes an etherstub (an internal switch) if it is not there.
     pub fn ensure_etherstub(&self, nl: &mut Netlink, name: &str) -> Result<Link> {
-        let link = self.etherstub_link(name);
-        if nl.link(&link)?.is_none() {
-            nl.add_bridge(&link, &alias(&self.prefix, "etherstub", name))?;
-        }
-        let l = link_of(nl, &link)?;
-        if !l.up {
-            nl.set_up(l.index, true)?;
-        }
-        Ok(l)
+        ensure_bridge(nl, &self.etherstub_link(name), &alias(&self.prefix, "etherstub", name))
     }
 
     pub fn delete_etherstub(&self, name: &str) -> Result<()> {
@@ -194,15 +186,7 @@ impl Net {
     }
 
     fn switch(&self, nl: &mut Netlink, key: &str) -> Result<Link> {
-        let name = link_name(&self.prefix, 'b', key);
-        if nl.link(&name)?.is_none() {
-            nl.add_bridge(&name, &alias(&self.prefix, "switch", key))?;
-        }
-        let l = link_of(nl, &name)?;
-        if !l.up {
-            nl.set_up(l.index, true)?;
-        }
-        Ok(l)
+        ensure_bridge(nl, &link_name(&self.prefix, 'b', key), &alias(&self.prefix, "switch", key))
     }
 
     /// Plugs one NIC into the zone whose network namespace is `netns`: the veth pair, its
@@ -398,6 +382,22 @@ impl Net {
         }
         nft::destroy(&self.prefix)
     }
+}
+
+/// A bridge named `name`, made (with its alias) if missing, and up.
+fn ensure_bridge(nl: &mut Netlink, name: &str, alias: &str) -> Result<Link> {
+    if nl.link(name)?.is_none() {
+        match nl.add_bridge(name, alias) {
+            // Made by another command in the meantime (nictagadm beside a booting zone).
+            Err(NetError::Kernel { errno: libc::EEXIST, .. }) => {}
+            r => r?,
+        }
+    }
+    let l = link_of(nl, name)?;
+    if !l.up {
+        nl.set_up(l.index, true)?;
+    }
+    Ok(l)
 }
 
 /// Inside the zone's namespace: the zone end up with its addresses.

@@ -25,10 +25,17 @@ pub fn net(node: &Node) -> Result<Net> {
 /// Unplugs a VM's NICs and removes its namespace; what is already gone is fine. Used by
 /// zoneadmd when a zone stops, and by every path that removes a zone.
 pub fn down(node: &Node, uuid: &str) -> Result<()> {
+    let _lock = net_lock(node)?;
     let net = net(node)?;
     ns::remove(&netns_path(node, uuid))?;
     net.unplug_all(uuid)?;
     Ok(())
+}
+
+/// One network change at a time on a node: switches are shared between VMs, and two first
+/// NICs on a tag must not both make its switch, nor two first VNICs the nftables table.
+fn net_lock(node: &Node) -> Result<hull_storage::lock::LockGuard> {
+    Ok(hull_storage::lock::lock(&node.lock_path("net"))?)
 }
 
 fn nics_of(cfg: &Map<String, Value>) -> Vec<Value> {
@@ -61,6 +68,7 @@ impl Vmadm {
     pub(crate) fn net_up(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<PathBuf> {
         let path = netns_path(&self.node, uuid);
         let r = (|| {
+            let _lock = net_lock(&self.node)?;
             let net = net(&self.node)?;
             let nics = hull_net::nic::parse_all(&nics_of(cfg), &net.cfg).map_err(|p| bad_nics(uuid, p))?;
             // A namespace left by a zone that died without its supervisor goes first.
@@ -73,6 +81,7 @@ impl Vmadm {
             net.route(&path, &nics, &routes_of(cfg))?;
             Ok(path.clone())
         })();
+        // After the closure: its lock is released, and down takes it again.
         if r.is_err() {
             let _ = down(&self.node, uuid);
         }
@@ -82,6 +91,7 @@ impl Vmadm {
     /// Applies `nics` changes to a running VM: NICs in `before` and not `after` are
     /// unplugged, new ones plugged, changed ones changed.
     pub(crate) fn net_update(&self, uuid: &str, before: &[Value], after: &[Value]) -> Result<()> {
+        let _lock = net_lock(&self.node)?;
         let net = net(&self.node)?;
         let old = hull_net::nic::parse_all(before, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
         let new = hull_net::nic::parse_all(after, &net.cfg).map_err(|p| bad_nics(uuid, p))?;

@@ -257,6 +257,40 @@ fn zones_on_one_vlan_meet_and_other_vlans_do_not() {
 }
 
 #[test]
+fn zones_made_at_once_share_their_switch() {
+    let (n, img) = node();
+    let n = std::sync::Arc::new(n);
+    let made: Vec<String> = (1..=6)
+        .map(|i| {
+            let (n, img) = (n.clone(), img.clone());
+            std::thread::spawn(move || {
+                create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 20, "ips": [format!("10.20.0.{i}/24")]}])))
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("create"))
+        .collect();
+    assert!(ping(&n, &made[0], &["10.20.0.6"]), "first to last");
+    assert!(ping(&n, &made[5], &["10.20.0.1"]), "last to first");
+    let switches = n.hull(&["dladm", "show-link", "-p", "-o", "class"]).ok();
+    assert_eq!(switches.lines().filter(|l| *l == "bridge").count(), 1, "{switches}");
+    let deleting: Vec<_> = made
+        .into_iter()
+        .map(|u| {
+            let n = n.clone();
+            std::thread::spawn(move || n.hull(&["vmadm", "delete", &u]).ok())
+        })
+        .collect();
+    for h in deleting {
+        h.join().expect("delete");
+    }
+    let (links, chains) = leftovers(&n);
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert!(chains.is_empty(), "{chains:?}");
+}
+
+#[test]
 fn forged_sources_and_odd_ethertypes_are_dropped_until_allowed() {
     let (n, img) = node();
     let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.1.0.1/24"]}])));

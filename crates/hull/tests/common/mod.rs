@@ -87,19 +87,7 @@ impl TestNode {
         let mut c = Command::new(HULL);
         c.env("HULL_ROOT", self.root()).env("HULL_NODE", "htest").env_remove("HULL_FAILPOINT");
         if let Some(ns) = &self.netns {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = ns.as_raw_fd();
-            // SAFETY: setns is async-signal-safe and touches only the fd, which stays open
-            // in the parent for the command's lifetime.
-            unsafe {
-                c.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            hull_net::ns::exec_in(&mut c, ns);
         }
         c
     }
