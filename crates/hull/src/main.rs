@@ -6,6 +6,7 @@ mod demo;
 mod imgadm;
 mod net;
 mod pool;
+mod svc;
 mod table;
 mod vmadm;
 mod zone;
@@ -15,7 +16,8 @@ use hull_storage::Node;
 use std::path::PathBuf;
 
 /// The tools hull answers to when run through a link of that name.
-const TOOLS: &[&str] = &["imgadm", "vmadm", "zlogin", "nictagadm", "dladm"];
+const TOOLS: &[&str] =
+    &["imgadm", "vmadm", "zlogin", "nictagadm", "dladm", "svcs", "svcadm", "svccfg", "svcprop", "svc.startd"];
 
 #[derive(Parser)]
 #[command(name = "hull", version, about = "A SmartOS-style cloud compute node on Linux")]
@@ -56,6 +58,19 @@ enum Cmd {
     /// The node's whole network.
     #[command(subcommand)]
     Net(net::NetCmd),
+    /// The service manager's daemon (SMF's svc.startd), in the foreground.
+    #[command(name = "svc.startd")]
+    Startd(svc::StartdArgs),
+    /// Service states (SMF svcs).
+    Svcs(svc::SvcsArgs),
+    /// Enable, disable, restart, refresh, clear and mark instances (SMF svcadm).
+    #[command(subcommand)]
+    Svcadm(svc::SvcadmCmd),
+    /// The service repository: import, export, delete, setprop, listprop (SMF svccfg).
+    #[command(subcommand)]
+    Svccfg(svc::SvccfgCmd),
+    /// An instance's properties (SMF svcprop).
+    Svcprop(svc::SvcpropArgs),
     /// Run a command in a zone, or with -C attach to its console.
     Zlogin(zone::ZloginArgs),
     /// The supervisor of one running zone (started by vmadm start).
@@ -137,6 +152,11 @@ fn main() {
         Cmd::Zlogin(_) => "zlogin",
         Cmd::Zoneadmd(_) => "zoneadmd",
         Cmd::Nictagadm(_) => "nictagadm",
+        Cmd::Startd(_) => "svc.startd",
+        Cmd::Svcs(_) => "svcs",
+        Cmd::Svcadm(_) => "svcadm",
+        Cmd::Svccfg(_) => "svccfg",
+        Cmd::Svcprop(_) => "svcprop",
         Cmd::Dladm(_) => "dladm",
         _ => tool.as_str(),
     };
@@ -152,6 +172,11 @@ fn main() {
         Cmd::Dladm(c) => net::dladm(&node, c),
         Cmd::Overlay(c) => net::overlay(&node, c),
         Cmd::Net(c) => net::run(&node, c),
+        Cmd::Startd(a) => svc::startd(&node, a),
+        Cmd::Svcs(a) => svc::svcs(&node, a),
+        Cmd::Svcadm(c) => svc::svcadm(&node, c),
+        Cmd::Svccfg(c) => svc::svccfg(&node, c),
+        Cmd::Svcprop(a) => svc::svcprop(&node, a),
     });
     if let Err(f) = result {
         eprintln!("{name}: error: {}", f.message);

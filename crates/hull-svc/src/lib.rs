@@ -1,0 +1,128 @@
+//! hull's service manager: SMF on Linux.
+//!
+//! - [`manifest`]: SMF XML service bundles and their TOML form.
+//! - [`repo`]: the SQLite configuration repository (entities and property groups).
+//! - [`graph`]: instances as the restarter reads them; dependency cycles.
+//! - [`contract`]: one cgroup per instance, its process contract.
+//! - [`startd`]: svc.startd, the daemon that starts, watches and stops instances.
+//! - [`proto`]: the daemon's control socket and its client.
+
+pub mod contract;
+pub mod fmri;
+pub mod graph;
+pub mod manifest;
+pub mod proto;
+pub mod repo;
+pub mod startd;
+
+pub use fmri::Fmri;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SvcError {
+    #[error("{path}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Manifest { path: String, line: Option<u32>, reason: String },
+    #[error("invalid FMRI {0:?}")]
+    BadFmri(String),
+    #[error("{0}: no such service or instance")]
+    NotFound(String),
+    #[error("pattern {0:?} matches more than one instance: {1}")]
+    Ambiguous(String, String),
+    #[error("repository: {0}")]
+    Repo(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("svc.startd: {0}")]
+    Daemon(String),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = SvcError> = std::result::Result<T, E>;
+
+/// Where a node's service manager keeps its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `$ROOT/var/hull/svc/repository.db`
+    pub repo: PathBuf,
+    /// `$ROOT/var/hull/svc/startd.sock`
+    pub socket: PathBuf,
+    /// `$ROOT/var/svc/log`
+    pub logs: PathBuf,
+    /// The cgroup directory (under each hierarchy) holding the instances' cgroups.
+    pub cgroup: String,
+}
+
+impl Paths {
+    pub fn new(root: &Path, var_dir: &Path, prefix: &str) -> Paths {
+        Paths {
+            repo: var_dir.join("svc/repository.db"),
+            socket: var_dir.join("svc/startd.sock"),
+            logs: root.join("var/svc/log"),
+            cgroup: format!("{prefix}-svc"),
+        }
+    }
+}
+
+/// svccfg import: reads a manifest and adds it to the repository, after checking that its
+/// dependencies exist (in the repository or the manifest) and close no cycle. A manifest
+/// that fails a check changes nothing.
+pub fn import(repo: &mut repo::Repo, path: &Path) -> Result<Vec<Fmri>> {
+    let bundle = manifest::load(path)?;
+    let (ents, added) = manifest::entities(&bundle);
+    let manifest_err =
+        |line: Option<u32>, reason: String| SvcError::Manifest { path: bundle.path.clone(), line, reason };
+    let known: Vec<Fmri> = repo.fmris()?.into_iter().chain(ents.iter().map(|e| e.fmri.clone())).collect();
+    let exists = |f: &Fmri| known.iter().any(|k| k == f || (f.instance.is_none() && k.service == f.service));
+    for sd in &bundle.services {
+        let all = sd.dependencies.iter().chain(sd.instances.iter().flat_map(|i| i.dependencies.iter()));
+        for d in all.chain(sd.dependents.iter()) {
+            for t in d.fmris.iter().filter(|t| !t.starts_with("file://")) {
+                let f = Fmri::parse(t)?;
+                if !exists(&f) {
+                    return Err(manifest_err(
+                        d.line.or(sd.line),
+                        format!("svc:/{}: dependency {} names {t}, which does not exist", sd.name, d.name),
+                    ));
+                }
+            }
+        }
+    }
+    // The graph as it would be: the repository's instances, with the manifest's replacing
+    // and its dependents added.
+    let mut composed: BTreeMap<Fmri, BTreeMap<String, repo::Pg>> = BTreeMap::new();
+    for f in repo.instances()? {
+        composed.insert(f.clone(), repo.composed(&f)?);
+    }
+    let services: BTreeMap<&str, &repo::Entity> =
+        ents.iter().filter(|e| e.fmri.instance.is_none()).map(|e| (e.fmri.service.as_str(), e)).collect();
+    for e in ents.iter().filter(|e| e.fmri.instance.is_some()) {
+        let mut pgs = services.get(e.fmri.service.as_str()).map(|s| s.pgs.clone()).unwrap_or_default();
+        pgs.extend(e.pgs.clone());
+        composed.insert(e.fmri.clone(), pgs);
+    }
+    for (target, name, pg) in &added {
+        for (f, pgs) in composed.iter_mut() {
+            if f == target || (target.instance.is_none() && f.service == target.service) {
+                pgs.insert(name.clone(), pg.clone());
+            }
+        }
+    }
+    let mut insts = BTreeMap::new();
+    for (f, pgs) in &composed {
+        insts.insert(f.clone(), graph::Inst::from_pgs(f, pgs).map_err(|e| manifest_err(None, e.to_string()))?);
+    }
+    if let Some(c) = graph::cycles(&insts).first() {
+        let names: Vec<String> = c.iter().map(ToString::to_string).collect();
+        return Err(manifest_err(None, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0])));
+    }
+    repo.import(&bundle.path, &ents, &added)?;
+    Ok(ents.into_iter().map(|e| e.fmri).collect())
+}

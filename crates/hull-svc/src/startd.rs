@@ -1,0 +1,1239 @@
+//! svc.startd: starts instances once their dependencies allow, watches their contracts,
+//! restarts them after faults (into maintenance when they restart too quickly), stops them
+//! in dependency order, and answers on its control socket.
+//!
+//! One thread, one poll loop over the control socket, a signalfd for SIGCHLD (the daemon is
+//! a child subreaper, so a daemon's orphans are reaped here) and a pidfd per watched process.
+//! Decisions are level-triggered: after every event, [`Startd::reconcile`] looks at every
+//! instance and does what its state, its enabled flag and its dependencies call for.
+
+use crate::contract::{self, Contracts, log_line};
+use crate::graph::{Duration, Inst, Method, Target};
+use crate::manifest::{Grouping, RestartOn};
+use crate::proto::{InstStatus, Request, Response};
+use crate::repo::{Repo, StateRow};
+use crate::{Fmri, Paths, Result, SvcError};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::time::{Instant, SystemTime};
+
+/// SMF's method exit codes (smf_method(7)).
+pub const SMF_EXIT_OK: i32 = 0;
+pub const SMF_EXIT_ERR_FATAL: i32 = 95;
+pub const SMF_EXIT_ERR_CONFIG: i32 = 96;
+pub const SMF_EXIT_MON_DEGRADE: i32 = 97;
+pub const SMF_EXIT_MON_OFFLINE: i32 = 98;
+pub const SMF_EXIT_ERR_NOSMF: i32 = 99;
+pub const SMF_EXIT_ERR_PERM: i32 = 100;
+
+/// How long a `:kill` stop waits for the processes to go before SIGKILL, when the method
+/// names no timeout.
+const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Start method failures in a row before maintenance.
+const MAX_START_FAILURES: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Uninitialized,
+    Offline,
+    Online,
+    Degraded,
+    Maintenance,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Uninitialized => "uninitialized",
+            State::Offline => "offline",
+            State::Online => "online",
+            State::Degraded => "degraded",
+            State::Maintenance => "maintenance",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Start,
+    Stop,
+    Refresh,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Start => "start",
+            Kind::Stop => "stop",
+            Kind::Refresh => "refresh",
+        }
+    }
+}
+
+/// Why an instance stops, in illumos's order of restarter errors: a dependent whose
+/// restart_on is at least the cause stops with it. (An administrative stop is not
+/// propagated this way: dependents that require the instance stop first, by reconcile.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Cause {
+    Fault,
+    Restart,
+    Refresh,
+}
+
+impl Cause {
+    fn reaches(self, r: RestartOn) -> bool {
+        match self {
+            Cause::Fault => r >= RestartOn::Error,
+            Cause::Restart => r >= RestartOn::Restart,
+            Cause::Refresh => r >= RestartOn::Refresh,
+        }
+    }
+}
+
+/// Where a stop leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Offline,
+    Disabled,
+    Maintenance,
+    /// After a fault: offline, or maintenance when restarting too quickly.
+    Restart,
+}
+
+#[derive(Debug)]
+struct MethodRun {
+    kind: Kind,
+    pid: i32,
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct StopRun {
+    then: Then,
+    aux: String,
+    /// SIGKILL the contract at this time if it is not empty yet.
+    kill_at: Option<Instant>,
+    /// The stop method (if any) has finished.
+    method_done: bool,
+}
+
+#[derive(Debug)]
+struct Run {
+    state: State,
+    aux: String,
+    stime: i64,
+    starts: Vec<i64>,
+    method: Option<MethodRun>,
+    stop: Option<StopRun>,
+    /// Watched processes: the contract's members (or a child service's process).
+    watch: Vec<(i32, OwnedFd)>,
+    start_failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Run {
+    fn new(state: State) -> Run {
+        Run {
+            state,
+            aux: "none".into(),
+            stime: now_s(),
+            starts: Vec::new(),
+            method: None,
+            stop: None,
+            watch: Vec::new(),
+            start_failures: 0,
+            retry_at: None,
+        }
+    }
+    fn busy(&self) -> bool {
+        self.method.is_some() || self.stop.is_some()
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub struct Startd {
+    paths: Paths,
+    repo: Repo,
+    insts: BTreeMap<Fmri, Inst>,
+    run: BTreeMap<Fmri, Run>,
+    /// `svcadm enable -t` / `disable -t`: gone when the daemon restarts.
+    temp: BTreeMap<Fmri, bool>,
+    contracts: Contracts,
+    children: HashMap<i32, (Fmri, Kind)>,
+    dirty: BTreeSet<Fmri>,
+    shutting_down: bool,
+    /// Instances on their way down on purpose, with everything that requires them: worked
+    /// out afresh on each pass (see [`Startd::going_down`]).
+    down: BTreeSet<Fmri>,
+}
+
+impl Startd {
+    /// Opens the repository and takes over what a previous daemon left: instances whose
+    /// contracts still have processes are online again, not started twice.
+    pub fn new(paths: Paths) -> Result<Startd> {
+        let repo = Repo::open(&paths.repo)?;
+        std::fs::create_dir_all(&paths.logs).map_err(|e| SvcError::Io {
+            op: "create",
+            path: paths.logs.clone(),
+            source: e,
+        })?;
+        let contracts = Contracts::new(&paths.cgroup);
+        let mut d = Startd {
+            paths,
+            repo,
+            insts: BTreeMap::new(),
+            run: BTreeMap::new(),
+            temp: BTreeMap::new(),
+            contracts,
+            children: HashMap::new(),
+            dirty: BTreeSet::new(),
+            shutting_down: false,
+            down: BTreeSet::new(),
+        };
+        d.load()?;
+        Ok(d)
+    }
+
+    fn log_path(&self, f: &Fmri) -> std::path::PathBuf {
+        self.paths.logs.join(f.log_name())
+    }
+
+    fn log(&self, f: &Fmri, text: &str) {
+        log_line(&self.log_path(f), text);
+    }
+
+    /// Reads the repository; adopts running contracts; keeps the runtime state of
+    /// instances already known.
+    fn load(&mut self) -> Result<()> {
+        self.insts = crate::graph::load(&self.repo)?;
+        let cycles = crate::graph::cycles(&self.insts);
+        let in_cycle: BTreeSet<Fmri> = cycles.iter().flatten().cloned().collect();
+        let rows = self.repo.states()?;
+        for (f, inst) in &self.insts {
+            if self.run.contains_key(f) {
+                continue;
+            }
+            let row = rows.get(&f.to_string()).cloned().unwrap_or_default();
+            let procs = self.contracts.procs(f);
+            let mut r = Run::new(State::Uninitialized);
+            r.starts = row.starts.clone();
+            if !procs.is_empty() {
+                r.state = if row.state == "degraded" { State::Degraded } else { State::Online };
+                r.aux = "none".into();
+                r.stime = if row.stime > 0 { row.stime } else { now_s() };
+                r.watch = procs.iter().filter_map(|p| Some((*p, pidfd(*p)?))).collect();
+                tracing::info!(%f, pids = ?procs, "adopting a running contract");
+            } else if row.state == "maintenance" {
+                r.state = State::Maintenance;
+                r.aux = row.aux.clone();
+                r.stime = row.stime;
+            } else if row.state == "online" && inst.duration == Duration::Transient {
+                r.state = State::Online;
+                r.stime = row.stime;
+            }
+            if in_cycle.contains(f) {
+                r.state = State::Maintenance;
+                r.aux = "dependency_cycle".into();
+            }
+            self.run.insert(f.clone(), r);
+            self.dirty.insert(f.clone());
+        }
+        // Instances deleted from the repository: stop what they left.
+        let gone: Vec<Fmri> = self.run.keys().filter(|f| !self.insts.contains_key(f)).cloned().collect();
+        for f in gone {
+            self.contracts.kill(&f, libc::SIGKILL);
+            self.contracts.remove(&f);
+            self.run.remove(&f);
+        }
+        for c in &cycles {
+            let names: Vec<String> = c.iter().map(ToString::to_string).collect();
+            tracing::warn!("dependency cycle: {}", names.join(" -> "));
+        }
+        Ok(())
+    }
+
+    fn enabled(&self, f: &Fmri) -> bool {
+        self.temp.get(f).copied().unwrap_or_else(|| self.insts.get(f).is_some_and(|i| i.enabled))
+    }
+
+    fn state(&self, f: &Fmri) -> State {
+        self.run.get(f).map(|r| r.state).unwrap_or(State::Uninitialized)
+    }
+
+    fn set_state(&mut self, f: &Fmri, s: State, aux: &str) {
+        if let Some(r) = self.run.get_mut(f) {
+            if r.state != s {
+                r.stime = now_s();
+            }
+            r.state = s;
+            r.aux = aux.to_string();
+            self.dirty.insert(f.clone());
+        }
+    }
+
+    /// Up, for dependents: online or degraded and not on its way down.
+    fn up(&self, f: &Fmri) -> bool {
+        self.run.get(f).is_some_and(|r| matches!(r.state, State::Online | State::Degraded) && r.stop.is_none())
+            && !self.down.contains(f)
+    }
+
+    /// The instances that are down on purpose or will be: disabled, in maintenance, and
+    /// (to a fixpoint) those whose required dependencies are all in the set. A disabled
+    /// instance waits for its dependents to stop; they must see it as down already.
+    fn going_down(&self) -> BTreeSet<Fmri> {
+        let mut down: BTreeSet<Fmri> = self.insts.keys().filter(|f| self.admin_down(f)).cloned().collect();
+        loop {
+            let mut grew = false;
+            for (f, i) in &self.insts {
+                if down.contains(f) {
+                    continue;
+                }
+                let gone = |t: &Target| match t {
+                    Target::Path(_) => false,
+                    Target::Svc(s) => {
+                        let xs = self.expand(s);
+                        xs.is_empty() || xs.iter().all(|x| down.contains(x))
+                    }
+                };
+                let hit = i.deps.iter().any(|d| match d.grouping {
+                    Grouping::RequireAll => d.targets.iter().any(gone),
+                    Grouping::RequireAny => d.targets.iter().all(gone),
+                    _ => false,
+                });
+                if hit {
+                    down.insert(f.clone());
+                    grew = true;
+                }
+            }
+            if !grew {
+                return down;
+            }
+        }
+    }
+
+    /// Down on purpose: disabled, in maintenance, or the node shutting down.
+    fn admin_down(&self, f: &Fmri) -> bool {
+        !self.insts.contains_key(f) || !self.enabled(f) || self.state(f) == State::Maintenance || self.shutting_down
+    }
+
+    fn expand(&self, t: &Fmri) -> Vec<Fmri> {
+        crate::graph::expand(t, self.insts.keys())
+    }
+
+    fn can_come_up(&self, f: &Fmri, depth: u32) -> bool {
+        if depth > 32 || self.admin_down(f) {
+            return false;
+        }
+        if self.up(f) {
+            return true;
+        }
+        let Some(i) = self.insts.get(f) else { return false };
+        i.deps.iter().all(|d| {
+            let ok = |t: &Target| match t {
+                Target::Path(p) => p.exists(),
+                Target::Svc(s) => self.expand(s).iter().any(|x| self.can_come_up(x, depth + 1)),
+            };
+            match d.grouping {
+                Grouping::RequireAll => d.targets.iter().all(ok),
+                Grouping::RequireAny => d.targets.iter().any(ok),
+                Grouping::OptionalAll | Grouping::ExcludeAll => true,
+            }
+        })
+    }
+
+    /// Whether the dependencies let `f` start now; the first one that does not, if any.
+    fn unsatisfied(&self, f: &Fmri) -> Option<String> {
+        let i = self.insts.get(f)?;
+        for d in &i.deps {
+            let target_up = |t: &Target| match t {
+                Target::Path(p) => p.exists(),
+                Target::Svc(s) => self.expand(s).iter().any(|x| self.up(x)),
+            };
+            let ok = match d.grouping {
+                Grouping::RequireAll => d.targets.iter().all(target_up),
+                Grouping::RequireAny => d.targets.iter().any(target_up),
+                Grouping::OptionalAll => d.targets.iter().all(|t| match t {
+                    Target::Path(_) => true,
+                    Target::Svc(s) => self.expand(s).iter().all(|x| self.up(x) || !self.can_come_up(x, 0)),
+                }),
+                Grouping::ExcludeAll => !d.targets.iter().any(|t| match t {
+                    Target::Path(p) => p.exists(),
+                    Target::Svc(s) => {
+                        self.expand(s).iter().any(|x| self.up(x) || self.run.get(x).is_some_and(|r| r.method.is_some()))
+                    }
+                }),
+            };
+            if !ok {
+                return Some(d.name.clone());
+            }
+        }
+        None
+    }
+
+    /// A running instance whose required dependency goes down on purpose must stop too.
+    fn must_stop_for_deps(&self, f: &Fmri) -> bool {
+        self.down.contains(f) && !self.admin_down(f)
+    }
+
+    /// Instances that depend on `f` (require_all or require_any) and are still running.
+    fn running_dependents(&self, f: &Fmri) -> Vec<Fmri> {
+        self.insts
+            .values()
+            .filter(|i| {
+                i.deps.iter().any(|d| {
+                    matches!(d.grouping, Grouping::RequireAll | Grouping::RequireAny)
+                        && d.targets.iter().any(|t| matches!(t, Target::Svc(s) if self.expand(s).contains(f)))
+                })
+            })
+            .filter(|i| {
+                self.run.get(&i.fmri).is_some_and(|r| matches!(r.state, State::Online | State::Degraded) || r.busy())
+            })
+            .map(|i| i.fmri.clone())
+            .collect()
+    }
+
+    /// Dependents to stop with `f` for `cause`, by their restart_on.
+    fn propagate(&mut self, f: &Fmri, cause: Cause) {
+        let hit: Vec<Fmri> = self
+            .insts
+            .values()
+            .filter(|i| {
+                i.deps.iter().any(|d| {
+                    d.grouping != Grouping::ExcludeAll
+                        && cause.reaches(d.restart_on)
+                        && d.targets.iter().any(|t| matches!(t, Target::Svc(s) if self.expand(s).contains(f)))
+                })
+            })
+            .map(|i| i.fmri.clone())
+            .filter(|d| self.up(d))
+            .collect();
+        for d in hit {
+            self.log(&d, &format!("Stopping because dependency {f} stops ({cause:?})."));
+            self.begin_stop(&d, Then::Offline, "dependency");
+            self.propagate(&d, cause);
+        }
+    }
+
+    // ------------------------------------------------------------------ methods
+
+    /// Runs a method: `/bin/sh -c "exec ..."` in the instance's contract.
+    fn spawn(&mut self, f: &Fmri, kind: Kind, m: &Method) -> std::result::Result<i32, String> {
+        let exec = self.expand_tokens(f, kind, &m.exec);
+        self.log(f, &format!("Executing {} method (\"{exec}\").", kind.name()));
+        let procs = self.contracts.prepare(f).map_err(|e| e.to_string())?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(f)).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!("exec {exec}"));
+        cmd.env_clear();
+        cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.env("SMF_FMRI", f.to_string());
+        cmd.env("SMF_METHOD", kind.name());
+        cmd.env("SMF_RESTARTER", "svc:/system/svc/restarter:default");
+        cmd.env("SMF_ZONENAME", "global");
+        for (k, v) in &m.environment {
+            cmd.env(k, v);
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
+        if let Some(u) = &m.user {
+            let user = nix::unistd::User::from_name(u).ok().flatten().ok_or(format!("no user {u:?}"))?;
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            cmd.env("HOME", user.dir);
+            cmd.env("LOGNAME", u);
+            cmd.env("USER", u);
+        }
+        if let Some(g) = &m.group {
+            let group = nix::unistd::Group::from_name(g).ok().flatten().ok_or(format!("no group {g:?}"))?;
+            cmd.gid(group.gid.as_raw());
+        }
+        cmd.current_dir(m.working_directory.as_deref().unwrap_or("/"));
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+        // SAFETY: the hook only calls async-signal-safe functions (write, setsid,
+        // sigprocmask) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                contract::join_in_child(fd)?;
+                libc::setsid();
+                let empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot run the {} method: {e}", kind.name()))?;
+        let pid = child.id() as i32;
+        // Reaped by the SIGCHLD loop, not by std.
+        drop(child);
+        self.children.insert(pid, (f.clone(), kind));
+        Ok(pid)
+    }
+
+    /// `%r %m %s %i %f %{pg/prop} %%`.
+    fn expand_tokens(&self, f: &Fmri, kind: Kind, exec: &str) -> String {
+        let mut out = String::new();
+        let mut chars = exec.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('r') => out.push_str("svc.startd"),
+                Some('m') => out.push_str(kind.name()),
+                Some('s') => out.push_str(&f.service),
+                Some('i') => out.push_str(f.instance.as_deref().unwrap_or("")),
+                Some('f') => out.push_str(&f.to_string()),
+                Some('%') => out.push('%'),
+                Some('{') => {
+                    let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    if let Some((pg, prop)) = name.split_once('/')
+                        && let Ok(Some(p)) = self.repo.prop(f, pg, prop)
+                    {
+                        out.push_str(&p.values.join(" "));
+                    }
+                }
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            }
+        }
+        out
+    }
+
+    fn begin_start(&mut self, f: &Fmri) {
+        let Some(inst) = self.insts.get(f).cloned() else { return };
+        let Some(m) = inst.start.clone() else {
+            self.set_state(f, State::Maintenance, "method_missing");
+            self.log(f, "Method property group 'start' is not present.");
+            return;
+        };
+        if let Some(r) = self.run.get_mut(f) {
+            r.starts.push(now_ms());
+            let keep = r.starts.len().saturating_sub(16);
+            r.starts.drain(..keep);
+            r.retry_at = None;
+        }
+        self.dirty.insert(f.clone());
+        if m.exec.trim() == ":true" {
+            self.start_succeeded(f);
+            return;
+        }
+        match self.spawn(f, Kind::Start, &m) {
+            Ok(pid) => {
+                let deadline = m.timeout.map(|t| Instant::now() + t);
+                if let Some(r) = self.run.get_mut(f) {
+                    r.method = Some(MethodRun { kind: Kind::Start, pid, deadline });
+                }
+                if inst.duration == Duration::Child {
+                    // The method's process is the service.
+                    if let Some(r) = self.run.get_mut(f) {
+                        r.method = None;
+                        if let Some(fd) = pidfd(pid) {
+                            r.watch = vec![(pid, fd)];
+                        }
+                    }
+                    self.start_succeeded(f);
+                }
+            }
+            Err(e) => {
+                self.log(f, &e);
+                self.set_state(f, State::Maintenance, "method_failed");
+            }
+        }
+    }
+
+    fn start_succeeded(&mut self, f: &Fmri) {
+        if let Some(r) = self.run.get_mut(f) {
+            r.start_failures = 0;
+        }
+        self.set_state(f, State::Online, "none");
+    }
+
+    fn begin_stop(&mut self, f: &Fmri, then: Then, aux: &str) {
+        let Some(inst) = self.insts.get(f).cloned() else { return };
+        let Some(r) = self.run.get_mut(f) else { return };
+        if let Some(s) = &mut r.stop {
+            // Already stopping: a stronger reason wins (disable over restart).
+            if matches!(then, Then::Disabled | Then::Maintenance) {
+                s.then = then;
+                s.aux = aux.to_string();
+            }
+            return;
+        }
+        // A start method still running is cut short.
+        let killing_start = r.method.as_ref().is_some_and(|m| m.kind == Kind::Start);
+        r.stop = Some(StopRun { then, aux: aux.to_string(), kill_at: None, method_done: false });
+        self.dirty.insert(f.clone());
+        if killing_start {
+            self.contracts.kill(f, libc::SIGKILL);
+            return;
+        }
+        let m = inst.stop.clone();
+        let timeout = m.as_ref().and_then(|m| m.timeout).unwrap_or(DEFAULT_STOP_TIMEOUT);
+        match m {
+            Some(m) if m.exec.trim().starts_with(":kill") => {
+                let e = m.exec.trim();
+                let sig = e.strip_prefix(":kill").map(str::trim).and_then(parse_signal).unwrap_or(libc::SIGTERM);
+                self.log(f, &format!("Stopping: sending signal {sig} to the contract."));
+                self.contracts.kill(f, sig);
+                if let Some(s) = self.run.get_mut(f).and_then(|r| r.stop.as_mut()) {
+                    s.method_done = true;
+                    s.kill_at = Some(Instant::now() + timeout);
+                }
+            }
+            Some(m) if m.exec.trim() == ":true" => {
+                if let Some(s) = self.run.get_mut(f).and_then(|r| r.stop.as_mut()) {
+                    s.method_done = true;
+                    s.kill_at = Some(Instant::now());
+                }
+            }
+            Some(m) => match self.spawn(f, Kind::Stop, &m) {
+                Ok(pid) => {
+                    if let Some(r) = self.run.get_mut(f) {
+                        r.method = Some(MethodRun { kind: Kind::Stop, pid, deadline: Some(Instant::now() + timeout) });
+                    }
+                }
+                Err(e) => {
+                    self.log(f, &e);
+                    if let Some(s) = self.run.get_mut(f).and_then(|r| r.stop.as_mut()) {
+                        s.method_done = true;
+                        s.kill_at = Some(Instant::now());
+                    }
+                }
+            },
+            None => {
+                if let Some(s) = self.run.get_mut(f).and_then(|r| r.stop.as_mut()) {
+                    s.method_done = true;
+                    s.kill_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// A stop whose method is done and whose contract is empty is finished.
+    fn try_finish_stop(&mut self, f: &Fmri) -> bool {
+        let Some(r) = self.run.get(f) else { return false };
+        let Some(s) = &r.stop else { return false };
+        if !s.method_done || r.method.is_some() {
+            return false;
+        }
+        if !self.contracts.procs(f).is_empty() {
+            return false;
+        }
+        let (then, aux) = (s.then, s.aux.clone());
+        let starts = r.starts.clone();
+        if let Some(r) = self.run.get_mut(f) {
+            r.stop = None;
+            r.watch.clear();
+        }
+        self.contracts.remove(f);
+        match then {
+            Then::Offline => self.set_state(f, State::Offline, &aux),
+            Then::Disabled => self.set_state(f, State::Disabled, &aux),
+            Then::Maintenance => self.set_state(f, State::Maintenance, &aux),
+            Then::Restart => {
+                let rule = self.insts.get(f).map(|i| i.rate);
+                if rule.is_some_and(|r| r.too_quick(&starts)) {
+                    self.log(f, "Restarting too quickly, changing state to maintenance.");
+                    self.set_state(f, State::Maintenance, "restarting_too_quickly");
+                } else {
+                    self.set_state(f, State::Offline, "fault");
+                }
+            }
+        }
+        true
+    }
+
+    fn fault(&mut self, f: &Fmri, why: &str) {
+        self.log(f, why);
+        self.begin_stop(f, Then::Restart, "fault");
+        self.propagate(f, Cause::Fault);
+    }
+
+    fn method_exited(&mut self, f: &Fmri, kind: Kind, status: i32) {
+        self.log(f, &format!("Method \"{}\" exited with status {status}.", kind.name()));
+        let Some(inst) = self.insts.get(f).cloned() else { return };
+        let stopping = self.run.get(f).is_some_and(|r| r.stop.is_some());
+        if let Some(r) = self.run.get_mut(f) {
+            r.method = None;
+        }
+        match kind {
+            Kind::Stop => {
+                if let Some(s) = self.run.get_mut(f).and_then(|r| r.stop.as_mut()) {
+                    s.method_done = true;
+                    // Whatever the stop method left is killed now.
+                    s.kill_at = Some(Instant::now());
+                }
+            }
+            Kind::Refresh => {}
+            Kind::Start if inst.duration == Duration::Child => {
+                // The service itself exited.
+                if !stopping {
+                    self.fault(f, &format!("Stopping because the service process exited with status {status}."));
+                } else if let Some(s) = self.run.get_mut(f).and_then(|r| r.stop.as_mut()) {
+                    s.kill_at = Some(Instant::now());
+                }
+            }
+            Kind::Start => {
+                if stopping {
+                    if let Some(s) = self.run.get_mut(f).and_then(|r| r.stop.as_mut()) {
+                        s.method_done = true;
+                        s.kill_at = Some(Instant::now());
+                    }
+                    return;
+                }
+                if status == SMF_EXIT_OK {
+                    if inst.duration == Duration::Transient {
+                        self.start_succeeded(f);
+                        return;
+                    }
+                    let procs = self.contracts.procs(f);
+                    if procs.is_empty() {
+                        self.start_failed(f, "the start method left no processes in the contract", false);
+                    } else {
+                        if let Some(r) = self.run.get_mut(f) {
+                            r.watch = procs.iter().filter_map(|p| Some((*p, pidfd(*p)?))).collect();
+                        }
+                        self.start_succeeded(f);
+                    }
+                } else if status == SMF_EXIT_ERR_FATAL || status == SMF_EXIT_ERR_CONFIG || status == SMF_EXIT_ERR_PERM {
+                    self.start_failed(f, &format!("the start method exited with status {status}"), true);
+                } else if status == SMF_EXIT_MON_DEGRADE {
+                    self.set_state(f, State::Degraded, "method_degraded");
+                } else {
+                    self.start_failed(f, &format!("the start method failed with status {status}"), false);
+                }
+            }
+        }
+    }
+
+    fn start_failed(&mut self, f: &Fmri, why: &str, fatal: bool) {
+        self.log(f, why);
+        self.contracts.kill(f, libc::SIGKILL);
+        let failures = self.run.get_mut(f).map(|r| {
+            r.start_failures += 1;
+            r.start_failures
+        });
+        if fatal || failures.unwrap_or(0) >= MAX_START_FAILURES {
+            self.log(f, "Method \"start\" failed repeatedly or fatally, changing state to maintenance.");
+            self.begin_stop(f, Then::Maintenance, "method_failed");
+        } else {
+            if let Some(r) = self.run.get_mut(f) {
+                r.retry_at = Some(Instant::now() + std::time::Duration::from_millis(100));
+            }
+            self.begin_stop(f, Then::Offline, "method_failed");
+        }
+    }
+
+    // ------------------------------------------------------------------ the loop
+
+    /// Moves every instance toward what it should be; repeats until nothing changes.
+    pub fn reconcile(&mut self) {
+        for _ in 0..1000 {
+            let mut changed = false;
+            self.down = self.going_down();
+            let fmris: Vec<Fmri> = self.insts.keys().cloned().collect();
+            for f in &fmris {
+                changed |= self.try_finish_stop(f);
+                let Some(r) = self.run.get(f) else { continue };
+                if r.busy() {
+                    continue;
+                }
+                let en = self.enabled(f) && !self.shutting_down;
+                match r.state {
+                    State::Uninitialized => {
+                        self.set_state(f, if en { State::Offline } else { State::Disabled }, "none");
+                        changed = true;
+                    }
+                    State::Disabled if en => {
+                        self.set_state(f, State::Offline, "none");
+                        changed = true;
+                    }
+                    State::Offline if !en => {
+                        self.set_state(f, State::Disabled, "administrative_request");
+                        changed = true;
+                    }
+                    State::Offline => {
+                        let retry_ok = r.retry_at.is_none_or(|t| Instant::now() >= t);
+                        match self.unsatisfied(f) {
+                            None if retry_ok => {
+                                self.begin_start(f);
+                                changed = true;
+                            }
+                            None => {}
+                            Some(dep) => {
+                                let aux = format!("dependency {dep}");
+                                if self.run.get(f).is_some_and(|r| r.aux != aux) {
+                                    self.set_state(f, State::Offline, &aux);
+                                }
+                            }
+                        }
+                    }
+                    // Dependents first: stop only once none of them runs.
+                    State::Online | State::Degraded
+                        if (!en || self.must_stop_for_deps(f)) && self.running_dependents(f).is_empty() =>
+                    {
+                        let then = if en { Then::Offline } else { Then::Disabled };
+                        let aux = if en { "dependency" } else { "administrative_request" };
+                        self.begin_stop(f, then, aux);
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        self.persist();
+    }
+
+    fn persist(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let rows: Vec<(String, StateRow)> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|f| {
+                let r = self.run.get(&f)?;
+                Some((
+                    f.to_string(),
+                    StateRow {
+                        state: r.state.as_str().into(),
+                        next_state: self.next_state(&f).into(),
+                        aux: r.aux.clone(),
+                        stime: r.stime,
+                        starts: r.starts.clone(),
+                    },
+                ))
+            })
+            .collect();
+        if let Err(e) = self.repo.put_states(&rows) {
+            tracing::warn!("recording states: {e}");
+        }
+    }
+
+    fn next_state(&self, f: &Fmri) -> &'static str {
+        let Some(r) = self.run.get(f) else { return "-" };
+        if let Some(s) = &r.stop {
+            return match s.then {
+                Then::Disabled => "disabled",
+                Then::Maintenance => "maintenance",
+                _ => "offline",
+            };
+        }
+        match &r.method {
+            Some(m) if m.kind == Kind::Start => "online",
+            _ => "-",
+        }
+    }
+
+    fn status(&self) -> Vec<InstStatus> {
+        self.insts
+            .keys()
+            .map(|f| {
+                let r = self.run.get(f);
+                InstStatus {
+                    fmri: f.to_string(),
+                    state: r.map(|r| r.state).unwrap_or(State::Uninitialized).as_str().into(),
+                    next_state: self.next_state(f).into(),
+                    aux: r.map(|r| r.aux.clone()).unwrap_or_default(),
+                    stime: r.map(|r| r.stime).unwrap_or(0),
+                    enabled: self.enabled(f),
+                    temporary: self.temp.contains_key(f),
+                    pids: self.contracts.procs(f),
+                    contract: self.contracts.dir(f).display().to_string(),
+                    log: self.log_path(f).display().to_string(),
+                }
+            })
+            .collect()
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        let ok = Response { ok: true, ..Default::default() };
+        let fmri_of = |s: &str| -> std::result::Result<Fmri, Response> {
+            let f = Fmri::parse(s).map_err(|e| err_response(e.to_string()))?;
+            if f.instance.is_none() { Err(err_response(format!("{s} is a service, not an instance"))) } else { Ok(f) }
+        };
+        macro_rules! inst {
+            ($s:expr) => {
+                match fmri_of($s) {
+                    Ok(f) if self.insts.contains_key(&f) => f,
+                    Ok(f) => return err_response(format!("{f}: no such instance")),
+                    Err(r) => return r,
+                }
+            };
+        }
+        match req {
+            Request::Status => return Response { ok: true, error: None, instances: self.status() },
+            Request::Reload => {
+                // Instances whose definitions changed keep running; new ones appear.
+                if let Err(e) = self.load() {
+                    return err_response(e.to_string());
+                }
+            }
+            Request::Enable { fmri, temporary } => {
+                let f = inst!(&fmri);
+                if let Err(e) = self.set_enabled(&f, true, temporary) {
+                    return err_response(e.to_string());
+                }
+            }
+            Request::Disable { fmri, temporary } => {
+                let f = inst!(&fmri);
+                if let Err(e) = self.set_enabled(&f, false, temporary) {
+                    return err_response(e.to_string());
+                }
+            }
+            Request::Restart { fmri } => {
+                let f = inst!(&fmri);
+                if self.up(&f) {
+                    self.log(&f, "Stopping because of an administrative restart.");
+                    self.begin_stop(&f, Then::Offline, "administrative_request");
+                    self.propagate(&f, Cause::Restart);
+                }
+            }
+            Request::Refresh { fmri } => {
+                let f = inst!(&fmri);
+                // Re-read its definition, then run its refresh method.
+                if let Ok(pgs) = self.repo.composed(&f)
+                    && let Ok(i) = Inst::from_pgs(&f, &pgs)
+                {
+                    self.insts.insert(f.clone(), i);
+                }
+                let refresh = self.insts.get(&f).and_then(|i| i.refresh.clone());
+                if self.up(&f)
+                    && let Some(m) = refresh
+                    && !self.run.get(&f).is_some_and(Run::busy)
+                {
+                    match self.spawn(&f, Kind::Refresh, &m) {
+                        Ok(pid) => {
+                            if let Some(r) = self.run.get_mut(&f) {
+                                r.method = Some(MethodRun {
+                                    kind: Kind::Refresh,
+                                    pid,
+                                    deadline: m.timeout.map(|t| Instant::now() + t),
+                                });
+                            }
+                        }
+                        Err(e) => self.log(&f, &e),
+                    }
+                }
+                self.propagate(&f, Cause::Refresh);
+            }
+            Request::Clear { fmri } => {
+                let f = inst!(&fmri);
+                match self.state(&f) {
+                    State::Maintenance => {
+                        if let Some(r) = self.run.get_mut(&f) {
+                            r.start_failures = 0;
+                            r.starts.clear();
+                        }
+                        // Anything left in the contract goes first.
+                        self.contracts.kill(&f, libc::SIGKILL);
+                        self.set_state(&f, State::Offline, "administrative_request");
+                    }
+                    State::Degraded => self.set_state(&f, State::Online, "none"),
+                    _ => {}
+                }
+            }
+            Request::Mark { fmri, state, temporary: _ } => {
+                let f = inst!(&fmri);
+                match state.as_str() {
+                    "maintenance" => {
+                        if matches!(self.state(&f), State::Online | State::Degraded)
+                            || self.run.get(&f).is_some_and(Run::busy)
+                        {
+                            self.begin_stop(&f, Then::Maintenance, "administrative_request");
+                        } else {
+                            self.set_state(&f, State::Maintenance, "administrative_request");
+                        }
+                    }
+                    "degraded" => {
+                        if self.state(&f) == State::Online {
+                            self.set_state(&f, State::Degraded, "administrative_request");
+                        } else {
+                            return err_response(format!("{f} is not online"));
+                        }
+                    }
+                    other => return err_response(format!("cannot mark {other:?} (maintenance or degraded)")),
+                }
+            }
+            Request::Shutdown => self.shutting_down = true,
+        }
+        ok
+    }
+
+    fn set_enabled(&mut self, f: &Fmri, on: bool, temporary: bool) -> Result<()> {
+        if temporary {
+            self.temp.insert(f.clone(), on);
+        } else {
+            self.temp.remove(f);
+            self.repo.set_prop(
+                f,
+                "general",
+                "framework",
+                "enabled",
+                &crate::repo::Prop { ty: "boolean".into(), values: vec![on.to_string()] },
+            )?;
+            if let Some(i) = self.insts.get_mut(f) {
+                i.enabled = on;
+            }
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.exited(pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.exited(pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: i32, status: i32) {
+        if let Some((f, kind)) = self.children.remove(&pid) {
+            let Some(r) = self.run.get(&f) else { return };
+            let is_method = r.method.as_ref().is_some_and(|m| m.pid == pid);
+            // A child service's process is watched while the instance runs; an exit that
+            // arrives after its stop finished is old news.
+            let is_child_service = kind == Kind::Start
+                && self.insts.get(&f).is_some_and(|i| i.duration == Duration::Child)
+                && r.watch.iter().any(|(p, _)| *p == pid);
+            if is_method || is_child_service {
+                self.method_exited(&f, kind, status);
+            }
+        }
+    }
+
+    /// A watched process ended: is the contract empty now?
+    fn check_contract(&mut self, f: &Fmri) {
+        let procs = self.contracts.procs(f);
+        let Some(r) = self.run.get_mut(f) else { return };
+        r.watch.retain(|(p, _)| procs.contains(p));
+        for p in &procs {
+            if !r.watch.iter().any(|(w, _)| w == p)
+                && let Some(fd) = pidfd(*p)
+            {
+                r.watch.push((*p, fd));
+            }
+        }
+        let idle = r.stop.is_none() && r.method.is_none();
+        let online = matches!(r.state, State::Online | State::Degraded);
+        let child = self.insts.get(f).is_some_and(|i| i.duration == Duration::Child);
+        if procs.is_empty()
+            && idle
+            && online
+            && !child
+            && self.insts.get(f).is_some_and(|i| i.duration == Duration::Contract)
+        {
+            self.fault(f, "Stopping because all processes in service exited.");
+        }
+    }
+
+    fn deadlines(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut expired_methods = Vec::new();
+        let mut expired_stops = Vec::new();
+        for (f, r) in &self.run {
+            if let Some(m) = &r.method
+                && let Some(d) = m.deadline
+            {
+                if d <= now {
+                    expired_methods.push((f.clone(), m.kind))
+                } else {
+                    next = Some(next.map_or(d, |n| n.min(d)))
+                }
+            }
+            if let Some(s) = &r.stop
+                && let Some(d) = s.kill_at
+            {
+                if d <= now { expired_stops.push(f.clone()) } else { next = Some(next.map_or(d, |n| n.min(d))) }
+            }
+            if let Some(d) = r.retry_at {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        for (f, kind) in expired_methods {
+            self.log(&f, &format!("Method \"{}\" timed out: killing the contract.", kind.name()));
+            self.contracts.kill(&f, libc::SIGKILL);
+            if let Some(m) = self.run.get_mut(&f).and_then(|r| r.method.as_mut()) {
+                m.deadline = None;
+            }
+        }
+        for f in expired_stops {
+            if !self.contracts.procs(&f).is_empty() {
+                self.log(&f, "Stop timed out or left processes: sending SIGKILL to the contract.");
+                self.contracts.kill(&f, libc::SIGKILL);
+            }
+            if let Some(s) = self.run.get_mut(&f).and_then(|r| r.stop.as_mut()) {
+                // Check again shortly: killed processes take a moment to leave the cgroup.
+                s.kill_at = Some(now + std::time::Duration::from_millis(20));
+                next = Some(next.map_or(now + std::time::Duration::from_millis(20), |n| {
+                    n.min(now + std::time::Duration::from_millis(20))
+                }));
+            }
+        }
+        next
+    }
+
+    /// Serves until a shutdown request has stopped everything.
+    pub fn serve(mut self) -> Result<()> {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block().map_err(|e| SvcError::Daemon(format!("block SIGCHLD: {e}")))?;
+        let sigfd = SignalFd::with_flags(
+            &mask,
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(|e| SvcError::Daemon(format!("signalfd: {e}")))?;
+        if let Some(d) = self.paths.socket.parent() {
+            std::fs::create_dir_all(d).map_err(|e| SvcError::Io { op: "create", path: d.to_path_buf(), source: e })?;
+        }
+        let _ = std::fs::remove_file(&self.paths.socket);
+        let listener = UnixListener::bind(&self.paths.socket).map_err(|e| SvcError::Io {
+            op: "bind",
+            path: self.paths.socket.clone(),
+            source: e,
+        })?;
+        listener.set_nonblocking(true).map_err(|e| SvcError::Daemon(e.to_string()))?;
+        self.reap();
+        self.reconcile();
+        loop {
+            if self.shutting_down
+                && self.run.values().all(|r| !r.busy() && !matches!(r.state, State::Online | State::Degraded))
+            {
+                break;
+            }
+            let next = self.deadlines();
+            let timeout = next
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(std::time::Duration::from_secs(1))
+                .min(std::time::Duration::from_secs(1));
+            let watched: Vec<(Fmri, usize)> =
+                self.run.iter().flat_map(|(f, r)| (0..r.watch.len()).map(move |i| (f.clone(), i))).collect();
+            let ready: Vec<bool> = {
+                let mut fds = vec![
+                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+                ];
+                for (f, i) in &watched {
+                    if let Some(r) = self.run.get(f) {
+                        fds.push(PollFd::new(r.watch[*i].1.as_fd(), PollFlags::POLLIN));
+                    }
+                }
+                let ms = PollTimeout::from(timeout.as_millis().min(1000) as u16);
+                match poll(&mut fds, ms) {
+                    Ok(_) | Err(nix::Error::EINTR) => {}
+                    Err(e) => return Err(SvcError::Daemon(format!("poll: {e}"))),
+                }
+                fds.iter().map(|p| p.revents().is_some_and(|r| !r.is_empty())).collect()
+            };
+            if ready.get(1).copied().unwrap_or(false) {
+                while let Ok(Some(_)) = sigfd.read_signal() {}
+                self.reap();
+            }
+            let mut to_check = BTreeSet::new();
+            for (k, (f, _)) in watched.iter().enumerate() {
+                if ready.get(k + 2).copied().unwrap_or(false) {
+                    to_check.insert(f.clone());
+                }
+            }
+            for f in to_check {
+                self.check_contract(&f);
+            }
+            if ready.first().copied().unwrap_or(false) {
+                while let Ok((stream, _)) = listener.accept() {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                    let mut line = String::new();
+                    if BufReader::new(&stream).read_line(&mut line).is_err() {
+                        continue;
+                    }
+                    let resp = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => self.handle(req),
+                        Err(e) => err_response(format!("bad request: {e}")),
+                    };
+                    let mut out = serde_json::to_string(&resp).unwrap_or_default();
+                    out.push('\n');
+                    let mut s = &stream;
+                    let _ = s.write_all(out.as_bytes());
+                    self.reconcile();
+                }
+            }
+            self.reconcile();
+        }
+        self.persist();
+        let _ = std::fs::remove_file(&self.paths.socket);
+        self.contracts.remove_all_empty();
+        Ok(())
+    }
+}
+
+fn err_response(e: String) -> Response {
+    Response { ok: false, error: Some(e), instances: Vec::new() }
+}
+
+fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim_start_matches('-');
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse() {
+        return Some(n);
+    }
+    let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
+    name.parse::<Signal>().ok().map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_signals() {
+        assert_eq!(parse_signal("-9"), Some(9));
+        assert_eq!(parse_signal("-TERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("-SIGHUP"), Some(libc::SIGHUP));
+        assert_eq!(parse_signal(""), None);
+    }
+
+    #[test]
+    fn restart_on_reaches_by_level() {
+        assert!(!Cause::Fault.reaches(RestartOn::None));
+        assert!(Cause::Fault.reaches(RestartOn::Error));
+        assert!(!Cause::Restart.reaches(RestartOn::Error));
+        assert!(Cause::Restart.reaches(RestartOn::Refresh));
+        assert!(!Cause::Refresh.reaches(RestartOn::Restart));
+    }
+}

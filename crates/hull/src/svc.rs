@@ -1,0 +1,817 @@
+//! svc.startd, svcs, svcadm, svccfg and svcprop: SMF's tools over hull-svc.
+
+use crate::{CmdResult, Failure};
+use clap::{Args, Subcommand};
+use hull_storage::Node;
+use hull_svc::graph::Target;
+use hull_svc::manifest::Grouping;
+use hull_svc::proto::{self, InstStatus, Request};
+use hull_svc::repo::{Prop, Repo};
+use hull_svc::{Fmri, Paths, SvcError};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+impl From<SvcError> for Failure {
+    fn from(e: SvcError) -> Failure {
+        Failure { code: 1, message: crate::chain(&e) }
+    }
+}
+
+pub fn paths(node: &Node) -> Paths {
+    Paths::new(node.root(), &node.var_dir(), node.prefix())
+}
+
+#[derive(Args)]
+pub struct StartdArgs {}
+
+/// `hull svc.startd`: runs the daemon in the foreground until `svcadm` asks it to shut down
+/// (or it is killed: a new one re-adopts what is running).
+pub fn startd(node: &Node, _a: StartdArgs) -> CmdResult {
+    let d = hull_svc::startd::Startd::new(paths(node))?;
+    d.serve()?;
+    Ok(())
+}
+
+/// Every instance's status: from the daemon, or from the repository when it is not running.
+fn statuses(p: &Paths) -> Result<(Vec<InstStatus>, bool), Failure> {
+    if let Ok(r) = proto::call(&p.socket, &Request::Status) {
+        return Ok((r.instances, true));
+    }
+    let repo = Repo::open(&p.repo)?;
+    let rows = repo.states()?;
+    let mut out = Vec::new();
+    for f in repo.instances()? {
+        let row = rows.get(&f.to_string()).cloned().unwrap_or_default();
+        let enabled =
+            repo.prop(&f, "general", "enabled")?.is_some_and(|p| p.values.first().is_some_and(|v| v == "true"));
+        out.push(InstStatus {
+            fmri: f.to_string(),
+            state: if row.state.is_empty() { "uninitialized".into() } else { row.state },
+            next_state: "-".into(),
+            aux: row.aux,
+            stime: row.stime,
+            enabled,
+            temporary: false,
+            pids: Vec::new(),
+            contract: String::new(),
+            log: p.logs.join(f.log_name()).display().to_string(),
+        });
+    }
+    Ok((out, false))
+}
+
+/// Resolves operands to instances: FMRIs, abbreviations and globs.
+fn resolve(repo: &Repo, patterns: &[String]) -> Result<Vec<Fmri>, Failure> {
+    let all = repo.instances()?;
+    let mut out: Vec<Fmri> = Vec::new();
+    for p in patterns {
+        let hits: Vec<&Fmri> = all.iter().filter(|f| f.matches(p)).collect();
+        let glob = p.contains('*') || p.contains('?');
+        let services: std::collections::BTreeSet<&str> = hits.iter().map(|f| f.service.as_str()).collect();
+        match hits.len() {
+            0 => return Err(Failure::new(1, format!("pattern {p:?} doesn't match any instances"))),
+            n if n > 1 && !glob && services.len() > 1 => {
+                let names: Vec<String> = hits.iter().map(|f| f.to_string()).collect();
+                return Err(SvcError::Ambiguous(p.clone(), names.join(", ")).into());
+            }
+            _ => out.extend(hits.into_iter().cloned()),
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+fn when(t: i64) -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = t.rem_euclid(86400);
+    if now - t < 86400 {
+        format!("{:02}:{:02}:{:02}", secs / 3600, (secs % 3600) / 60, secs % 60)
+    } else {
+        hull_svc::contract::timestamp().split(' ').take(2).collect::<Vec<_>>().join(" ")
+    }
+}
+
+fn shown_state(s: &InstStatus) -> String {
+    let st = if s.state == "maintenance" { "maintenance".to_string() } else { s.state.clone() };
+    if s.next_state != "-" && !s.next_state.is_empty() { format!("{st}*") } else { st }
+}
+
+// ------------------------------------------------------------------ svcs
+
+#[derive(Args)]
+pub struct SvcsArgs {
+    /// All instances, disabled ones too.
+    #[arg(short = 'a')]
+    all: bool,
+    /// Explain why instances are not running.
+    #[arg(short = 'x')]
+    explain: bool,
+    /// With -x: more, including the log's tail.
+    #[arg(short = 'v')]
+    verbose: bool,
+    /// Long listing.
+    #[arg(short = 'l')]
+    long: bool,
+    /// Processes of each instance.
+    #[arg(short = 'p')]
+    procs: bool,
+    /// The instances the named ones depend on.
+    #[arg(short = 'd')]
+    deps: bool,
+    /// The instances that depend on the named ones.
+    #[arg(short = 'D')]
+    dependents: bool,
+    /// No header.
+    #[arg(short = 'H')]
+    no_header: bool,
+    /// Columns: state, nstate, stime, fmri, desc, svc, inst, ctid.
+    #[arg(short = 'o')]
+    columns: Option<String>,
+    /// Sort by a column (ascending).
+    #[arg(short = 's')]
+    sort: Vec<String>,
+    /// Sort by a column (descending).
+    #[arg(short = 'S')]
+    sort_desc: Vec<String>,
+    /// The log file of each instance.
+    #[arg(short = 'L')]
+    logs: bool,
+    patterns: Vec<String>,
+}
+
+fn cell(s: &InstStatus, col: &str, desc: &BTreeMap<String, String>) -> String {
+    let f = Fmri::parse(&s.fmri).ok();
+    match col {
+        "state" | "sta" => shown_state(s),
+        "nstate" | "nsta" => s.next_state.clone(),
+        "stime" => when(s.stime),
+        "fmri" => s.fmri.clone(),
+        "desc" => desc.get(&s.fmri).cloned().unwrap_or_else(|| "-".into()),
+        "svc" => f.as_ref().map(|f| format!("svc:/{}", f.service)).unwrap_or_default(),
+        "inst" => f.and_then(|f| f.instance).unwrap_or_default(),
+        "ctid" => s.contract.rsplit('/').next().unwrap_or("-").to_string(),
+        _ => "-".into(),
+    }
+}
+
+pub fn svcs(node: &Node, a: SvcsArgs) -> CmdResult {
+    let p = paths(node);
+    let repo = Repo::open(&p.repo)?;
+    let (all, _live) = statuses(&p)?;
+    let insts = hull_svc::graph::load(&repo)?;
+    let desc: BTreeMap<String, String> =
+        insts.iter().filter_map(|(f, i)| Some((f.to_string(), i.common_name.clone()?))).collect();
+    let named = if a.patterns.is_empty() { None } else { Some(resolve(&repo, &a.patterns)?) };
+    let by_fmri: BTreeMap<String, &InstStatus> = all.iter().map(|s| (s.fmri.clone(), s)).collect();
+    if a.explain {
+        return explain(&all, &insts, named.as_deref(), a.verbose, &desc);
+    }
+    let mut rows: Vec<&InstStatus> = if a.deps || a.dependents {
+        let Some(named) = &named else { return Err(Failure::new(2, "-d and -D need instances")) };
+        let mut out = Vec::new();
+        for (f, i) in &insts {
+            let related = named.iter().any(|n| {
+                if a.deps {
+                    insts.get(n).is_some_and(|ni| ni.deps.iter().flat_map(|d| d.targets.iter()).any(|t| matches!(t, Target::Svc(s) if s == f || (s.instance.is_none() && s.service == f.service))))
+                } else {
+                    i.deps.iter().flat_map(|d| d.targets.iter()).any(|t| matches!(t, Target::Svc(s) if s == n || (s.instance.is_none() && s.service == n.service)))
+                }
+            });
+            if related && let Some(s) = by_fmri.get(&f.to_string()) {
+                out.push(*s);
+            }
+        }
+        out
+    } else {
+        all.iter()
+            .filter(|s| match &named {
+                Some(n) => n.iter().any(|f| f.to_string() == s.fmri),
+                None => a.all || s.state != "disabled",
+            })
+            .collect()
+    };
+    if a.logs {
+        for s in rows {
+            println!("{}", s.log);
+        }
+        return Ok(());
+    }
+    if a.long {
+        for s in rows {
+            long(s, insts.get(&Fmri::parse(&s.fmri)?), &by_fmri, &desc);
+            println!();
+        }
+        return Ok(());
+    }
+    let cols: Vec<String> =
+        a.columns.as_deref().unwrap_or("state,stime,fmri").split(',').map(|c| c.trim().to_lowercase()).collect();
+    let mut keys: Vec<(String, bool)> = a.sort.iter().map(|k| (k.to_lowercase(), false)).collect();
+    keys.extend(a.sort_desc.iter().map(|k| (k.to_lowercase(), true)));
+    if keys.is_empty() {
+        keys.push(("stime".into(), false));
+        keys.push(("fmri".into(), false));
+    }
+    rows.sort_by(|x, y| {
+        for (k, desc_order) in &keys {
+            let o = if k == "stime" { x.stime.cmp(&y.stime) } else { cell(x, k, &desc).cmp(&cell(y, k, &desc)) };
+            let o = if *desc_order { o.reverse() } else { o };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    let table: Vec<Vec<String>> = rows.iter().map(|s| cols.iter().map(|c| cell(s, c, &desc)).collect()).collect();
+    let mut widths: Vec<usize> = cols.iter().map(|c| c.len()).collect();
+    for r in &table {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
+        println!("{}", parts.join(" ").trim_end());
+    };
+    if !a.no_header {
+        line(cols.iter().map(|c| c.to_uppercase()).collect());
+    }
+    for (r, s) in table.into_iter().zip(&rows) {
+        line(r);
+        if a.procs {
+            for pid in &s.pids {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                println!("{:>8} {:>8} {}", "", pid, comm.trim());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn long(
+    s: &InstStatus,
+    inst: Option<&hull_svc::graph::Inst>,
+    by: &BTreeMap<String, &InstStatus>,
+    desc: &BTreeMap<String, String>,
+) {
+    let kv = |k: &str, v: &str| println!("{k:<12} {v}");
+    kv("fmri", &s.fmri);
+    if let Some(d) = desc.get(&s.fmri) {
+        kv("name", d);
+    }
+    kv("enabled", &format!("{}{}", s.enabled, if s.temporary { " (temporary)" } else { "" }));
+    kv("state", &s.state);
+    kv("next_state", &s.next_state);
+    kv("state_time", &when(s.stime));
+    kv("logfile", &s.log);
+    kv("restarter", "svc:/system/svc/restarter:default");
+    if !s.pids.is_empty() {
+        kv("contract_id", &s.contract);
+    }
+    let Some(i) = inst else { return };
+    for d in &i.deps {
+        for t in &d.targets {
+            let (name, st) = match t {
+                Target::Svc(f) => {
+                    let st = by
+                        .iter()
+                        .filter(|(k, _)| {
+                            Fmri::parse(k).is_ok_and(|x| &x == f || (f.instance.is_none() && x.service == f.service))
+                        })
+                        .map(|(_, v)| v.state.clone())
+                        .next()
+                        .unwrap_or_else(|| "absent".into());
+                    (f.to_string(), st)
+                }
+                Target::Path(p) => (
+                    format!("file://localhost{}", p.display()),
+                    if p.exists() { "online".into() } else { "absent".into() },
+                ),
+            };
+            kv("dependency", &format!("{}/{} {name} ({st})", d.grouping.as_str(), d.restart_on.as_str()));
+        }
+    }
+}
+
+/// Why an instance is not online, following required dependencies to the root.
+fn root_cause(
+    f: &Fmri,
+    all: &BTreeMap<String, &InstStatus>,
+    insts: &BTreeMap<Fmri, hull_svc::graph::Inst>,
+    depth: u32,
+) -> (Fmri, String) {
+    let Some(s) = all.get(&f.to_string()) else { return (f.clone(), "is absent".into()) };
+    match s.state.as_str() {
+        "maintenance" => {
+            let why = match s.aux.as_str() {
+                "restarting_too_quickly" => "Restarting too quickly.",
+                "method_failed" => "Start method failed repeatedly, or exited with a fatal status.",
+                "administrative_request" => "Maintenance requested by an administrator.",
+                "dependency_cycle" => "It is part of a dependency cycle.",
+                "method_missing" => "It has no start method.",
+                _ => "In maintenance.",
+            };
+            return (f.clone(), why.into());
+        }
+        "disabled" => return (f.clone(), "Disabled by an administrator.".into()),
+        "degraded" => return (f.clone(), "Degraded.".into()),
+        _ => {}
+    }
+    if depth > 32 {
+        return (f.clone(), "The dependency chain is too deep.".into());
+    }
+    if let Some(i) = insts.get(f) {
+        for d in i.deps.iter().filter(|d| matches!(d.grouping, Grouping::RequireAll | Grouping::RequireAny)) {
+            for t in &d.targets {
+                match t {
+                    Target::Path(p) if !p.exists() => return (f.clone(), format!("File {} is absent.", p.display())),
+                    Target::Svc(tf) => {
+                        let targets: Vec<Fmri> = hull_svc::graph::expand(tf, insts.keys());
+                        if targets.is_empty() {
+                            return (f.clone(), format!("Dependency {tf} is absent."));
+                        }
+                        for x in targets {
+                            let st = all.get(&x.to_string()).map(|s| s.state.as_str()).unwrap_or("absent");
+                            if !matches!(st, "online" | "degraded") {
+                                return root_cause(&x, all, insts, depth + 1);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    (
+        f.clone(),
+        if s.next_state == "online" {
+            "Start method is running.".into()
+        } else {
+            "Waiting for its dependencies.".into()
+        },
+    )
+}
+
+fn explain(
+    all: &[InstStatus],
+    insts: &BTreeMap<Fmri, hull_svc::graph::Inst>,
+    named: Option<&[Fmri]>,
+    verbose: bool,
+    desc: &BTreeMap<String, String>,
+) -> CmdResult {
+    let by: BTreeMap<String, &InstStatus> = all.iter().map(|s| (s.fmri.clone(), s)).collect();
+    for s in all {
+        let f = Fmri::parse(&s.fmri)?;
+        let picked = match named {
+            Some(n) => n.contains(&f),
+            None => s.enabled && s.state != "online",
+        };
+        if !picked {
+            continue;
+        }
+        let (root, why) = root_cause(&f, &by, insts, 0);
+        let name = desc.get(&s.fmri).map(|d| format!(" ({d})")).unwrap_or_default();
+        println!("{}{name}", s.fmri);
+        println!(" State: {} since {}", s.state, when(s.stime));
+        if root == f {
+            println!("Reason: {why}");
+        } else {
+            println!("Reason: Dependency {root} is not running: {why}");
+        }
+        println!("   See: {}", s.log);
+        if root != f {
+            println!("   See: svcs -xv {root}");
+        }
+        let impacted: Vec<String> = insts
+            .values()
+            .filter(|i| {
+                i.deps
+                    .iter()
+                    .flat_map(|d| d.targets.iter())
+                    .any(|t| matches!(t, Target::Svc(x) if x == &f || (x.instance.is_none() && x.service == f.service)))
+            })
+            .map(|i| i.fmri.to_string())
+            .filter(|x| by.get(x).is_some_and(|s| s.state != "online"))
+            .collect();
+        if impacted.is_empty() {
+            println!("Impact: This service is not running.");
+        } else {
+            println!("Impact: {} dependent service(s) are not running:", impacted.len());
+            for i in impacted {
+                println!("        {i}");
+            }
+        }
+        if verbose {
+            let log_of = by.get(&root.to_string()).map(|r| r.log.clone()).unwrap_or_else(|| s.log.clone());
+            let text = std::fs::read_to_string(&log_of).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            println!("   Log: {log_of}");
+            for l in tail.into_iter().rev() {
+                println!("        {l}");
+            }
+        }
+        println!();
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ svcadm
+
+#[derive(Subcommand)]
+pub enum SvcadmCmd {
+    Enable {
+        /// Enable the instances it requires too.
+        #[arg(short = 'r')]
+        recursive: bool,
+        /// Wait until online.
+        #[arg(short = 's')]
+        wait: bool,
+        /// Until the daemon restarts only.
+        #[arg(short = 't')]
+        temporary: bool,
+        #[arg(required = true)]
+        fmris: Vec<String>,
+    },
+    Disable {
+        #[arg(short = 's')]
+        wait: bool,
+        #[arg(short = 't')]
+        temporary: bool,
+        #[arg(required = true)]
+        fmris: Vec<String>,
+    },
+    Restart {
+        #[arg(required = true)]
+        fmris: Vec<String>,
+    },
+    Refresh {
+        #[arg(required = true)]
+        fmris: Vec<String>,
+    },
+    Clear {
+        #[arg(required = true)]
+        fmris: Vec<String>,
+    },
+    /// Mark instances maintenance or degraded.
+    Mark {
+        /// Immediately (accepted for compatibility).
+        #[arg(short = 'I')]
+        immediate: bool,
+        #[arg(short = 't')]
+        temporary: bool,
+        state: String,
+        #[arg(required = true)]
+        fmris: Vec<String>,
+    },
+    /// Stop every instance in dependency order and end svc.startd.
+    Shutdown,
+}
+
+fn send(p: &Paths, req: Request) -> CmdResult {
+    proto::call(&p.socket, &req)?;
+    Ok(())
+}
+
+/// Waits until every instance settles: `want` reached, or a state it cannot leave alone.
+fn wait_for(p: &Paths, fmris: &[Fmri], want: &str) -> CmdResult {
+    let t = Instant::now();
+    loop {
+        let (all, _) = statuses(p)?;
+        let mut pending = false;
+        for f in fmris {
+            let Some(s) = all.iter().find(|s| s.fmri == f.to_string()) else { continue };
+            if s.state == want && s.next_state == "-" {
+                continue;
+            }
+            if want == "online" && s.state == "maintenance" {
+                return Err(Failure::new(1, format!("{f} entered maintenance (see svcs -x {f})")));
+            }
+            pending = true;
+        }
+        if !pending {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            return Err(Failure::new(1, format!("timed out waiting for {want}")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The instances `f` requires, recursively.
+fn required(insts: &BTreeMap<Fmri, hull_svc::graph::Inst>, f: &Fmri, out: &mut Vec<Fmri>) {
+    let Some(i) = insts.get(f) else { return };
+    for d in i.deps.iter().filter(|d| matches!(d.grouping, Grouping::RequireAll | Grouping::RequireAny)) {
+        for t in &d.targets {
+            if let Target::Svc(s) = t {
+                for x in hull_svc::graph::expand(s, insts.keys()) {
+                    if !out.contains(&x) {
+                        out.push(x.clone());
+                        required(insts, &x, out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn svcadm(node: &Node, c: SvcadmCmd) -> CmdResult {
+    let p = paths(node);
+    let repo = Repo::open(&p.repo)?;
+    match c {
+        SvcadmCmd::Enable { recursive, wait, temporary, fmris } => {
+            let mut list = resolve(&repo, &fmris)?;
+            if recursive {
+                let insts = hull_svc::graph::load(&repo)?;
+                for f in list.clone() {
+                    required(&insts, &f, &mut list);
+                }
+            }
+            for f in &list {
+                send(&p, Request::Enable { fmri: f.to_string(), temporary })?;
+            }
+            if wait {
+                wait_for(&p, &list, "online")?;
+            }
+        }
+        SvcadmCmd::Disable { wait, temporary, fmris } => {
+            let list = resolve(&repo, &fmris)?;
+            for f in &list {
+                send(&p, Request::Disable { fmri: f.to_string(), temporary })?;
+            }
+            if wait {
+                wait_for(&p, &list, "disabled")?;
+            }
+        }
+        SvcadmCmd::Restart { fmris } => {
+            for f in resolve(&repo, &fmris)? {
+                send(&p, Request::Restart { fmri: f.to_string() })?;
+            }
+        }
+        SvcadmCmd::Refresh { fmris } => {
+            for f in resolve(&repo, &fmris)? {
+                send(&p, Request::Refresh { fmri: f.to_string() })?;
+            }
+        }
+        SvcadmCmd::Clear { fmris } => {
+            for f in resolve(&repo, &fmris)? {
+                send(&p, Request::Clear { fmri: f.to_string() })?;
+            }
+        }
+        SvcadmCmd::Mark { immediate: _, temporary, state, fmris } => {
+            if !matches!(state.as_str(), "maintenance" | "degraded") {
+                return Err(Failure::new(2, format!("cannot mark {state:?}: maintenance or degraded")));
+            }
+            for f in resolve(&repo, &fmris)? {
+                send(&p, Request::Mark { fmri: f.to_string(), state: state.clone(), temporary })?;
+            }
+        }
+        SvcadmCmd::Shutdown => send(&p, Request::Shutdown)?,
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ svccfg and svcprop
+
+#[derive(Subcommand)]
+pub enum SvccfgCmd {
+    /// Adds a manifest (SMF XML, or TOML when the name ends in .toml) to the repository.
+    Import { manifest: std::path::PathBuf },
+    /// Prints a service as an SMF XML manifest.
+    Export { fmri: String },
+    /// Deletes a service or an instance.
+    Delete {
+        #[arg(short = 'f')]
+        force: bool,
+        fmri: String,
+    },
+    /// `svccfg -s FMRI setprop pg/prop = [type:] value`.
+    Setprop { fmri: String, prop: String, eq: String, value: Vec<String> },
+    /// Lists property groups and properties.
+    Listprop { fmri: String, pattern: Option<String> },
+}
+
+fn entity(repo: &Repo, s: &str) -> Result<Fmri, Failure> {
+    let f = match Fmri::parse(s) {
+        Ok(f) => f,
+        Err(_) => {
+            let hits: Vec<Fmri> = repo.fmris()?.into_iter().filter(|f| f.matches(s)).collect();
+            let svc: Vec<&Fmri> = hits.iter().filter(|f| f.instance.is_none()).collect();
+            match (svc.len(), hits.len()) {
+                (1, _) if !s.contains(':') => svc[0].clone(),
+                (_, 1) => hits[0].clone(),
+                _ => return Err(Failure::new(1, format!("{s:?} matches no single service or instance"))),
+            }
+        }
+    };
+    if !repo.exists(&f)? {
+        return Err(SvcError::NotFound(f.to_string()).into());
+    }
+    Ok(f)
+}
+
+fn notify(p: &Paths) {
+    // A daemon that is not running reads the repository when it starts.
+    let _ = proto::call(&p.socket, &Request::Reload);
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {
+    let p = paths(node);
+    let mut repo = Repo::open(&p.repo)?;
+    match c {
+        SvccfgCmd::Import { manifest } => {
+            let added = hull_svc::import(&mut repo, &manifest)?;
+            notify(&p);
+            for f in added {
+                eprintln!("svccfg: imported {f}");
+            }
+        }
+        SvccfgCmd::Delete { force, fmri } => {
+            let f = entity(&repo, &fmri)?;
+            let (all, _) = statuses(&p)?;
+            let running: Vec<&InstStatus> = all
+                .iter()
+                .filter(|s| {
+                    Fmri::parse(&s.fmri).is_ok_and(|x| x == f || (f.instance.is_none() && x.service == f.service))
+                })
+                .filter(|s| matches!(s.state.as_str(), "online" | "degraded") || !s.pids.is_empty())
+                .collect();
+            if !running.is_empty() && !force {
+                return Err(Failure::new(1, format!("{f} is running; disable it first or use -f")));
+            }
+            repo.delete(&f)?;
+            notify(&p);
+        }
+        SvccfgCmd::Setprop { fmri, prop, eq, value } => {
+            if eq != "=" {
+                return Err(Failure::new(2, "usage: svccfg setprop FMRI pg/prop = [type:] value"));
+            }
+            let f = entity(&repo, &fmri)?;
+            let (pg, name) = prop.split_once('/').ok_or_else(|| Failure::new(2, format!("{prop:?} is not pg/prop")))?;
+            let joined = value.join(" ");
+            let (ty, v) = match joined.split_once(':') {
+                Some((t, v))
+                    if ["astring", "ustring", "count", "integer", "boolean", "fmri", "time", "host", "net_address"]
+                        .contains(&t.trim()) =>
+                {
+                    (t.trim().to_string(), v.trim().to_string())
+                }
+                _ => ("astring".to_string(), joined.trim().to_string()),
+            };
+            let v = v.trim_matches('"').to_string();
+            let ok = match ty.as_str() {
+                "count" => v.parse::<u64>().is_ok(),
+                "integer" => v.parse::<i64>().is_ok(),
+                "boolean" => v == "true" || v == "false",
+                _ => true,
+            };
+            if !ok {
+                return Err(Failure::new(1, format!("{v:?} is not a valid {ty}")));
+            }
+            let pgtype = repo.pgs(&f)?.get(pg).map(|g| g.ty.clone()).unwrap_or_else(|| "application".into());
+            repo.set_prop(&f, pg, &pgtype, name, &Prop { ty, values: vec![v] })?;
+            notify(&p);
+        }
+        SvccfgCmd::Listprop { fmri, pattern } => {
+            let f = entity(&repo, &fmri)?;
+            for (pg, g) in repo.pgs(&f)? {
+                if pattern
+                    .as_deref()
+                    .is_none_or(|pt| hull_svc::fmri::glob(pt, &pg) || pt.starts_with(&format!("{pg}/")))
+                {
+                    println!("{pg:<32} {}", g.ty);
+                }
+                for (k, v) in &g.props {
+                    let full = format!("{pg}/{k}");
+                    if pattern
+                        .as_deref()
+                        .is_none_or(|pt| hull_svc::fmri::glob(pt, &full) || hull_svc::fmri::glob(pt, &pg))
+                    {
+                        println!(
+                            "{full:<32} {:<8} {}",
+                            v.ty,
+                            v.values.iter().map(|x| quote(x)).collect::<Vec<_>>().join(" ")
+                        );
+                    }
+                }
+            }
+        }
+        SvccfgCmd::Export { fmri } => {
+            let f = entity(&repo, &fmri)?;
+            let svc = f.service_fmri();
+            println!("<?xml version='1.0'?>");
+            println!("<!DOCTYPE service_bundle SYSTEM '/usr/share/lib/xml/dtd/service_bundle.dtd.1'>");
+            println!("<service_bundle type='manifest' name='export'>");
+            println!("  <service name='{}' type='service' version='0'>", xml_escape(&svc.service));
+            print_pgs(&repo.pgs(&svc)?, "    ");
+            for i in
+                repo.instances()?.into_iter().filter(|i| i.service == svc.service && (f.instance.is_none() || *i == f))
+            {
+                let pgs = repo.pgs(&i)?;
+                let enabled = pgs
+                    .get("general")
+                    .and_then(|g| g.props.get("enabled"))
+                    .and_then(|p| p.values.first())
+                    .cloned()
+                    .unwrap_or("false".into());
+                println!(
+                    "    <instance name='{}' enabled='{}'>",
+                    xml_escape(i.instance.as_deref().unwrap_or("")),
+                    enabled
+                );
+                print_pgs(&pgs, "      ");
+                println!("    </instance>");
+            }
+            println!("  </service>");
+            println!("</service_bundle>");
+        }
+    }
+    Ok(())
+}
+
+fn quote(v: &str) -> String {
+    if v.contains(' ') || v.is_empty() { format!("\"{v}\"") } else { v.to_string() }
+}
+
+fn print_pgs(pgs: &BTreeMap<String, hull_svc::repo::Pg>, ind: &str) {
+    for (name, g) in pgs {
+        let v = |k: &str| g.props.get(k).and_then(|p| p.values.first()).cloned().unwrap_or_default();
+        match g.ty.as_str() {
+            "dependency" => {
+                println!(
+                    "{ind}<dependency name='{}' grouping='{}' restart_on='{}' type='{}'>",
+                    xml_escape(name),
+                    v("grouping"),
+                    v("restart_on"),
+                    v("type")
+                );
+                for e in g.props.get("entities").map(|p| p.values.clone()).unwrap_or_default() {
+                    println!("{ind}  <service_fmri value='{}'/>", xml_escape(&e));
+                }
+                println!("{ind}</dependency>");
+            }
+            "method" => {
+                println!(
+                    "{ind}<exec_method name='{}' type='method' exec='{}' timeout_seconds='{}'/>",
+                    xml_escape(name),
+                    xml_escape(&v("exec")),
+                    v("timeout_seconds")
+                );
+            }
+            _ if name == "general" && g.props.keys().all(|k| k == "enabled") => {}
+            _ => {
+                println!("{ind}<property_group name='{}' type='{}'>", xml_escape(name), xml_escape(&g.ty));
+                for (k, p) in g.props.iter().filter(|(k, _)| !(name == "general" && *k == "enabled")) {
+                    println!(
+                        "{ind}  <propval name='{}' type='{}' value='{}'/>",
+                        xml_escape(k),
+                        xml_escape(&p.ty),
+                        xml_escape(&p.values.join(" "))
+                    );
+                }
+                println!("{ind}</property_group>");
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SvcpropArgs {
+    /// Only this property (pg/prop) or property group: values only.
+    #[arg(short = 'p')]
+    prop: Option<String>,
+    fmri: String,
+}
+
+/// svcprop: an instance's composed properties, `pg/prop type value`.
+pub fn svcprop(node: &Node, a: SvcpropArgs) -> CmdResult {
+    let p = paths(node);
+    let repo = Repo::open(&p.repo)?;
+    let f = entity(&repo, &a.fmri)?;
+    let pgs = repo.composed(&f)?;
+    match a.prop.as_deref() {
+        Some(pp) if pp.contains('/') => {
+            let (pg, name) = pp.split_once('/').unwrap_or((pp, ""));
+            let v = pgs
+                .get(pg)
+                .and_then(|g| g.props.get(name))
+                .ok_or_else(|| Failure::new(1, format!("svcprop: couldn't find property {pp} for {f}")))?;
+            println!("{}", v.values.iter().map(|x| quote(x)).collect::<Vec<_>>().join(" "));
+        }
+        only => {
+            for (pg, g) in &pgs {
+                if only.is_some_and(|o| o != pg) {
+                    continue;
+                }
+                for (k, v) in &g.props {
+                    println!("{pg}/{k} {} {}", v.ty, v.values.iter().map(|x| quote(x)).collect::<Vec<_>>().join(" "));
+                }
+            }
+        }
+    }
+    Ok(())
+}
