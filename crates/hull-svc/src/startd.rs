@@ -379,11 +379,11 @@ impl Startd {
                     Target::Path(_) => true,
                     Target::Svc(s) => self.expand(s).iter().all(|x| self.up(x) || !self.can_come_up(x, 0)),
                 }),
+                // Satisfied only while no target runs or could: an enabled target that can
+                // come up excludes as much as an online one.
                 Grouping::ExcludeAll => !d.targets.iter().any(|t| match t {
                     Target::Path(p) => p.exists(),
-                    Target::Svc(s) => {
-                        self.expand(s).iter().any(|x| self.up(x) || self.run.get(x).is_some_and(|r| r.method.is_some()))
-                    }
+                    Target::Svc(s) => self.expand(s).iter().any(|x| self.up(x) || self.can_come_up(x, 0)),
                 }),
             };
             if !ok {
@@ -393,15 +393,25 @@ impl Startd {
         None
     }
 
-    /// A running instance whose required dependency goes down on purpose must stop too.
+    /// A running instance whose required dependency goes down on purpose must stop too,
+    /// and so must one whose exclude_all target runs.
     fn must_stop_for_deps(&self, f: &Fmri) -> bool {
-        self.down.contains(f) && !self.admin_down(f)
+        if self.down.contains(f) && !self.admin_down(f) {
+            return true;
+        }
+        self.insts.get(f).is_some_and(|i| {
+            i.deps.iter().filter(|d| d.grouping == Grouping::ExcludeAll).any(|d| {
+                d.targets.iter().any(|t| matches!(t, Target::Svc(s) if self.expand(s).iter().any(|x| self.up(x))))
+            })
+        })
     }
 
-    /// Instances that depend on `f` (require_all or require_any) and are still running.
+    /// Instances that depend on `f` (require_all or require_any), must stop with it, and
+    /// are still running.
     fn running_dependents(&self, f: &Fmri) -> Vec<Fmri> {
         self.insts
             .values()
+            .filter(|i| self.down.contains(&i.fmri) || self.shutting_down)
             .filter(|i| {
                 i.deps.iter().any(|d| {
                     matches!(d.grouping, Grouping::RequireAll | Grouping::RequireAny)
@@ -675,11 +685,13 @@ impl Startd {
         self.propagate(f, Cause::Fault);
     }
 
-    fn method_exited(&mut self, f: &Fmri, kind: Kind, status: i32) {
+    fn method_exited(&mut self, f: &Fmri, kind: Kind, pid: i32, status: i32) {
         self.log(f, &format!("Method \"{}\" exited with status {status}.", kind.name()));
         let Some(inst) = self.insts.get(f).cloned() else { return };
         let stopping = self.run.get(f).is_some_and(|r| r.stop.is_some());
-        if let Some(r) = self.run.get_mut(f) {
+        if let Some(r) = self.run.get_mut(f)
+            && r.method.as_ref().is_some_and(|m| m.pid == pid)
+        {
             r.method = None;
         }
         match kind {
@@ -1028,7 +1040,7 @@ impl Startd {
                 && self.insts.get(&f).is_some_and(|i| i.duration == Duration::Child)
                 && r.watch.iter().any(|(p, _)| *p == pid);
             if is_method || is_child_service {
-                self.method_exited(&f, kind, status);
+                self.method_exited(&f, kind, pid, status);
             }
         }
     }

@@ -491,7 +491,7 @@ fn wait_for(p: &Paths, fmris: &[Fmri], want: &str) -> CmdResult {
         if !pending {
             return Ok(());
         }
-        if t.elapsed() > Duration::from_secs(300) {
+        if t.elapsed() > Duration::from_secs(120) {
             return Err(Failure::new(1, format!("timed out waiting for {want}")));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -616,7 +616,7 @@ fn notify(p: &Paths) {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
 }
 
 pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {

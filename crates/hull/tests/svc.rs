@@ -1,0 +1,486 @@
+//! The service manager: real processes under a real svc.startd, one daemon and one cgroup
+//! tree per test (each test has its own node prefix).
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+struct Smf {
+    node: TestNode,
+    prefix: String,
+    daemon: Option<Child>,
+}
+
+fn prefix() -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut x = (n as u64) ^ (std::process::id() as u64) << 20;
+    let mut s = String::from("hs");
+    for _ in 0..6 {
+        s.push(alphabet[(x % 36) as usize] as char);
+        x /= 36;
+    }
+    s
+}
+
+impl Smf {
+    fn new() -> Smf {
+        Smf { node: TestNode::bare(), prefix: prefix(), daemon: None }
+    }
+
+    fn root(&self) -> &Path {
+        self.node.root()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(HULL);
+        c.env("HULL_ROOT", self.root()).env("HULL_NODE", &self.prefix).env_remove("HULL_FAILPOINT");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = self.cmd().args(args).output().expect("run hull");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn start_daemon(&mut self) {
+        let log = std::fs::File::create(
+            self.root().join(format!("startd-{}.log", self.root().read_dir().map(|d| d.count()).unwrap_or(0))),
+        )
+        .expect("log");
+        let child =
+            self.cmd().arg("svc.startd").stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("svc.startd");
+        self.daemon = Some(child);
+        let sock = self.root().join("var/hull/svc/startd.sock");
+        let t = Instant::now();
+        while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(sock.exists(), "svc.startd did not come up");
+    }
+
+    fn kill_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = std::fs::remove_file(self.root().join("var/hull/svc/startd.sock"));
+    }
+
+    /// Writes a manifest and imports it.
+    fn import(&self, name: &str, xml: &str) -> Run {
+        let p = self.root().join(name);
+        std::fs::write(&p, xml).expect("write manifest");
+        self.run(&["svccfg", "import", &p.to_string_lossy()])
+    }
+
+    fn state(&self, fmri: &str) -> String {
+        let out = self.run(&["svcs", "-H", "-o", "state", fmri]).ok();
+        out.trim().to_string()
+    }
+
+    fn wait_state(&self, fmri: &str, want: &str) {
+        let t = Instant::now();
+        let mut last = String::new();
+        while t.elapsed() < Duration::from_secs(15) {
+            last = self.state(fmri);
+            if last == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let x = self.run(&["svcs", "-xv", fmri]).stdout;
+        panic!("{fmri} is {last}, not {want}\n{x}");
+    }
+
+    fn pids(&self, fmri: &str) -> Vec<i32> {
+        let dir = self.contract_dir(fmri);
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    fn contract_dir(&self, fmri: &str) -> PathBuf {
+        let f = hull_svc::Fmri::parse(fmri).expect("fmri");
+        hull_svc::contract::Contracts::new(&format!("{}-svc", self.prefix)).dir(&f)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.root().join(name)
+    }
+}
+
+impl Drop for Smf {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            let _ = self.run(&["svcadm", "shutdown"]);
+            let t = Instant::now();
+            while let Some(d) = self.daemon.as_mut() {
+                if d.try_wait().ok().flatten().is_some() || t.elapsed() > Duration::from_secs(10) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.kill_daemon();
+        }
+        // Whatever is left in this node's contracts goes.
+        let base = hull_svc::contract::Contracts::new(&format!("{}-svc", self.prefix));
+        for (_, pids) in base.live() {
+            for p in pids {
+                // SAFETY: kill takes two integers.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        base.remove_all_empty();
+    }
+}
+
+/// An SMF manifest for one service: `deps` are (name, grouping, restart_on, fmri).
+fn manifest(
+    name: &str,
+    start: &str,
+    stop: &str,
+    duration: &str,
+    deps: &[(&str, &str, &str, &str)],
+    extra: &str,
+) -> String {
+    let deps: String = deps
+        .iter()
+        .map(|(n, g, r, f)| {
+            let fmris: String = f.split(' ').map(|f| format!("      <service_fmri value='{f}'/>\n")).collect();
+            format!(
+                "    <dependency name='{n}' grouping='{g}' restart_on='{r}' type='service'>\n{fmris}    </dependency>\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0"?>
+<!DOCTYPE service_bundle SYSTEM "/usr/share/lib/xml/dtd/service_bundle.dtd.1">
+<service_bundle type="manifest" name="test:{name}">
+  <service name="{name}" type="service" version="1">
+    <create_default_instance enabled="true"/>
+    <single_instance/>
+{deps}    <exec_method type="method" name="start" exec="{start}" timeout_seconds="10"/>
+    <exec_method type="method" name="stop" exec="{stop}" timeout_seconds="3"/>
+    <property_group name="startd" type="framework">
+      <propval name="duration" type="astring" value="{duration}"/>
+    </property_group>
+{extra}  </service>
+</service_bundle>
+"#
+    )
+}
+
+/// A contract service whose methods note their order in `order`.
+fn ordered(name: &str, order: &Path, deps: &[(&str, &str, &str, &str)]) -> String {
+    let o = order.display();
+    let short = name.rsplit('/').next().unwrap_or(name);
+    manifest(
+        name,
+        &format!("/bin/sh -c 'echo start-{short} &gt;&gt; {o}; sleep 1000 &amp;'"),
+        &format!("/bin/sh -c 'echo stop-{short} &gt;&gt; {o}'"),
+        "contract",
+        deps,
+        "",
+    )
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap_or_default().lines().map(String::from).collect()
+}
+
+#[test]
+fn dependencies_order_start_and_stop() {
+    let mut s = Smf::new();
+    let order = s.file("order");
+    s.import("a.xml", &ordered("test/a", &order, &[])).ok();
+    s.import("b.xml", &ordered("test/b", &order, &[("a", "require_all", "none", "svc:/test/a")])).ok();
+    s.import("c.xml", &ordered("test/c", &order, &[("b", "require_all", "none", "svc:/test/b:default")])).ok();
+    s.start_daemon();
+    s.wait_state("svc:/test/c:default", "online");
+    assert_eq!(lines(&order), vec!["start-a", "start-b", "start-c"]);
+    // Disabling the root stops its dependents first, leaves first.
+    s.run(&["svcadm", "disable", "-s", "test/a"]).ok();
+    assert_eq!(&lines(&order)[3..], &["stop-c", "stop-b", "stop-a"]);
+    assert_eq!(s.state("svc:/test/c:default"), "offline");
+    assert!(s.pids("svc:/test/b:default").is_empty(), "the contract is empty after a stop");
+    let x = s.run(&["svcs", "-x", "test/c"]).ok();
+    assert!(x.contains("Dependency svc:/test/a:default is not running: Disabled by an administrator."), "{x}");
+    s.run(&["svcadm", "enable", "-s", "test/a"]).ok();
+    s.wait_state("svc:/test/c:default", "online");
+    assert_eq!(&lines(&order)[6..], &["start-a", "start-b", "start-c"]);
+}
+
+#[test]
+fn each_grouping_gates_as_smf_does() {
+    let mut s = Smf::new();
+    let sleeper = |n: &str, deps: &[(&str, &str, &str, &str)]| manifest(n, "sleep 1000", ":kill", "child", deps, "");
+    s.import("x.xml", &sleeper("test/x", &[])).ok();
+    s.import("y.xml", &sleeper("test/y", &[])).ok();
+    s.import("any.xml", &sleeper("test/any", &[("xy", "require_any", "none", "svc:/test/x svc:/test/y")])).ok();
+    s.import("opt.xml", &sleeper("test/opt", &[("x", "optional_all", "none", "svc:/test/x")])).ok();
+    s.import("excl.xml", &sleeper("test/excl", &[("x", "exclude_all", "none", "svc:/test/x")])).ok();
+    s.start_daemon();
+    s.wait_state("svc:/test/any:default", "online");
+    s.wait_state("svc:/test/opt:default", "online");
+    s.wait_state("svc:/test/excl:default", "offline");
+    // require_any: one of x and y is enough; neither is not.
+    s.run(&["svcadm", "disable", "-s", "test/x"]).ok();
+    s.wait_state("svc:/test/excl:default", "online");
+    assert_eq!(s.state("svc:/test/any:default"), "online");
+    assert_eq!(s.state("svc:/test/opt:default"), "online", "optional_all on a disabled service");
+    s.run(&["svcadm", "disable", "-s", "test/y"]).ok();
+    s.wait_state("svc:/test/any:default", "offline");
+    // exclude_all: x coming back takes excl down, as illumos propagates a start to the
+    // dependents that exclude it.
+    s.run(&["svcadm", "enable", "-s", "test/x"]).ok();
+    s.wait_state("svc:/test/excl:default", "offline");
+    s.wait_state("svc:/test/any:default", "online");
+}
+
+#[test]
+fn restart_on_propagates_by_level_and_a_forking_daemon_is_followed() {
+    let mut s = Smf::new();
+    // A daemon that forks twice and whose parent exits: only its cgroup knows it.
+    s.import("db.xml", &manifest("test/db", "/bin/sh -c '(sleep 1000 &amp;) ; exit 0'", ":kill", "contract", &[], ""))
+        .ok();
+    s.import(
+        "err.xml",
+        &manifest("test/onerr", "sleep 1000", ":kill", "child", &[("db", "require_all", "error", "svc:/test/db")], ""),
+    )
+    .ok();
+    s.import(
+        "none.xml",
+        &manifest("test/onnone", "sleep 1000", ":kill", "child", &[("db", "require_all", "none", "svc:/test/db")], ""),
+    )
+    .ok();
+    s.import(
+        "rst.xml",
+        &manifest(
+            "test/onrestart",
+            "sleep 1000",
+            ":kill",
+            "child",
+            &[("db", "require_all", "restart", "svc:/test/db")],
+            "",
+        ),
+    )
+    .ok();
+    s.start_daemon();
+    for f in ["test/onerr", "test/onnone", "test/onrestart"] {
+        s.wait_state(&format!("svc:/{f}:default"), "online");
+    }
+    let before = |f: &str| s.pids(&format!("svc:/{f}:default"));
+    let (db0, err0, none0, rst0) =
+        (before("test/db"), before("test/onerr"), before("test/onnone"), before("test/onrestart"));
+    assert_eq!(db0.len(), 1, "the grandchild is the contract's only process");
+    // A fault: the daemon dies.
+    // SAFETY: kill takes two integers.
+    unsafe { libc::kill(db0[0], libc::SIGKILL) };
+    let t = Instant::now();
+    while (before("test/db") == db0 || before("test/db").is_empty()) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.wait_state("svc:/test/db:default", "online");
+    s.wait_state("svc:/test/onerr:default", "online");
+    s.wait_state("svc:/test/onrestart:default", "online");
+    assert_ne!(before("test/db"), db0, "db was restarted");
+    assert_ne!(before("test/onerr"), err0, "restart_on=error restarts on a fault");
+    assert_ne!(before("test/onrestart"), rst0, "restart_on=restart includes faults");
+    assert_eq!(before("test/onnone"), none0, "restart_on=none keeps running");
+    // An administrative restart reaches restart_on=restart, not error.
+    let (err1, rst1) = (before("test/onerr"), before("test/onrestart"));
+    s.run(&["svcadm", "restart", "test/db"]).ok();
+    let t = Instant::now();
+    while before("test/onrestart") == rst1 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.wait_state("svc:/test/onrestart:default", "online");
+    assert_ne!(before("test/onrestart"), rst1);
+    assert_eq!(before("test/onerr"), err1, "restart_on=error ignores a restart");
+}
+
+#[test]
+fn a_crashing_service_goes_to_maintenance_and_clear_brings_it_back() {
+    let mut s = Smf::new();
+    let flag = s.file("healthy");
+    // Exits at once until the flag exists.
+    let start = format!("/bin/sh -c 'test -e {} &amp;&amp; exec sleep 1000; exit 1'", flag.display());
+    let extra = "    <property_group name='app' type='application'>\n      <propval name='x' type='astring' value='y'/>\n    </property_group>\n";
+    s.import("crash.xml", &manifest("test/crash", &start, ":kill", "child", &[], extra)).ok();
+    s.import(
+        "dep.xml",
+        &manifest("test/dep", "sleep 1000", ":kill", "child", &[("c", "require_all", "none", "svc:/test/crash")], ""),
+    )
+    .ok();
+    s.start_daemon();
+    s.wait_state("svc:/test/crash:default", "maintenance");
+    let x = s.run(&["svcs", "-xv"]).ok();
+    assert!(x.contains("svc:/test/crash:default") && x.contains("Restarting too quickly."), "{x}");
+    assert!(x.contains("Dependency svc:/test/crash:default is not running"), "the dependent points at the root: {x}");
+    assert!(x.contains("Stopping because the service process exited with status 1."), "the log's tail: {x}");
+    let log = s.run(&["svcs", "-L", "test/crash"]).ok();
+    assert!(log.trim().ends_with("var/svc/log/test-crash:default.log"), "{log}");
+    std::fs::write(&flag, "").expect("flag");
+    s.run(&["svcadm", "clear", "test/crash"]).ok();
+    s.wait_state("svc:/test/crash:default", "online");
+    s.wait_state("svc:/test/dep:default", "online");
+    // Marking and clearing by hand.
+    s.run(&["svcadm", "mark", "maintenance", "test/dep"]).ok();
+    s.wait_state("svc:/test/dep:default", "maintenance");
+    s.run(&["svcadm", "clear", "test/dep"]).ok();
+    s.wait_state("svc:/test/dep:default", "online");
+    s.run(&["svcadm", "mark", "degraded", "test/dep"]).ok();
+    assert_eq!(s.state("test/dep"), "degraded");
+}
+
+#[test]
+fn a_hung_stop_method_is_killed_at_its_timeout() {
+    let mut s = Smf::new();
+    // The stop method hangs (3 s timeout), and the service ignores SIGTERM.
+    s.import(
+        "hang.xml",
+        &manifest(
+            "test/hang",
+            "/bin/sh -c 'trap &quot;&quot; TERM; while true; do sleep 1; done'",
+            "sleep 1000",
+            "child",
+            &[],
+            "",
+        ),
+    )
+    .ok();
+    s.start_daemon();
+    s.wait_state("svc:/test/hang:default", "online");
+    let t = Instant::now();
+    s.run(&["svcadm", "disable", "-s", "test/hang"]).ok();
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(8), "stopped after {took:?}");
+    assert!(s.pids("svc:/test/hang:default").is_empty());
+    let log = std::fs::read_to_string(s.root().join("var/svc/log/test-hang:default.log")).expect("log");
+    assert!(log.contains("timed out"), "{log}");
+}
+
+#[test]
+fn temporary_changes_end_with_the_daemon_and_a_restarted_daemon_adopts_its_instances() {
+    let mut s = Smf::new();
+    s.import("p.xml", &manifest("test/persist", "/bin/sh -c 'sleep 1000 &amp;'", ":kill", "contract", &[], "")).ok();
+    s.import("t.xml", &manifest("test/temp", "sleep 1000", ":kill", "child", &[], "")).ok();
+    s.import("tr.xml", &manifest("test/once", "/bin/sh -c 'echo ran &gt;&gt; ONCE'", ":true", "transient", &[], ""))
+        .ok();
+    s.start_daemon();
+    s.wait_state("svc:/test/persist:default", "online");
+    s.wait_state("svc:/test/once:default", "online");
+    s.run(&["svcadm", "disable", "-s", "-t", "test/temp"]).ok();
+    s.run(&["svcadm", "disable", "-s", "test/persist"]).ok();
+    s.run(&["svcadm", "enable", "-s", "test/persist"]).ok();
+    let (persist, once_runs) = (s.pids("svc:/test/persist:default"), lines(&s.file("ONCE")).len());
+    assert_eq!(persist.len(), 1);
+    let l = s.run(&["svcs", "-l", "test/temp"]).ok();
+    assert!(l.contains("enabled      false (temporary)"), "{l}");
+    // SIGKILL the daemon: the instances keep running; a new daemon adopts them.
+    s.kill_daemon();
+    assert_eq!(s.pids("svc:/test/persist:default"), persist, "the service outlived its restarter");
+    s.start_daemon();
+    s.wait_state("svc:/test/persist:default", "online");
+    // The temporary disable is gone: temp comes back up; persist was not started twice.
+    s.wait_state("svc:/test/temp:default", "online");
+    assert_eq!(s.pids("svc:/test/persist:default"), persist, "adopted, not started again");
+    assert_eq!(s.pids("svc:/test/temp:default").len(), 1);
+    assert_eq!(lines(&s.file("ONCE")).len(), once_runs, "a transient service is not run again");
+    assert_eq!(s.state("test/once"), "online");
+    let p = s.run(&["svcs", "-p", "test/persist"]).ok();
+    assert!(p.contains(&persist[0].to_string()), "{p}");
+}
+
+#[test]
+fn bad_manifests_leave_the_repository_unchanged() {
+    let s = Smf::new();
+    s.import("ok.xml", &manifest("test/ok", "sleep 1000", ":kill", "child", &[], "")).ok();
+    let before = s.run(&["svcs", "-a", "-H", "-o", "fmri"]).ok();
+    let good = manifest("test/new", "sleep 1000", ":kill", "child", &[], "");
+    let cases: Vec<(String, &str)> = vec![
+        (good.replace("<single_instance/>", "<single_instance>"), "bad.xml:"),
+        (good.replace("<single_instance/>", "<frobnicate/>"), "unknown element <frobnicate>"),
+        (
+            good.replace(r#"<exec_method type="method" name="stop" exec=":kill" timeout_seconds="3"/>"#, ""),
+            "no stop method",
+        ),
+        (
+            manifest("test/new", "sleep 1", ":kill", "child", &[("x", "require_all", "none", "svc:/test/ghost")], ""),
+            "svc:/test/ghost, which does not exist",
+        ),
+        (good.replace("grouping", "grouping"), ""),
+    ];
+    for (xml, needle) in cases.iter().filter(|(_, n)| !n.is_empty()) {
+        let r = s.import("bad.xml", xml);
+        assert_eq!(r.code, 1, "{needle}: {}", r.stderr);
+        assert!(r.stderr.contains(needle) && r.stderr.contains("bad.xml"), "{needle}: {}", r.stderr);
+    }
+    // A line number where the parser knows it.
+    let r = s.import("bad.xml", &good.replace("<single_instance/>", "<frobnicate/>"));
+    assert!(r.stderr.contains("bad.xml:6:"), "{}", r.stderr);
+    // A cycle through an existing service: ok depends on new, new on ok.
+    s.run(&["svccfg", "import", &{
+        let p = s.file("ok2.xml");
+        std::fs::write(&p, manifest("test/ok", "sleep 1000", ":kill", "child", &[], "")).expect("write");
+        p.to_string_lossy().into_owned()
+    }])
+    .ok();
+    let a = manifest("test/cyc-a", "sleep 1", ":kill", "child", &[("b", "require_all", "none", "svc:/test/cyc-b")], "");
+    let b = manifest("test/cyc-b", "sleep 1", ":kill", "child", &[("a", "require_all", "none", "svc:/test/cyc-a")], "");
+    let both = a.replace("</service_bundle>", "") + &b[b.find("<service name").expect("service")..];
+    let r = s.import("cycle.xml", &both);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("dependency cycle") && r.stderr.contains("cycle.xml"), "{}", r.stderr);
+    let toml = "[[service]]\nname = \"test/t\"\ncreate_default_instance = true\nbogus = 1\n";
+    let p = s.file("bad.toml");
+    std::fs::write(&p, toml).expect("write");
+    let r = s.run(&["svccfg", "import", &p.to_string_lossy()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("bad.toml:") && r.stderr.contains("bogus"), "{}", r.stderr);
+    assert_eq!(s.run(&["svcs", "-a", "-H", "-o", "fmri"]).ok(), before, "the repository changed");
+}
+
+#[test]
+fn svccfg_and_svcprop_read_and_change_properties() {
+    let mut s = Smf::new();
+    let out = s.file("port");
+    let start =
+        format!("/bin/sh -c 'echo %{{config/port}} %s %i $SMF_FMRI $GREETING &gt; {}; exec sleep 1000'", out.display());
+    let extra = "    <property_group name='config' type='application'>\n      <propval name='port' type='count' value='8080'/>\n    </property_group>\n";
+    let xml = manifest("test/web", &start, ":kill", "child", &[], extra)
+        .replace("<single_instance/>", "<single_instance/>\n    <method_context><method_environment><envvar name='GREETING' value='hello'/></method_environment></method_context>");
+    s.import("web.xml", &xml).ok();
+    assert_eq!(s.run(&["svcprop", "-p", "config/port", "test/web:default"]).ok().trim(), "8080");
+    s.run(&["svccfg", "setprop", "svc:/test/web", "config/port", "=", "count:", "9090"]).ok();
+    assert_eq!(s.run(&["svccfg", "setprop", "svc:/test/web", "config/port", "=", "count:", "x"]).code, 1);
+    let lp = s.run(&["svccfg", "listprop", "svc:/test/web", "config/*"]).ok();
+    assert!(lp.contains("config/port") && lp.contains("9090"), "{lp}");
+    s.start_daemon();
+    s.wait_state("svc:/test/web:default", "online");
+    let t = Instant::now();
+    while !out.exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(std::fs::read_to_string(&out).expect("out").trim(), "9090 test/web default svc:/test/web:default hello");
+    let exported = s.run(&["svccfg", "export", "test/web"]).ok();
+    assert!(exported.contains("<exec_method name='start'") && exported.contains("name='port'"), "{exported}");
+    // What svccfg export writes, svccfg import reads.
+    let again = s.file("exported.xml");
+    std::fs::write(&again, exported.replace("test/web", "test/web2")).expect("write");
+    s.run(&["svccfg", "import", &again.to_string_lossy()]).ok();
+    assert_eq!(s.run(&["svcprop", "-p", "config/port", "test/web2"]).ok().trim(), "9090");
+    assert_eq!(s.run(&["svccfg", "delete", "test/web"]).code, 1, "running");
+    s.run(&["svcadm", "disable", "-s", "test/web"]).ok();
+    s.run(&["svccfg", "delete", "test/web"]).ok();
+    assert!(!s.run(&["svcs", "-a", "-H", "-o", "fmri"]).ok().contains("svc:/test/web:default"));
+}
