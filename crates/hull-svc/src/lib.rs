@@ -58,6 +58,9 @@ pub struct Paths {
     pub logs: PathBuf,
     /// The cgroup directory (under each hierarchy) holding the instances' cgroups.
     pub cgroup: String,
+    /// Environment every method gets besides SMF's own (the node's `HULL_ROOT`,
+    /// `HULL_NODE`, and a `PATH` that finds this `hull`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Paths {
@@ -67,6 +70,7 @@ impl Paths {
             socket: var_dir.join("svc/startd.sock"),
             logs: root.join("var/svc/log"),
             cgroup: format!("{prefix}-svc"),
+            env: Vec::new(),
         }
     }
 }
@@ -75,7 +79,15 @@ impl Paths {
 /// dependencies exist (in the repository or the manifest) and close no cycle. A manifest
 /// that fails a check changes nothing.
 pub fn import(repo: &mut repo::Repo, path: &Path) -> Result<Vec<Fmri>> {
-    let bundle = manifest::load(path)?;
+    import_bundle(repo, manifest::load(path)?)
+}
+
+/// Imports a manifest given as text (`name` says which, in errors).
+pub fn import_text(repo: &mut repo::Repo, name: &str, xml: &str) -> Result<Vec<Fmri>> {
+    import_bundle(repo, manifest::parse_xml(name, xml)?)
+}
+
+fn import_bundle(repo: &mut repo::Repo, bundle: manifest::Bundle) -> Result<Vec<Fmri>> {
     let (ents, added) = manifest::entities(&bundle);
     let manifest_err =
         |line: Option<u32>, reason: String| SvcError::Manifest { path: bundle.path.clone(), line, reason };

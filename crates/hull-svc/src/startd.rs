@@ -465,6 +465,9 @@ impl Startd {
         cmd.env("SMF_METHOD", kind.name());
         cmd.env("SMF_RESTARTER", "svc:/system/svc/restarter:default");
         cmd.env("SMF_ZONENAME", "global");
+        for (k, v) in &self.paths.env {
+            cmd.env(k, v);
+        }
         for (k, v) in &m.environment {
             cmd.env(k, v);
         }

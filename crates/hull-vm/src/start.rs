@@ -185,6 +185,28 @@ pub struct BootAll {
 }
 
 impl Vmadm {
+    /// Stops every running VM, the most recently started first (the node's shutdown);
+    /// returns the ones stopped and the ones that failed.
+    pub fn stop_all(&self, timeout: std::time::Duration) -> Result<BootAll> {
+        let mut running: Vec<(i64, String)> = Vec::new();
+        for uuid in self.uuids()? {
+            let cfg = self.load(&uuid)?;
+            if self.state(&uuid, &cfg).state == "running" {
+                let started = hull_zone::supervisor::read_record(&self.run_dir(&uuid)).map(|r| r.started).unwrap_or(0);
+                running.push((started, uuid));
+            }
+        }
+        running.sort();
+        let (mut stopped, mut failed) = (Vec::new(), Vec::new());
+        for (_, uuid) in running.into_iter().rev() {
+            match self.stop(&uuid, false, timeout) {
+                Ok(()) => stopped.push(uuid),
+                Err(e) => failed.push((uuid, e)),
+            }
+        }
+        Ok(BootAll { started: stopped, failed })
+    }
+
     /// Starts every stopped VM whose `autoboot` is true (the node's boot).
     pub fn boot_all(&self) -> Result<BootAll> {
         let (mut started, mut failed) = (Vec::new(), Vec::new());

@@ -21,13 +21,39 @@ pub fn paths(node: &Node) -> Paths {
     Paths::new(node.root(), &node.var_dir(), node.prefix())
 }
 
+/// The manifests hull ships: its own services. svc.startd adds any that its repository
+/// lacks, as SMF seeds a new repository.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("manifests/system-pool.xml", include_str!("../../../manifests/system-pool.xml")),
+    ("manifests/system-zones.xml", include_str!("../../../manifests/system-zones.xml")),
+];
+
 #[derive(Args)]
 pub struct StartdArgs {}
 
 /// `hull svc.startd`: runs the daemon in the foreground until `svcadm` asks it to shut down
 /// (or it is killed: a new one re-adopts what is running).
 pub fn startd(node: &Node, _a: StartdArgs) -> CmdResult {
-    let d = hull_svc::startd::Startd::new(paths(node))?;
+    let mut p = paths(node);
+    {
+        let mut repo = Repo::open(&p.repo)?;
+        let have = repo.fmris()?;
+        for (name, xml) in BUILTIN {
+            let bundle = hull_svc::manifest::parse_xml(name, xml)?;
+            if bundle.services.iter().any(|s| !have.iter().any(|f| f.service == s.name)) {
+                hull_svc::import_text(&mut repo, name, xml)?;
+            }
+        }
+    }
+    // Methods drive this node, with this binary.
+    let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("current exe: {e}")))?;
+    let dir = exe.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    p.env = vec![
+        ("HULL_ROOT".into(), node.root().display().to_string()),
+        ("HULL_NODE".into(), node.prefix().to_string()),
+        ("PATH".into(), format!("{dir}:/usr/sbin:/usr/bin:/sbin:/bin")),
+    ];
+    let d = hull_svc::startd::Startd::new(p)?;
     d.serve()?;
     Ok(())
 }

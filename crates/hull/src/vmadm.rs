@@ -96,6 +96,12 @@ pub enum VmCmd {
     },
     /// Start every VM whose autoboot is true (the service manager calls this at boot).
     BootAll,
+    /// Stop every running VM, the most recently started first (the service manager calls
+    /// this at shutdown).
+    StopAll {
+        #[arg(short = 't', default_value_t = 60)]
+        timeout: u64,
+    },
     /// Print VM events (create, modify, delete); -f follows new ones.
     Events {
         #[arg(short = 'f')]
@@ -322,6 +328,21 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
                 return Err(Failure::new(
                     1,
                     format!("{} of {} VMs failed to boot", failed.len(), failed.len() + started.len()),
+                ));
+            }
+        }
+        VmCmd::StopAll { timeout } => {
+            let hull_vm::BootAll { started: stopped, failed } = open(node)?.stop_all(Duration::from_secs(timeout))?;
+            for u in &stopped {
+                println!("Successfully completed stop for VM {u}");
+            }
+            for (u, e) in &failed {
+                eprintln!("vmadm: error: VM {u}: {}", crate::chain(e));
+            }
+            if !failed.is_empty() {
+                return Err(Failure::new(
+                    1,
+                    format!("{} of {} VMs failed to stop", failed.len(), failed.len() + stopped.len()),
                 ));
             }
         }
