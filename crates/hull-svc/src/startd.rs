@@ -1188,7 +1188,10 @@ impl Startd {
                 self.check_contract(&f);
             }
             if ready.first().copied().unwrap_or(false) {
-                while let Ok((stream, _)) = listener.accept() {
+                // A few connections per turn: a client that polls without pause must not
+                // starve the children's exits and the contracts' events.
+                for _ in 0..8 {
+                    let Ok((stream, _)) = listener.accept() else { break };
                     let _ = stream.set_nonblocking(false);
                     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
                     let mut line = String::new();
