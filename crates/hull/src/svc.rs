@@ -34,6 +34,9 @@ pub struct StartdArgs {}
 /// `hull svc.startd`: runs the daemon in the foreground until `svcadm` asks it to shut down
 /// (or it is killed: a new one re-adopts what is running).
 pub fn startd(node: &Node, _a: StartdArgs) -> CmdResult {
+    // One daemon per node: the lock lives as long as this process.
+    let _lock = hull_storage::lock::try_lock(&node.lock_path("svc.startd"))?
+        .ok_or_else(|| Failure::new(1, "svc.startd is already running for this node"))?;
     let mut p = paths(node);
     {
         let mut repo = Repo::open(&p.repo)?;

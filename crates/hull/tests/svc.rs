@@ -378,6 +378,9 @@ fn temporary_changes_end_with_the_daemon_and_a_restarted_daemon_adopts_its_insta
     s.start_daemon();
     s.wait_state("svc:/test/persist:default", "online");
     s.wait_state("svc:/test/once:default", "online");
+    let second = s.run(&["svc.startd"]);
+    assert_eq!(second.code, 1, "a second daemon for one node");
+    assert!(second.stderr.contains("already running"), "{}", second.stderr);
     s.run(&["svcadm", "disable", "-s", "-t", "test/temp"]).ok();
     s.run(&["svcadm", "disable", "-s", "test/persist"]).ok();
     s.run(&["svcadm", "enable", "-s", "test/persist"]).ok();
