@@ -373,8 +373,9 @@ fn temporary_changes_end_with_the_daemon_and_a_restarted_daemon_adopts_its_insta
     let mut s = Smf::new();
     s.import("p.xml", &manifest("test/persist", "/bin/sh -c 'sleep 1000 &amp;'", ":kill", "contract", &[], "")).ok();
     s.import("t.xml", &manifest("test/temp", "sleep 1000", ":kill", "child", &[], "")).ok();
-    s.import("tr.xml", &manifest("test/once", "/bin/sh -c 'echo ran &gt;&gt; ONCE'", ":true", "transient", &[], ""))
-        .ok();
+    let once = s.file("ONCE");
+    let exec = format!("/bin/sh -c 'echo ran &gt;&gt; {}'", once.display());
+    s.import("tr.xml", &manifest("test/once", &exec, ":true", "transient", &[], "")).ok();
     s.start_daemon();
     s.wait_state("svc:/test/persist:default", "online");
     s.wait_state("svc:/test/once:default", "online");
@@ -384,8 +385,9 @@ fn temporary_changes_end_with_the_daemon_and_a_restarted_daemon_adopts_its_insta
     s.run(&["svcadm", "disable", "-s", "-t", "test/temp"]).ok();
     s.run(&["svcadm", "disable", "-s", "test/persist"]).ok();
     s.run(&["svcadm", "enable", "-s", "test/persist"]).ok();
-    let (persist, once_runs) = (s.pids("svc:/test/persist:default"), lines(&s.file("ONCE")).len());
+    let (persist, once_runs) = (s.pids("svc:/test/persist:default"), lines(&once).len());
     assert_eq!(persist.len(), 1);
+    assert_eq!(once_runs, 1, "the transient service ran once");
     let l = s.run(&["svcs", "-l", "test/temp"]).ok();
     assert!(l.contains("enabled      false (temporary)"), "{l}");
     // SIGKILL the daemon: the instances keep running; a new daemon adopts them.
@@ -397,7 +399,7 @@ fn temporary_changes_end_with_the_daemon_and_a_restarted_daemon_adopts_its_insta
     s.wait_state("svc:/test/temp:default", "online");
     assert_eq!(s.pids("svc:/test/persist:default"), persist, "adopted, not started again");
     assert_eq!(s.pids("svc:/test/temp:default").len(), 1);
-    assert_eq!(lines(&s.file("ONCE")).len(), once_runs, "a transient service is not run again");
+    assert_eq!(lines(&once).len(), once_runs, "a transient service is not run again");
     assert_eq!(s.state("test/once"), "online");
     let p = s.run(&["svcs", "-p", "test/persist"]).ok();
     assert!(p.contains(&persist[0].to_string()), "{p}");
@@ -511,9 +513,91 @@ fn hull_s_own_services_boot_and_stop_the_zones() {
     s.wait_state("svc:/system/hull/pool:default", "online");
     s.wait_state("svc:/system/zones:default", "online");
     assert_eq!(vm_state(&s.node), "running", "boot-all ran once the pool was up");
+    // Let busybox's init set its signal handlers before it is asked to power off: a zone's
+    // PID 1 ignores signals it has no handler for yet, and the stop would wait its timeout.
+    s.node.hull(&["zlogin", &uuid, "true"]).ok();
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(s.run(&["svcprop", "-p", "zones/stop_timeout", "zones"]).ok().trim(), "60");
     s.run(&["svcadm", "disable", "-s", "system/zones"]).ok();
     assert_eq!(vm_state(&s.node), "stopped", "stop-all ran at disable");
     let log = std::fs::read_to_string(s.root().join("var/svc/log/system-zones:default.log")).expect("log");
     assert!(log.contains("Successfully started VM") && log.contains("Successfully completed stop"), "{log}");
+}
+
+#[test]
+fn method_contexts_exit_codes_refresh_and_the_rate_override() {
+    let mut s = Smf::new();
+    let who = s.file("who");
+    // Runs as nobody:nogroup in /tmp.
+    let start = format!("/bin/sh -c 'echo $(id -un):$(id -gn):$(pwd) &gt; {}; exec sleep 1000'", who.display());
+    std::fs::set_permissions(s.root(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let ctx = "    <method_context working_directory='/tmp'><method_credential user='nobody' group='nogroup'/></method_context>\n";
+    let xml = manifest("test/who", &start, ":kill", "child", &[], "")
+        .replace("<single_instance/>", &format!("<single_instance/>\n{ctx}"));
+    s.import("who.xml", &xml).ok();
+    // Exit 96 (SMF_EXIT_ERR_CONFIG): maintenance at once, no retries.
+    let conf = s.file("CONF");
+    let exec = format!("/bin/sh -c 'echo tried &gt;&gt; {}; exit 96'", conf.display());
+    s.import("conf.xml", &manifest("test/conf", &exec, ":true", "contract", &[], "")).ok();
+    // Two quick starts are too many when critical_failure_count says 2.
+    let quick = manifest("test/quick", "/bin/sh -c 'sleep 0.05; exit 0'", ":kill", "child", &[], "").replace(
+        "value=\"child\"/>",
+        "value=\"child\"/>\n      <propval name='critical_failure_count' type='count' value='2'/>",
+    );
+    s.import("quick.xml", &quick).ok();
+    s.import("db.xml", &manifest("test/db", "sleep 1000", ":kill", "child", &[], "")).ok();
+    s.import(
+        "onref.xml",
+        &manifest(
+            "test/onrefresh",
+            "sleep 1000",
+            ":kill",
+            "child",
+            &[("db", "require_all", "refresh", "svc:/test/db")],
+            "",
+        ),
+    )
+    .ok();
+    s.import(
+        "onrst.xml",
+        &manifest(
+            "test/onrestart",
+            "sleep 1000",
+            ":kill",
+            "child",
+            &[("db", "require_all", "restart", "svc:/test/db")],
+            "",
+        ),
+    )
+    .ok();
+    s.start_daemon();
+    s.wait_state("svc:/test/who:default", "online");
+    let t = Instant::now();
+    while !who.exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(std::fs::read_to_string(&who).expect("who").trim(), "nobody:nogroup:/tmp");
+    s.wait_state("svc:/test/conf:default", "maintenance");
+    assert_eq!(lines(&conf).len(), 1, "exit 96 is not retried");
+    s.wait_state("svc:/test/quick:default", "maintenance");
+    let x = s.run(&["svcs", "-x", "test/quick"]).ok();
+    assert!(x.contains("Restarting too quickly."), "{x}");
+    // refresh reaches restart_on=refresh only.
+    s.wait_state("svc:/test/onrefresh:default", "online");
+    s.wait_state("svc:/test/onrestart:default", "online");
+    let (r0, s0) = (s.pids("svc:/test/onrefresh:default"), s.pids("svc:/test/onrestart:default"));
+    s.run(&["svcadm", "refresh", "test/db"]).ok();
+    let t = Instant::now();
+    while s.pids("svc:/test/onrefresh:default") == r0 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.wait_state("svc:/test/onrefresh:default", "online");
+    assert_ne!(s.pids("svc:/test/onrefresh:default"), r0, "restart_on=refresh restarts on a refresh");
+    assert_eq!(s.pids("svc:/test/onrestart:default"), s0, "restart_on=restart ignores a refresh");
+    // -d and -D.
+    let d = s.run(&["svcs", "-H", "-o", "fmri", "-s", "fmri", "-D", "test/db"]).ok();
+    assert_eq!(d.lines().collect::<Vec<_>>(), vec!["svc:/test/onrefresh:default", "svc:/test/onrestart:default"]);
+    let d = s.run(&["svcs", "-H", "-o", "fmri", "-d", "test/onrestart"]).ok();
+    assert_eq!(d.trim(), "svc:/test/db:default");
 }
