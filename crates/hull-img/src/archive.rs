@@ -131,6 +131,51 @@ fn remove_any(path: &Path) -> io::Result<()> {
 }
 
 /// Unpacks a tar stream into `dst`, keeping owners, modes, times and xattrs.
+/// Writes a zvol image's raw disk to `dst`, sparse: runs of zeros become holes, so a 2 GB
+/// disk with little on it takes little space. A qcow2 stream is refused: it must be
+/// converted to raw first (`qemu-img convert -O raw`).
+pub fn write_disk<R: Read>(mut reader: R, dst: &Path) -> Result<(), UnpackError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |e: io::Error| {
+        if matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) {
+            UnpackError::NoSpace
+        } else {
+            UnpackError::Corrupt(e.to_string())
+        }
+    };
+    let mut out = std::fs::File::create(dst).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total: u64 = 0;
+    let mut first = true;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match reader.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(UnpackError::Corrupt(e.to_string())),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        if first && n >= 4 && &buf[..4] == b"QFI\xfb" {
+            return Err(UnpackError::Corrupt("the disk is qcow2; convert it to raw (qemu-img convert -O raw)".into()));
+        }
+        first = false;
+        if buf[..n].iter().all(|b| *b == 0) {
+            out.seek(SeekFrom::Current(n as i64)).map_err(io)?;
+        } else {
+            out.write_all(&buf[..n]).map_err(io)?;
+        }
+        total += n as u64;
+    }
+    out.set_len(total).map_err(io)?;
+    out.sync_all().map_err(io)?;
+    Ok(())
+}
+
 pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);

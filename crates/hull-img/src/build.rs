@@ -27,6 +27,8 @@ pub enum RootSource {
     Busybox,
     /// `debootstrap --variant=minbase` with systemd as init.
     Debootstrap { suite: String, mirror: String },
+    /// A raw disk: a zvol image for KVM VMs.
+    Disk(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +152,30 @@ fn write_image_with(
     compression: Compression,
     fill: impl FnOnce(&mut tar::Builder<Box<dyn archive::FinishWrite + '_>>) -> std::io::Result<()>,
 ) -> Result<(String, u64)> {
+    write_stream_with(out, compression, |enc| {
+        let mut tar = tar::Builder::new(enc);
+        tar.follow_symlinks(false);
+        tar.mode(tar::HeaderMode::Complete);
+        fill(&mut tar)?;
+        tar.into_inner()
+    })
+}
+
+/// A zvol image's file: the raw disk, compressed.
+pub fn write_disk_file(disk: &Path, out: &Path, compression: Compression) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(disk).map_err(|e| ImgError::io("open", disk, e))?;
+    write_stream_with(out, compression, |mut enc| {
+        std::io::copy(&mut f, &mut enc)?;
+        Ok(enc)
+    })
+}
+
+/// Writes whatever `fill` puts through the compressor into `out`; returns sha1 and size.
+fn write_stream_with<'a>(
+    out: &Path,
+    compression: Compression,
+    fill: impl FnOnce(Box<dyn archive::FinishWrite + 'a>) -> std::io::Result<Box<dyn archive::FinishWrite + 'a>>,
+) -> Result<(String, u64)> {
     let file = std::fs::File::create(out).map_err(|e| ImgError::io("create", out, e))?;
     let pb = progress::bytes(None, "writing image");
     let hw = HashingWriter {
@@ -162,11 +188,7 @@ fn write_image_with(
     {
         let enc =
             archive::encoder(compression, SharedWriter(hw.clone())).map_err(|e| ImgError::io("compress", out, e))?;
-        let mut tar = tar::Builder::new(enc);
-        tar.follow_symlinks(false);
-        tar.mode(tar::HeaderMode::Complete);
-        fill(&mut tar).map_err(|e| ImgError::io("archive", out, e))?;
-        let enc = tar.into_inner().map_err(|e| ImgError::io("archive", out, e))?;
+        let enc = fill(enc).map_err(|e| ImgError::io("archive", out, e))?;
         enc.finish().map_err(|e| ImgError::io("write", out, e))?;
     }
     pb.finish_and_clear();
@@ -239,6 +261,13 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         .prefix(".hull-build-")
         .tempdir_in(&spec.out_dir)
         .map_err(|e| ImgError::io("create staging directory in", &spec.out_dir, e))?;
+    if let RootSource::Disk(disk) = &spec.source {
+        let len = std::fs::metadata(disk).map_err(|e| ImgError::io("read", disk, e))?.len();
+        let mut m = probe;
+        m.image_type = ImageType::Zvol;
+        m.image_size = Some(len.div_ceil(1 << 20));
+        return emit(m, &spec.out_dir, spec.compression, |f| write_disk_file(disk, f, spec.compression));
+    }
     let root = match &spec.source {
         RootSource::Dir(d) => {
             if !d.is_dir() {
@@ -256,6 +285,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
             debootstrap_root(&r, suite, mirror)?;
             r
         }
+        RootSource::Disk(_) => unreachable!("handled above"),
     };
     emit(probe, &spec.out_dir, spec.compression, |f| write_image_file(&root, f, spec.compression))
 }

@@ -21,10 +21,12 @@ use hull_storage::{DatasetName, Node, Pool, SnapshotName, StorageError, lock};
 use sha1::Digest;
 use std::cell::OnceCell;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 pub const FINAL: &str = "final";
+/// A zvol image's disk, in its dataset (and in every clone of it).
+pub const ZVOL_FILE: &str = "disk.raw";
 
 /// Unpacks an image file's bytes into `dst`, as `install` does after verifying them. Public
 /// for the fuzzers; installs go through [`Imgadm::install`].
@@ -300,8 +302,13 @@ impl Imgadm {
             compression: want.compression.as_str(),
             reason,
         };
-        let unpacked =
-            archive::decoder(want.compression, reader).and_then(|r| archive::unpack(r, &pool.dataset_path(part)));
+        let unpacked = archive::decoder(want.compression, reader).and_then(|r| {
+            if manifest.image_type == hull_spec::manifest::ImageType::Zvol {
+                archive::write_disk(r, &pool.dataset_path(part).join(ZVOL_FILE))
+            } else {
+                archive::unpack(r, &pool.dataset_path(part))
+            }
+        });
         pb.finish_and_clear();
         match unpacked {
             Ok(()) => {}
@@ -325,6 +332,11 @@ impl Imgadm {
         hull_exec::failpoint("img-install-recorded");
         pool.rename(part, &ds(&uuid))?;
         Ok(())
+    }
+
+    /// Where an installed image's dataset is, when it is a zvol image: its disk.
+    pub fn zvol_disk(&self, uuid: &Uuid) -> Result<PathBuf> {
+        Ok(self.pool()?.dataset_path(&ds(uuid)).join(ZVOL_FILE))
     }
 
     /// Deletes an installed image; refused while anything is cloned from it.

@@ -48,6 +48,8 @@ pub struct Spec {
 pub struct Sockets {
     pub qmp: PathBuf,
     pub serial: PathBuf,
+    /// Where the serial port's output is also written, attached or not.
+    pub serial_log: Option<PathBuf>,
 }
 
 /// Reads the qemu part of a KVM payload. `disk_paths[i]` is where disk i's data lives.
@@ -178,7 +180,11 @@ pub fn args(spec: &Spec, accel: Accel, sockets: &Sockets) -> Vec<String> {
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", sockets.qmp.display()),
         "-chardev".into(),
-        format!("socket,id=serial0,path={},server=on,wait=off", sockets.serial.display()),
+        format!(
+            "socket,id=serial0,path={},server=on,wait=off{}",
+            sockets.serial.display(),
+            sockets.serial_log.as_ref().map(|l| format!(",logfile={},logappend=on", l.display())).unwrap_or_default()
+        ),
         "-serial".into(),
         "chardev:serial0".into(),
         "-sandbox".into(),
@@ -199,7 +205,7 @@ pub fn args(spec: &Spec, accel: Accel, sockets: &Sockets) -> Vec<String> {
             }
             for (i, d) in spec.disks.iter().enumerate() {
                 let media = if d.cdrom { ",media=cdrom,readonly=on" } else { "" };
-                let boot = if d.boot { ",bootindex=0" } else { "" };
+                let boot = if d.boot { ",bootindex=1" } else { "" };
                 let drive = format!("file={},if=none,id=disk{i},format=raw,cache=none{media}", d.path.display());
                 let device = match (d.model, d.cdrom) {
                     (DiskModel::Virtio, false) => format!("virtio-blk-pci,drive=disk{i}{boot}"),
@@ -245,7 +251,7 @@ mod tests {
     }
 
     fn sockets() -> Sockets {
-        Sockets { qmp: "/run/q.sock".into(), serial: "/run/s.sock".into() }
+        Sockets { qmp: "/run/q.sock".into(), serial: "/run/s.sock".into(), serial_log: Some("/run/c.log".into()) }
     }
 
     #[test]
@@ -258,7 +264,7 @@ mod tests {
         for want in [
             "-accel tcg",
             "-m 512 -smp 2 -cpu qemu64",
-            "virtio-blk-pci,drive=disk0,bootindex=0",
+            "virtio-blk-pci,drive=disk0,bootindex=1",
             "ide-cd,drive=disk1",
             "media=cdrom,readonly=on",
             "virtio-scsi-pci,id=scsi0",
@@ -268,6 +274,7 @@ mod tests {
             "-vnc 127.0.0.1:1",
             "-sandbox on,",
             "-qmp unix:/run/q.sock,server=on,wait=off",
+            "path=/run/s.sock,server=on,wait=off,logfile=/run/c.log,logappend=on",
         ] {
             assert!(a.contains(want), "{want} missing from {a}");
         }

@@ -28,22 +28,70 @@ fn defaults(cfg: &mut Map<String, Value>) {
 }
 
 impl Vmadm {
+    /// Creates a KVM (or bhyve) VM: its dataset with blank disks, then boots it.
+    fn create_hvm(&self, uuid: String, mut cfg: Map<String, Value>) -> Result<String> {
+        if let Some(i) = cfg.get("image_uuid").and_then(Value::as_str) {
+            return Err(VmError::Image {
+                vm: uuid,
+                image: i.to_string(),
+                reason: "a KVM VM boots from its disks; give the image as disks.0.image_uuid".into(),
+            });
+        }
+        self.check_kvm(&uuid, &mut cfg)?;
+        let pool = self.pool()?;
+        let _lock = self.lock(&uuid)?;
+        if pool.exists(&ds(&uuid)?) {
+            return Err(VmError::Exists(uuid));
+        }
+        cfg.entry("autoboot".to_string()).or_insert(json!(true));
+        cfg.entry("quota".to_string()).or_insert(json!(10));
+        cfg.insert("uuid".into(), json!(uuid));
+        cfg.insert("zonename".into(), json!(uuid));
+        cfg.insert("zfs_filesystem".into(), json!(format!("{}/{uuid}", pool.name())));
+        cfg.insert("zonepath".into(), json!(pool.dataset_path(&ds(&uuid)?)));
+        cfg.insert("zpool".into(), json!(pool.name()));
+        cfg.insert("create_timestamp".into(), json!(hull_zone::supervisor::now()));
+        let part = ds(&format!("{uuid}{PROVISIONING}"))?;
+        let mut revert = Revert::new();
+        revert.push("destroy the dataset", || {
+            let _ = hull_storage::destroy(pool, &part, true);
+        });
+        let disks = self.clone_disks(&uuid, &mut cfg)?;
+        revert.push("destroy the disk clones", move || {
+            for d in &disks {
+                let _ = hull_storage::destroy(pool, d, true);
+            }
+        });
+        self.create_kvm_dataset(&part, &mut cfg)?;
+        crate::write_config(&uuid, &pool.dataset_path(&part).join("config/vm.json"), &cfg)?;
+        pool.rename(&part, &ds(&uuid)?)?;
+        revert.disarm();
+        hull_zone::events::emit(&self.node.var_dir(), "create", &uuid, Vec::new());
+        drop(_lock);
+        if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)
+            && let Err(e) = self.start(&uuid)
+        {
+            let mut c = self.load(&uuid)?;
+            c.insert("failed".into(), json!(true));
+            self.save(&uuid, &c)?;
+            return Err(VmError::Other { vm: uuid, reason: format!("created, but failed to boot: {e}") });
+        }
+        Ok(uuid)
+    }
+
     /// Creates a VM from a payload; boots it when `autoboot` (the default) is true.
     /// Returns the VM's uuid.
     pub fn create(&self, payload: &Value) -> Result<String> {
         let mut cfg = hull_spec::vm::validate(Action::Create, None, payload).map_err(VmError::Invalid)?;
         let brand: Brand =
             cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
-        if !brand.is_os() {
-            return Err(VmError::Other {
-                vm: "-".into(),
-                reason: format!("brand {brand} is not supported yet (joyent, joyent-minimal, lx)"),
-            });
-        }
         let uuid = match cfg.get("uuid").and_then(Value::as_str) {
             Some(u) => u.to_string(),
             None => uuid::Uuid::new_v4().to_string(),
         };
+        if !brand.is_os() {
+            return self.create_hvm(uuid, cfg);
+        }
         let image: uuid::Uuid = cfg
             .get("image_uuid")
             .and_then(Value::as_str)

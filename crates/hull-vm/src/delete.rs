@@ -16,6 +16,13 @@ impl Vmadm {
         self.rt.delete(uuid, &self.cgroup(uuid))?;
         crate::network::down(&self.node, uuid)?;
         let dir = self.run_dir(uuid);
+        let n = self.load(uuid)?.get("disks").and_then(|d| d.as_array()).map(Vec::len).unwrap_or(0);
+        for i in 0..n {
+            let d = ds(&Self::disk_dataset(uuid, i))?;
+            if self.pool()?.exists(&d) {
+                hull_storage::destroy(self.pool()?, &d, true)?;
+            }
+        }
         hull_storage::destroy(self.pool()?, &ds(uuid)?, true)?;
         hull_exec::failpoint("vm-delete-destroyed");
         if dir.exists() {

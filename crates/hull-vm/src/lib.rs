@@ -18,6 +18,7 @@
 mod create;
 mod delete;
 mod image;
+mod kvm;
 pub mod network;
 mod query;
 pub mod revert;

@@ -43,6 +43,8 @@ impl Vmadm {
             tmpfs_mib: num(cfg, "tmpfs"),
             terminal: true,
             netns: None,
+            binds: Vec::new(),
+            devices: Vec::new(),
         })
     }
 
@@ -100,8 +102,11 @@ impl Vmadm {
         if state.state == "running" {
             return Err(VmError::WrongState { vm: uuid.into(), state: state.state, verb: "start" });
         }
-        let mut z = self.zone_config(uuid, &cfg)?;
-        self.prepare_root(uuid, &z, &cfg)?;
+        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+        let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };
+        if !hvm {
+            self.prepare_root(uuid, &z, &cfg)?;
+        }
         let dir = self.run_dir(uuid);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
             vm: uuid.into(),

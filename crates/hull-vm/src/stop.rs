@@ -42,8 +42,16 @@ impl Vmadm {
             return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "stop" });
         }
         if !force {
-            let sig = self.shutdown_signal(uuid)?;
-            self.rt.kill(uuid, &self.cgroup(uuid), sig, false)?;
+            let brand = self.load(uuid)?.get("brand").and_then(|b| b.as_str()).unwrap_or("").to_string();
+            if matches!(brand.as_str(), "kvm" | "bhyve") {
+                // An ACPI power-button press; a guest that ignores it is killed at the timeout.
+                if let Err(e) = self.kvm_powerdown(uuid) {
+                    tracing::warn!(vm = %uuid, "ACPI power-down: {e}");
+                }
+            } else {
+                let sig = self.shutdown_signal(uuid)?;
+                self.rt.kill(uuid, &self.cgroup(uuid), sig, false)?;
+            }
             if self.wait_stopped(uuid, timeout)? {
                 return self.settle(uuid);
             }

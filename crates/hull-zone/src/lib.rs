@@ -38,6 +38,26 @@ pub struct ZoneConfig {
     /// A network namespace made for the zone (with its NICs), or None for a new, empty one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
+    /// Host paths bound into the zone (a KVM zone's view of qemu and its disks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<Bind>,
+    /// Host character devices the zone may use (`/dev/kvm`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Device {
+    pub path: PathBuf,
+    pub major: i64,
+    pub minor: i64,
 }
 
 /// Resource caps, in SmartOS's units.

@@ -140,6 +140,10 @@ pub fn oci_config(z: &ZoneConfig) -> Value {
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755", "size=65536k"]}),
         json!({"destination": "/run/lock", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=5120k"]}),
     ];
+    for b in &z.binds {
+        let mode = if b.writable { "rw" } else { "ro" };
+        mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source, "options": ["rbind", mode, "nosuid"]}));
+    }
     if let Some(t) = z.tmpfs_mib.filter(|t| *t > 0) {
         mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", format!("size={t}m")]}));
     }
@@ -149,6 +153,17 @@ pub fn oci_config(z: &ZoneConfig) -> Value {
     if let Some(l) = z.limits.locked_mib {
         rlimits.push(json!({"type": "RLIMIT_MEMLOCK", "hard": l * MIB, "soft": l * MIB}));
     }
+    let mut res = resources(&z.limits);
+    if let Some(list) = res.get_mut("devices").and_then(Value::as_array_mut) {
+        for d in &z.devices {
+            list.push(json!({"allow": true, "type": "c", "major": d.major, "minor": d.minor, "access": "rwm"}));
+        }
+    }
+    let devices: Vec<Value> = z
+        .devices
+        .iter()
+        .map(|d| json!({"path": d.path, "type": "c", "major": d.major, "minor": d.minor, "fileMode": 0o660, "uid": 0, "gid": 0}))
+        .collect();
     json!({
         "ociVersion": "1.0.2",
         "root": {"path": z.rootfs, "readonly": false},
@@ -173,7 +188,8 @@ pub fn oci_config(z: &ZoneConfig) -> Value {
             "namespaces": [
                 {"type": "pid"}, network, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
             ],
-            "resources": resources(&z.limits),
+            "resources": res,
+            "devices": devices,
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
             "seccomp": {
@@ -205,6 +221,8 @@ mod tests {
             tmpfs_mib: Some(64),
             terminal: true,
             netns: None,
+            binds: Vec::new(),
+            devices: Vec::new(),
         }
     }
 

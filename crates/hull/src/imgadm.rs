@@ -102,6 +102,9 @@ pub enum ImgCmd {
         /// A Debian image from debootstrap.
         #[arg(long, group = "from")]
         debootstrap: bool,
+        /// A zvol image (for KVM VMs) from a raw disk file.
+        #[arg(long, group = "from")]
+        disk: Option<PathBuf>,
         #[arg(long, default_value = hull_img::build::DEFAULT_SUITE)]
         suite: String,
         #[arg(long, default_value = hull_img::build::DEFAULT_MIRROR)]
@@ -279,6 +282,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             dir,
             busybox,
             debootstrap,
+            disk,
             suite,
             mirror,
             name,
@@ -289,14 +293,15 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             uuid,
             json,
         } => {
-            let source = match (dir, busybox, debootstrap) {
-                (Some(d), false, false) => RootSource::Dir(d),
-                (None, true, false) => RootSource::Busybox,
-                (None, false, true) => RootSource::Debootstrap { suite, mirror },
+            let source = match (dir, busybox, debootstrap, disk) {
+                (Some(d), false, false, None) => RootSource::Dir(d),
+                (None, true, false, None) => RootSource::Busybox,
+                (None, false, true, None) => RootSource::Debootstrap { suite, mirror },
+                (None, false, false, Some(d)) => RootSource::Disk(d),
                 _ => {
                     return Err(Failure::new(
                         2,
-                        "say where the root comes from: --dir DIR, --busybox or --debootstrap",
+                        "say where the image comes from: --dir DIR, --busybox, --debootstrap or --disk FILE",
                     ));
                 }
             };

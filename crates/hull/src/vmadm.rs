@@ -311,10 +311,9 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             println!("Deleted snapshot {name} of VM {uuid}");
         }
         VmCmd::Events { follow, json, uuid } => events(node, follow, json, uuid.as_deref())?,
-        VmCmd::Info { uuid, .. } => {
-            let vm = open(node)?.get(&uuid)?;
-            let brand = vm.get("brand").and_then(|b| b.as_str()).unwrap_or("?");
-            return Err(Failure::new(1, format!("VM {uuid}: info is not supported for brand {brand} (KVM VMs only)")));
+        VmCmd::Info { uuid, types } => {
+            let info = open(node)?.info(&uuid, &types)?;
+            print_json(&info);
         }
         VmCmd::BootAll => {
             let hull_vm::BootAll { started, failed } = open(node)?.boot_all()?;

@@ -1,0 +1,289 @@
+//! The KVM brand (and bhyve payloads, on the same engine): qemu inside a zone.
+//!
+//! The VM's dataset holds `config/vm.json`, `disks/diskN.raw` and an empty `root/`. At boot
+//! the zone's root is that empty directory with the host's `/usr` bound read-only (and the
+//! merged-usr links beside it), the dataset at `/vm`, the run directory (QMP and serial
+//! sockets) at `/run/hull`, and `/dev/kvm` when KVM is in use. qemu is the zone's init:
+//! it sees its own processes only, no host files but those, the zone's cgroup (capped at
+//! `ram` plus overhead), and runs with its own seccomp sandbox on.
+
+use crate::{Result, VmError, Vmadm, ds};
+use hull_qemu::probe::{Accel, Probe};
+use hull_zone::{Bind, Device, ZoneConfig};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// qemu's own memory beyond the guest's, in MiB, for the zone's cap.
+const OVERHEAD_MIB: u64 = 256;
+const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+
+fn bad(vm: &str, problems: Vec<String>) -> VmError {
+    VmError::Other { vm: vm.to_string(), reason: format!("invalid KVM payload: {}", problems.join("; ")) }
+}
+
+fn mem_total_mib() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = t.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+impl Vmadm {
+    /// Where a KVM VM's disks live: `<dataset>/disks/diskN.raw`.
+    fn disk_paths(&self, uuid: &str, n: usize) -> Result<Vec<PathBuf>> {
+        let base = self.pool()?.dataset_path(&ds(uuid)?).join("disks");
+        Ok((0..n).map(|i| base.join(format!("disk{i}.raw"))).collect())
+    }
+
+    /// Checks a KVM payload beyond its types: models, media, one boot disk, sizes, the
+    /// node's memory. Fills in SmartOS's defaults.
+    pub(crate) fn check_kvm(&self, uuid: &str, cfg: &mut Map<String, Value>) -> Result<()> {
+        let disks = cfg.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut problems = Vec::new();
+        for (i, d) in disks.iter().enumerate() {
+            if let Some(img) = d.get("image_uuid").and_then(Value::as_str) {
+                match img.parse::<uuid::Uuid>().ok().map(|u| self.img.manifest(&u)) {
+                    Some(Ok(m)) if m.image_type == hull_spec::manifest::ImageType::Zvol => {}
+                    Some(Ok(m)) => problems.push(format!(
+                        "disks.{i}.image_uuid: image {img} is a {} image, not a zvol image; it cannot be a disk",
+                        m.image_type.as_str()
+                    )),
+                    _ => problems.push(format!("disks.{i}.image_uuid: image {img} is not installed")),
+                }
+            } else if d.get("size").and_then(Value::as_u64).is_none_or(|s| s == 0) {
+                problems.push(format!("disks.{i}: needs a size (MiB) or an image_uuid"));
+            }
+        }
+        if !disks.is_empty() && !disks.iter().any(|d| d.get("boot").and_then(Value::as_bool).unwrap_or(false)) {
+            problems.push("disks: none is marked boot".into());
+        }
+        if cfg.get("nics").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+            problems.push("nics: KVM VMs cannot have NICs yet".into());
+        }
+        let ram = cfg.get("ram").and_then(Value::as_u64).unwrap_or(256);
+        if let Some(total) = mem_total_mib()
+            && ram + OVERHEAD_MIB > total
+        {
+            problems.push(format!(
+                "ram: {ram} MiB (plus {OVERHEAD_MIB} MiB for qemu) is more than this node's {total} MiB"
+            ));
+        }
+        let paths = self.disk_paths(uuid, disks.len())?;
+        if let Err(p) = hull_qemu::cmdline::parse(uuid, cfg, &paths) {
+            problems.extend(p);
+        }
+        if !problems.is_empty() {
+            return Err(bad(uuid, problems));
+        }
+        cfg.entry("ram".to_string()).or_insert(json!(ram));
+        cfg.entry("vcpus".to_string()).or_insert(json!(1));
+        cfg.insert("max_physical_memory".into(), json!(ram + OVERHEAD_MIB));
+        Ok(())
+    }
+
+    /// A disk cloned from a zvol image lives in a dataset of its own beside the VM's.
+    pub(crate) fn disk_dataset(uuid: &str, i: usize) -> String {
+        format!("{uuid}-disk{i}")
+    }
+
+    /// Clones the VM's image disks from their images' `@final`; returns the datasets made.
+    pub(crate) fn clone_disks(
+        &self,
+        uuid: &str,
+        cfg: &mut Map<String, Value>,
+    ) -> Result<Vec<hull_storage::DatasetName>> {
+        let pool = self.pool()?;
+        let mut made = Vec::new();
+        if let Some(Value::Array(disks)) = cfg.get_mut("disks") {
+            for (i, d) in disks.iter_mut().enumerate() {
+                let Some(img) = d.get("image_uuid").and_then(Value::as_str).map(String::from) else { continue };
+                let target = ds(&Self::disk_dataset(uuid, i))?;
+                let r = pool.clone_snapshot(&ds(&img)?.snapshot(hull_img::FINAL)?, &target);
+                if let Err(e) = r {
+                    for m in &made {
+                        let _ = hull_storage::destroy(pool, m, true);
+                    }
+                    return Err(e.into());
+                }
+                if let Value::Object(o) = d {
+                    o.insert("zfs_filesystem".into(), json!(format!("{}/{target}", pool.name())));
+                }
+                made.push(target);
+            }
+        }
+        Ok(made)
+    }
+
+    /// Makes a KVM VM's dataset: config, an empty zone root and its blank disks.
+    pub(crate) fn create_kvm_dataset(
+        &self,
+        part: &hull_storage::DatasetName,
+        cfg: &mut Map<String, Value>,
+    ) -> Result<()> {
+        let pool = self.pool()?;
+        pool.create(part)?;
+        let base = pool.dataset_path(part);
+        let io = |op, p: &Path| {
+            let (vm, path) = (part.to_string(), p.to_path_buf());
+            move |e| VmError::Io { vm, op, path, source: e }
+        };
+        for d in ["config", "root", "disks"] {
+            std::fs::create_dir_all(base.join(d)).map_err(io("create directory", &base.join(d)))?;
+        }
+        let uuid = cfg.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+        if let Some(Value::Array(disks)) = cfg.get_mut("disks") {
+            for (i, d) in disks.iter_mut().enumerate() {
+                // An image disk's file is bound over this placeholder at boot.
+                let size =
+                    if d.get("image_uuid").is_some() { 0 } else { d.get("size").and_then(Value::as_u64).unwrap_or(0) };
+                let file = base.join("disks").join(format!("disk{i}.raw"));
+                let f = std::fs::File::create(&file).map_err(io("create", &file))?;
+                f.set_len(size << 20).map_err(io("size", &file))?;
+                if let Value::Object(o) = d {
+                    o.insert("path".into(), json!(format!("/zones/{uuid}/disks/disk{i}.raw")));
+                    o.entry("model").or_insert(json!("virtio"));
+                    o.entry("media").or_insert(json!("disk"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The accelerator this node uses: `HULL_ACCEL` (kvm or tcg) when the operator forces
+    /// one, else the probe's finding, made once and kept in `$ROOT/var/hull/accel.json`.
+    pub fn accel(&self) -> Probe {
+        match std::env::var("HULL_ACCEL").as_deref() {
+            Ok("kvm") => {
+                return Probe { accel: Accel::Kvm, reason: "forced by HULL_ACCEL".into(), kvm_ms: None, tcg_ms: None };
+            }
+            Ok("tcg") => {
+                return Probe { accel: Accel::Tcg, reason: "forced by HULL_ACCEL".into(), kvm_ms: None, tcg_ms: None };
+            }
+            _ => {}
+        }
+        let path = self.node.var_dir().join("accel.json");
+        if let Some(p) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Probe>(&t).ok()) {
+            return p;
+        }
+        let p = hull_qemu::probe::probe(Path::new(QEMU), None, &self.node.var_dir(), Duration::from_secs(20));
+        let _ = hull_exec::write_atomic(&path, &serde_json::to_vec_pretty(&p).unwrap_or_default());
+        p
+    }
+
+    /// The zone a KVM VM runs in, with qemu as its init.
+    pub(crate) fn kvm_zone(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<ZoneConfig> {
+        let base = self.pool()?.dataset_path(&ds(uuid)?);
+        let root = base.join("root");
+        // Merged /usr: the zone's /bin, /lib... are links into the bound /usr.
+        for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+            let p = root.join(link);
+            if std::fs::symlink_metadata(&p).is_err() {
+                std::os::unix::fs::symlink(target, &p).map_err(|e| VmError::Io {
+                    vm: uuid.into(),
+                    op: "link",
+                    path: p.clone(),
+                    source: e,
+                })?;
+            }
+        }
+        let n = cfg.get("disks").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+        let inside: Vec<PathBuf> = (0..n).map(|i| PathBuf::from(format!("/vm/disks/disk{i}.raw"))).collect();
+        let spec = hull_qemu::cmdline::parse(uuid, cfg, &inside).map_err(|p| bad(uuid, p))?;
+        let accel = self.accel().accel;
+        let sockets = hull_qemu::cmdline::Sockets {
+            qmp: "/run/hull/qmp.sock".into(),
+            serial: "/run/hull/serial.sock".into(),
+            serial_log: Some("/run/hull/console.log".into()),
+        };
+        let mut init = vec![QEMU.to_string()];
+        init.extend(hull_qemu::cmdline::args(&spec, accel, &sockets));
+        let mut z = self.zone_config(uuid, cfg)?;
+        z.rootfs = root;
+        z.init = init;
+        z.terminal = false;
+        z.tmpfs_mib = None;
+        z.binds = vec![
+            Bind { source: "/usr".into(), destination: "/usr".into(), writable: false },
+            Bind { source: base.clone(), destination: "/vm".into(), writable: true },
+            Bind { source: self.run_dir(uuid), destination: "/run/hull".into(), writable: true },
+        ];
+        let pool = self.pool()?;
+        for (i, d) in cfg.get("disks").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if d.get("image_uuid").is_some() {
+                let disk_ds = ds(&Self::disk_dataset(uuid, i))?;
+                z.binds.push(Bind {
+                    source: pool.dataset_path(&disk_ds).join(hull_img::ZVOL_FILE),
+                    destination: format!("/vm/disks/disk{i}.raw").into(),
+                    writable: true,
+                });
+            }
+        }
+        if accel == Accel::Kvm {
+            z.devices.push(Device { path: "/dev/kvm".into(), major: 10, minor: 232 });
+        }
+        Ok(z)
+    }
+
+    fn qmp(&self, uuid: &str) -> Result<hull_qemu::qmp::Qmp> {
+        let sock = self.run_dir(uuid).join("qmp.sock");
+        hull_qemu::qmp::Qmp::connect(&sock, Duration::from_secs(5))
+            .map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })
+    }
+
+    /// Asks the guest to power off (an ACPI power-button press).
+    pub(crate) fn kvm_powerdown(&self, uuid: &str) -> Result<()> {
+        self.qmp(uuid)?
+            .execute("system_powerdown", None)
+            .map(drop)
+            .map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })
+    }
+
+    /// `vmadm info UUID [TYPE...]`: what qemu reports, by QMP.
+    pub fn info(&self, uuid: &str, types: &[String]) -> Result<Map<String, Value>> {
+        let cfg = self.load(uuid)?;
+        let brand = cfg.get("brand").and_then(Value::as_str).unwrap_or("");
+        if !matches!(brand, "kvm" | "bhyve") {
+            return Err(VmError::Other {
+                vm: uuid.into(),
+                reason: format!("info is not supported for brand {brand} (KVM VMs only)"),
+            });
+        }
+        if self.state(uuid, &cfg).state != "running" {
+            return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "info" });
+        }
+        let all = ["version", "status", "block", "cpus", "vnc", "chardev", "accel"];
+        let wanted: Vec<&str> = if types.is_empty() || types.iter().any(|t| t == "all") {
+            all.to_vec()
+        } else {
+            types.iter().map(String::as_str).collect()
+        };
+        let mut q = self.qmp(uuid)?;
+        let mut out = Map::new();
+        for t in wanted {
+            let cmd = match t {
+                "version" => "query-version",
+                "status" => "query-status",
+                "block" => "query-block",
+                "cpus" => "query-cpus-fast",
+                "vnc" => "query-vnc",
+                "chardev" => "query-chardev",
+                "accel" => {
+                    let kvm = q
+                        .execute("query-kvm", None)
+                        .map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+                    out.insert("accel".into(), json!({"kvm": kvm, "node": self.accel()}));
+                    continue;
+                }
+                other => {
+                    return Err(VmError::Other {
+                        vm: uuid.into(),
+                        reason: format!("unknown info type {other:?} ({})", all.join(", ")),
+                    });
+                }
+            };
+            let v = q.execute(cmd, None).map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+            out.insert(t.into(), v);
+        }
+        Ok(out)
+    }
+}
