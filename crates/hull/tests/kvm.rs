@@ -1,0 +1,187 @@
+//! The KVM brand: real qemu (TCG here: KVM makes no progress on these machines) inside a
+//! zone. Guests: a boot sector on a zvol image that prints a marker, and Debian's cloud
+//! kernel with a busybox initramfs whose init powers off on the ACPI power button
+//! (`.ci/deps` extracts the kernel into /var/cache/hull/guest).
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const GUEST: &str = "/var/cache/hull/guest";
+
+fn create(n: &TestNode, payload: Value) -> Run {
+    let f = n.root().join(format!("p-{}.json", std::process::id() as u128 ^ Instant::now().elapsed().as_nanos()));
+    std::fs::write(&f, payload.to_string()).expect("write");
+    n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()])
+}
+
+fn uuid_of(out: &str) -> String {
+    out.trim().rsplit(' ').next().expect("uuid").to_string()
+}
+
+/// A zvol image whose disk's first sector prints `HULL-BOOT-OK` and halts; `mib` large.
+fn boot_sector_image(n: &TestNode, mib: u64) -> String {
+    let disk = n.root().join("bootsector.raw");
+    let mut b = hull_qemu::probe::boot_sector();
+    b.resize(512, 0);
+    std::fs::write(&disk, &b).expect("write");
+    std::fs::OpenOptions::new().write(true).open(&disk).expect("open").set_len(mib << 20).expect("size");
+    let out = n.root().join("images");
+    let built = n
+        .hull(&["imgadm", "build", "--disk", &disk.to_string_lossy(), "-n", "bootsector", "-o", &out.to_string_lossy(), "-j"])
+        .ok();
+    let v: Value = serde_json::from_str(&built).expect("json");
+    let (m, f) = (v["manifest_path"].as_str().expect("m"), v["file_path"].as_str().expect("f"));
+    n.hull(&["imgadm", "install", "-m", m, "-f", f]).ok();
+    v["manifest"]["uuid"].as_str().expect("uuid").to_string()
+}
+
+fn console(n: &TestNode, uuid: &str) -> String {
+    std::fs::read_to_string(n.root().join(format!("var/hull/z/{uuid}/console.log"))).unwrap_or_default()
+}
+
+fn wait_console(n: &TestNode, uuid: &str, marker: &str, secs: u64) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if console(n, uuid).contains(marker) {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no {marker} on {uuid}'s serial console in {secs} s:\n{}", console(n, uuid));
+}
+
+fn state(n: &TestNode, uuid: &str) -> String {
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
+    v["state"].as_str().unwrap_or_default().to_string()
+}
+
+fn qemu_pid(n: &TestNode, uuid: &str) -> i32 {
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
+    v["pid"].as_i64().expect("pid") as i32
+}
+
+#[test]
+fn a_vm_from_a_zvol_image_boots_in_its_zone_and_leaves_nothing() {
+    let n = TestNode::new("1G");
+    let img = boot_sector_image(&n, 256);
+    let a = uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+    let b = uuid_of(&create(&n, json!({"brand": "bhyve", "ram": 128, "disks": [{"image_uuid": img, "boot": true, "model": "ide"}]})).ok());
+    wait_console(&n, &a, "HULL-BOOT-OK", 30);
+    wait_console(&n, &b, "HULL-BOOT-OK", 30);
+    // Both disks are clones of the image's @final: they share its blocks.
+    let list = n.hull(&["dataset", "list", "-H", "-o", "name,origin"]).ok();
+    for v in [&a, &b] {
+        assert!(list.contains(&format!("zones/{v}-disk0\tzones/{img}@final")), "{list}");
+    }
+    // qemu is PID 1 of its own pid namespace, in a root that holds no host files but /usr,
+    // with seccomp on (the zone's filter and qemu's own sandbox).
+    let pid = qemu_pid(&n, &a);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).expect("NSpid");
+    assert!(nspid.split_whitespace().last() == Some("1"), "{nspid}");
+    assert!(status.lines().any(|l| l.starts_with("Seccomp:") && l.trim_end().ends_with('2')), "{status}");
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    assert!(root.join("usr/bin/qemu-system-x86_64").exists());
+    for host_only in ["etc/shadow", "root", "home", "var/hull", "proc/1/root/etc/shadow"] {
+        assert!(!root.join(host_only).exists(), "{host_only} is visible to qemu");
+    }
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline").replace('\0', " ");
+    assert!(cmdline.contains("-sandbox on"), "{cmdline}");
+    // QMP answers through vmadm info.
+    let info: Value = serde_json::from_str(&n.hull(&["vmadm", "info", &a, "status", "block", "accel"]).ok()).expect("json");
+    assert_eq!(info["status"]["status"], "running");
+    assert!(info["block"].to_string().contains("/vm/disks/disk0.raw"), "{}", info["block"]);
+    assert!(info["accel"]["node"]["accel"].is_string());
+    // A halted boot sector ignores ACPI: stop kills it at the timeout.
+    n.hull(&["vmadm", "stop", "-t", "2", &a]).ok();
+    assert_eq!(state(&n, &a), "stopped");
+    for v in [&a, &b] {
+        n.hull(&["vmadm", "delete", v]).ok();
+    }
+    let left = n.hull(&["dataset", "list", "-H", "-o", "name"]).ok();
+    assert_eq!(left.trim(), format!("zones/{img}"), "only the image is left");
+    let qemus = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&a) || String::from_utf8_lossy(&c).contains(&b))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(qemus, 0, "a process of the deleted VMs is still running");
+}
+
+/// Debian's cloud kernel and a busybox initramfs whose init powers off on any input
+/// event (the ACPI power button is one).
+fn kernel_guest(dir: &Path) -> (PathBuf, PathBuf) {
+    let g = Path::new(GUEST);
+    assert!(g.join("vmlinuz").exists(), "{GUEST}/vmlinuz is missing: run .ci/deps");
+    let root = dir.join("initrd-root");
+    for d in ["bin", "lib", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox");
+    for m in ["button.ko", "evdev.ko"] {
+        std::fs::copy(g.join(m), root.join("lib").join(m)).expect("module");
+    }
+    let init = "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\ninsmod /lib/evdev.ko\ninsmod /lib/button.ko\nfor e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done\necho HULL-GUEST-UP\nexec sh -c 'while true; do sleep 3600; done'\n";
+    std::fs::write(root.join("init"), init).expect("init");
+    std::fs::set_permissions(root.join("init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let initrd = dir.join("initrd.gz");
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && find . | cpio -o -H newc 2>/dev/null | gzip -1 > {}", root.display(), initrd.display()))
+        .status()
+        .expect("cpio");
+    assert!(st.success(), "cpio (run .ci/deps)");
+    (g.join("vmlinuz"), initrd)
+}
+
+#[test]
+fn vmadm_stop_is_honoured_by_the_guest_s_acpi() {
+    let n = TestNode::new("512M");
+    let (kernel, initrd) = kernel_guest(n.root());
+    let payload = json!({"brand": "kvm", "ram": 256, "autoboot": false,
+        "qemu_extra_opts": "-kernel /vm/boot/vmlinuz -initrd /vm/boot/initrd.gz -append 'console=ttyS0 quiet'"});
+    let u = uuid_of(&create(&n, payload).ok());
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &u]).ok()).expect("json");
+    let boot = PathBuf::from(v["zonepath"].as_str().expect("zonepath")).join("boot");
+    std::fs::create_dir_all(&boot).expect("mkdir");
+    std::fs::copy(&kernel, boot.join("vmlinuz")).expect("kernel");
+    std::fs::copy(&initrd, boot.join("initrd.gz")).expect("initrd");
+    n.hull(&["vmadm", "start", &u]).ok();
+    wait_console(&n, &u, "HULL-GUEST-UP", 90);
+    let t = Instant::now();
+    n.hull(&["vmadm", "stop", "-t", "60", &u]).ok();
+    let took = t.elapsed();
+    assert!(console(&n, &u).contains("HULL-GUEST-POWEROFF"), "{}", console(&n, &u));
+    assert!(took < Duration::from_secs(30), "the guest took {took:?}: was it killed at the timeout?");
+    assert_eq!(state(&n, &u), "stopped");
+}
+
+#[test]
+fn bad_kvm_payloads_create_nothing() {
+    let n = TestNode::new("512M");
+    let zvol = boot_sector_image(&n, 16);
+    let zone_img = n.busybox();
+    let cases = [
+        (json!({"brand": "kvm", "disks": [{"size": 64, "boot": true, "model": "floppy"}]}), "disks.0.model"),
+        (json!({"brand": "kvm", "disks": [{"size": 64}]}), "none is marked boot"),
+        (json!({"brand": "kvm", "ram": 100_000_000, "disks": [{"size": 64, "boot": true}]}), "more than this node's"),
+        (json!({"brand": "kvm", "disks": [{"image_uuid": zone_img, "boot": true}]}), "not a zvol image"),
+        (json!({"brand": "kvm", "disks": [{"boot": true}]}), "needs a size"),
+        (json!({"brand": "joyent-minimal", "image_uuid": zvol}), "cannot be a zone's root"),
+    ];
+    let before = n.datasets();
+    for (p, needle) in cases {
+        let r = create(&n, p.clone());
+        assert_eq!(r.code, 1, "{p}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{p}: {}", r.stderr);
+    }
+    assert_eq!(n.datasets(), before, "a refused payload left a dataset");
+    assert!(n.hull(&["vmadm", "list", "-H"]).ok().trim().is_empty());
+}
