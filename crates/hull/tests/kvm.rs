@@ -30,7 +30,17 @@ fn boot_sector_image(n: &TestNode, mib: u64) -> String {
     std::fs::OpenOptions::new().write(true).open(&disk).expect("open").set_len(mib << 20).expect("size");
     let out = n.root().join("images");
     let built = n
-        .hull(&["imgadm", "build", "--disk", &disk.to_string_lossy(), "-n", "bootsector", "-o", &out.to_string_lossy(), "-j"])
+        .hull(&[
+            "imgadm",
+            "build",
+            "--disk",
+            &disk.to_string_lossy(),
+            "-n",
+            "bootsector",
+            "-o",
+            &out.to_string_lossy(),
+            "-j",
+        ])
         .ok();
     let v: Value = serde_json::from_str(&built).expect("json");
     let (m, f) = (v["manifest_path"].as_str().expect("m"), v["file_path"].as_str().expect("f"));
@@ -67,8 +77,15 @@ fn qemu_pid(n: &TestNode, uuid: &str) -> i32 {
 fn a_vm_from_a_zvol_image_boots_in_its_zone_and_leaves_nothing() {
     let n = TestNode::new("1G");
     let img = boot_sector_image(&n, 256);
-    let a = uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "disks": [{"image_uuid": img, "boot": true}]})).ok());
-    let b = uuid_of(&create(&n, json!({"brand": "bhyve", "ram": 128, "disks": [{"image_uuid": img, "boot": true, "model": "ide"}]})).ok());
+    let a =
+        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+    let b = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "bhyve", "ram": 128, "disks": [{"image_uuid": img, "boot": true, "model": "ide"}]}),
+        )
+        .ok(),
+    );
     wait_console(&n, &a, "HULL-BOOT-OK", 30);
     wait_console(&n, &b, "HULL-BOOT-OK", 30);
     // Both disks are clones of the image's @final: they share its blocks.
@@ -91,7 +108,8 @@ fn a_vm_from_a_zvol_image_boots_in_its_zone_and_leaves_nothing() {
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline").replace('\0', " ");
     assert!(cmdline.contains("-sandbox on"), "{cmdline}");
     // QMP answers through vmadm info.
-    let info: Value = serde_json::from_str(&n.hull(&["vmadm", "info", &a, "status", "block", "accel"]).ok()).expect("json");
+    let info: Value =
+        serde_json::from_str(&n.hull(&["vmadm", "info", &a, "status", "block", "accel"]).ok()).expect("json");
     assert_eq!(info["status"]["status"], "running");
     assert!(info["block"].to_string().contains("/vm/disks/disk0.raw"), "{}", info["block"]);
     assert!(info["accel"]["node"]["accel"].is_string());

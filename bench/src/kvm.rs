@@ -1,0 +1,196 @@
+//! bench/kvm: a KVM VM's start, its cost on the host, and how fast its disk is cloned.
+//!
+//! In one run, with the node's accelerator (TCG on machines where KVM makes no progress):
+//! - a 2 GB zvol image whose first sector prints a marker is built and installed;
+//! - `vmadm create` clones its disk `HULL_BENCH_CLONES` (20) times, timed by the clone
+//!   alone (the pool's clone of the image's @final, as vmadm makes it);
+//! - `vmadm start` to the marker on the serial console, `HULL_BENCH_STARTS` (5) times,
+//!   beside plain qemu with the same arguments (same disk, same accelerator) to the same
+//!   marker, alternating;
+//! - with the VMs running, each one's host memory (qemu's and its zoneadmd's Pss) beyond its
+//!   guest RAM, which this guest barely touches.
+//!
+//! Prints one JSON line. Needs root, qemu and `target/release/hull`.
+
+use hull_bench::{Hull, env_n, ms, pct};
+use serde_json::{Value, json};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    match bench() {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("bench/kvm: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn pss_kb(pid: i64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn wait_file(path: &std::path::Path, marker: &str, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(marker)) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// Plain qemu, the same guest and accelerator, serial on stdout; ms to the marker.
+fn plain_qemu(disk: &std::path::Path, accel: &str) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", accel, "-m", "128", "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=disk0,format=raw,cache=none,snapshot=on", disk.display()))
+        .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("qemu: {e}"))?;
+    let mut out = child.stdout.take().ok_or("no stdout")?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let r = loop {
+        match out.read(&mut buf) {
+            Ok(0) | Err(_) => break Err("qemu ended before the marker".to_string()),
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&seen).contains(hull_qemu::probe::MARKER) {
+                    break Ok(ms(t));
+                }
+            }
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            break Err("no marker in 60 s".into());
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    r
+}
+
+fn bench() -> Result<String, String> {
+    let clones = env_n("HULL_BENCH_CLONES", 20);
+    let starts = env_n("HULL_BENCH_STARTS", 5);
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = me.parent().map(|d| d.join("hull")).ok_or("no directory")?;
+    if !bin.exists() {
+        return Err(format!("{} is missing: cargo build --release -p hull", bin.display()));
+    }
+    let dir = tempfile::Builder::new().prefix("hull-bench-kvm-").tempdir().map_err(|e| e.to_string())?;
+    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
+    h.run(&["pool", "create", "--size", "4G"])?;
+    let result = measure(&h, dir.path(), clones, starts);
+    if let Ok(list) = h.run(&["vmadm", "list", "-H", "-o", "uuid"]) {
+        for u in list.lines() {
+            let _ = h.run(&["vmadm", "delete", u]);
+        }
+    }
+    let _ = h.run(&["pool", "destroy"]);
+    result
+}
+
+fn measure(h: &Hull, dir: &std::path::Path, clones: usize, starts: usize) -> Result<String, String> {
+    // A 2 GB disk: the boot sector, then nothing (sparse).
+    let disk = dir.join("disk.raw");
+    let mut b = hull_qemu::probe::boot_sector();
+    b.resize(512, 0);
+    std::fs::write(&disk, &b).map_err(|e| e.to_string())?;
+    std::fs::OpenOptions::new().write(true).open(&disk).and_then(|f| f.set_len(2 << 30)).map_err(|e| e.to_string())?;
+    let built: Value = serde_json::from_str(&h.run(&[
+        "imgadm",
+        "build",
+        "--disk",
+        &disk.to_string_lossy(),
+        "-n",
+        "bench-disk",
+        "-c",
+        "zstd",
+        "-o",
+        &dir.join("img").to_string_lossy(),
+        "-j",
+    ])?)
+    .map_err(|e| e.to_string())?;
+    let (m, f) = (built["manifest_path"].as_str().unwrap_or_default(), built["file_path"].as_str().unwrap_or_default());
+    h.run(&["imgadm", "install", "-m", m, "-f", f])?;
+    let img = built["manifest"]["uuid"].as_str().unwrap_or_default().to_string();
+    // The clone as vmadm makes it, through the pool (the same call, without the CLI around it).
+    let node = hull_storage::Node::new(dir, "hbench").map_err(|e| e.to_string())?;
+    let pool = node.pool().map_err(|e| e.to_string())?;
+    let src = hull_storage::DatasetName::parse(&img)
+        .map_err(|e| e.to_string())?
+        .snapshot("final")
+        .map_err(|e| e.to_string())?;
+    let mut clone_ms = Vec::new();
+    for i in 0..clones {
+        let target = hull_storage::DatasetName::parse(&format!("bench-clone-{i}")).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        pool.clone_snapshot(&src, &target).map_err(|e| e.to_string())?;
+        clone_ms.push(ms(t));
+    }
+    for i in 0..clones {
+        let target = hull_storage::DatasetName::parse(&format!("bench-clone-{i}")).map_err(|e| e.to_string())?;
+        let _ = hull_storage::destroy(pool.as_ref(), &target, true);
+    }
+    let payload = json!({"brand": "kvm", "ram": 128, "autoboot": false, "disks": [{"image_uuid": img, "boot": true}]});
+    let (uuid, _) = h.create(&payload)?;
+    // The node's accelerator, as its probe found it at the first start.
+    let node_accel = || {
+        std::fs::read_to_string(dir.join("var/hull/accel.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["accel"].as_str().map(String::from))
+            .unwrap_or_else(|| "tcg".into())
+    };
+    let log = dir.join("var/hull/z").join(&uuid).join("console.log");
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..starts {
+        let _ = std::fs::remove_file(&log);
+        let t = Instant::now();
+        h.run(&["vmadm", "start", &uuid])?;
+        wait_file(&log, hull_qemu::probe::MARKER, Duration::from_secs(60)).ok_or("no marker from the VM")?;
+        ours.push(ms(t));
+        h.run(&["vmadm", "stop", "-F", &uuid])?;
+        peer.push(plain_qemu(&disk, &node_accel())?);
+    }
+    h.run(&["vmadm", "start", &uuid])?;
+    wait_file(&log, hull_qemu::probe::MARKER, Duration::from_secs(60)).ok_or("no marker from the VM")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let v: Value = serde_json::from_str(&h.run(&["vmadm", "get", &uuid])?).map_err(|e| e.to_string())?;
+    let qemu_pid = v["pid"].as_i64().unwrap_or(0);
+    let rec: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("var/hull/z").join(&uuid).join("zoneadmd.json"))
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let zoneadmd_pss = pss_kb(rec["zoneadmd"].as_i64().unwrap_or(0));
+    let qemu_pss = pss_kb(qemu_pid);
+    let (o50, p50) = (pct(&mut ours, 0.5), pct(&mut peer, 0.5));
+    Ok(json!({
+        "accel": node_accel(),
+        "start_to_marker_p50_ms": (o50 * 10.0).round() / 10.0,
+        "peer_plain_qemu_p50_ms": (p50 * 10.0).round() / 10.0,
+        "start_over_plain_qemu": (o50 / p50 * 100.0).round() / 100.0,
+        "clone_2g_p50_ms": (pct(&mut clone_ms.clone(), 0.5) * 100.0).round() / 100.0,
+        "clone_2g_p99_ms": (pct(&mut clone_ms, 0.99) * 100.0).round() / 100.0,
+        "qemu_pss_kb": qemu_pss,
+        "zoneadmd_pss_kb": zoneadmd_pss,
+        // The boot-sector guest touches almost none of its 128 MB: what is here is qemu's
+        // and the supervisor's own.
+        "guest_ram_mb": 128,
+        "host_pss_kb_per_vm": qemu_pss + zoneadmd_pss,
+        "starts": starts,
+    })
+    .to_string())
+}
