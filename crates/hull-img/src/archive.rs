@@ -132,8 +132,8 @@ fn remove_any(path: &Path) -> io::Result<()> {
 
 /// Unpacks a tar stream into `dst`, keeping owners, modes, times and xattrs.
 /// Writes a zvol image's raw disk to `dst`, sparse: runs of zeros become holes, so a 2 GB
-/// disk with little on it takes little space. A qcow2 stream is refused: it must be
-/// converted to raw first (`qemu-img convert -O raw`).
+/// disk with little on it takes little space. A qcow2 stream is converted to raw with
+/// `qemu-img convert`, so every clone of the image is a plain raw disk.
 pub fn write_disk<R: Read>(mut reader: R, dst: &Path) -> Result<(), UnpackError> {
     use std::io::{Seek, SeekFrom};
     let io = |e: io::Error| {
@@ -161,7 +161,9 @@ pub fn write_disk<R: Read>(mut reader: R, dst: &Path) -> Result<(), UnpackError>
             break;
         }
         if first && n >= 4 && &buf[..4] == b"QFI\xfb" {
-            return Err(UnpackError::Corrupt("the disk is qcow2; convert it to raw (qemu-img convert -O raw)".into()));
+            // qcow2: kept as it came, then converted to the raw disk clones share.
+            drop(out);
+            return write_qcow2(&buf[..n], reader, dst);
         }
         first = false;
         if buf[..n].iter().all(|b| *b == 0) {
@@ -174,6 +176,28 @@ pub fn write_disk<R: Read>(mut reader: R, dst: &Path) -> Result<(), UnpackError>
     out.set_len(total).map_err(io)?;
     out.sync_all().map_err(io)?;
     Ok(())
+}
+
+fn write_qcow2<R: Read>(head: &[u8], mut reader: R, dst: &Path) -> Result<(), UnpackError> {
+    let tmp = dst.with_extension("qcow2");
+    let copied = (|| -> io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(head)?;
+        io::copy(&mut reader, &mut f)?;
+        f.sync_all()
+    })();
+    let converted = copied.map_err(|e| UnpackError::Corrupt(e.to_string())).and_then(|()| {
+        hull_exec::CommandLine::new(hull_exec::tool("qemu-img"))
+            .arg("convert")
+            .args(["-f", "qcow2", "-O", "raw"])
+            .arg(&tmp)
+            .arg(dst)
+            .run()
+            .map(drop)
+            .map_err(|e| UnpackError::Corrupt(format!("qcow2 to raw: {e}")))
+    });
+    let _ = std::fs::remove_file(&tmp);
+    converted
 }
 
 pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {

@@ -95,6 +95,8 @@ impl Vmadm {
                 verb: "attach to the console of",
             });
         }
-        Ok(self.run_dir(uuid).join("console.sock"))
+        // A KVM guest's console is its serial port, which qemu serves itself.
+        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+        Ok(self.run_dir(uuid).join(if hvm { "serial.sock" } else { "console.sock" }))
     }
 }

@@ -203,3 +203,31 @@ fn bad_kvm_payloads_create_nothing() {
     assert_eq!(n.datasets(), before, "a refused payload left a dataset");
     assert!(n.hull(&["vmadm", "list", "-H"]).ok().trim().is_empty());
 }
+
+#[test]
+fn a_qcow2_image_installs_as_a_raw_disk() {
+    let n = TestNode::new("512M");
+    let raw = n.root().join("b.raw");
+    let mut b = hull_qemu::probe::boot_sector();
+    b.resize(512, 0);
+    std::fs::write(&raw, &b).expect("write");
+    std::fs::OpenOptions::new().write(true).open(&raw).expect("open").set_len(64 << 20).expect("size");
+    let qcow = n.root().join("b.qcow2");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow)
+        .status()
+        .expect("qemu-img");
+    assert!(st.success());
+    let out = n.root().join("images");
+    let built = n.hull(&["imgadm", "build", "--disk", &qcow.to_string_lossy(), "-n", "q", "-o", &out.to_string_lossy(), "-j"]).ok();
+    let v: Value = serde_json::from_str(&built).expect("json");
+    n.hull(&["imgadm", "install", "-m", v["manifest_path"].as_str().expect("m"), "-f", v["file_path"].as_str().expect("f")]).ok();
+    let img = v["manifest"]["uuid"].as_str().expect("uuid");
+    let disk = n.zones().join(img).join("disk.raw");
+    let data = std::fs::read(&disk).expect("disk.raw");
+    assert_eq!(data.len(), 64 << 20, "the raw disk has the qcow2's virtual size");
+    assert_eq!(&data[..512], &b[..], "the boot sector survived the conversion");
+    assert!(!n.zones().join(img).join("disk.qcow2").exists());
+}
