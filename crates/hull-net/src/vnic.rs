@@ -193,15 +193,27 @@ impl Net {
     /// protection and cap, the switch port, then the zone end's addresses. On failure the
     /// VNIC is removed again.
     pub fn plug(&self, vm: &str, netns: &Path, nic: &Nic) -> Result<Plugged> {
+        self.plug_as(vm, netns, nic, false)
+    }
+
+    /// Plugs a NIC for a KVM guest: the zone end (with a MAC of its own: the guest's MAC
+    /// must not be a bridge port's) and a tap qemu opens meet on a bridge in the zone's
+    /// namespace; the guest configures its own addresses. The host end's protection and cap
+    /// are the same as a zone's.
+    pub fn plug_for_guest(&self, vm: &str, netns: &Path, nic: &Nic) -> Result<Plugged> {
+        self.plug_as(vm, netns, nic, true)
+    }
+
+    fn plug_as(&self, vm: &str, netns: &Path, nic: &Nic, guest: bool) -> Result<Plugged> {
         let host_if = self.host_if(vm, &nic.interface);
-        let r = self.plug_inner(vm, netns, nic, &host_if);
+        let r = self.plug_inner(vm, netns, nic, &host_if, guest);
         if r.is_err() {
             let _ = self.unplug(vm, &nic.interface);
         }
         r
     }
 
-    fn plug_inner(&self, vm: &str, netns: &Path, nic: &Nic, host_if: &str) -> Result<Plugged> {
+    fn plug_inner(&self, vm: &str, netns: &Path, nic: &Nic, host_if: &str, guest: bool) -> Result<Plugged> {
         let mut nl = Netlink::open()?;
         let (sw, max_mtu) = self.ensure_switch(&mut nl, &nic.network)?;
         let mtu = nic.mtu.unwrap_or(max_mtu).min(max_mtu.max(576));
@@ -219,7 +231,8 @@ impl Net {
             m[0] = 0xfe;
             m
         };
-        nl.add_veth(host_if, host_mac, &nic.interface, nic.mac, std::os::fd::AsRawFd::as_raw_fd(&ns_file), mtu)?;
+        let zone_mac = if guest { crate::nic::random_mac() } else { nic.mac };
+        nl.add_veth(host_if, host_mac, &nic.interface, zone_mac, std::os::fd::AsRawFd::as_raw_fd(&ns_file), mtu)?;
         let host = link_of(&mut nl, host_if)?;
         nl.set_alias(host.index, &alias(&self.prefix, "vnic", &format!("{vm}/{}", nic.interface)))?;
         // Protection before the port joins the switch: no frame passes unchecked.
@@ -230,7 +243,11 @@ impl Net {
         nl.set_master(host.index, sw.index)?;
         nl.set_up(host.index, true)?;
         let cfg = nic.clone();
-        ns::run_in(netns, move || configure_zone_end(&cfg))?;
+        if guest {
+            ns::run_in(netns, move || crate::tap::guest_port(&cfg.interface, mtu))?;
+        } else {
+            ns::run_in(netns, move || configure_zone_end(&cfg))?;
+        }
         if nic.maxbw.is_some() {
             tc::cap(Some(netns), &nic.interface, nic.maxbw)?;
         }

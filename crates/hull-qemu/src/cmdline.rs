@@ -104,7 +104,14 @@ pub fn parse(name: &str, cfg: &Map<String, Value>, disk_paths: &[PathBuf]) -> Re
             a.iter()
                 .enumerate()
                 .map(|(i, n)| NicDev {
-                    ifname: format!("tap{i}"),
+                    // hull-net names the tap after the NIC's interface: net0 is tap0.
+                    ifname: format!(
+                        "tap{}",
+                        n.get("interface")
+                            .and_then(Value::as_str)
+                            .map(|s| s.trim_start_matches("net").to_string())
+                            .unwrap_or(i.to_string())
+                    ),
                     mac: n.get("mac").and_then(Value::as_str).unwrap_or_default().to_string(),
                     model: n.get("model").and_then(Value::as_str).unwrap_or("virtio").to_string(),
                 })

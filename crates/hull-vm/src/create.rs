@@ -37,6 +37,7 @@ impl Vmadm {
                 reason: "a KVM VM boots from its disks; give the image as disks.0.image_uuid".into(),
             });
         }
+        self.check_nics(&uuid, &mut cfg)?;
         self.check_kvm(&uuid, &mut cfg)?;
         let pool = self.pool()?;
         let _lock = self.lock(&uuid)?;

@@ -57,9 +57,6 @@ impl Vmadm {
         if !disks.is_empty() && !disks.iter().any(|d| d.get("boot").and_then(Value::as_bool).unwrap_or(false)) {
             problems.push("disks: none is marked boot".into());
         }
-        if cfg.get("nics").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-            problems.push("nics: KVM VMs cannot have NICs yet".into());
-        }
         let ram = cfg.get("ram").and_then(Value::as_u64).unwrap_or(256);
         if let Some(total) = mem_total_mib()
             && ram + OVERHEAD_MIB > total
@@ -217,6 +214,9 @@ impl Vmadm {
                     writable: true,
                 });
             }
+        }
+        if cfg.get("nics").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+            z.devices.push(Device { path: "/dev/net/tun".into(), major: 10, minor: 200 });
         }
         if accel == Accel::Kvm {
             z.devices.push(Device { path: "/dev/kvm".into(), major: 10, minor: 232 });

@@ -75,10 +75,18 @@ impl Vmadm {
             ns::remove(&path)?;
             net.unplug_all(uuid)?;
             ns::create(&path)?;
+            let guest = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
             for nic in &nics {
-                net.plug(uuid, &path, nic)?;
+                if guest {
+                    net.plug_for_guest(uuid, &path, nic)?;
+                } else {
+                    net.plug(uuid, &path, nic)?;
+                }
             }
-            net.route(&path, &nics, &routes_of(cfg))?;
+            // A KVM guest sets its own addresses and routes.
+            if !guest {
+                net.route(&path, &nics, &routes_of(cfg))?;
+            }
             Ok(path.clone())
         })();
         // After the closure: its lock is released, and down takes it again.

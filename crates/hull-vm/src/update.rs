@@ -133,8 +133,17 @@ impl Vmadm {
             self.check_nics(uuid, &mut checked)?;
             let before = cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let after = checked.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
-            if running {
+            let guest = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+            if running && !guest {
                 self.net_update(uuid, &before, &after)?;
+            } else if running {
+                // qemu's NICs are fixed at its start: the change waits for the next boot.
+                for k in ["add_nics", "remove_nics", "update_nics"] {
+                    if report.live.iter().any(|x| x == k) {
+                        report.live.retain(|x| x != k);
+                        report.reboot.push(k.into());
+                    }
+                }
             }
             next = checked;
         }

@@ -143,10 +143,33 @@ fn kernel_guest(dir: &Path) -> (PathBuf, PathBuf) {
         std::fs::create_dir_all(root.join(d)).expect("mkdir");
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox");
-    for m in ["button.ko", "evdev.ko"] {
-        std::fs::copy(g.join(m), root.join("lib").join(m)).expect("module");
+    const MODULES: [&str; 10] = [
+        "virtio",
+        "virtio_ring",
+        "virtio_pci_modern_dev",
+        "virtio_pci_legacy_dev",
+        "virtio_pci",
+        "failover",
+        "net_failover",
+        "virtio_net",
+        "evdev",
+        "button",
+    ];
+    for m in MODULES {
+        std::fs::copy(g.join(format!("{m}.ko")), root.join("lib").join(format!("{m}.ko")))
+            .expect("module (run .ci/deps)");
     }
-    let init = "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\ninsmod /lib/evdev.ko\ninsmod /lib/button.ko\nfor e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done\necho HULL-GUEST-UP\nexec sh -c 'while true; do sleep 3600; done'\n";
+    // Modules in dependency order (twice, for any that came too early); the address from
+    // the kernel's command line (hull.ip=); power off on any input event.
+    let init = format!(
+        "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
+         for pass in 1 2; do for m in {}; do insmod /lib/$m.ko 2>/dev/null; done; done\n\
+         ip=$(sed -n 's/.*hull.ip=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
+         [ -n \"$ip\" ] && ip addr add $ip dev eth0 && ip link set eth0 up\n\
+         for e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done\n\
+         echo HULL-GUEST-UP\nexec sh -c 'while true; do sleep 3600; done'\n",
+        MODULES.join(" ")
+    );
     std::fs::write(root.join("init"), init).expect("init");
     std::fs::set_permissions(root.join("init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let initrd = dir.join("initrd.gz");
@@ -221,13 +244,78 @@ fn a_qcow2_image_installs_as_a_raw_disk() {
         .expect("qemu-img");
     assert!(st.success());
     let out = n.root().join("images");
-    let built = n.hull(&["imgadm", "build", "--disk", &qcow.to_string_lossy(), "-n", "q", "-o", &out.to_string_lossy(), "-j"]).ok();
+    let built = n
+        .hull(&["imgadm", "build", "--disk", &qcow.to_string_lossy(), "-n", "q", "-o", &out.to_string_lossy(), "-j"])
+        .ok();
     let v: Value = serde_json::from_str(&built).expect("json");
-    n.hull(&["imgadm", "install", "-m", v["manifest_path"].as_str().expect("m"), "-f", v["file_path"].as_str().expect("f")]).ok();
+    n.hull(&[
+        "imgadm",
+        "install",
+        "-m",
+        v["manifest_path"].as_str().expect("m"),
+        "-f",
+        v["file_path"].as_str().expect("f"),
+    ])
+    .ok();
     let img = v["manifest"]["uuid"].as_str().expect("uuid");
     let disk = n.zones().join(img).join("disk.raw");
     let data = std::fs::read(&disk).expect("disk.raw");
     assert_eq!(data.len(), 64 << 20, "the raw disk has the qcow2's virtual size");
     assert_eq!(&data[..512], &b[..], "the boot sector survived the conversion");
     assert!(!n.zones().join(img).join("disk.qcow2").exists());
+}
+
+/// Copies the kernel guest into a stopped VM's dataset, where qemu_extra_opts finds it.
+fn install_guest(n: &TestNode, uuid: &str) {
+    let (kernel, initrd) = kernel_guest(n.root());
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
+    let boot = PathBuf::from(v["zonepath"].as_str().expect("zonepath")).join("boot");
+    std::fs::create_dir_all(&boot).expect("mkdir");
+    std::fs::copy(&kernel, boot.join("vmlinuz")).expect("kernel");
+    std::fs::copy(&initrd, boot.join("initrd.gz")).expect("initrd");
+}
+
+#[test]
+fn a_guest_s_nic_is_a_vnic_with_the_zone_s_protection() {
+    let n = TestNode::in_netns("1G");
+    n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
+    let img = n.busybox();
+    let guest = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "kvm", "ram": 256, "autoboot": false,
+                "nics": [{"nic_tag": "t0", "ips": ["10.8.0.2/24"], "model": "virtio"}],
+                "qemu_extra_opts": "-kernel /vm/boot/vmlinuz -initrd /vm/boot/initrd.gz -append 'console=ttyS0 quiet hull.ip=10.8.0.2/24'"}),
+        )
+        .ok(),
+    );
+    install_guest(&n, &guest);
+    n.hull(&["vmadm", "start", &guest]).ok();
+    let zone = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64,
+            "nics": [{"nic_tag": "t0", "ips": ["10.8.0.1/24"]}]}),
+        )
+        .ok(),
+    );
+    wait_console(&n, &guest, "HULL-GUEST-UP", 90);
+    let ping = |ip: &str| n.hull(&["zlogin", &zone, "ping", "-c", "1", "-W", "3", ip]).code == 0;
+    let t = Instant::now();
+    while !ping("10.8.0.2") && t.elapsed() < Duration::from_secs(20) {}
+    assert!(ping("10.8.0.2"), "the zone reaches the guest over their tag:\n{}", console(&n, &guest));
+    // The guest's VNIC carries its MAC and the host end's protection: dladm shows it.
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &guest]).ok()).expect("json");
+    let mac = v["nics"][0]["mac"].as_str().expect("mac").to_string();
+    let vnics = n.hull(&["dladm", "show-vnic", "-p", "-o", "zone,macaddress"]).ok();
+    assert!(vnics.contains(&format!("{guest}:{}", mac.replace(':', "\\:"))), "{vnics}");
+    // The guest takes an address it was not given: protection drops it.
+    n.hull(&["vmadm", "stop", &guest]).ok();
+    n.hull(&["vmadm", "update", &guest, "qemu_extra_opts=-kernel /vm/boot/vmlinuz -initrd /vm/boot/initrd.gz -append 'console=ttyS0 quiet hull.ip=10.8.0.9/24'"]).ok();
+    let log = n.root().join(format!("var/hull/z/{guest}/console.log"));
+    let _ = std::fs::remove_file(&log);
+    n.hull(&["vmadm", "start", &guest]).ok();
+    wait_console(&n, &guest, "HULL-GUEST-UP", 90);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!ping("10.8.0.9"), "a guest with a forged address got through");
 }

@@ -518,8 +518,12 @@ fn hull_s_own_services_boot_and_stop_the_zones() {
     s.node.hull(&["zlogin", &uuid, "true"]).ok();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(s.run(&["svcprop", "-p", "zones/stop_timeout", "zones"]).ok().trim(), "60");
+    let t = Instant::now();
     s.run(&["svcadm", "disable", "-s", "system/zones"]).ok();
+    let took = t.elapsed();
     assert_eq!(vm_state(&s.node), "stopped", "stop-all ran at disable");
+    let zlog = std::fs::read_to_string(s.root().join(format!("var/hull/z/{uuid}/zoneadmd.log"))).unwrap_or_default();
+    eprintln!("disable took {took:?}; zoneadmd: {zlog}");
     let log = std::fs::read_to_string(s.root().join("var/svc/log/system-zones:default.log")).expect("log");
     assert!(log.contains("Successfully started VM") && log.contains("Successfully completed stop"), "{log}");
 }
