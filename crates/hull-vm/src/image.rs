@@ -8,6 +8,42 @@ use serde_json::Value;
 use std::path::Path;
 
 impl Vmadm {
+    /// A zvol image of a KVM VM's boot disk (or its first).
+    fn disk_image(
+        &self,
+        uuid: &str,
+        cfg: &serde_json::Map<String, Value>,
+        name: &str,
+        version: &str,
+        compression: Compression,
+        out_dir: &Path,
+    ) -> Result<Built> {
+        let disks = cfg.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+        let i = disks
+            .iter()
+            .position(|d| d.get("boot").and_then(Value::as_bool).unwrap_or(false))
+            .or((!disks.is_empty()).then_some(0))
+            .ok_or_else(|| VmError::Other { vm: uuid.into(), reason: "the VM has no disk to make an image of".into() })?;
+        let pool = self.pool()?;
+        let disk = if disks[i].get("image_uuid").is_some() {
+            pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?).join(hull_img::ZVOL_FILE)
+        } else {
+            pool.dataset_path(&ds(uuid)?).join("disks").join(format!("disk{i}.raw"))
+        };
+        let built = hull_img::build::build(&BuildSpec {
+            source: RootSource::Disk(disk),
+            name: name.to_string(),
+            version: version.to_string(),
+            description: Some(format!("made from VM {uuid}")),
+            image_type: ImageType::Zvol,
+            os: Os::Other,
+            compression,
+            out_dir: out_dir.to_path_buf(),
+            uuid: None,
+        })?;
+        Ok(built)
+    }
+
     /// Packs a stopped VM's root into a new image in `out_dir`. With `incremental`, the image
     /// holds only what differs from the VM's own image, which becomes its `origin`.
     pub fn image_create(
@@ -26,6 +62,12 @@ impl Vmadm {
             return Err(VmError::WrongState { vm: uuid.into(), state, verb: "make an image of" });
         }
         let pool = self.pool()?;
+        if matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve")) {
+            if incremental {
+                return Err(VmError::Other { vm: uuid.into(), reason: "a KVM VM's image is a whole disk (no -i)".into() });
+            }
+            return self.disk_image(uuid, &cfg, name, version, compression, out_dir);
+        }
         let root = pool.dataset_path(&ds(uuid)?).join("root");
         let origin: Option<uuid::Uuid> = cfg.get("image_uuid").and_then(Value::as_str).and_then(|s| s.parse().ok());
         let mut manifest = hull_img::build::new_manifest(&BuildSpec {

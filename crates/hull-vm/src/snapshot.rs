@@ -33,6 +33,22 @@ impl Vmadm {
         Ok(ds(uuid)?.snapshot(&format!("{PREFIX}{name}"))?)
     }
 
+    /// A KVM VM's image disks live in datasets beside its own; a snapshot takes them too,
+    /// under the same name.
+    fn disk_snaps(&self, uuid: &str, name: &str) -> Result<Vec<hull_storage::SnapshotName>> {
+        let cfg = self.load(uuid)?;
+        let pool = self.pool()?;
+        let n = cfg.get("disks").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+        let mut out = Vec::new();
+        for i in 0..n {
+            let d = ds(&Self::disk_dataset(uuid, i))?;
+            if pool.exists(&d) {
+                out.push(d.snapshot(&format!("{PREFIX}{name}"))?);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn create_snapshot(&self, uuid: &str, name: &str) -> Result<()> {
         let _lock = self.lock(uuid)?;
         self.load(uuid)?;
@@ -42,7 +58,20 @@ impl Vmadm {
                 VmError::Other { vm: uuid.into(), reason: format!("snapshot {name} already exists") }
             }
             e => e.into(),
-        })
+        })?;
+        let pool = self.pool()?;
+        let disks = self.disk_snaps(uuid, name)?;
+        for (i, s) in disks.iter().enumerate() {
+            if let Err(e) = pool.snapshot(s) {
+                // All or nothing: what was taken goes again.
+                for t in disks.iter().take(i) {
+                    let _ = hull_storage::destroy_snapshot(pool, t, false);
+                }
+                let _ = hull_storage::destroy_snapshot(pool, &snap, false);
+                return Err(e.into());
+            }
+        }
+        Ok(())
     }
 
     /// Puts the VM back to a snapshot; a running VM is stopped first and started after.
@@ -60,6 +89,9 @@ impl Vmadm {
                 self.stop_locked(uuid, false, Duration::from_secs(60))?;
             }
             pool.rollback(&snap)?;
+            for d in self.disk_snaps(uuid, name)? {
+                pool.rollback(&d)?;
+            }
             running
         };
         if running {
@@ -72,6 +104,9 @@ impl Vmadm {
         let _lock = self.lock(uuid)?;
         self.load(uuid)?;
         let snap = self.snap(uuid, name)?;
+        for d in self.disk_snaps(uuid, name)? {
+            hull_storage::destroy_snapshot(self.pool()?, &d, false)?;
+        }
         hull_storage::destroy_snapshot(self.pool()?, &snap, false)?;
         Ok(())
     }

@@ -319,3 +319,34 @@ fn a_guest_s_nic_is_a_vnic_with_the_zone_s_protection() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(!ping("10.8.0.9"), "a guest with a forged address got through");
 }
+
+#[test]
+fn snapshots_and_images_of_a_stopped_kvm_vm_take_its_disks() {
+    let n = TestNode::new("1G");
+    let img = boot_sector_image(&n, 32);
+    let u = uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "autoboot": false, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+    let disk = n.zones().join(format!("{u}-disk0")).join("disk.raw");
+    let first = |p: &Path| std::fs::read(p).expect("disk")[..512].to_vec();
+    let good = first(&disk);
+    n.hull(&["vmadm", "create-snapshot", &u, "before"]).ok();
+    // The guest (here: the host) wrecks its boot sector; the rollback brings it back.
+    let mut data = std::fs::read(&disk).expect("disk");
+    data[..512].fill(0);
+    std::fs::write(&disk, &data).expect("write");
+    assert_ne!(first(&disk), good);
+    n.hull(&["vmadm", "rollback-snapshot", &u, "before"]).ok();
+    assert_eq!(first(&disk), good, "the disk dataset was rolled back with the VM");
+    // An image of the VM is a zvol image of its boot disk; a VM made from it boots.
+    let out = n.root().join("made");
+    let made = n.hull(&["imgadm", "create", "-o", &out.to_string_lossy(), &u, "name=fromvm", "version=1.0.0"]).ok();
+    let manifest = std::fs::read_dir(&out).expect("out").flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "json")).expect("manifest");
+    let file = std::fs::read_dir(&out).expect("out").flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "gz")).expect("file");
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).expect("read")).expect("json");
+    assert_eq!(m["type"], "zvol", "{made}");
+    n.hull(&["imgadm", "install", "-m", &manifest.to_string_lossy(), "-f", &file.to_string_lossy()]).ok();
+    let v = uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "disks": [{"image_uuid": m["uuid"], "boot": true}]})).ok());
+    wait_console(&n, &v, "HULL-BOOT-OK", 30);
+    n.hull(&["vmadm", "delete-snapshot", &u, "before"]).ok();
+    let snaps = n.hull(&["dataset", "list", "-H", "-t", "snapshot", "-o", "name"]).ok();
+    assert!(!snaps.contains("vmsnap-before"), "{snaps}");
+}
