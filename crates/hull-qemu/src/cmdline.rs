@@ -50,6 +50,8 @@ pub struct Sockets {
     pub serial: PathBuf,
     /// Where the serial port's output is also written, attached or not.
     pub serial_log: Option<PathBuf>,
+    /// VNC on a unix socket instead of a TCP port.
+    pub vnc: Option<PathBuf>,
 }
 
 /// Reads the qemu part of a KVM payload. `disk_paths[i]` is where disk i's data lives.
@@ -236,9 +238,11 @@ pub fn args(spec: &Spec, accel: Accel, sockets: &Sockets) -> Vec<String> {
                     format!("{model},netdev=net{i},mac={}", n.mac),
                 ]);
             }
-            match spec.vnc_port {
-                Some(p) => a.extend(["-vnc".into(), format!("127.0.0.1:{}", p - 5900)]),
-                None => a.extend(["-display".into(), "none".into()]),
+            match (&sockets.vnc, spec.vnc_port) {
+                // In a zone: a unix socket, which the zone's supervisor serves on the host's loopback.
+                (Some(sock), Some(_)) => a.extend(["-vnc".into(), format!("unix:{}", sock.display())]),
+                (None, Some(p)) => a.extend(["-vnc".into(), format!("127.0.0.1:{}", p - 5900)]),
+                (_, None) => a.extend(["-display".into(), "none".into()]),
             }
         }
     }
@@ -258,7 +262,12 @@ mod tests {
     }
 
     fn sockets() -> Sockets {
-        Sockets { qmp: "/run/q.sock".into(), serial: "/run/s.sock".into(), serial_log: Some("/run/c.log".into()) }
+        Sockets {
+            qmp: "/run/q.sock".into(),
+            serial: "/run/s.sock".into(),
+            serial_log: Some("/run/c.log".into()),
+            vnc: None,
+        }
     }
 
     #[test]

@@ -23,7 +23,10 @@ impl Vmadm {
             .iter()
             .position(|d| d.get("boot").and_then(Value::as_bool).unwrap_or(false))
             .or((!disks.is_empty()).then_some(0))
-            .ok_or_else(|| VmError::Other { vm: uuid.into(), reason: "the VM has no disk to make an image of".into() })?;
+            .ok_or_else(|| VmError::Other {
+                vm: uuid.into(),
+                reason: "the VM has no disk to make an image of".into(),
+            })?;
         let pool = self.pool()?;
         let disk = if disks[i].get("image_uuid").is_some() {
             pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?).join(hull_img::ZVOL_FILE)
@@ -64,7 +67,10 @@ impl Vmadm {
         let pool = self.pool()?;
         if matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve")) {
             if incremental {
-                return Err(VmError::Other { vm: uuid.into(), reason: "a KVM VM's image is a whole disk (no -i)".into() });
+                return Err(VmError::Other {
+                    vm: uuid.into(),
+                    reason: "a KVM VM's image is a whole disk (no -i)".into(),
+                });
             }
             return self.disk_image(uuid, &cfg, name, version, compression, out_dir);
         }

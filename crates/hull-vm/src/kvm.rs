@@ -191,6 +191,7 @@ impl Vmadm {
             qmp: "/run/hull/qmp.sock".into(),
             serial: "/run/hull/serial.sock".into(),
             serial_log: Some("/run/hull/console.log".into()),
+            vnc: Some("/run/hull/vnc.sock".into()),
         };
         let mut init = vec![QEMU.to_string()];
         init.extend(hull_qemu::cmdline::args(&spec, accel, &sockets));
@@ -214,6 +215,9 @@ impl Vmadm {
                     writable: true,
                 });
             }
+        }
+        if let Some(port) = spec.vnc_port {
+            z.relays.push(hull_zone::Relay { port, socket: self.run_dir(uuid).join("vnc.sock") });
         }
         if cfg.get("nics").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
             z.devices.push(Device { path: "/dev/net/tun".into(), major: 10, minor: 200 });
@@ -281,7 +285,14 @@ impl Vmadm {
                     });
                 }
             };
-            let v = q.execute(cmd, None).map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+            let mut v = q.execute(cmd, None).map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+            if t == "vnc"
+                && let (Value::Object(o), Some(p)) = (&mut v, cfg.get("vnc_port").and_then(Value::as_u64))
+            {
+                // qemu serves a unix socket; the host's loopback port is zoneadmd's relay.
+                o.insert("host".into(), json!("127.0.0.1"));
+                o.insert("port".into(), json!(p));
+            }
             out.insert(t.into(), v);
         }
         Ok(out)

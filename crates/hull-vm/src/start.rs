@@ -45,6 +45,7 @@ impl Vmadm {
             netns: None,
             binds: Vec::new(),
             devices: Vec::new(),
+            relays: Vec::new(),
         })
     }
 

@@ -44,6 +44,16 @@ pub struct ZoneConfig {
     /// Host character devices the zone may use (`/dev/kvm`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<Device>,
+    /// TCP ports on the host's loopback that zoneadmd relays to unix sockets of the zone
+    /// (a KVM guest's VNC console).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<Relay>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Relay {
+    pub port: u16,
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

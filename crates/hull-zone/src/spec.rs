@@ -223,6 +223,7 @@ mod tests {
             netns: None,
             binds: Vec::new(),
             devices: Vec::new(),
+            relays: Vec::new(),
         }
     }
 

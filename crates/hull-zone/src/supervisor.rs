@@ -183,6 +183,9 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         );
     }
     tracing::info!(zone = %z.id, init = pid, "zone running");
+    for r in &z.relays {
+        relay(&z.id, r.clone());
+    }
     report(format!("ok {pid}\n"));
     let status = supervise(&z.id, pid, pty, attach, dir)?;
     finish(rt, z, dir, &mut rec, status, on_exit)?;
@@ -232,6 +235,35 @@ pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path, on_exit: &dyn Fn()) -> 
         while poll(&mut fds, PollTimeout::NONE).is_err() {}
     }
     finish(rt, z, dir, &mut rec, None, on_exit)
+}
+
+/// Serves 127.0.0.1:`port` by relaying each connection to the zone's unix socket; the
+/// threads end with zoneadmd.
+fn relay(id: &str, r: crate::Relay) {
+    let listener = match std::net::TcpListener::bind(("127.0.0.1", r.port)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(zone = %id, port = r.port, "cannot relay: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let sock = r.socket.clone();
+            std::thread::spawn(move || {
+                let Ok(unix) = UnixStream::connect(&sock) else { return };
+                let (Ok(mut tcp_r), Ok(mut unix_w)) = (conn.try_clone(), unix.try_clone()) else { return };
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+                    let _ = unix_w.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut unix_r, mut tcp_w) = (unix, conn);
+                let _ = std::io::copy(&mut unix_r, &mut tcp_w);
+                let _ = tcp_w.shutdown(std::net::Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
 }
 
 /// Waits for a child to end; its exit status, or 128 + the signal that killed it.

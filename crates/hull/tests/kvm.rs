@@ -324,7 +324,13 @@ fn a_guest_s_nic_is_a_vnic_with_the_zone_s_protection() {
 fn snapshots_and_images_of_a_stopped_kvm_vm_take_its_disks() {
     let n = TestNode::new("1G");
     let img = boot_sector_image(&n, 32);
-    let u = uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "autoboot": false, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+    let u = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "kvm", "ram": 128, "autoboot": false, "disks": [{"image_uuid": img, "boot": true}]}),
+        )
+        .ok(),
+    );
     let disk = n.zones().join(format!("{u}-disk0")).join("disk.raw");
     let first = |p: &Path| std::fs::read(p).expect("disk")[..512].to_vec();
     let good = first(&disk);
@@ -339,14 +345,48 @@ fn snapshots_and_images_of_a_stopped_kvm_vm_take_its_disks() {
     // An image of the VM is a zvol image of its boot disk; a VM made from it boots.
     let out = n.root().join("made");
     let made = n.hull(&["imgadm", "create", "-o", &out.to_string_lossy(), &u, "name=fromvm", "version=1.0.0"]).ok();
-    let manifest = std::fs::read_dir(&out).expect("out").flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "json")).expect("manifest");
-    let file = std::fs::read_dir(&out).expect("out").flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "gz")).expect("file");
+    let manifest = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("manifest");
+    let file = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "gz"))
+        .expect("file");
     let m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).expect("read")).expect("json");
     assert_eq!(m["type"], "zvol", "{made}");
     n.hull(&["imgadm", "install", "-m", &manifest.to_string_lossy(), "-f", &file.to_string_lossy()]).ok();
-    let v = uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "disks": [{"image_uuid": m["uuid"], "boot": true}]})).ok());
+    let v = uuid_of(
+        &create(&n, json!({"brand": "kvm", "ram": 128, "disks": [{"image_uuid": m["uuid"], "boot": true}]})).ok(),
+    );
     wait_console(&n, &v, "HULL-BOOT-OK", 30);
     n.hull(&["vmadm", "delete-snapshot", &u, "before"]).ok();
     let snaps = n.hull(&["dataset", "list", "-H", "-t", "snapshot", "-o", "name"]).ok();
     assert!(!snaps.contains("vmsnap-before"), "{snaps}");
+}
+
+#[test]
+fn vnc_is_served_on_the_node_s_loopback() {
+    let n = TestNode::in_netns("512M");
+    let img = boot_sector_image(&n, 16);
+    let u = uuid_of(
+        &create(&n, json!({"brand": "kvm", "ram": 64, "vnc_port": 5911, "disks": [{"image_uuid": img, "boot": true}]}))
+            .ok(),
+    );
+    wait_console(&n, &u, "HULL-BOOT-OK", 30);
+    let greeting = n.in_node(|| {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:5911").expect("connect to the VNC port");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut buf = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut buf).expect("RFB greeting");
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    assert!(greeting.starts_with("RFB 003."), "{greeting:?}");
+    let info: Value = serde_json::from_str(&n.hull(&["vmadm", "info", &u, "vnc"]).ok()).expect("json");
+    assert_eq!(info["vnc"]["port"], 5911);
+    assert_eq!(info["vnc"]["host"], "127.0.0.1");
 }
