@@ -29,6 +29,9 @@ pub enum RootSource {
     Debootstrap { suite: String, mirror: String },
     /// A raw disk: a zvol image for KVM VMs.
     Disk(PathBuf),
+    /// A KVM guest: this kernel and a busybox initramfs with the modules in `modules`, on a
+    /// disk that boots from its MBR (see [`crate::guest`]).
+    Guest { kernel: PathBuf, modules: PathBuf },
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +264,18 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         .prefix(".hull-build-")
         .tempdir_in(&spec.out_dir)
         .map_err(|e| ImgError::io("create staging directory in", &spec.out_dir, e))?;
+    if let RootSource::Guest { kernel, modules } = &spec.source {
+        let stage = tempfile::Builder::new()
+            .prefix(".hull-guest-")
+            .tempdir_in(&spec.out_dir)
+            .map_err(|e| ImgError::io("create staging directory in", &spec.out_dir, e))?;
+        let disk = stage.path().join("disk.raw");
+        crate::guest::disk(kernel, modules, stage.path(), &disk)?;
+        let mut m = probe;
+        m.image_type = ImageType::Zvol;
+        m.image_size = Some(std::fs::metadata(&disk).map(|d| d.len()).unwrap_or(0).div_ceil(1 << 20));
+        return emit(m, &spec.out_dir, spec.compression, |f| write_disk_file(&disk, f, spec.compression));
+    }
     if let RootSource::Disk(disk) = &spec.source {
         let len = std::fs::metadata(disk).map_err(|e| ImgError::io("read", disk, e))?.len();
         let mut m = probe;
@@ -285,7 +300,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
             debootstrap_root(&r, suite, mirror)?;
             r
         }
-        RootSource::Disk(_) => unreachable!("handled above"),
+        RootSource::Disk(_) | RootSource::Guest { .. } => unreachable!("handled above"),
     };
     emit(probe, &spec.out_dir, spec.compression, |f| write_image_file(&root, f, spec.compression))
 }

@@ -10,6 +10,7 @@ mod archive;
 pub mod build;
 pub mod db;
 mod error;
+pub mod guest;
 mod progress;
 pub mod source;
 

@@ -105,6 +105,13 @@ pub enum ImgCmd {
         /// A zvol image (for KVM VMs) from a raw disk file.
         #[arg(long, group = "from")]
         disk: Option<PathBuf>,
+        /// A zvol image of a KVM guest: this kernel with a busybox initramfs on a disk that
+        /// boots from its MBR.
+        #[arg(long, group = "from")]
+        guest_kernel: Option<PathBuf>,
+        /// With --guest-kernel: the kernel modules (.ko) to put in its initramfs.
+        #[arg(long, requires = "guest_kernel")]
+        guest_modules: Option<PathBuf>,
         #[arg(long, default_value = hull_img::build::DEFAULT_SUITE)]
         suite: String,
         #[arg(long, default_value = hull_img::build::DEFAULT_MIRROR)]
@@ -283,6 +290,8 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             busybox,
             debootstrap,
             disk,
+            guest_kernel,
+            guest_modules,
             suite,
             mirror,
             name,
@@ -294,6 +303,10 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             json,
         } => {
             let source = match (dir, busybox, debootstrap, disk) {
+                _ if guest_kernel.is_some() => RootSource::Guest {
+                    kernel: guest_kernel.unwrap_or_default(),
+                    modules: guest_modules.unwrap_or_else(|| PathBuf::from("/var/cache/hull/guest")),
+                },
                 (Some(d), false, false, None) => RootSource::Dir(d),
                 (None, true, false, None) => RootSource::Busybox,
                 (None, false, true, None) => RootSource::Debootstrap { suite, mirror },
@@ -301,7 +314,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 _ => {
                     return Err(Failure::new(
                         2,
-                        "say where the image comes from: --dir DIR, --busybox, --debootstrap or --disk FILE",
+                        "say where the image comes from: --dir DIR, --busybox, --debootstrap, --disk FILE or --guest-kernel FILE",
                     ));
                 }
             };

@@ -390,3 +390,45 @@ fn vnc_is_served_on_the_node_s_loopback() {
     assert_eq!(info["vnc"]["port"], 5911);
     assert_eq!(info["vnc"]["host"], "127.0.0.1");
 }
+
+#[test]
+fn a_guest_image_from_imgadm_build_boots_from_its_disk_and_stops_on_acpi() {
+    let n = TestNode::new("1G");
+    let out = n.root().join("images");
+    let built = n
+        .hull(&[
+            "imgadm",
+            "build",
+            "--guest-kernel",
+            &format!("{GUEST}/vmlinuz"),
+            "--guest-modules",
+            GUEST,
+            "-n",
+            "guest",
+            "-o",
+            &out.to_string_lossy(),
+            "-j",
+        ])
+        .ok();
+    let v: Value = serde_json::from_str(&built).expect("json");
+    assert_eq!(v["manifest"]["type"], "zvol");
+    n.hull(&[
+        "imgadm",
+        "install",
+        "-m",
+        v["manifest_path"].as_str().expect("m"),
+        "-f",
+        v["file_path"].as_str().expect("f"),
+    ])
+    .ok();
+    let img = v["manifest"]["uuid"].as_str().expect("uuid");
+    // No -kernel: the BIOS boots the disk's MBR, syslinux loads the kernel.
+    let u =
+        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 256, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+    wait_console(&n, &u, hull_img::guest::MARKER, 90);
+    assert!(console(&n, &u).contains("SYSLINUX"), "booted by syslinux: {}", console(&n, &u));
+    let t = Instant::now();
+    n.hull(&["vmadm", "stop", "-t", "60", &u]).ok();
+    assert!(t.elapsed() < Duration::from_secs(30), "the guest ignored ACPI: {:?}", t.elapsed());
+    assert!(console(&n, &u).contains("HULL-GUEST-POWEROFF"));
+}

@@ -1,0 +1,133 @@
+//! Guest images for KVM VMs: a kernel and a busybox initramfs on a disk that boots as any
+//! PC disk does (MBR, a FAT partition, syslinux). The kernel comes from Debian's
+//! linux-image-cloud-amd64 (extracted, not installed), with the modules its virtio NIC and
+//! ACPI power button need; `.ci/deps` puts both in /var/cache/hull/guest.
+//!
+//! The guest's init loads the modules, sets `hull.ip=ADDR/LEN` from the kernel command line
+//! on eth0 when it is there, prints `HULL-GUEST-UP` on the serial console, and powers off
+//! when the power button is pressed.
+
+use crate::{ImgError, Result};
+use hull_exec::{CommandLine, tool};
+use std::io::Write;
+use std::path::Path;
+
+pub const MARKER: &str = "HULL-GUEST-UP";
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for pass in 1 2 3; do for m in /lib/*.ko; do insmod $m 2>/dev/null; done; done
+ip link set lo up
+ip=$(sed -n 's/.*hull.ip=\([^ ]*\).*/\1/p' /proc/cmdline)
+[ -n "$ip" ] && ip addr add $ip dev eth0 && ip link set eth0 up
+for e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done
+echo HULL-GUEST-UP
+exec sh -c 'while true; do sleep 3600; done'
+"#;
+
+/// A cpio archive in the kernel's `newc` format.
+struct Newc<W: Write> {
+    out: W,
+    ino: u32,
+}
+
+impl<W: Write> Newc<W> {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
+        self.ino += 1;
+        let fields = [self.ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let mut head = String::from("070701");
+        for f in fields {
+            head.push_str(&format!("{f:08x}"));
+        }
+        self.out.write_all(head.as_bytes())?;
+        self.out.write_all(name.as_bytes())?;
+        self.out.write_all(&[0])?;
+        let pad = |n: usize| (4 - n % 4) % 4;
+        self.out.write_all(&[0; 3][..pad(110 + name.len() + 1)])?;
+        self.out.write_all(data)?;
+        self.out.write_all(&[0; 3][..pad(data.len())])
+    }
+}
+
+/// The initramfs: busybox, the modules in `modules` (every `.ko`), and the init.
+pub fn initramfs(modules: &Path, out: &Path) -> Result<()> {
+    let busybox = tool("busybox");
+    let bb = std::fs::read(&busybox).map_err(|e| ImgError::io("read", &busybox, e))?;
+    let f = std::fs::File::create(out).map_err(|e| ImgError::io("create", out, e))?;
+    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut c = Newc { out: gz, ino: 0 };
+    let w = |e: std::io::Error| ImgError::io("write", out, e);
+    for d in ["bin", "lib", "dev", "proc", "sys", "etc"] {
+        c.entry(d, 0o040755, &[]).map_err(w)?;
+    }
+    c.entry("bin/busybox", 0o100755, &bb).map_err(w)?;
+    c.entry("init", 0o100755, INIT.as_bytes()).map_err(w)?;
+    let mut mods: Vec<_> = std::fs::read_dir(modules)
+        .map_err(|e| ImgError::io("read", modules, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ko"))
+        .collect();
+    mods.sort();
+    for m in mods {
+        let data = std::fs::read(&m).map_err(|e| ImgError::io("read", &m, e))?;
+        let name = format!("lib/{}", m.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        c.entry(&name, 0o100644, &data).map_err(w)?;
+    }
+    c.entry("TRAILER!!!", 0, &[]).map_err(w)?;
+    c.out.finish().map_err(w)?;
+    Ok(())
+}
+
+const DISK_MIB: u64 = 64;
+const PART_START: u64 = 2048;
+const MBR: &str = "/usr/lib/syslinux/mbr/mbr.bin";
+
+/// A bootable raw disk at `out`: syslinux's MBR, one bootable FAT16 partition at 1 MiB with
+/// the kernel, the initramfs and syslinux. No mount and no loop device: mkfs.fat, mtools and
+/// syslinux all work on the image at an offset.
+pub fn disk(kernel: &Path, modules: &Path, stage: &Path, out: &Path) -> Result<()> {
+    for t in ["mkfs.fat", "mcopy", "syslinux"] {
+        if !tool(t).is_absolute() {
+            return Err(ImgError::Build(format!("{t} is missing (Debian: dosfstools, mtools, syslinux)")));
+        }
+    }
+    let mbr = std::fs::read(MBR).map_err(|e| ImgError::io("read (Debian: syslinux-common)", Path::new(MBR), e))?;
+    let initrd = stage.join("initrd.gz");
+    initramfs(modules, &initrd)?;
+    let cfg = stage.join("syslinux.cfg");
+    std::fs::write(&cfg, "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL vmlinuz\n  INITRD initrd.gz\n  APPEND console=ttyS0 quiet\n")
+        .map_err(|e| ImgError::io("write", &cfg, e))?;
+    let size = DISK_MIB << 20;
+    let sectors = (size / 512 - PART_START) as u32;
+    let mut head = vec![0u8; 512];
+    head[..440].copy_from_slice(&mbr[..440.min(mbr.len())]);
+    // One partition: bootable, FAT16 (LBA), from sector 2048 to the end.
+    head[446..454].copy_from_slice(&[0x80, 0xfe, 0xff, 0xff, 0x0e, 0xfe, 0xff, 0xff]);
+    head[454..458].copy_from_slice(&(PART_START as u32).to_le_bytes());
+    head[458..462].copy_from_slice(&sectors.to_le_bytes());
+    head[510] = 0x55;
+    head[511] = 0xaa;
+    let mut f = std::fs::File::create(out).map_err(|e| ImgError::io("create", out, e))?;
+    f.write_all(&head).map_err(|e| ImgError::io("write", out, e))?;
+    f.set_len(size).map_err(|e| ImgError::io("size", out, e))?;
+    drop(f);
+    let kib = (size - PART_START * 512) / 1024;
+    CommandLine::new(tool("mkfs.fat"))
+        .args(["-F", "16", &format!("--offset={PART_START}")])
+        .arg(out)
+        .arg(kib.to_string())
+        .run()?;
+    let at = format!("{}@@{}", out.display(), PART_START * 512);
+    for (src, name) in [(kernel, "vmlinuz"), (initrd.as_path(), "initrd.gz"), (cfg.as_path(), "syslinux.cfg")] {
+        CommandLine::new(tool("mcopy")).args(["-o", "-i", &at]).arg(src).arg(format!("::{name}")).run()?;
+    }
+    CommandLine::new(tool("syslinux"))
+        .args(["--offset", &(PART_START * 512).to_string(), "--install"])
+        .arg(out)
+        .run()?;
+    Ok(())
+}
