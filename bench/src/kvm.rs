@@ -6,9 +6,10 @@
 //!   alone (the pool's clone of the image's @final, as vmadm makes it);
 //! - `vmadm start` to the marker on the serial console, `HULL_BENCH_STARTS` (5) times,
 //!   beside plain qemu with the same arguments (same disk, same accelerator) to the same
-//!   marker, alternating;
-//! - with the VMs running, each one's host memory (qemu's and its zoneadmd's Pss) beyond its
-//!   guest RAM, which this guest barely touches.
+//!   marker, alternating; and the same for the kernel guest of `imgadm build
+//!   --guest-kernel` (3 times), when /var/cache/hull/guest has a kernel;
+//! - at the first start, the VM's host memory: qemu's and its zoneadmd's Pss (the boot
+//!   sector touches almost none of the guest's RAM).
 //!
 //! Prints one JSON line. Needs root, qemu and `target/release/hull`.
 
@@ -48,9 +49,24 @@ fn wait_file(path: &std::path::Path, marker: &str, limit: Duration) -> Option<Du
 
 /// Plain qemu, the same guest and accelerator, serial on stdout; ms to the marker.
 fn plain_qemu(disk: &std::path::Path, accel: &str) -> Result<f64, String> {
+    plain_qemu_to(disk, accel, hull_qemu::probe::MARKER, 128)
+}
+
+fn plain_qemu_to(disk: &std::path::Path, accel: &str, marker: &str, ram: u64) -> Result<f64, String> {
     let t = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", accel, "-m", "128", "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+        .args([
+            "-accel",
+            accel,
+            "-m",
+            &ram.to_string(),
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ])
         .arg("-drive")
         .arg(format!("file={},if=none,id=disk0,format=raw,cache=none,snapshot=on", disk.display()))
         .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"])
@@ -66,7 +82,7 @@ fn plain_qemu(disk: &std::path::Path, accel: &str) -> Result<f64, String> {
             Ok(0) | Err(_) => break Err("qemu ended before the marker".to_string()),
             Ok(n) => {
                 seen.extend_from_slice(&buf[..n]);
-                if String::from_utf8_lossy(&seen).contains(hull_qemu::probe::MARKER) {
+                if String::from_utf8_lossy(&seen).contains(marker) {
                     break Ok(ms(t));
                 }
             }
@@ -155,33 +171,75 @@ fn measure(h: &Hull, dir: &std::path::Path, clones: usize, starts: usize) -> Res
     };
     let log = dir.join("var/hull/z").join(&uuid).join("console.log");
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    let mut mem: Option<(u64, u64)> = None;
     for _ in 0..starts {
         let _ = std::fs::remove_file(&log);
         let t = Instant::now();
         h.run(&["vmadm", "start", &uuid])?;
         wait_file(&log, hull_qemu::probe::MARKER, Duration::from_secs(60)).ok_or("no marker from the VM")?;
         ours.push(ms(t));
+        if mem.is_none() {
+            std::thread::sleep(Duration::from_millis(300));
+            let v: Value = serde_json::from_str(&h.run(&["vmadm", "get", &uuid])?).map_err(|e| e.to_string())?;
+            let rec: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("var/hull/z").join(&uuid).join("zoneadmd.json"))
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+            mem = Some((pss_kb(v["pid"].as_i64().unwrap_or(0)), pss_kb(rec["zoneadmd"].as_i64().unwrap_or(0))));
+        }
         h.run(&["vmadm", "stop", "-F", &uuid])?;
         peer.push(plain_qemu(&disk, &node_accel())?);
     }
-    h.run(&["vmadm", "start", &uuid])?;
-    wait_file(&log, hull_qemu::probe::MARKER, Duration::from_secs(60)).ok_or("no marker from the VM")?;
-    std::thread::sleep(Duration::from_millis(500));
-    let v: Value = serde_json::from_str(&h.run(&["vmadm", "get", &uuid])?).map_err(|e| e.to_string())?;
-    let qemu_pid = v["pid"].as_i64().unwrap_or(0);
-    let rec: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("var/hull/z").join(&uuid).join("zoneadmd.json"))
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let zoneadmd_pss = pss_kb(rec["zoneadmd"].as_i64().unwrap_or(0));
-    let qemu_pss = pss_kb(qemu_pid);
     let (o50, p50) = (pct(&mut ours, 0.5), pct(&mut peer, 0.5));
+    // The kernel guest from imgadm build: a real boot, from its disk, to its init's marker.
+    let guest = std::path::Path::new("/var/cache/hull/guest");
+    let (mut k_ours, mut k_peer) = (Vec::new(), Vec::new());
+    if guest.join("vmlinuz").exists() {
+        let built: Value = serde_json::from_str(&h.run(&[
+            "imgadm",
+            "build",
+            "--guest-kernel",
+            &guest.join("vmlinuz").to_string_lossy(),
+            "--guest-modules",
+            &guest.to_string_lossy(),
+            "-n",
+            "bench-guest",
+            "-o",
+            &dir.join("img").to_string_lossy(),
+            "-j",
+        ])?)
+        .map_err(|e| e.to_string())?;
+        let (m, f) =
+            (built["manifest_path"].as_str().unwrap_or_default(), built["file_path"].as_str().unwrap_or_default());
+        h.run(&["imgadm", "install", "-m", m, "-f", f])?;
+        let gimg = built["manifest"]["uuid"].as_str().unwrap_or_default().to_string();
+        let (g, _) = h.create(
+            &json!({"brand": "kvm", "ram": 256, "autoboot": false, "disks": [{"image_uuid": gimg, "boot": true}]}),
+        )?;
+        let glog = dir.join("var/hull/z").join(&g).join("console.log");
+        let gdisk = dir.join("zones").join(&gimg).join("disk.raw");
+        for _ in 0..starts.min(3) {
+            let _ = std::fs::remove_file(&glog);
+            let t = Instant::now();
+            h.run(&["vmadm", "start", &g])?;
+            wait_file(&glog, hull_img::guest::MARKER, Duration::from_secs(120))
+                .ok_or("no marker from the kernel guest")?;
+            k_ours.push(ms(t));
+            h.run(&["vmadm", "stop", "-F", &g])?;
+            k_peer.push(plain_qemu_to(&gdisk, &node_accel(), hull_img::guest::MARKER, 256)?);
+        }
+    }
+    let (k50, kp50) = (pct(&mut k_ours, 0.5), pct(&mut k_peer, 0.5));
+    let (qemu_pss, zoneadmd_pss) = mem.unwrap_or_default();
     Ok(json!({
         "accel": node_accel(),
         "start_to_marker_p50_ms": (o50 * 10.0).round() / 10.0,
         "peer_plain_qemu_p50_ms": (p50 * 10.0).round() / 10.0,
         "start_over_plain_qemu": (o50 / p50 * 100.0).round() / 100.0,
+        "kernel_guest_start_p50_ms": (k50 * 10.0).round() / 10.0,
+        "kernel_guest_peer_plain_qemu_p50_ms": (kp50 * 10.0).round() / 10.0,
+        "kernel_guest_start_over_plain_qemu": (k50 / kp50 * 100.0).round() / 100.0,
         "clone_2g_p50_ms": (pct(&mut clone_ms.clone(), 0.5) * 100.0).round() / 100.0,
         "clone_2g_p99_ms": (pct(&mut clone_ms, 0.99) * 100.0).round() / 100.0,
         "qemu_pss_kb": qemu_pss,
