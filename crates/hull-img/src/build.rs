@@ -31,7 +31,7 @@ pub enum RootSource {
     Disk(PathBuf),
     /// A KVM guest: this kernel and a busybox initramfs with the modules in `modules`, on a
     /// disk that boots from its MBR (see [`crate::guest`]).
-    Guest { kernel: PathBuf, modules: PathBuf },
+    Guest { kernel: PathBuf, modules: PathBuf, debian: Option<(String, String)> },
 }
 
 #[derive(Debug, Clone)]
@@ -264,13 +264,22 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         .prefix(".hull-build-")
         .tempdir_in(&spec.out_dir)
         .map_err(|e| ImgError::io("create staging directory in", &spec.out_dir, e))?;
-    if let RootSource::Guest { kernel, modules } = &spec.source {
+    if let RootSource::Guest { kernel, modules, debian } = &spec.source {
         let stage = tempfile::Builder::new()
             .prefix(".hull-guest-")
             .tempdir_in(&spec.out_dir)
             .map_err(|e| ImgError::io("create staging directory in", &spec.out_dir, e))?;
         let disk = stage.path().join("disk.raw");
-        crate::guest::disk(kernel, modules, stage.path(), &disk)?;
+        let root = match debian {
+            Some((suite, mirror)) => {
+                let r = stage.path().join("root");
+                debootstrap_with(&r, suite, mirror, ",udev")?;
+                write_file(&r.join("etc/fstab"), "LABEL=hullroot / ext4 defaults 0 1\n", 0o644)?;
+                Some(r)
+            }
+            None => None,
+        };
+        crate::guest::disk(kernel, modules, root.as_deref(), stage.path(), &disk)?;
         let mut m = probe;
         m.image_type = ImageType::Zvol;
         m.image_size = Some(std::fs::metadata(&disk).map(|d| d.len()).unwrap_or(0).div_ceil(1 << 20));
@@ -402,6 +411,12 @@ pub fn busybox_root(root: &Path) -> Result<()> {
 
 /// A Debian root from debootstrap, with systemd as init and the package caches emptied.
 pub fn debootstrap_root(root: &Path, suite: &str, mirror: &str) -> Result<()> {
+    debootstrap_with(root, suite, mirror, "")
+}
+
+/// debootstrap with more packages (`,udev` for a KVM guest, whose logind then hears the
+/// ACPI power button).
+pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> Result<()> {
     let debootstrap = tool("debootstrap");
     if !debootstrap.is_absolute() {
         return Err(ImgError::Build("debootstrap is not installed (Debian: apt-get install debootstrap)".into()));
@@ -413,7 +428,8 @@ pub fn debootstrap_root(root: &Path, suite: &str, mirror: &str) -> Result<()> {
     let pb = progress::bytes(None, "debootstrap");
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let res = CommandLine::new(&debootstrap)
-        .args(["--variant=minbase", "--include=systemd-sysv,iproute2,ifupdown,procps"])
+        .arg("--variant=minbase")
+        .arg(format!("--include=systemd-sysv,iproute2,ifupdown,procps{extra}"))
         .arg(suite)
         .arg(root)
         .arg(mirror)

@@ -21,6 +21,13 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for pass in 1 2 3; do for m in /lib/*.ko; do insmod $m 2>/dev/null; done; done
 ip link set lo up
+root=$(sed -n 's/.*hull.root=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$root" ]; then
+  mkdir -p /newroot
+  for i in 1 2 3 4 5 6 7 8 9 10; do dev=$(findfs $root 2>/dev/null) && mount -t ext4 $dev /newroot && break; sleep 0.5; done
+  echo HULL-GUEST-ROOT
+  exec switch_root /newroot /sbin/init
+fi
 ip=$(sed -n 's/.*hull.ip=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -n "$ip" ] && ip addr add $ip dev eth0 && ip link set eth0 up
 for e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done
@@ -82,14 +89,16 @@ pub fn initramfs(modules: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-const DISK_MIB: u64 = 64;
+const BOOT_MIB: u64 = 64;
 const PART_START: u64 = 2048;
 const MBR: &str = "/usr/lib/syslinux/mbr/mbr.bin";
 
-/// A bootable raw disk at `out`: syslinux's MBR, one bootable FAT16 partition at 1 MiB with
-/// the kernel, the initramfs and syslinux. No mount and no loop device: mkfs.fat, mtools and
-/// syslinux all work on the image at an offset.
-pub fn disk(kernel: &Path, modules: &Path, stage: &Path, out: &Path) -> Result<()> {
+/// A bootable raw disk at `out`: syslinux's MBR, a bootable FAT16 partition at 1 MiB with the
+/// kernel, the initramfs and syslinux, and, given `root`, an ext4 partition labelled
+/// `hullroot` holding it, which the initramfs mounts and switches to (its /sbin/init runs
+/// the guest). No mount and no loop device: mkfs.fat, mke2fs -d, mtools and syslinux all
+/// work on the image at an offset.
+pub fn disk(kernel: &Path, modules: &Path, root: Option<&Path>, stage: &Path, out: &Path) -> Result<()> {
     for t in ["mkfs.fat", "mcopy", "syslinux"] {
         if !tool(t).is_absolute() {
             return Err(ImgError::Build(format!("{t} is missing (Debian: dosfstools, mtools, syslinux)")));
@@ -99,23 +108,43 @@ pub fn disk(kernel: &Path, modules: &Path, stage: &Path, out: &Path) -> Result<(
     let initrd = stage.join("initrd.gz");
     initramfs(modules, &initrd)?;
     let cfg = stage.join("syslinux.cfg");
-    std::fs::write(&cfg, "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL vmlinuz\n  INITRD initrd.gz\n  APPEND console=ttyS0 quiet\n")
-        .map_err(|e| ImgError::io("write", &cfg, e))?;
-    let size = DISK_MIB << 20;
-    let sectors = (size / 512 - PART_START) as u32;
+    let append = if root.is_some() { "console=ttyS0 hull.root=LABEL=hullroot" } else { "console=ttyS0 quiet" };
+    std::fs::write(
+        &cfg,
+        format!("SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL vmlinuz\n  INITRD initrd.gz\n  APPEND {append}\n"),
+    )
+    .map_err(|e| ImgError::io("write", &cfg, e))?;
+    let boot_end = PART_START + (BOOT_MIB << 20) / 512;
+    // The root partition: what the tree holds, half again, and 256 MiB to spare.
+    let root_mib = match root {
+        Some(r) => {
+            let du = CommandLine::new(tool("du")).args(["-sm"]).arg(r).run()?;
+            let used: u64 = du.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            used * 3 / 2 + 256
+        }
+        None => 0,
+    };
+    let size = (boot_end * 512) + (root_mib << 20);
+    let sectors = (boot_end - PART_START) as u32;
     let mut head = vec![0u8; 512];
     head[..440].copy_from_slice(&mbr[..440.min(mbr.len())]);
     // One partition: bootable, FAT16 (LBA), from sector 2048 to the end.
     head[446..454].copy_from_slice(&[0x80, 0xfe, 0xff, 0xff, 0x0e, 0xfe, 0xff, 0xff]);
     head[454..458].copy_from_slice(&(PART_START as u32).to_le_bytes());
     head[458..462].copy_from_slice(&sectors.to_le_bytes());
+    if root.is_some() {
+        // The root: Linux, from the boot partition's end to the disk's.
+        head[462..470].copy_from_slice(&[0x00, 0xfe, 0xff, 0xff, 0x83, 0xfe, 0xff, 0xff]);
+        head[470..474].copy_from_slice(&(boot_end as u32).to_le_bytes());
+        head[474..478].copy_from_slice(&((root_mib << 20) / 512).to_le_bytes()[..4].try_into().unwrap_or([0; 4]));
+    }
     head[510] = 0x55;
     head[511] = 0xaa;
     let mut f = std::fs::File::create(out).map_err(|e| ImgError::io("create", out, e))?;
     f.write_all(&head).map_err(|e| ImgError::io("write", out, e))?;
     f.set_len(size).map_err(|e| ImgError::io("size", out, e))?;
     drop(f);
-    let kib = (size - PART_START * 512) / 1024;
+    let kib = (BOOT_MIB << 20) / 1024;
     CommandLine::new(tool("mkfs.fat"))
         .args(["-F", "16", &format!("--offset={PART_START}")])
         .arg(out)
@@ -129,5 +158,14 @@ pub fn disk(kernel: &Path, modules: &Path, stage: &Path, out: &Path) -> Result<(
         .args(["--offset", &(PART_START * 512).to_string(), "--install"])
         .arg(out)
         .run()?;
+    if let Some(r) = root {
+        CommandLine::new(tool("mkfs.ext4"))
+            .args(["-q", "-F", "-L", "hullroot", "-d"])
+            .arg(r)
+            .args(["-E", &format!("offset={}", boot_end * 512)])
+            .arg(out)
+            .arg(format!("{root_mib}M"))
+            .run()?;
+    }
     Ok(())
 }

@@ -112,6 +112,10 @@ pub enum ImgCmd {
         /// With --guest-kernel: the kernel modules (.ko) to put in its initramfs.
         #[arg(long, requires = "guest_kernel")]
         guest_modules: Option<PathBuf>,
+        /// With --guest-kernel: a Debian root (debootstrap, --suite, --mirror) on a second
+        /// partition, which the initramfs switches to.
+        #[arg(long, requires = "guest_kernel")]
+        guest_debian: bool,
         #[arg(long, default_value = hull_img::build::DEFAULT_SUITE)]
         suite: String,
         #[arg(long, default_value = hull_img::build::DEFAULT_MIRROR)]
@@ -292,6 +296,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             disk,
             guest_kernel,
             guest_modules,
+            guest_debian,
             suite,
             mirror,
             name,
@@ -306,6 +311,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 _ if guest_kernel.is_some() => RootSource::Guest {
                     kernel: guest_kernel.unwrap_or_default(),
                     modules: guest_modules.unwrap_or_else(|| PathBuf::from("/var/cache/hull/guest")),
+                    debian: guest_debian.then(|| (suite.clone(), mirror.clone())),
                 },
                 (Some(d), false, false, None) => RootSource::Dir(d),
                 (None, true, false, None) => RootSource::Busybox,

@@ -432,3 +432,44 @@ fn a_guest_image_from_imgadm_build_boots_from_its_disk_and_stops_on_acpi() {
     assert!(t.elapsed() < Duration::from_secs(30), "the guest ignored ACPI: {:?}", t.elapsed());
     assert!(console(&n, &u).contains("HULL-GUEST-POWEROFF"));
 }
+
+#[test]
+fn a_debian_guest_boots_from_its_disk_as_any_os_would() {
+    let n = TestNode::new("2G");
+    let out = n.root().join("images");
+    let built = n
+        .hull(&[
+            "imgadm",
+            "build",
+            "--guest-kernel",
+            &format!("{GUEST}/vmlinuz"),
+            "--guest-modules",
+            GUEST,
+            "--guest-debian",
+            "-n",
+            "debian-guest",
+            "-o",
+            &out.to_string_lossy(),
+            "-j",
+        ])
+        .ok();
+    let v: Value = serde_json::from_str(&built).expect("json");
+    n.hull(&[
+        "imgadm",
+        "install",
+        "-m",
+        v["manifest_path"].as_str().expect("m"),
+        "-f",
+        v["file_path"].as_str().expect("f"),
+    ])
+    .ok();
+    let img = v["manifest"]["uuid"].as_str().expect("uuid");
+    let u =
+        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 512, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+    // BIOS, syslinux, the kernel, the initramfs's switch to the ext4 root, then systemd.
+    wait_console(&n, &u, "login:", 240);
+    let c = console(&n, &u);
+    assert!(c.contains("SYSLINUX") && c.contains("HULL-GUEST-ROOT") && c.contains("Welcome to"), "{c}");
+    n.hull(&["vmadm", "stop", "-t", "5", &u]).ok();
+    assert_eq!(state(&n, &u), "stopped");
+}
