@@ -203,10 +203,9 @@ pub fn args(spec: &Spec, accel: Accel, sockets: &Sockets) -> Vec<String> {
         Some(o) => a.extend(split(o)),
         None => {
             a.extend(["-m".into(), spec.ram_mib.to_string(), "-smp".into(), spec.vcpus.to_string()]);
-            let cpu = spec
-                .cpu_type
-                .clone()
-                .unwrap_or_else(|| if accel == Accel::Kvm { "host".into() } else { "qemu64".into() });
+            // SmartOS's default, under either accelerator: `host` is faster but not safe
+            // everywhere (nested KVM here makes qemu abort setting an MSR); ask for it by name.
+            let cpu = spec.cpu_type.clone().unwrap_or_else(|| "qemu64".into());
             a.extend(["-cpu".into(), cpu]);
             let scsi = spec.disks.iter().any(|d| d.model == DiskModel::Scsi);
             if scsi {

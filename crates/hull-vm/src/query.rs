@@ -50,11 +50,14 @@ impl Vmadm {
         if let Some(s) = st.exit_status {
             cfg.insert("exit_status".into(), json!(s));
         }
-        cfg.insert("type".into(), json!("OS"));
+        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+        cfg.insert("type".into(), json!(if hvm { "KVM" } else { "OS" }));
         if let Some(all) = all {
             cfg.insert("snapshots".into(), crate::snapshot::snapshots_in(uuid, all));
         }
-        cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));
+        if !hvm {
+            cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));
+        }
         Ok(cfg)
     }
 

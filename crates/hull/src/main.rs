@@ -5,6 +5,7 @@ mod dataset;
 mod demo;
 mod imgadm;
 mod net;
+mod node;
 mod pool;
 mod svc;
 mod table;
@@ -58,6 +59,9 @@ enum Cmd {
     /// The node's whole network.
     #[command(subcommand)]
     Net(net::NetCmd),
+    /// The node: its pool, its accelerator, its service manager.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
     /// The service manager's daemon (SMF's svc.startd), in the foreground.
     #[command(name = "svc.startd")]
     Startd(svc::StartdArgs),
@@ -172,6 +176,7 @@ fn main() {
         Cmd::Dladm(c) => net::dladm(&node, c),
         Cmd::Overlay(c) => net::overlay(&node, c),
         Cmd::Net(c) => net::run(&node, c),
+        Cmd::Node(c) => node::run(&node, c),
         Cmd::Startd(a) => svc::startd(&node, a),
         Cmd::Svcs(a) => svc::svcs(&node, a),
         Cmd::Svcadm(c) => svc::svcadm(&node, c),
