@@ -196,6 +196,26 @@ fn vmadm_stop_is_honoured_by_the_guest_s_acpi() {
     std::fs::copy(&initrd, boot.join("initrd.gz")).expect("initrd");
     n.hull(&["vmadm", "start", &u]).ok();
     wait_console(&n, &u, "HULL-GUEST-UP", 90);
+    // The console is the guest's serial port: attach, send a line, and detach at the end of
+    // input.
+    let mut c = n
+        .cmd()
+        .args(["vmadm", "console", &u])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("console");
+    {
+        use std::io::Write;
+        let mut stdin = c.stdin.take().expect("stdin");
+        stdin.write_all(b"hull-typed-this\n").expect("type");
+    }
+    let t = Instant::now();
+    while c.try_wait().expect("wait").is_none() && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.try_wait().expect("wait").is_some(), "vmadm console did not return at the end of its input");
+    let _ = c.kill();
     let t = Instant::now();
     n.hull(&["vmadm", "stop", "-t", "60", &u]).ok();
     let took = t.elapsed();
