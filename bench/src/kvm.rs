@@ -124,23 +124,7 @@ fn measure(h: &Hull, dir: &std::path::Path, clones: usize, starts: usize) -> Res
     b.resize(512, 0);
     std::fs::write(&disk, &b).map_err(|e| e.to_string())?;
     std::fs::OpenOptions::new().write(true).open(&disk).and_then(|f| f.set_len(2 << 30)).map_err(|e| e.to_string())?;
-    let built: Value = serde_json::from_str(&h.run(&[
-        "imgadm",
-        "build",
-        "--disk",
-        &disk.to_string_lossy(),
-        "-n",
-        "bench-disk",
-        "-c",
-        "zstd",
-        "-o",
-        &dir.join("img").to_string_lossy(),
-        "-j",
-    ])?)
-    .map_err(|e| e.to_string())?;
-    let (m, f) = (built["manifest_path"].as_str().unwrap_or_default(), built["file_path"].as_str().unwrap_or_default());
-    h.run(&["imgadm", "install", "-m", m, "-f", f])?;
-    let img = built["manifest"]["uuid"].as_str().unwrap_or_default().to_string();
+    let img = h.build_install(&["--disk", &disk.to_string_lossy(), "-c", "zstd"], "bench-disk")?;
     // The clone as vmadm makes it, through the pool (the same call, without the CLI around it).
     let node = hull_storage::Node::new(dir, "hbench").map_err(|e| e.to_string())?;
     let pool = node.pool().map_err(|e| e.to_string())?;
@@ -196,24 +180,10 @@ fn measure(h: &Hull, dir: &std::path::Path, clones: usize, starts: usize) -> Res
     let guest = std::path::Path::new("/var/cache/hull/guest");
     let (mut k_ours, mut k_peer) = (Vec::new(), Vec::new());
     if guest.join("vmlinuz").exists() {
-        let built: Value = serde_json::from_str(&h.run(&[
-            "imgadm",
-            "build",
-            "--guest-kernel",
-            &guest.join("vmlinuz").to_string_lossy(),
-            "--guest-modules",
-            &guest.to_string_lossy(),
-            "-n",
+        let gimg = h.build_install(
+            &["--guest-kernel", &guest.join("vmlinuz").to_string_lossy(), "--guest-modules", &guest.to_string_lossy()],
             "bench-guest",
-            "-o",
-            &dir.join("img").to_string_lossy(),
-            "-j",
-        ])?)
-        .map_err(|e| e.to_string())?;
-        let (m, f) =
-            (built["manifest_path"].as_str().unwrap_or_default(), built["file_path"].as_str().unwrap_or_default());
-        h.run(&["imgadm", "install", "-m", m, "-f", f])?;
-        let gimg = built["manifest"]["uuid"].as_str().unwrap_or_default().to_string();
+        )?;
         let (g, _) = h.create(
             &json!({"brand": "kvm", "ram": 256, "autoboot": false, "disks": [{"image_uuid": gimg, "boot": true}]}),
         )?;

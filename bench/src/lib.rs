@@ -54,6 +54,18 @@ impl Hull {
         Ok((uuid, took))
     }
 
+    /// `imgadm build ARGS -n NAME` into `<root>/img`, then `imgadm install`; the image's uuid.
+    pub fn build_install(&self, args: &[&str], name: &str) -> Result<String, String> {
+        let out = self.root.join("img");
+        let out_s = out.to_string_lossy().into_owned();
+        let mut all = vec!["imgadm", "build", "-n", name, "-o", &out_s, "-j"];
+        all.extend_from_slice(args);
+        let built: serde_json::Value = serde_json::from_str(&self.run(&all)?).map_err(|e| e.to_string())?;
+        let field = |k: &str| built[k].as_str().unwrap_or_default().to_string();
+        self.run(&["imgadm", "install", "-m", &field("manifest_path"), "-f", &field("file_path")])?;
+        Ok(built["manifest"]["uuid"].as_str().unwrap_or_default().to_string())
+    }
+
     /// `vmadm update UUID` with a payload; returns the milliseconds it took.
     pub fn update(&self, uuid: &str, payload: &serde_json::Value) -> Result<f64, String> {
         let f = self.root.join("update.json");

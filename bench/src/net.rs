@@ -123,21 +123,7 @@ fn bench() -> Result<String, String> {
 }
 
 fn measure(h: &Hull, dir: &Path, rounds: usize, secs: usize, adds: usize) -> Result<String, String> {
-    let out = dir.join("img");
-    let built: Value = serde_json::from_str(&h.run(&[
-        "imgadm",
-        "build",
-        "--busybox",
-        "-n",
-        "bb",
-        "-o",
-        &out.to_string_lossy(),
-        "-j",
-    ])?)
-    .map_err(|e| e.to_string())?;
-    let (m, f) = (built["manifest_path"].as_str().unwrap_or_default(), built["file_path"].as_str().unwrap_or_default());
-    h.run(&["imgadm", "install", "-m", m, "-f", f])?;
-    let img = built["manifest"]["uuid"].as_str().unwrap_or_default().to_string();
+    let img = h.build_install(&["--busybox"], "bb")?;
     h.run(&["nictagadm", "add", "-l", "t0"])?;
     let zone = |ip: &str| {
         json!({"brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 128,

@@ -31,6 +31,9 @@ fi
 ip=$(sed -n 's/.*hull.ip=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -n "$ip" ] && ip addr add $ip dev eth0 && ip link set eth0 up
 for e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done
+# Up only once every reader has the device open: a button press before would be lost.
+for i in 1 2 3 4 5 6 7 8 9 10; do [ "$(pidof dd | wc -w)" -ge "$(ls /dev/input/event* | wc -w)" ] && break; sleep 0.2; done
+sleep 0.2
 echo HULL-GUEST-UP
 exec sh -c 'while true; do sleep 3600; done'
 "#;

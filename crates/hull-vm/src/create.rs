@@ -28,6 +28,31 @@ fn defaults(cfg: &mut Map<String, Value>) {
 }
 
 impl Vmadm {
+    /// What every VM's config says of itself: uuid, zone name, dataset, path, pool, time.
+    fn identify(&self, uuid: &str, cfg: &mut Map<String, Value>) -> Result<()> {
+        let pool = self.pool()?;
+        cfg.insert("uuid".into(), json!(uuid));
+        cfg.insert("zonename".into(), json!(uuid));
+        cfg.insert("zfs_filesystem".into(), json!(format!("{}/{uuid}", pool.name())));
+        cfg.insert("zonepath".into(), json!(pool.dataset_path(&ds(uuid)?)));
+        cfg.insert("zpool".into(), json!(pool.name()));
+        cfg.insert("create_timestamp".into(), json!(hull_zone::supervisor::now()));
+        Ok(())
+    }
+
+    /// Boots a VM just made, when its autoboot says so; a failed boot marks it `failed`.
+    fn autoboot(&self, uuid: String, cfg: &Map<String, Value>) -> Result<String> {
+        if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)
+            && let Err(e) = self.start(&uuid)
+        {
+            let mut c = self.load(&uuid)?;
+            c.insert("failed".into(), json!(true));
+            self.save(&uuid, &c)?;
+            return Err(VmError::Other { vm: uuid, reason: format!("created, but failed to boot: {e}") });
+        }
+        Ok(uuid)
+    }
+
     /// Creates a KVM (or bhyve) VM: its dataset with blank disks, then boots it.
     fn create_hvm(&self, uuid: String, mut cfg: Map<String, Value>) -> Result<String> {
         if let Some(i) = cfg.get("image_uuid").and_then(Value::as_str) {
@@ -46,12 +71,7 @@ impl Vmadm {
         }
         cfg.entry("autoboot".to_string()).or_insert(json!(true));
         cfg.entry("quota".to_string()).or_insert(json!(10));
-        cfg.insert("uuid".into(), json!(uuid));
-        cfg.insert("zonename".into(), json!(uuid));
-        cfg.insert("zfs_filesystem".into(), json!(format!("{}/{uuid}", pool.name())));
-        cfg.insert("zonepath".into(), json!(pool.dataset_path(&ds(&uuid)?)));
-        cfg.insert("zpool".into(), json!(pool.name()));
-        cfg.insert("create_timestamp".into(), json!(hull_zone::supervisor::now()));
+        self.identify(&uuid, &mut cfg)?;
         let part = ds(&format!("{uuid}{PROVISIONING}"))?;
         let mut revert = Revert::new();
         revert.push("destroy the dataset", || {
@@ -69,15 +89,7 @@ impl Vmadm {
         revert.disarm();
         hull_zone::events::emit(&self.node.var_dir(), "create", &uuid, Vec::new());
         drop(_lock);
-        if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)
-            && let Err(e) = self.start(&uuid)
-        {
-            let mut c = self.load(&uuid)?;
-            c.insert("failed".into(), json!(true));
-            self.save(&uuid, &c)?;
-            return Err(VmError::Other { vm: uuid, reason: format!("created, but failed to boot: {e}") });
-        }
-        Ok(uuid)
+        self.autoboot(uuid, &cfg)
     }
 
     /// Creates a VM from a payload; boots it when `autoboot` (the default) is true.
@@ -126,12 +138,7 @@ impl Vmadm {
         }
 
         defaults(&mut cfg);
-        cfg.insert("uuid".into(), json!(uuid));
-        cfg.insert("zonename".into(), json!(uuid));
-        cfg.insert("zfs_filesystem".into(), json!(format!("{}/{uuid}", pool.name())));
-        cfg.insert("zonepath".into(), json!(pool.dataset_path(&ds(&uuid)?)));
-        cfg.insert("zpool".into(), json!(pool.name()));
-        cfg.insert("create_timestamp".into(), json!(hull_zone::supervisor::now()));
+        self.identify(&uuid, &mut cfg)?;
         cfg.insert("image_uuid".into(), json!(image.to_string()));
 
         let part = ds(&format!("{uuid}{PROVISIONING}"))?;
@@ -154,14 +161,6 @@ impl Vmadm {
         hull_zone::events::emit(&self.node.var_dir(), "create", &uuid, Vec::new());
         drop(_lock);
 
-        if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)
-            && let Err(e) = self.start(&uuid)
-        {
-            let mut c = self.load(&uuid)?;
-            c.insert("failed".into(), json!(true));
-            self.save(&uuid, &c)?;
-            return Err(VmError::Other { vm: uuid, reason: format!("created, but failed to boot: {e}") });
-        }
-        Ok(uuid)
+        self.autoboot(uuid, &cfg)
     }
 }

@@ -28,24 +28,14 @@ fn boot_sector_image(n: &TestNode, mib: u64) -> String {
     b.resize(512, 0);
     std::fs::write(&disk, &b).expect("write");
     std::fs::OpenOptions::new().write(true).open(&disk).expect("open").set_len(mib << 20).expect("size");
-    let out = n.root().join("images");
-    let built = n
-        .hull(&[
-            "imgadm",
-            "build",
-            "--disk",
-            &disk.to_string_lossy(),
-            "-n",
-            "bootsector",
-            "-o",
-            &out.to_string_lossy(),
-            "-j",
-        ])
-        .ok();
-    let v: Value = serde_json::from_str(&built).expect("json");
-    let (m, f) = (v["manifest_path"].as_str().expect("m"), v["file_path"].as_str().expect("f"));
-    n.hull(&["imgadm", "install", "-m", m, "-f", f]).ok();
-    v["manifest"]["uuid"].as_str().expect("uuid").to_string()
+    build_and_install(n, &["--disk", &disk.to_string_lossy()], "bootsector")
+}
+
+/// Builds an image with `imgadm build ARGS`, installs it, and returns its uuid.
+fn build_and_install(n: &TestNode, args: &[&str], name: &str) -> String {
+    let (m, f, uuid) = n.build(args, name);
+    n.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
+    uuid
 }
 
 fn console(n: &TestNode, uuid: &str) -> String {
@@ -133,52 +123,13 @@ fn a_vm_from_a_zvol_image_boots_in_its_zone_and_leaves_nothing() {
     assert_eq!(qemus, 0, "a process of the deleted VMs is still running");
 }
 
-/// Debian's cloud kernel and a busybox initramfs whose init powers off on any input
-/// event (the ACPI power button is one).
+/// Debian's cloud kernel and hull's guest initramfs (busybox, the modules, an init that
+/// powers off on the ACPI power button), as `imgadm build --guest-kernel` puts them on a disk.
 fn kernel_guest(dir: &Path) -> (PathBuf, PathBuf) {
     let g = Path::new(GUEST);
     assert!(g.join("vmlinuz").exists(), "{GUEST}/vmlinuz is missing: run .ci/deps");
-    let root = dir.join("initrd-root");
-    for d in ["bin", "lib", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox");
-    const MODULES: [&str; 10] = [
-        "virtio",
-        "virtio_ring",
-        "virtio_pci_modern_dev",
-        "virtio_pci_legacy_dev",
-        "virtio_pci",
-        "failover",
-        "net_failover",
-        "virtio_net",
-        "evdev",
-        "button",
-    ];
-    for m in MODULES {
-        std::fs::copy(g.join(format!("{m}.ko")), root.join("lib").join(format!("{m}.ko")))
-            .expect("module (run .ci/deps)");
-    }
-    // Modules in dependency order (twice, for any that came too early); the address from
-    // the kernel's command line (hull.ip=); power off on any input event.
-    let init = format!(
-        "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
-         for pass in 1 2; do for m in {}; do insmod /lib/$m.ko 2>/dev/null; done; done\n\
-         ip=$(sed -n 's/.*hull.ip=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
-         [ -n \"$ip\" ] && ip addr add $ip dev eth0 && ip link set eth0 up\n\
-         for e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done\n\
-         echo HULL-GUEST-UP\nexec sh -c 'while true; do sleep 3600; done'\n",
-        MODULES.join(" ")
-    );
-    std::fs::write(root.join("init"), init).expect("init");
-    std::fs::set_permissions(root.join("init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let initrd = dir.join("initrd.gz");
-    let st = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("cd {} && find . | cpio -o -H newc 2>/dev/null | gzip -1 > {}", root.display(), initrd.display()))
-        .status()
-        .expect("cpio");
-    assert!(st.success(), "cpio (run .ci/deps)");
+    hull_img::guest::initramfs(g, &initrd).expect("initramfs");
     (g.join("vmlinuz"), initrd)
 }
 
@@ -263,26 +214,12 @@ fn a_qcow2_image_installs_as_a_raw_disk() {
         .status()
         .expect("qemu-img");
     assert!(st.success());
-    let out = n.root().join("images");
-    let built = n
-        .hull(&["imgadm", "build", "--disk", &qcow.to_string_lossy(), "-n", "q", "-o", &out.to_string_lossy(), "-j"])
-        .ok();
-    let v: Value = serde_json::from_str(&built).expect("json");
-    n.hull(&[
-        "imgadm",
-        "install",
-        "-m",
-        v["manifest_path"].as_str().expect("m"),
-        "-f",
-        v["file_path"].as_str().expect("f"),
-    ])
-    .ok();
-    let img = v["manifest"]["uuid"].as_str().expect("uuid");
-    let disk = n.zones().join(img).join("disk.raw");
+    let img = build_and_install(&n, &["--disk", &qcow.to_string_lossy()], "q");
+    let disk = n.zones().join(&img).join("disk.raw");
     let data = std::fs::read(&disk).expect("disk.raw");
     assert_eq!(data.len(), 64 << 20, "the raw disk has the qcow2's virtual size");
     assert_eq!(&data[..512], &b[..], "the boot sector survived the conversion");
-    assert!(!n.zones().join(img).join("disk.qcow2").exists());
+    assert!(!n.zones().join(&img).join("disk.qcow2").exists());
 }
 
 /// Copies the kernel guest into a stopped VM's dataset, where qemu_extra_opts finds it.
@@ -414,37 +351,13 @@ fn vnc_is_served_on_the_node_s_loopback() {
 #[test]
 fn a_guest_image_from_imgadm_build_boots_from_its_disk_and_stops_on_acpi() {
     let n = TestNode::new("1G");
-    let out = n.root().join("images");
-    let built = n
-        .hull(&[
-            "imgadm",
-            "build",
-            "--guest-kernel",
-            &format!("{GUEST}/vmlinuz"),
-            "--guest-modules",
-            GUEST,
-            "-n",
-            "guest",
-            "-o",
-            &out.to_string_lossy(),
-            "-j",
-        ])
-        .ok();
-    let v: Value = serde_json::from_str(&built).expect("json");
-    assert_eq!(v["manifest"]["type"], "zvol");
-    n.hull(&[
-        "imgadm",
-        "install",
-        "-m",
-        v["manifest_path"].as_str().expect("m"),
-        "-f",
-        v["file_path"].as_str().expect("f"),
-    ])
-    .ok();
-    let img = v["manifest"]["uuid"].as_str().expect("uuid");
+    let kernel = format!("{GUEST}/vmlinuz");
+    let img = build_and_install(&n, &["--guest-kernel", &kernel, "--guest-modules", GUEST], "guest");
+    let m: Value = serde_json::from_str(&n.hull(&["imgadm", "get", &img]).ok()).expect("json");
+    assert_eq!(m["manifest"]["type"], "zvol", "{m}");
     // No -kernel: the BIOS boots the disk's MBR, syslinux loads the kernel.
     let u =
-        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 256, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 256, "disks": [{"image_uuid": &img, "boot": true}]})).ok());
     wait_console(&n, &u, hull_img::guest::MARKER, 90);
     assert!(console(&n, &u).contains("SYSLINUX"), "booted by syslinux: {}", console(&n, &u));
     let t = Instant::now();
@@ -456,36 +369,11 @@ fn a_guest_image_from_imgadm_build_boots_from_its_disk_and_stops_on_acpi() {
 #[test]
 fn a_debian_guest_boots_from_its_disk_as_any_os_would() {
     let n = TestNode::new("2G");
-    let out = n.root().join("images");
-    let built = n
-        .hull(&[
-            "imgadm",
-            "build",
-            "--guest-kernel",
-            &format!("{GUEST}/vmlinuz"),
-            "--guest-modules",
-            GUEST,
-            "--guest-debian",
-            "-n",
-            "debian-guest",
-            "-o",
-            &out.to_string_lossy(),
-            "-j",
-        ])
-        .ok();
-    let v: Value = serde_json::from_str(&built).expect("json");
-    n.hull(&[
-        "imgadm",
-        "install",
-        "-m",
-        v["manifest_path"].as_str().expect("m"),
-        "-f",
-        v["file_path"].as_str().expect("f"),
-    ])
-    .ok();
-    let img = v["manifest"]["uuid"].as_str().expect("uuid");
+    let kernel = format!("{GUEST}/vmlinuz");
+    let img =
+        build_and_install(&n, &["--guest-kernel", &kernel, "--guest-modules", GUEST, "--guest-debian"], "debian-guest");
     let u =
-        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 512, "disks": [{"image_uuid": img, "boot": true}]})).ok());
+        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 512, "disks": [{"image_uuid": &img, "boot": true}]})).ok());
     // BIOS, syslinux, the kernel, the initramfs's switch to the ext4 root, then systemd.
     wait_console(&n, &u, "login:", 240);
     let c = console(&n, &u);
