@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A node in its own namespace with the busybox image and a local nic tag `t0`.
@@ -535,6 +535,14 @@ fn nictagadm_and_dladm_manage_tags_and_etherstubs() {
     // An uplink: a veth whose far end is in a namespace of the test's, with 10.6.0.254.
     let far = n.root().join("far.netns");
     hull_net::ns::create(&far).expect("far netns");
+    // Removed even when the test fails: a namespace mount outlives its temporary directory.
+    struct Far(PathBuf);
+    impl Drop for Far {
+        fn drop(&mut self) {
+            let _ = hull_net::ns::remove(&self.0);
+        }
+    }
+    let _far_guard = Far(far.clone());
     let far_file = std::fs::File::open(&far).expect("open");
     n.in_node(move || {
         use std::os::fd::AsRawFd;
@@ -589,5 +597,4 @@ fn nictagadm_and_dladm_manage_tags_and_etherstubs() {
     n.hull(&["nictagadm", "delete", "int"]).ok();
     assert!(n.hull(&["nictagadm", "list", "-p"]).ok().is_empty());
     assert_eq!(leftovers(&n), (vec![], vec![]));
-    hull_net::ns::remove(&far).expect("far netns");
 }
