@@ -273,7 +273,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         let root = match debian {
             Some((suite, mirror)) => {
                 let r = stage.path().join("root");
-                debootstrap_with(&r, suite, mirror, ",udev")?;
+                debootstrap_with(&r, suite, mirror, ",udev,dbus")?;
                 write_file(&r.join("etc/fstab"), "LABEL=hullroot / ext4 defaults 0 1\n", 0o644)?;
                 Some(r)
             }
@@ -414,8 +414,8 @@ pub fn debootstrap_root(root: &Path, suite: &str, mirror: &str) -> Result<()> {
     debootstrap_with(root, suite, mirror, "")
 }
 
-/// debootstrap with more packages (`,udev` for a KVM guest, whose logind then hears the
-/// ACPI power button).
+/// debootstrap with more packages (`,udev,dbus` for a KVM guest: udev tags the ACPI power
+/// button, and systemd-logind, which needs dbus, powers the guest off when it is pressed).
 pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> Result<()> {
     let debootstrap = tool("debootstrap");
     if !debootstrap.is_absolute() {
