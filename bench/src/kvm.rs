@@ -15,8 +15,7 @@
 
 use hull_bench::{Hull, env_n, ms, pct};
 use serde_json::{Value, json};
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -53,57 +52,18 @@ fn plain_qemu(disk: &std::path::Path, accel: &str) -> Result<f64, String> {
 }
 
 fn plain_qemu_to(disk: &std::path::Path, accel: &str, marker: &str, ram: u64) -> Result<f64, String> {
-    let t = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            accel,
-            "-m",
-            &ram.to_string(),
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-drive")
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", accel, "-m", &ram.to_string(), "-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-drive"])
         .arg(format!("file={},if=none,id=disk0,format=raw,cache=none,snapshot=on", disk.display()))
-        .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("qemu: {e}"))?;
-    let mut out = child.stdout.take().ok_or("no stdout")?;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    let r = loop {
-        match out.read(&mut buf) {
-            Ok(0) | Err(_) => break Err("qemu ended before the marker".to_string()),
-            Ok(n) => {
-                seen.extend_from_slice(&buf[..n]);
-                if String::from_utf8_lossy(&seen).contains(marker) {
-                    break Ok(ms(t));
-                }
-            }
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            break Err("no marker in 60 s".into());
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    r
+        .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
+    hull_qemu::probe::until_marker(cmd, marker, Duration::from_secs(60)).map(|d| d.as_secs_f64() * 1000.0)
 }
 
 fn bench() -> Result<String, String> {
     let clones = env_n("HULL_BENCH_CLONES", 20);
     let starts = env_n("HULL_BENCH_STARTS", 5);
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = me.parent().map(|d| d.join("hull")).ok_or("no directory")?;
-    if !bin.exists() {
-        return Err(format!("{} is missing: cargo build --release -p hull", bin.display()));
-    }
+    let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-kvm-").tempdir().map_err(|e| e.to_string())?;
     let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
     h.run(&["pool", "create", "--size", "4G"])?;

@@ -16,6 +16,16 @@ pub fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+/// `target/release/hull`, beside the bench's own binary.
+pub fn hull_bin() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = me.parent().map(|d| d.join("hull")).ok_or("no directory")?;
+    if !bin.exists() {
+        return Err(format!("{} is missing: cargo build --release -p hull", bin.display()));
+    }
+    Ok(bin)
+}
+
 /// A number from the environment, or the default.
 pub fn env_n(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)

@@ -93,11 +93,7 @@ fn bench() -> Result<String, String> {
     let rounds = env_n("HULL_BENCH_ROUNDS", 3);
     let secs = env_n("HULL_BENCH_SECS", 4);
     let adds = env_n("HULL_BENCH_NICS", 20);
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = me.parent().map(|d| d.join("hull")).ok_or("no directory")?;
-    if !bin.exists() {
-        return Err(format!("{} is missing: cargo build --release -p hull", bin.display()));
-    }
+    let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-net-").tempdir().map_err(|e| e.to_string())?;
     let node_ns = dir.path().join("node.netns");
     hull_net::ns::create(&node_ns).map_err(|e| e.to_string())?;

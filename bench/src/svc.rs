@@ -87,11 +87,7 @@ fn states(sock: &Path) -> BTreeMap<String, (String, Vec<i32>)> {
 fn bench() -> Result<String, String> {
     let n = env_n("HULL_BENCH_SERVICES", 500);
     let kills = env_n("HULL_BENCH_KILLS", 20).min(n);
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = me.parent().map(|d| d.join("hull")).ok_or("no directory")?;
-    if !bin.exists() {
-        return Err(format!("{} is missing: cargo build --release -p hull", bin.display()));
-    }
+    let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-svc-").tempdir().map_err(|e| e.to_string())?;
     let h = Hull { bin: bin.clone(), root: dir.path().to_path_buf(), netns: None };
     let manifest = dir.path().join("bench.xml");

@@ -127,11 +127,7 @@ fn bench() -> Result<String, String> {
     let zones = env_n("HULL_BENCH_ZONES", 100);
     let running = env_n("HULL_BENCH_RUNNING", 200).max(zones);
     let defined = env_n("HULL_BENCH_DEFINED", 1000).max(running);
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = me.parent().map(|d| d.join("hull")).ok_or("no directory")?;
-    if !bin.exists() {
-        return Err(format!("{} is missing: cargo build --release -p hull", bin.display()));
-    }
+    let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-zone-").tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
     let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
     h.run(&["pool", "create", "--size", "8G"])?;

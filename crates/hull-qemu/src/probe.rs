@@ -77,13 +77,18 @@ pub fn time_boot(
         "stdio",
     ])
     .arg("-drive")
-    .arg(format!("file={},format=raw,if=ide,snapshot=on", img.display()))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    .arg(format!("file={},format=raw,if=ide,snapshot=on", img.display()));
+    until_marker(cmd, MARKER, timeout)
+}
+
+/// Runs qemu (`cmd`, with its serial port on stdout) until `marker` appears on that port,
+/// then stops it; the time the marker took, or why it never came (qemu's stderr).
+pub fn until_marker(mut cmd: Command, marker: &str, timeout: Duration) -> Result<Duration, String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let t = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", cmd.get_program().to_string_lossy()))?;
     let mut out = child.stdout.take().ok_or("no stdout")?;
+    let marker = marker.to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -93,7 +98,7 @@ pub fn time_boot(
                 break;
             }
             seen.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&seen).contains(MARKER) {
+            if String::from_utf8_lossy(&seen).contains(&marker) {
                 let _ = tx.send(());
                 return;
             }

@@ -43,6 +43,12 @@ impl Fmri {
         Fmri { service: self.service.clone(), instance: None }
     }
 
+    /// Whether this FMRI, as a dependency target or an operand, stands for `other`: it is
+    /// `other`, or `other`'s service (a service stands for all its instances).
+    pub fn covers(&self, other: &Fmri) -> bool {
+        self == other || (self.instance.is_none() && self.service == other.service)
+    }
+
     /// The log file's name, as SMF makes it: `system-zones:default.log`.
     pub fn log_name(&self) -> String {
         format!("{}:{}.log", self.service.replace('/', "-"), self.instance.as_deref().unwrap_or("default"))
@@ -63,7 +69,7 @@ impl Fmri {
             return glob(&p, full.strip_prefix("svc:").unwrap_or(&full)) || glob(&p, &service_only);
         }
         if let Ok(f) = Fmri::parse(pattern) {
-            return f == *self || (f.instance.is_none() && f.service == self.service);
+            return f.covers(self);
         }
         let (svc_pat, inst_pat) = match pattern.split_once(':') {
             Some((s, i)) => (s, Some(i)),
@@ -127,6 +133,8 @@ mod tests {
             assert!(Fmri::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(f.log_name(), "system-zones:default.log");
+        assert!(f.service_fmri().covers(&f) && f.covers(&f));
+        assert!(!f.covers(&f.service_fmri()) && !f.covers(&Fmri::instance("system/zones", "other")));
     }
 
     #[test]

@@ -92,7 +92,7 @@ fn import_bundle(repo: &mut repo::Repo, bundle: manifest::Bundle) -> Result<Vec<
     let manifest_err =
         |line: Option<u32>, reason: String| SvcError::Manifest { path: bundle.path.clone(), line, reason };
     let known: Vec<Fmri> = repo.fmris()?.into_iter().chain(ents.iter().map(|e| e.fmri.clone())).collect();
-    let exists = |f: &Fmri| known.iter().any(|k| k == f || (f.instance.is_none() && k.service == f.service));
+    let exists = |f: &Fmri| known.iter().any(|k| f.covers(k));
     for sd in &bundle.services {
         let all = sd.dependencies.iter().chain(sd.instances.iter().flat_map(|i| i.dependencies.iter()));
         for d in all.chain(sd.dependents.iter()) {
@@ -122,7 +122,7 @@ fn import_bundle(repo: &mut repo::Repo, bundle: manifest::Bundle) -> Result<Vec<
     }
     for (target, name, pg) in &added {
         for (f, pgs) in composed.iter_mut() {
-            if f == target || (target.instance.is_none() && f.service == target.service) {
+            if target.covers(f) {
                 pgs.insert(name.clone(), pg.clone());
             }
         }

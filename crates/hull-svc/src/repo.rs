@@ -213,8 +213,7 @@ impl Repo {
 
     /// Deletes a service (and its instances) or an instance.
     pub fn delete(&mut self, f: &Fmri) -> Result<Vec<Fmri>> {
-        let gone: Vec<Fmri> =
-            self.fmris()?.into_iter().filter(|e| e == f || (f.instance.is_none() && e.service == f.service)).collect();
+        let gone: Vec<Fmri> = self.fmris()?.into_iter().filter(|e| f.covers(e)).collect();
         if gone.is_empty() {
             return Err(SvcError::NotFound(f.to_string()));
         }

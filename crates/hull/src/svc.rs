@@ -202,9 +202,14 @@ pub fn svcs(node: &Node, a: SvcsArgs) -> CmdResult {
         for (f, i) in &insts {
             let related = named.iter().any(|n| {
                 if a.deps {
-                    insts.get(n).is_some_and(|ni| ni.deps.iter().flat_map(|d| d.targets.iter()).any(|t| matches!(t, Target::Svc(s) if s == f || (s.instance.is_none() && s.service == f.service))))
+                    insts.get(n).is_some_and(|ni| {
+                        ni.deps
+                            .iter()
+                            .flat_map(|d| d.targets.iter())
+                            .any(|t| matches!(t, Target::Svc(s) if s.covers(f)))
+                    })
                 } else {
-                    i.deps.iter().flat_map(|d| d.targets.iter()).any(|t| matches!(t, Target::Svc(s) if s == n || (s.instance.is_none() && s.service == n.service)))
+                    i.deps.iter().flat_map(|d| d.targets.iter()).any(|t| matches!(t, Target::Svc(s) if s.covers(n)))
                 }
             });
             if related && let Some(s) = by_fmri.get(&f.to_string()) {
@@ -304,9 +309,7 @@ fn long(
                 Target::Svc(f) => {
                     let st = by
                         .iter()
-                        .filter(|(k, _)| {
-                            Fmri::parse(k).is_ok_and(|x| &x == f || (f.instance.is_none() && x.service == f.service))
-                        })
+                        .filter(|(k, _)| Fmri::parse(k).is_ok_and(|x| f.covers(&x)))
                         .map(|(_, v)| v.state.clone())
                         .next()
                         .unwrap_or_else(|| "absent".into());
@@ -414,10 +417,7 @@ fn explain(
         let impacted: Vec<String> = insts
             .values()
             .filter(|i| {
-                i.deps
-                    .iter()
-                    .flat_map(|d| d.targets.iter())
-                    .any(|t| matches!(t, Target::Svc(x) if x == &f || (x.instance.is_none() && x.service == f.service)))
+                i.deps.iter().flat_map(|d| d.targets.iter()).any(|t| matches!(t, Target::Svc(x) if x.covers(&f)))
             })
             .map(|i| i.fmri.to_string())
             .filter(|x| by.get(x).is_some_and(|s| s.state != "online"))
@@ -664,9 +664,7 @@ pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {
             let (all, _) = statuses(&p)?;
             let running: Vec<&InstStatus> = all
                 .iter()
-                .filter(|s| {
-                    Fmri::parse(&s.fmri).is_ok_and(|x| x == f || (f.instance.is_none() && x.service == f.service))
-                })
+                .filter(|s| Fmri::parse(&s.fmri).is_ok_and(|x| f.covers(&x)))
                 .filter(|s| matches!(s.state.as_str(), "online" | "degraded") || !s.pids.is_empty())
                 .collect();
             if !running.is_empty() && !force {
