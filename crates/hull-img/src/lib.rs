@@ -319,6 +319,18 @@ impl Imgadm {
                 return Err(ImgError::UnsupportedCompression { uuid, compression: c });
             }
         }
+        if manifest.image_type != hull_spec::manifest::ImageType::Zvol {
+            // A zone runs on `root/`: it must be a directory of this dataset, not a link
+            // that would put a zone (and hull's writes) on a host path.
+            let top = pool.dataset_path(part);
+            let kind = hull_exec::tree::Tree::open(&top).and_then(|t| t.kind(Path::new("root")));
+            match kind {
+                Ok(Some(k)) if k.is_dir() => {}
+                Ok(Some(_)) => return Err(corrupt("its root is not a directory (a link or a file)".into())),
+                Ok(None) => return Err(corrupt("it has no root directory".into())),
+                Err(e) => return Err(corrupt(format!("its root: {e}"))),
+            }
+        }
         hull_exec::failpoint("img-install-unpacked");
         pool.snapshot(&part.snapshot(FINAL)?).map_err(|e| match e {
             StorageError::NoSpace { .. } => ImgError::NoSpace { uuid },

@@ -49,37 +49,33 @@ impl Vmadm {
         })
     }
 
-    /// Writes what the zone reads at boot: its hostname and resolvers.
+    /// Writes what the zone reads at boot: its hostname and resolvers. The zone owns its
+    /// root, so every name in it is resolved without following links (`hull_exec::tree`):
+    /// a planted link is replaced, never written through.
     fn prepare_root(&self, uuid: &str, z: &ZoneConfig, cfg: &Map<String, Value>) -> Result<()> {
-        let etc = z.rootfs.join("etc");
+        let refuse = |reason: String| VmError::Other { vm: uuid.into(), reason };
+        let dataset = z.rootfs.parent().unwrap_or(&z.rootfs);
+        let tree = hull_exec::tree::Tree::open(dataset)
+            .and_then(|t| t.subtree(std::path::Path::new("root")))
+            .map_err(|e| refuse(format!("{} is not a zone root: {e}", z.rootfs.display())))?;
+        let etc = std::path::Path::new("etc");
         let io = |op, p: &std::path::Path| {
-            let (vm, path) = (uuid.to_string(), p.to_path_buf());
+            let (vm, path) = (uuid.to_string(), z.rootfs.join(p));
             move |e| VmError::Io { vm, op, path, source: e }
         };
-        if !z.rootfs.is_dir() {
-            return Err(VmError::Other {
-                vm: uuid.into(),
-                reason: format!("{} is not a zone root", z.rootfs.display()),
-            });
-        }
-        // The zone owns its root: an `etc` that is a link could point anywhere on the host.
-        match std::fs::symlink_metadata(&etc) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(VmError::Other {
-                    vm: uuid.into(),
-                    reason: format!("{} is not a directory; refusing to write through it", etc.display()),
-                });
+        match tree.kind(etc).map_err(io("inspect", etc))? {
+            Some(k) if k.is_dir() => {}
+            Some(_) => {
+                return Err(refuse(format!(
+                    "{} is not a directory; refusing to write through it",
+                    z.rootfs.join(etc).display()
+                )));
             }
-            Err(_) => std::fs::create_dir(&etc).map_err(io("create directory", &etc))?,
+            None => tree.mkdir_all(etc, 0o755).map_err(io("create directory", etc))?,
         }
-        // Never follow a link the zone planted: replace, do not write through.
         let put = |name: &str, text: String| -> Result<()> {
             let p = etc.join(name);
-            if std::fs::symlink_metadata(&p).is_ok() {
-                std::fs::remove_file(&p).map_err(io("remove", &p))?;
-            }
-            std::fs::write(&p, text).map_err(io("write", &p))
+            tree.write_file(&p, text.as_bytes(), 0o644).map_err(io("write", &p))
         };
         put("hostname", format!("{}\n", z.hostname))?;
         if let Some(list) = cfg.get("resolvers").and_then(Value::as_array).filter(|l| !l.is_empty()) {

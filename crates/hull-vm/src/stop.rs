@@ -9,8 +9,11 @@ impl Vmadm {
     fn shutdown_signal(&self, uuid: &str) -> Result<i32> {
         let cfg = self.load(uuid)?;
         let z = self.zone_config(uuid, &cfg)?;
-        let init = z.rootfs.join(z.init[0].trim_start_matches('/'));
-        let target = std::fs::read_link(&init).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        // Read as the zone sees it: its links never lead the host outside its root.
+        let target = hull_exec::tree::Tree::open_scoped(&z.rootfs)
+            .and_then(|t| t.readlink(std::path::Path::new(&z.init[0])))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(if target.contains("systemd") { libc::SIGRTMIN() + 4 } else { libc::SIGUSR2 })
     }
 
