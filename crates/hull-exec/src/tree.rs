@@ -24,11 +24,26 @@ pub struct Tree {
 }
 
 fn io_err(e: pathrs::error::Error) -> io::Error {
-    // libpathrs keeps the errno where there is one; say what it said either way.
-    match e.kind() {
-        pathrs::error::ErrorKind::OsError(Some(n)) => io::Error::new(io::Error::from_raw_os_error(n).kind(), format!("{e}")),
-        _ => io::Error::other(format!("{e}")),
+    // libpathrs keeps the errno where there is one; say all of it, and say the usual
+    // refusal plainly.
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
     }
+    match e.kind() {
+        pathrs::error::ErrorKind::OsError(Some(n)) if n == libc_eloop() => {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("the path goes through a symbolic link ({text})"))
+        }
+        pathrs::error::ErrorKind::OsError(Some(n)) => io::Error::new(io::Error::from_raw_os_error(n).kind(), text),
+        _ => io::Error::other(text),
+    }
+}
+
+fn libc_eloop() -> i32 {
+    rustix::io::Errno::LOOP.raw_os_error()
 }
 
 /// A path made only of plain names (no `..`, no root); `.` is allowed and ignored.

@@ -1,0 +1,173 @@
+//! The tenant boundary, attacked: hostile images built here, hostile tenants with root in
+//! their zone. Each test performs an attack that must fail and then checks the host: canary
+//! files and directories outside the node untouched, other zones still running, the pool's
+//! space. docs/zones.md says what the boundary promises.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// A host directory outside the node with a file in it: what attacks aim at.
+struct Canary {
+    dir: tempfile::TempDir,
+}
+
+impl Canary {
+    fn new() -> Canary {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new().prefix("hull-canary-").tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::write(dir.path().join("victim"), b"host data\n").expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/inner"), b"inner\n").expect("write");
+        Canary { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Nothing in it changed, nothing was added, nothing went.
+    fn intact(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let p = self.path();
+        assert_eq!(std::fs::read(p.join("victim")).expect("victim is there"), b"host data\n");
+        assert_eq!(std::fs::read(p.join("sub/inner")).expect("inner is there"), b"inner\n");
+        let mut names: Vec<_> =
+            std::fs::read_dir(p).expect("ls").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["sub", "victim"], "the host directory gained or lost entries");
+        assert!(!p.join("etc").exists(), "nothing written below the host directory");
+        let m = std::fs::metadata(p).expect("stat");
+        assert_eq!((m.mode() & 0o7777, m.uid()), (0o700, 0), "mode and owner of the host directory");
+    }
+}
+
+/// One entry of a hand-made image archive.
+enum E<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+    Link(&'a str, &'a str),
+}
+
+/// Writes an image (manifest and uncompressed file) whose archive holds `entries`, with
+/// `origin` when given; returns (manifest, file, uuid).
+fn hostile_image(n: &TestNode, entries: &[E], origin: Option<&str>) -> (PathBuf, PathBuf, String) {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let (name, data): (&str, &[u8]) = match e {
+            E::Dir(name) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                (name, b"")
+            }
+            E::File(name, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                (name, data)
+            }
+            E::Link(name, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_link_name(target).expect("link name");
+                (name, b"")
+            }
+        };
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+    let bytes = b.into_inner().expect("tar");
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let dir = n.root().join("hostile");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join(format!("{uuid}.tar"));
+    std::fs::write(&file, &bytes).expect("write image");
+    let sha1 = sha1_hex(&file);
+    let mut m = serde_json::json!({
+        "v": 2, "uuid": uuid, "owner": "00000000-0000-0000-0000-000000000000", "name": "hostile",
+        "version": "1.0", "state": "active", "disabled": false, "public": false,
+        "published_at": "2026-01-01T00:00:00Z", "type": "zone-dataset", "os": "other",
+        "files": [{"sha1": sha1, "size": bytes.len(), "compression": "none"}],
+    });
+    if let Some(o) = origin {
+        m["origin"] = serde_json::json!(o);
+    }
+    let manifest = dir.join(format!("{uuid}.json"));
+    std::fs::write(&manifest, m.to_string()).expect("write manifest");
+    (manifest, file, uuid)
+}
+
+fn install(n: &TestNode, img: &(PathBuf, PathBuf, String)) -> Run {
+    n.hull(&["imgadm", "install", "-m", &img.0.to_string_lossy(), "-f", &img.1.to_string_lossy()])
+}
+
+#[test]
+fn image_whiteouts_cannot_remove_host_files() {
+    let n = TestNode::new("512M");
+    let c = Canary::new();
+    let host = c.path().to_string_lossy().into_owned();
+    let attacks: Vec<Vec<E>> = vec![
+        vec![E::Dir("root/"), E::Link("root/link", &host), E::File("root/link/.wh.victim", b"")],
+        vec![E::Dir("root/"), E::Link("root/link", &host), E::File("root/link/.wh..wh..opq", b"")],
+        vec![E::Dir("root/"), E::Link("root/link", &host), E::File("root/link/sub/.wh.inner", b"")],
+        vec![E::Dir("root/"), E::Link("root/link", &host), E::File("root/link/victim", b"tenant")],
+        vec![E::Dir("root/"), E::Link("root/link", &host), E::Dir("root/link")],
+        vec![E::Dir("root/"), E::Link("root/up", "../../../../../../.."), E::File("root/up/.wh.tmp", b"")],
+    ];
+    for (i, a) in attacks.iter().enumerate() {
+        let img = hostile_image(&n, a, None);
+        let r = install(&n, &img);
+        c.intact();
+        if i != 4 {
+            assert_eq!(r.code, 1, "attack {i} installed: {}", r.stdout);
+            assert!(r.stderr.contains("corrupt") || r.stderr.contains("link"), "attack {i}: {}", r.stderr);
+            assert!(!n.datasets().iter().any(|d| d.contains(&img.2)), "attack {i} left a dataset");
+        }
+    }
+
+    // An incremental image reaching through a link its origin holds.
+    let origin = hostile_image(&n, &[E::Dir("root/"), E::Dir("root/var"), E::Link("root/var/cache", &host)], None);
+    install(&n, &origin).ok();
+    for entry in ["root/var/cache/.wh.victim", "root/var/cache/.wh..wh..opq", "root/var/cache/new"] {
+        let img = hostile_image(&n, &[E::File(entry, b"")], Some(&origin.2));
+        let r = install(&n, &img);
+        assert_eq!(r.code, 1, "{entry} installed");
+        c.intact();
+    }
+}
+
+#[test]
+fn an_image_whose_root_is_a_link_does_not_install() {
+    let n = TestNode::new("512M");
+    let c = Canary::new();
+    let host = c.path().to_string_lossy().into_owned();
+    for entries in [vec![E::Link("root", &host)], vec![E::File("root", b"not a dir")], vec![E::Dir("other/")]] {
+        let img = hostile_image(&n, &entries, None);
+        let r = install(&n, &img);
+        assert_eq!(r.code, 1, "installed: {}", r.stdout);
+        assert!(r.stderr.contains("root"), "{}", r.stderr);
+        c.intact();
+    }
+    assert!(n.datasets().is_empty(), "{:?}", n.datasets());
+    // And a VM whose root was swapped for a link after the fact does not boot on the host.
+    let img = n.busybox();
+    let f = n.root().join("p.json");
+    std::fs::write(&f, serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "autoboot": false}).to_string())
+        .expect("write");
+    let v: serde_json::Value =
+        serde_json::from_str(&n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok()).expect("json");
+    let uuid = v["uuid"].as_str().expect("uuid");
+    let root = n.zones().join(uuid).join("root");
+    std::fs::rename(&root, n.zones().join(uuid).join("root.real")).expect("rename");
+    std::os::unix::fs::symlink(c.path(), &root).expect("symlink");
+    let r = n.hull(&["vmadm", "start", uuid]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not a zone root"), "{}", r.stderr);
+    c.intact();
+}
