@@ -188,18 +188,24 @@ pub struct BootAll {
 
 impl Vmadm {
     /// Stops every running VM, the most recently started first (the node's shutdown);
-    /// returns the ones stopped and the ones that failed.
+    /// returns the ones stopped and the ones that failed. One VM that cannot be read or
+    /// stopped does not keep the others running.
     pub fn stop_all(&self, timeout: std::time::Duration) -> Result<BootAll> {
         let mut running: Vec<(i64, String)> = Vec::new();
+        let mut failed = Vec::new();
         for uuid in self.uuids()? {
-            let cfg = self.load(&uuid)?;
-            if self.state(&uuid, &cfg).state == "running" {
-                let started = hull_zone::supervisor::read_record(&self.run_dir(&uuid)).map(|r| r.started).unwrap_or(0);
-                running.push((started, uuid));
+            match self.load(&uuid) {
+                Ok(cfg) if self.state(&uuid, &cfg).state == "running" => {
+                    let started =
+                        hull_zone::supervisor::read_record(&self.run_dir(&uuid)).map(|r| r.started).unwrap_or(0);
+                    running.push((started, uuid));
+                }
+                Ok(_) => {}
+                Err(e) => failed.push((uuid, e)),
             }
         }
         running.sort();
-        let (mut stopped, mut failed) = (Vec::new(), Vec::new());
+        let mut stopped = Vec::new();
         for (_, uuid) in running.into_iter().rev() {
             match self.stop(&uuid, false, timeout) {
                 Ok(()) => stopped.push(uuid),
@@ -209,20 +215,44 @@ impl Vmadm {
         Ok(BootAll { started: stopped, failed })
     }
 
-    /// Starts every stopped VM whose `autoboot` is true (the node's boot).
+    /// Starts every stopped VM whose `autoboot` is true (the node's boot). Each VM stands
+    /// alone: one that cannot be read or fails to boot is marked `failed` and reported, and
+    /// the others boot regardless.
     pub fn boot_all(&self) -> Result<BootAll> {
         let (mut started, mut failed) = (Vec::new(), Vec::new());
         for uuid in self.uuids()? {
-            let cfg = self.load(&uuid)?;
+            let cfg = match self.load(&uuid) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    failed.push((uuid, e));
+                    continue;
+                }
+            };
             let autoboot = cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(false);
             if !autoboot || self.state(&uuid, &cfg).state == "running" {
                 continue;
             }
             match self.start(&uuid) {
                 Ok(()) => started.push(uuid),
-                Err(e) => failed.push((uuid, e)),
+                Err(e) => {
+                    self.mark_failed(&uuid);
+                    failed.push((uuid, e));
+                }
             }
         }
         Ok(BootAll { started, failed })
+    }
+
+    /// Records that a VM's boot failed (`vmadm list` shows it `failed`; start clears it).
+    fn mark_failed(&self, uuid: &str) {
+        let Ok(_lock) = self.lock(uuid) else { return };
+        if let Ok(mut cfg) = self.load(uuid)
+            && self.state(uuid, &cfg).state != "running"
+        {
+            cfg.insert("failed".into(), Value::Bool(true));
+            if let Err(e) = self.save(uuid, &cfg) {
+                tracing::warn!(vm = uuid, "could not mark the VM failed: {e}");
+            }
+        }
     }
 }

@@ -169,6 +169,15 @@ pub fn join_unmanaged(cgroup: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Moves this process to the root cgroup of every hierarchy: a zone's supervisor belongs to
+/// no service's contract (SMF gives zoneadmd a contract of its own), so stopping the service
+/// that started it (`system/zones`, or any script run by svc.startd) never kills it.
+pub fn leave_contracts() {
+    for h in hierarchies() {
+        let _ = std::fs::write(h.mountpoint.join("cgroup.procs"), std::process::id().to_string());
+    }
+}
+
 /// Moves this process back to the root of those hierarchies, so the zone's can go.
 pub fn leave_unmanaged() {
     for h in hierarchies().into_iter().filter(|h| !h.controllers) {

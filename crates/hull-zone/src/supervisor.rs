@@ -133,6 +133,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
     for p in [&recv_path, &attach_path] {
         let _ = std::fs::remove_file(p);
     }
+    crate::cgroup::leave_contracts();
     let started = (|| {
         crate::cgroup::join_unmanaged(&z.cgroup).map_err(io("join cgroup", Path::new("/sys/fs/cgroup")))?;
         let recv =
@@ -228,6 +229,7 @@ pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path, on_exit: &dyn Fn()) -> 
     let id = z.id.as_str();
     let mut rec = read_record(dir).ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
     let pid = rec.init_pid.ok_or_else(|| ZoneError::NotRunning(id.to_string()))?;
+    crate::cgroup::leave_contracts();
     rec.zoneadmd = std::process::id() as i32;
     write_record(id, dir, &rec)?;
     if let Ok(fd) = pidfd_open(pid) {

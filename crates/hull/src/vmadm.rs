@@ -95,7 +95,13 @@ pub enum VmCmd {
         uuid: String,
     },
     /// Start every VM whose autoboot is true (the service manager calls this at boot).
-    BootAll,
+    BootAll {
+        /// Exit 0 even when some VMs failed to boot (they are marked `failed` and named on
+        /// stderr): the zones service's start method, so one bad VM never fails the node's
+        /// boot, and never makes the service manager stop the VMs that did boot.
+        #[arg(short = 'k', long = "keep-going")]
+        keep_going: bool,
+    },
     /// Stop every running VM, the most recently started first (the service manager calls
     /// this at shutdown).
     StopAll {
@@ -315,7 +321,7 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             let info = open(node)?.info(&uuid, &types)?;
             print_json(&info);
         }
-        VmCmd::BootAll => {
+        VmCmd::BootAll { keep_going } => {
             let hull_vm::BootAll { started, failed } = open(node)?.boot_all()?;
             for u in &started {
                 println!("Successfully started VM {u}");
@@ -324,10 +330,12 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
                 eprintln!("vmadm: error: VM {u}: {}", crate::chain(e));
             }
             if !failed.is_empty() {
-                return Err(Failure::new(
-                    1,
-                    format!("{} of {} VMs failed to boot", failed.len(), failed.len() + started.len()),
-                ));
+                let msg = format!("{} of {} VMs failed to boot", failed.len(), failed.len() + started.len());
+                if keep_going {
+                    eprintln!("vmadm: {msg}");
+                } else {
+                    return Err(Failure::new(1, msg));
+                }
             }
         }
         VmCmd::StopAll { timeout } => {

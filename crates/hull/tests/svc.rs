@@ -605,3 +605,46 @@ fn method_contexts_exit_codes_refresh_and_the_rate_override() {
     let d = s.run(&["svcs", "-H", "-o", "fmri", "-d", "test/onrestart"]).ok();
     assert_eq!(d.trim(), "svc:/test/db:default");
 }
+
+#[test]
+fn one_vm_that_fails_to_boot_stops_no_other() {
+    let node = TestNode::new("512M");
+    let img = node.busybox();
+    let create = |n: &TestNode, extra: serde_json::Value| {
+        let mut p = serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64});
+        for (k, v) in extra.as_object().expect("object") {
+            p[k] = v.clone();
+        }
+        let f = n.root().join(format!("vm-{}.json", p.to_string().len()));
+        std::fs::write(&f, p.to_string()).expect("payload");
+        let out = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]).ok();
+        out.trim().rsplit(' ').next().expect("uuid").to_string()
+    };
+    let good = create(&node, serde_json::json!({"alias": "good"}));
+    let bad = create(&node, serde_json::json!({"alias": "bad", "autoboot": false, "init_name": "/no/such/init"}));
+    node.hull(&["vmadm", "update", &bad, "autoboot=true"]).ok();
+    let get = |n: &TestNode, uuid: &str| -> serde_json::Value {
+        serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json")
+    };
+    let before = get(&node, &good)["pid"].clone();
+    assert_eq!(get(&node, &good)["state"], "running");
+    let mut s = Smf { node, prefix: "htest".into(), daemon: None };
+    s.start_daemon();
+    s.wait_state("svc:/system/hull/pool:default", "online");
+    s.wait_state("svc:/system/zones:default", "online");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.state("svc:/system/zones:default"), "online", "the service stays online");
+    let g = get(&s.node, &good);
+    assert_eq!(g["state"], "running", "the running VM was not stopped");
+    assert_eq!(g["pid"], before, "and not restarted");
+    assert_eq!(get(&s.node, &bad)["state"], "failed");
+    let log = std::fs::read_to_string(s.root().join("var/svc/log/system-zones:default.log")).expect("log");
+    assert!(log.contains(&bad) && log.contains("1 of 1 VMs failed to boot"), "{log}");
+    assert!(!log.contains("Successfully completed stop"), "stop-all ran: {log}");
+    // The zones service's contract does not hold the supervisors: restarting the service
+    // manager's own services leaves the zone running.
+    s.kill_daemon();
+    s.start_daemon();
+    s.wait_state("svc:/system/zones:default", "online");
+    assert_eq!(get(&s.node, &good)["pid"], before, "the zone survived the service manager's restart");
+}
