@@ -186,6 +186,16 @@ impl Runtime {
     }
 
     fn exec_child(&self, id: &str, args: Vec<String>, spec: &oci_spec::runtime::Spec) -> i32 {
+        // Every cgroup of the zone, not only those libcontainer places its tenant in (the
+        // hierarchies with controllers): a process left in the host's `name=systemd` or
+        // `unified` cgroup sees, from a cgroup namespace of its own, every zone's cgroup.
+        let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        if let Some(cg) = &cgroup
+            && let Err(e) = crate::cgroup::join_unmanaged(&cg.to_string_lossy())
+        {
+            eprintln!("zone {id}: join cgroup: {e}");
+            return 126;
+        }
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         if let Some(s) = &seccomp
             && let Err(e) = libcontainer::seccomp::initialize_seccomp(s)

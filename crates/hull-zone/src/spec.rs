@@ -48,6 +48,9 @@ pub const DENIED_SYSCALLS: &[&str] = &[
     "init_module",
     "ioperm",
     "iopl",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "kexec_file_load",
     "kexec_load",
     "keyctl",
@@ -68,6 +71,43 @@ pub const DENIED_SYSCALLS: &[&str] = &[
     "vm86",
     "vm86old",
 ];
+
+/// btrfs ioctls a zone is refused: making, snapshotting or removing subvolumes. A subvolume
+/// made inside a zone's dataset escapes the dataset's quota (simple quotas count per
+/// subvolume) and blocks its deletion. Reflinks (FICLONE, which shares btrfs's number) stay.
+pub const DENIED_IOCTLS: &[(&str, u64)] = &[
+    ("BTRFS_IOC_SNAP_CREATE", 0x5000_9401),
+    ("BTRFS_IOC_SUBVOL_CREATE", 0x5000_940e),
+    ("BTRFS_IOC_SNAP_DESTROY", 0x5000_940f),
+    ("BTRFS_IOC_DEFAULT_SUBVOL", 0x4008_9413),
+    ("BTRFS_IOC_SNAP_CREATE_V2", 0x5000_9417),
+    ("BTRFS_IOC_SUBVOL_CREATE_V2", 0x5000_9418),
+    ("BTRFS_IOC_SUBVOL_SETFLAGS", 0x4008_941a),
+    ("BTRFS_IOC_SNAP_DESTROY_V2", 0x5000_943f),
+];
+
+const CLONE_NEWUSER: u64 = 0x1000_0000;
+
+/// The zone's seccomp rules: the denied calls, the denied ioctls, and no nested user
+/// namespaces (`unshare`/`clone` with `CLONE_NEWUSER`; `clone3` answers ENOSYS, whose flags
+/// seccomp cannot see, so libc falls back to `clone`). A user namespace would give zone root
+/// a fresh set of capabilities over new mount and cgroup namespaces: the way to another
+/// zone's `cgroup.kill`.
+fn seccomp_rules() -> Vec<Value> {
+    let eperm = |names: Vec<&str>, args: Value| {
+        json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM, "args": args})
+    };
+    let mut rules = vec![json!({"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM})];
+    for (_, nr) in DENIED_IOCTLS {
+        rules.push(eperm(vec!["ioctl"], json!([{"index": 1, "value": nr, "op": "SCMP_CMP_EQ"}])));
+    }
+    rules.push(eperm(
+        vec!["unshare", "clone"],
+        json!([{"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}]),
+    ));
+    rules.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    rules
+}
 
 const MASKED: &[&str] = &[
     "/proc/acpi",
@@ -195,7 +235,7 @@ pub fn oci_config(z: &ZoneConfig) -> Value {
             "seccomp": {
                 "defaultAction": "SCMP_ACT_ALLOW",
                 "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+                "syscalls": seccomp_rules(),
             },
         },
     })

@@ -171,3 +171,95 @@ fn an_image_whose_root_is_a_link_does_not_install() {
     assert!(r.stderr.contains("not a zone root"), "{}", r.stderr);
     c.intact();
 }
+
+/// The tenant's attack program (tests/hostile/attack.c), built static, copied into the
+/// zone's root as /attack.
+fn arm(n: &TestNode, uuid: &str) {
+    let bin = n.root().join("attack");
+    if !bin.exists() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile/attack.c");
+        let out = std::process::Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("run gcc");
+        assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::copy(&bin, n.zones().join(uuid).join("root/attack")).expect("copy attack");
+}
+
+fn zone(n: &TestNode, img: &str, extra: serde_json::Value) -> String {
+    let mut p = serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64});
+    for (k, v) in extra.as_object().expect("object") {
+        p[k] = v.clone();
+    }
+    let f = n.root().join(format!("p-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&f, p.to_string()).expect("write");
+    let v: serde_json::Value =
+        serde_json::from_str(&n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok()).expect("json");
+    v["uuid"].as_str().expect("uuid").to_string()
+}
+
+fn state(n: &TestNode, uuid: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
+    v["state"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn zone_root_cannot_make_subvolumes_user_namespaces_or_rings() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let victim = zone(&n, &img, serde_json::json!({"alias": "victim"}));
+    let uuid = zone(&n, &img, serde_json::json!({"alias": "attacker", "quota": 1}));
+    arm(&n, &uuid);
+    let attack = |args: &[&str]| {
+        let mut all = vec!["zlogin", uuid.as_str(), "/attack"];
+        all.extend_from_slice(args);
+        let r = n.hull(&all);
+        format!("{}{}", r.stdout.trim(), r.stderr.trim())
+    };
+    // Subvolumes escape the quota and block deletion.
+    assert_eq!(attack(&["subvol", "/", "escape"]), "refused EPERM");
+    assert_eq!(attack(&["subvol", "/tmp", "escape"]), "refused EPERM");
+    // A user namespace is the way to a cgroup2 mount showing every zone's cgroup.kill.
+    assert_eq!(attack(&["userns"]), "refused EPERM");
+    assert_eq!(attack(&["clone3"]), "refused ENOSYS");
+    assert_eq!(attack(&["io_uring"]), "refused EPERM");
+    assert!(!n.zones().join(&uuid).join("root/escape").exists());
+    assert_eq!(state(&n, &victim), "running");
+    // Deleting the attacker works and leaves the victim alone.
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+    assert_eq!(state(&n, &victim), "running");
+}
+
+#[test]
+fn zlogin_processes_are_wholly_inside_the_zone() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let uuid = zone(&n, &img, serde_json::json!({}));
+    // In the zone's cgroup namespace, a cgroup outside the zone's shows as "/..".
+    let cg = n.hull(&["zlogin", &uuid, "cat", "/proc/self/cgroup"]).ok();
+    assert!(!cg.is_empty());
+    for line in cg.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+        assert!(!path.starts_with("/.."), "a zlogin'd process is outside the zone's cgroup: {line}\n{cg}");
+    }
+}
+
+#[test]
+fn delete_removes_subvolumes_made_inside_a_vm() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let uuid = zone(&n, &img, serde_json::json!({}));
+    // As a tenant could before zones were refused the ioctl: nested, two deep.
+    let root = n.zones().join(&uuid).join("root");
+    for p in [root.join("nested"), root.join("nested/deeper")] {
+        let out = std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(&p).output().expect("btrfs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::write(root.join("nested/deeper/data"), b"x").expect("write");
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+    assert!(!n.zones().join(&uuid).exists());
+    assert_eq!(n.datasets(), vec![img.clone(), format!("{img}@final")]);
+}

@@ -33,6 +33,7 @@ use crate::{Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result
 use hull_exec::{CommandLine, tool};
 use hull_spec::PoolBackend;
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -207,6 +208,39 @@ impl BtrfsPool {
     }
 }
 
+/// Destroys every subvolume below the directory `dir`, deepest first, never following a
+/// link (the tree may be a tenant's): entries are opened relative to their parent with
+/// `O_NOFOLLOW`, and only directories are entered.
+fn destroy_nested(dir: &std::os::fd::OwnedFd, depth: usize) -> nix::Result<()> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, fstat};
+    if depth > 4096 {
+        return Err(nix::Error::ELOOP);
+    }
+    let mut names = Vec::new();
+    let mut d = nix::dir::Dir::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+    for e in d.iter() {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        if matches!(e.file_type(), Some(nix::dir::Type::Directory) | None) {
+            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    for name in names {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let Ok(child) = openat(dir, name.as_os_str(), flags, Mode::empty()) else { continue };
+        destroy_nested(&child, depth + 1)?;
+        if fstat(&child)?.st_ino == SUBVOL_INO {
+            drop(child);
+            ioctl::destroy_subvolume(dir, &name.to_string_lossy())?;
+        }
+    }
+    Ok(())
+}
+
 pub fn is_subvolume(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == SUBVOL_INO)
 }
@@ -307,6 +341,11 @@ impl Pool for BtrfsPool {
                 e => self.fail("destroy subvolume", self.full(ds), &dir, e),
             })?;
         }
+        // Subvolumes made inside the dataset (by a tenant before zones were refused the
+        // ioctl, or by hand) would make the destroy fail with "Directory not empty".
+        let top = self.open("open dataset", self.full(ds), &path)?;
+        destroy_nested(&top, 0).map_err(|e| self.fail("destroy nested subvolumes", self.full(ds), &path, e))?;
+        drop(top);
         let parent = self.open("open pool", self.name.clone(), &self.mnt)?;
         ioctl::destroy_subvolume(&parent, ds.as_str())
             .map_err(|e| self.fail("destroy subvolume", self.full(ds), &path, e))
