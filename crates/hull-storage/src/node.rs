@@ -19,7 +19,12 @@ impl Node {
                 "invalid node prefix {prefix:?}: 1 to 8 letters or digits (kernel link names are short)"
             )));
         }
-        Ok(Node { root: root.to_path_buf(), prefix: prefix.to_string() })
+        // Absolute, once: a relative root stored in the node's config (the pool's file)
+        // would name another place from another directory; `pool destroy` run elsewhere
+        // deleted a different file and left the pool.
+        let root = std::path::absolute(root)
+            .map_err(|e| StorageError::Pool(format!("invalid node root {}: {e}", root.display())))?;
+        Ok(Node { root, prefix: prefix.to_string() })
     }
 
     pub fn root(&self) -> &Path {

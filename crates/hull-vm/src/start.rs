@@ -26,10 +26,11 @@ pub(crate) fn limits(cfg: &Map<String, Value>) -> Limits {
 impl Vmadm {
     pub(crate) fn zone_config(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<ZoneConfig> {
         let root = self.pool()?.dataset_path(&ds(uuid)?).join("root");
+        // An alias is free text; it names the host only when it is a valid hostname.
         let hostname = cfg
             .get("hostname")
-            .or(cfg.get("alias"))
             .and_then(Value::as_str)
+            .or(cfg.get("alias").and_then(Value::as_str).filter(|a| hull_spec::vm::valid_hostname(a)))
             .map(String::from)
             .unwrap_or_else(|| uuid.to_string());
         let init = cfg.get("init_name").and_then(Value::as_str).unwrap_or("/sbin/init").to_string();

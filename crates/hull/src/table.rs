@@ -113,7 +113,17 @@ pub fn render(rows: &[Value], cols: &[String], parseable: bool) -> String {
         .map(|i| cells.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
         .collect();
     for r in std::iter::once(&header).chain(cells.iter()) {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
+        // Padded by hand: `format!`'s width is a u16 and panics past it (a 65,536-character
+        // alias did that to every `vmadm list`).
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let mut cell = c.clone();
+                cell.extend(std::iter::repeat_n(' ', w.saturating_sub(c.chars().count())));
+                cell
+            })
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -148,5 +158,8 @@ mod tests {
         let f: Filter = "name=~b".parse().expect("filter");
         assert!(f.matches(&rows[1]));
         assert!("noequals".parse::<Filter>().is_err());
+        let long = "x".repeat(70_000);
+        let out = render(&[json!({"alias": long, "n": 1})], &fields("alias,n"), false);
+        assert!(out.lines().nth(1).is_some_and(|l| l.len() == 70_003), "wide cells are padded, not a panic");
     }
 }

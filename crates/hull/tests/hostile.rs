@@ -263,3 +263,54 @@ fn delete_removes_subvolumes_made_inside_a_vm() {
     assert!(!n.zones().join(&uuid).exists());
     assert_eq!(n.datasets(), vec![img.clone(), format!("{img}@final")]);
 }
+
+#[test]
+fn a_relative_root_is_stored_absolute() {
+    let n = TestNode::bare();
+    let run = |cwd: &Path, args: &[&str]| {
+        let mut c = std::process::Command::new(HULL);
+        c.current_dir(cwd).env_remove("HULL_ROOT").args(["--node", "htest"]).args(args);
+        let out = c.output().expect("run hull");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(n.root(), &["--root", "node", "pool", "create", "--size", "256M"]);
+    let cfg = std::fs::read_to_string(n.root().join("node/etc/hull/node.json")).expect("node.json");
+    let v: serde_json::Value = serde_json::from_str(&cfg).expect("json");
+    let file = v["pool"]["file"].as_str().expect("file");
+    assert!(file.starts_with('/'), "{cfg}");
+    // From elsewhere, the same node by its absolute path: the pool goes, file and all.
+    let abs = n.root().join("node").to_string_lossy().into_owned();
+    run(Path::new("/"), &["--root", &abs, "pool", "destroy"]);
+    assert!(!Path::new(file).exists());
+}
+
+#[test]
+fn values_that_cannot_be_applied_are_refused_and_listing_survives_any_alias() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let f = n.root().join("p.json");
+    for (k, v) in [
+        ("quota", serde_json::json!(17_179_869_185u64)),
+        ("max_lwps", serde_json::json!(0)),
+        ("hostname", serde_json::json!("h".repeat(5000))),
+        ("dns_domain", serde_json::json!("x.com\nnameserver 6.6.6.6")),
+        ("routes", serde_json::json!({"10.0.0.0/8": "not-an-ip"})),
+    ] {
+        let mut p = serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "autoboot": false});
+        p[k] = v;
+        std::fs::write(&f, p.to_string()).expect("write");
+        let r = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]);
+        assert_eq!(r.code, 1, "{k} accepted");
+        assert!(r.stderr.contains(k), "{k}: {}", r.stderr);
+    }
+    assert_eq!(n.hull(&["vmadm", "list", "-H"]).ok(), "", "nothing made");
+    // An alias as long as the table's widest cell ever was: list prints it.
+    let uuid = zone(&n, &img, serde_json::json!({"alias": "a".repeat(4096), "autoboot": false}));
+    let out = n.hull(&["vmadm", "list"]).ok();
+    assert!(out.contains(&uuid));
+    // The quota is stored as applied.
+    n.hull(&["vmadm", "update", &uuid, "quota=17179869183"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    assert_eq!(v["quota"], 17_179_869_183u64);
+    assert!(n.hull(&["vmadm", "update", &uuid, "quota=17179869185"]).code == 1);
+}

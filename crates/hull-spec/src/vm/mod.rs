@@ -3,4 +3,4 @@
 pub mod props;
 mod validate;
 
-pub use validate::{Action, Brand, ValidationErrors, validate};
+pub use validate::{Action, Brand, ValidationErrors, valid_hostname, validate};

@@ -71,6 +71,13 @@ const fn int(min: i64, max: i64) -> PropType {
 }
 
 const MAXI: i64 = i64::MAX;
+/// The most MiB a memory cap can say: the cgroup takes bytes as a signed 64-bit number.
+const MAX_MIB: i64 = i64::MAX >> 20;
+/// The most GiB a quota can say: bytes must fit in 64 bits (larger values used to wrap:
+/// 17179869185 became 1 GiB).
+const MAX_GIB: i64 = (u64::MAX >> 30) as i64;
+/// The kernel's pid limit (`PID_MAX_LIMIT`): `pids.max` takes nothing above it.
+const MAX_PIDS: i64 = 4_194_304;
 
 macro_rules! p {
     ($name:literal, $ty:expr, [$(($b:expr, $a:expr)),*], $req:expr, $apply:ident) => {
@@ -98,7 +105,7 @@ pub static PROPS: &[Prop] = &[
     p!("brand", STR, [(ALL, CR)], J | M | L | K, Live),
     p!("com1", STR, [(B, CRU)], 0, NotYet),
     p!("com2", STR, [(B, CRU)], 0, NotYet),
-    p!("cpu_cap", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("cpu_cap", int(0, 100_000), [(ALL, CRU)], 0, Live),
     p!("cpu_shares", int(0, MAXI), [(ALL, CRU)], 0, Live),
     p!("cpu_type", STR, [(K, CRU)], 0, NotYet),
     p!("create_only", BOOL, [(ALL, R)], 0, Live),
@@ -144,14 +151,14 @@ pub static PROPS: &[Prop] = &[
     p!("kernel_version", STR, [(L, CRU)], L, Live),
     p!("limit_priv", LIST, [(ALL, CRU)], 0, NotYet),
     p!("maintain_resolvers", BOOL, [(OS, CRU)], 0, Live),
-    p!("max_locked_memory", int(0, MAXI), [(ALL, CRU)], 0, Live),
-    p!("max_lwps", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("max_locked_memory", int(0, MAX_MIB), [(ALL, CRU)], 0, Live),
+    p!("max_lwps", int(1, MAX_PIDS), [(ALL, CRU)], 0, Live),
     p!("max_msg_ids", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
-    p!("max_physical_memory", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("max_physical_memory", int(0, MAX_MIB), [(ALL, CRU)], 0, Live),
     p!("max_sem_ids", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
     p!("max_shm_ids", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
     p!("max_shm_memory", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
-    p!("max_swap", int(256, MAXI), [(ALL, CRU)], 0, Live),
+    p!("max_swap", int(256, MAX_MIB), [(ALL, CRU)], 0, Live),
     p!("mdata_exec_timeout", int(0, MAXI), [(OS, C)], 0, NotYet),
     p!("nic_driver", STR, [(K, CRU)], 0, NotYet),
     p!("nics", OBJS, [(ALL, CR)], 0, NotYet),
@@ -185,7 +192,7 @@ pub static PROPS: &[Prop] = &[
     p!("package_version", STR, [(J | M | L | K, CRU)], 0, Live),
     p!("qemu_extra_opts", STR, [(K, CRU)], 0, NotYet),
     p!("qemu_opts", STR, [(K, CRU)], 0, NotYet),
-    p!("quota", int(0, MAXI), [(ALL, CRU)], 0, Live),
+    p!("quota", int(0, MAX_GIB), [(ALL, CRU)], 0, Live),
     p!("ram", int(0, MAXI), [(ALL, CRU)], 0, NotYet),
     p!("remove_customer_metadata", LIST, [(ALL, U)], 0, Live),
     p!("remove_disks", LIST, [(HW, U)], 0, NotYet),
@@ -205,7 +212,7 @@ pub static PROPS: &[Prop] = &[
     p!("spice_password", STR, [(K, CRU)], 0, NotYet),
     p!("spice_port", int(-1, MAXI), [(K, CRU)], 0, NotYet),
     p!("tags", FLAT, [(ALL, CR)], 0, Live),
-    p!("tmpfs", int(0, MAXI), [(OS, CRU)], 0, Reboot),
+    p!("tmpfs", int(0, MAX_MIB), [(OS, CRU)], 0, Reboot),
     p!("transition", FLAT, [(ALL, R)], 0, Live),
     p!("update_disks", OBJS, [(HW, U)], 0, NotYet, "disks"),
     p!("update_filesystems", OBJS, [(OS | K, U)], 0, NotYet, "filesystems"),

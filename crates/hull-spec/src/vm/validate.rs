@@ -191,9 +191,38 @@ fn check_value(name: &str, v: &Value) -> bool {
         "resolvers" => v
             .as_array()
             .is_some_and(|a| a.iter().all(|r| r.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()))),
-        "alias" | "hostname" => v.as_str().is_some_and(|s| !s.contains(['\n', '\0'])),
+        "alias" => v.as_str().is_some_and(|s| s.len() <= 4096 && !s.chars().any(char::is_control)),
+        "hostname" => v.as_str().is_some_and(valid_hostname),
+        "routes" | "set_routes" => v.as_object().is_some_and(|o| {
+            o.iter().all(|(dst, gw)| valid_route_dst(dst) && gw.as_str().is_some_and(valid_route_gw))
+        }),
+        "dns_domain" => v.as_str().is_some_and(|s| s.len() <= 253 && valid_dns_chars(s)),
         _ => true,
     }
+}
+
+/// A name the kernel takes as a hostname (at most 64 bytes) and resolvers understand:
+/// letters, digits, `-` and `.`, not starting with `-` or `.`.
+pub fn valid_hostname(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && !s.starts_with(['-', '.']) && valid_dns_chars(s)
+}
+
+/// A route's destination: an address, or an address with a prefix length.
+fn valid_route_dst(s: &str) -> bool {
+    let (addr, len) = s.split_once('/').map_or((s, None), |(a, l)| (a, Some(l)));
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else { return false };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    len.is_none_or(|l| l.parse::<u8>().is_ok_and(|n| n <= max))
+}
+
+/// A route's gateway: an address, or `nics[N]` (the route goes out of that NIC).
+fn valid_route_gw(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+        || s.strip_prefix("nics[").and_then(|r| r.strip_suffix(']')).is_some_and(|n| n.parse::<u16>().is_ok())
+}
+
+fn valid_dns_chars(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
 }
 
 fn valid_mac(s: &str) -> bool {
@@ -330,6 +359,30 @@ mod tests {
         assert_eq!(out["autoboot"], json!(true));
         assert_eq!(out["resolvers"], json!(["8.8.8.8", "8.8.4.4"]));
         assert_eq!(out["brand"], json!("joyent-minimal"));
+    }
+
+    #[test]
+    fn numbers_and_names_that_cannot_be_applied_are_refused() {
+        let bad = |k: &str, v: Value| {
+            let mut p = json!({"brand": "joyent-minimal", "image_uuid": IMG});
+            p[k] = v;
+            validate(Action::Create, None, &p).err().map(|e| e.to_json()).unwrap_or_default()
+        };
+        // 2^34 + 1 GiB wrapped to 1 GiB; 10^15 GiB overflows bytes.
+        assert!(bad("quota", json!(17_179_869_185u64)).contains("quota"));
+        assert!(bad("quota", json!(1_000_000_000_000_000u64)).contains("quota"));
+        assert!(bad("quota", json!(17_179_869_183u64)).is_empty());
+        assert!(bad("max_lwps", json!(0)).contains("max_lwps"), "0 is no limit in the cgroup, so refused");
+        assert!(bad("max_physical_memory", json!(i64::MAX)).contains("max_physical_memory"));
+        assert!(bad("cpu_cap", json!(i64::MAX)).contains("cpu_cap"));
+        assert!(bad("hostname", json!("h".repeat(5000))).contains("hostname"));
+        assert!(bad("hostname", json!("a b")).contains("hostname"));
+        assert!(bad("dns_domain", json!("example.com\nnameserver 6.6.6.6")).contains("dns_domain"));
+        assert!(bad("alias", json!("a".repeat(65_536))).contains("alias"));
+        assert!(bad("routes", json!({"10.0.0.0/99": "10.0.0.1"})).contains("routes"));
+        assert!(bad("routes", json!({"10.2.0.0/16": "gateway"})).contains("routes"));
+        assert!(bad("routes", json!({"10.2.0.0/16": "10.0.0.1", "10.3.0.1": "nics[1]"})).is_empty());
+        assert!(bad("hostname", json!("web-01.example.com")).is_empty());
     }
 
     #[test]
