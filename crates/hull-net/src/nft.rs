@@ -64,6 +64,26 @@ fn addr_set(nets: &[IpNet]) -> Value {
     json!({"set": items})
 }
 
+/// IPv6 networks as a set of 128-bit numbers and ranges, for raw payload matches.
+fn v6_number_set(nets: &[IpNet]) -> Value {
+    let hex = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V6(a) => format!("0x{:032x}", u128::from(a)),
+        std::net::IpAddr::V4(_) => String::new(),
+    };
+    let items: Vec<Value> = nets
+        .iter()
+        .filter(|n| n.addr().is_ipv6())
+        .map(|n| {
+            if n.prefix_len() == n.max_prefix_len() {
+                Value::from(hex(n.addr()))
+            } else {
+                json!({"range": [hex(n.network()), hex(n.broadcast())]})
+            }
+        })
+        .collect();
+    json!({"set": items})
+}
+
 fn mac_number(mac: &[u8; 6]) -> u64 {
     mac.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
@@ -95,6 +115,18 @@ pub fn rules(p: &Protection) -> Vec<Vec<Value>> {
             ok6.push("fe80::/10".parse().expect("literal"));
             ok6.push("::/128".parse().expect("literal"));
             out.push(drop_unless(payload("ip6", "saddr"), addr_set(&ok6)));
+            // A neighbour advertisement's target (8 bytes into the ICMPv6 header) must be
+            // one of the NIC's addresses too: with the override flag, an NA for another
+            // zone's address from a link-local source rewrites neighbours' caches (ARP's
+            // equivalent is the `arp saddr ip` rule). nft 1.0.6 has no `icmpv6 taddr`, so
+            // the raw field is matched against the addresses as 128-bit numbers.
+            let mut ok_target: Vec<IpNet> = v6.clone();
+            ok_target.push("fe80::/10".parse().expect("literal"));
+            out.push(vec![
+                json!({"match": {"op": "==", "left": payload("icmpv6", "type"), "right": "nd-neighbor-advert"}}),
+                json!({"match": {"op": "!=", "left": {"payload": {"base": "th", "offset": 64, "len": 128}}, "right": v6_number_set(&ok_target)}}),
+                json!({"drop": null}),
+            ]);
         }
     }
     if p.dhcp_nospoof {

@@ -106,6 +106,35 @@ pub fn assign(nics: &mut [Value], taken: &[String]) {
     }
 }
 
+/// What in `mine` clashes with the NICs of other VMs (`others`, each with its VM's uuid):
+/// a MAC is unique on the node, and a static address on its network (tag and VLAN, or
+/// overlay and VNI). Two NICs of the same VM are held to the same rules. A VM that takes
+/// another's MAC or address steals its traffic, so this is refused, not warned about.
+pub fn conflicts(mine: &[Nic], others: &[(String, Nic)]) -> Vec<NicProblem> {
+    let mut out = Vec::new();
+    for (i, n) in mine.iter().enumerate() {
+        let earlier = mine[..i].iter().map(|o| ("this VM", o));
+        let theirs = others.iter().map(|(vm, o)| (vm.as_str(), o));
+        for (who, o) in earlier.chain(theirs) {
+            if o.mac == n.mac {
+                out.push(NicProblem {
+                    field: format!("nics.{i}.mac"),
+                    reason: format!("{} is already {who}'s ({})", crate::format_mac(&n.mac), o.interface),
+                });
+            }
+            if o.network == n.network {
+                for a in n.addrs.iter().filter(|a| o.addrs.iter().any(|b| b.addr() == a.addr())) {
+                    out.push(NicProblem {
+                        field: format!("nics.{i}.ips"),
+                        reason: format!("{} is already {who}'s on {}", a.addr(), n.network.key()),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A locally administered unicast MAC: 02 and five random bytes.
 pub fn random_mac() -> [u8; 6] {
     let mut mac = [2u8, 0, 0, 0, 0, 0];

@@ -59,9 +59,29 @@ impl Vmadm {
         hull_net::nic::assign(&mut nics, &[]);
         let node_cfg = self.node.load_config()?;
         let parsed = hull_net::nic::parse_all(&nics, &node_cfg).map_err(|p| bad_nics(uuid, p))?;
+        let clashes = hull_net::nic::conflicts(&parsed, &self.others_nics(uuid, &node_cfg, false));
+        if !clashes.is_empty() {
+            return Err(bad_nics(uuid, clashes));
+        }
         cfg.insert("nics".into(), Value::Array(nics));
         check_routes(uuid, cfg)?;
         Ok(parsed)
+    }
+
+    /// The NICs of every other VM (only the running ones with `running`), each with its
+    /// VM's uuid. A VM whose config cannot be read has none to clash with.
+    fn others_nics(&self, uuid: &str, node_cfg: &hull_spec::NodeConfig, running: bool) -> Vec<(String, Nic)> {
+        let mut out = Vec::new();
+        for other in self.uuids().unwrap_or_default().into_iter().filter(|u| u != uuid) {
+            let Ok(cfg) = self.load(&other) else { continue };
+            if running && self.state(&other, &cfg).state != "running" {
+                continue;
+            }
+            if let Ok(nics) = hull_net::nic::parse_all(&nics_of(&cfg), node_cfg) {
+                out.extend(nics.into_iter().map(|n| (other.clone(), n)));
+            }
+        }
+        out
     }
 
     /// Makes the zone's namespace and plugs every NIC into it; returns the namespace.
@@ -71,6 +91,12 @@ impl Vmadm {
             let _lock = net_lock(&self.node)?;
             let net = net(&self.node)?;
             let nics = hull_net::nic::parse_all(&nics_of(cfg), &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+            // Checked again under the lock, against the VMs that run: two creates at once
+            // cannot both plug the same MAC or address.
+            let clashes = hull_net::nic::conflicts(&nics, &self.others_nics(uuid, &net.cfg, true));
+            if !clashes.is_empty() {
+                return Err(bad_nics(uuid, clashes));
+            }
             // A namespace left by a zone that died without its supervisor goes first.
             ns::remove(&path)?;
             net.unplug_all(uuid)?;

@@ -208,6 +208,45 @@ fn dhcp_offer(src: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
     f
 }
 
+/// An unsolicited neighbour advertisement with the override flag, from `src`'s link-local
+/// address, claiming `target` is at `src`: how one zone would take another's IPv6 traffic.
+/// A "hull-probe" option trails it so a capture can tell it from other traffic.
+fn neighbour_advert(src: [u8; 6], target: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    icmp.extend_from_slice(&target.octets());
+    icmp.extend_from_slice(&[2, 1]);
+    icmp.extend_from_slice(&src);
+    icmp.extend_from_slice(&[250, 2, b'h', b'u', b'l', b'l', b'-', b'p', b'r', b'o', b'b', b'e', 0, 0, 0, 0]);
+    let mut ll = [0u8; 16];
+    ll[0] = 0xfe;
+    ll[1] = 0x80;
+    ll[8..11].copy_from_slice(&[src[0] ^ 2, src[1], src[2]]);
+    ll[11..13].copy_from_slice(&[0xff, 0xfe]);
+    ll[13..16].copy_from_slice(&src[3..6]);
+    let dst: [u8; 16] = "ff02::1".parse::<std::net::Ipv6Addr>().expect("addr").octets();
+    // The ICMPv6 checksum over the pseudo-header.
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ll);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let mut sum = pseudo.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum::<u32>();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    icmp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let len = icmp.len() as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 58, 255]);
+    f.extend_from_slice(&ll);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&icmp);
+    f
+}
+
 fn saw_probe(frames: &[Vec<u8>]) -> bool {
     frames.iter().any(|f| f.windows(10).any(|w| w == b"hull-probe"))
 }
@@ -337,6 +376,50 @@ fn forged_sources_and_odd_ethertypes_are_dropped_until_allowed() {
     let cap = capture(&nb, "net0", Duration::from_millis(800));
     send_frame(&na, "net0", dhcp_offer(mac_bytes(&mac), [10, 1, 0, 1]));
     assert!(saw_probe(&cap.join().expect("capture")), "allow_dhcp_spoofing did not let it through");
+}
+
+#[test]
+fn a_nic_cannot_take_another_vm_s_mac_or_address() {
+    let (n, img) = node();
+    let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.1/24"]}])));
+    let mac = mac_of(&n, &a, 0);
+    let r = try_create(&n, payload(&img, json!([{"nic_tag": "t0", "mac": mac, "ips": ["10.3.0.2/24"]}])));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("nics.0.mac") && r.stderr.contains("already"), "{}", r.stderr);
+    let r = try_create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.1/24"]}])));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("10.3.0.1 is already"), "{}", r.stderr);
+    let r = try_create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.5/24"]}, {"nic_tag": "t0", "ips": ["10.3.0.5/24"]}])));
+    assert_eq!(r.code, 1, "two NICs of one VM with one address");
+    // add_nics on a running VM is held to the same rule.
+    let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.2/24"]}])));
+    let r = update(&n, &b, json!({"add_nics": [{"nic_tag": "t0", "mac": mac, "ips": ["10.3.0.9/24"]}]}));
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    // The same address on another VLAN is another network.
+    create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 7, "ips": ["10.3.0.1/24"]}])));
+    assert!(ping(&n, &b, &["10.3.0.1"]), "A keeps its traffic");
+    assert_eq!(n.hull(&["vmadm", "list", "-H"]).ok().lines().count(), 3);
+}
+
+#[test]
+fn a_zone_cannot_claim_another_zone_s_ipv6_address() {
+    let (n, img) = node();
+    let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["fd00:20::1/64"]}])));
+    let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["fd00:20::2/64"]}])));
+    let c = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["fd00:20::3/64"]}])));
+    assert!(ping(&n, &b, &["fd00:20::3"]));
+    let mac = mac_bytes(&mac_of(&n, &a, 0));
+    let (na, nb) = (n.zone_netns(&a), n.zone_netns(&b));
+    // A claims C's address: dropped at A's VNIC.
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", neighbour_advert(mac, "fd00:20::3".parse().expect("addr")));
+    assert!(!saw_probe(&cap.join().expect("capture")), "a spoofed neighbour advertisement got through");
+    assert!(ping(&n, &b, &["fd00:20::3"]), "B still reaches C");
+    // Its own address passes: the rule is not a blanket drop.
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", neighbour_advert(mac, "fd00:20::1".parse().expect("addr")));
+    assert!(saw_probe(&cap.join().expect("capture")), "A's own advertisement was dropped");
+    let _ = c;
 }
 
 /// Joins two node namespaces with a veth pair: the underlay, 192.168.77.1 and .2.
