@@ -16,8 +16,20 @@ impl Vmadm {
     /// The VM's state, from its supervisor's record and the kernel.
     pub fn state(&self, uuid: &str, cfg: &Map<String, Value>) -> VmState {
         let rec = hull_zone::supervisor::read_record(&self.run_dir(uuid));
-        let running =
-            rec.as_ref().is_some_and(|r| r.state == "running" && r.init_pid.is_some_and(hull_zone::supervisor::alive));
+        let mut init = rec
+            .as_ref()
+            .filter(|r| r.state == "running")
+            .and_then(|r| r.init_pid)
+            .filter(|p| hull_zone::supervisor::alive(*p));
+        if init.is_none() && rec.as_ref().is_none_or(|r| r.state != "stopped") {
+            // No record, or one that cannot be read (corrupt, truncated): the runtime's own
+            // state says whether an init runs. Taking it as stopped started a second init.
+            init = match self.rt.status(uuid) {
+                Some((hull_zone::runtime::Status::Running, Some(p))) if hull_zone::supervisor::alive(p) => Some(p),
+                _ => None,
+            };
+        }
+        let running = init.is_some();
         let state = if running {
             "running"
         } else if cfg.get("failed").and_then(Value::as_bool).unwrap_or(false) {
@@ -27,7 +39,7 @@ impl Vmadm {
         };
         VmState {
             state: state.into(),
-            pid: running.then(|| rec.as_ref().and_then(|r| r.init_pid)).flatten(),
+            pid: init,
             exit_status: rec.and_then(|r| r.exit_status),
         }
     }

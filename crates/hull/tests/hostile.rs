@@ -314,3 +314,19 @@ fn values_that_cannot_be_applied_are_refused_and_listing_survives_any_alias() {
     assert_eq!(v["quota"], 17_179_869_183u64);
     assert!(n.hull(&["vmadm", "update", &uuid, "quota=17179869185"]).code == 1);
 }
+
+#[test]
+fn a_corrupt_supervisor_record_does_not_start_a_second_init() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let uuid = zone(&n, &img, serde_json::json!({}));
+    std::fs::write(n.root().join(format!("var/hull/z/{uuid}/zoneadmd.json")), b"{\"zoneadm").expect("corrupt");
+    assert_eq!(state(&n, &uuid), "running", "the runtime says it runs");
+    let r = n.hull(&["vmadm", "start", &uuid]);
+    assert_eq!(r.code, 1, "a second start went through");
+    assert!(r.stderr.contains("running"), "{}", r.stderr);
+    n.hull(&["vmadm", "stop", "-F", &uuid]).ok();
+    assert_eq!(state(&n, &uuid), "stopped");
+    n.hull(&["vmadm", "start", &uuid]).ok();
+    assert_eq!(state(&n, &uuid), "running");
+}
