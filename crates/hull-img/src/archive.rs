@@ -175,8 +175,10 @@ fn write_qcow2<R: Read>(head: &[u8], mut reader: R, dst: &Path) -> Result<(), Un
 /// Every name is resolved through [`Tree`], never following a symlink: not one the archive
 /// made a moment ago, not one the origin image holds. An entry whose parent is a link, a
 /// whiteout reaching through one, a hard link leaving the tree: each makes the image corrupt,
-/// and nothing outside `dst` is read, written, chowned or removed. Device nodes are skipped
-/// (a zone's `/dev` is made at boot, and an image has no business making them on the host).
+/// and nothing outside `dst` is read, written, chowned or removed. Device nodes are made as
+/// the image has them: a zone cannot open them (its device cgroup allows only its own short
+/// list, and its `/dev` is a tmpfs), and the host keeps datasets at mode 0700, so no host
+/// user reaches them either.
 pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
     let tree = Tree::open(dst).map_err(classify)?;
     let mut ar = tar::Archive::new(reader);
@@ -262,11 +264,20 @@ pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
                     .create(&path, &pathrs::InodeType::Hardlink(target.into_owned()))
                     .map_err(|e| bad(&format!("hard link: {e}")))?;
             }
-            T::Fifo => {
+            T::Fifo | T::Char | T::Block => {
+                let perm = std::fs::Permissions::from_mode(mode & 0o777);
+                let dev = || -> Result<u64, UnpackError> {
+                    let major = h.device_major().map_err(classify)?.unwrap_or(0);
+                    let minor = h.device_minor().map_err(classify)?.unwrap_or(0);
+                    Ok(rustix::fs::makedev(major, minor))
+                };
+                let inode = match kind {
+                    T::Char => pathrs::InodeType::CharacterDevice(perm, dev()?),
+                    T::Block => pathrs::InodeType::BlockDevice(perm, dev()?),
+                    _ => pathrs::InodeType::Fifo(perm),
+                };
                 tree.remove_all(&path).map_err(in_tree)?;
-                tree.root()
-                    .create(&path, &pathrs::InodeType::Fifo(std::fs::Permissions::from_mode(mode & 0o777)))
-                    .map_err(|e| bad(&format!("fifo: {e}")))?;
+                tree.root().create(&path, &inode).map_err(|e| bad(&format!("{kind:?}: {e}")))?;
                 let fd = tree.handle(&path).map_err(in_tree)?;
                 rustix::fs::chownat(
                     &fd,
@@ -276,9 +287,6 @@ pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
                     rustix::fs::AtFlags::EMPTY_PATH,
                 )
                 .map_err(|e| in_tree(e.into()))?;
-            }
-            T::Char | T::Block => {
-                tracing::debug!(entry = %path.display(), "device node in an image, skipped");
             }
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
             other => return Err(bad(&format!("entry type {other:?} is not supported"))),

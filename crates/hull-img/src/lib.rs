@@ -274,6 +274,13 @@ impl Imgadm {
             Some(origin) => pool.clone_snapshot(&final_snap(&origin), &part)?,
             None => pool.create(&part)?,
         }
+        // Only root on the host goes into an image's dataset (its clones inherit the mode):
+        // the image's set-id files and device nodes are not for host users.
+        let top = pool.dataset_path(&part);
+        if let Err(e) = std::fs::set_permissions(&top, std::os::unix::fs::PermissionsExt::from_mode(0o700)) {
+            let _ = hull_storage::destroy(pool, &part, true);
+            return Err(ImgError::io("chmod", &top, e));
+        }
         let done = self.fill_partial(pool, manifest, file, &part, source);
         if done.is_err() {
             if let Err(e) = hull_storage::destroy(pool, &part, true) {

@@ -148,6 +148,11 @@ impl Vmadm {
             let _ = hull_storage::destroy(pool, &part, true);
         });
         hull_exec::failpoint("vm-create-cloned");
+        // Only root on the host goes into a VM's dataset: its root holds the tenant's set-id
+        // files and device nodes (SmartOS keeps zonepaths at 0700 for the same reason).
+        let top = pool.dataset_path(&part);
+        std::fs::set_permissions(&top, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| VmError::Io { vm: uuid.clone(), op: "chmod", path: top.clone(), source: e })?;
         if let Some(q) = cfg.get("quota").and_then(Value::as_u64).filter(|q| *q > 0)
             && pool.caps().quota
         {

@@ -29,6 +29,7 @@ mod update;
 
 pub use query::VmState;
 pub use start::BootAll;
+pub use stop::AfterExit;
 pub use update::UpdateReport;
 
 use hull_spec::ValidationErrors;

@@ -119,6 +119,7 @@ impl Vmadm {
             return Err(VmError::Io { vm: uuid.into(), op: "write", path: zone_json, source: e });
         }
         hull_exec::failpoint("vm-start-prepared");
+        let _ = std::fs::remove_file(dir.join("stopping"));
         if let Err(e) = self.spawn_zoneadmd(uuid, false) {
             // zoneadmd takes the network down when it started the zone; not when it did not.
             if self.rt.status(uuid).is_none() {

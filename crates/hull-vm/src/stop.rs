@@ -3,7 +3,63 @@
 use crate::{Result, VmError, Vmadm};
 use std::time::{Duration, Instant};
 
+/// What the supervisor does when a zone's init exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterExit {
+    /// Stay stopped: asked for (vmadm stop, kill, delete), a power-off from inside, a KVM
+    /// guest, `restart_init` false, or too many restarts in a row.
+    Stay,
+    /// Boot again: init died without being asked to (the OOM killer, a crash) or the zone
+    /// rebooted itself (`reboot` in a pid namespace ends its init with SIGHUP).
+    Restart,
+}
+
+/// Restarts within [`RESTART_WINDOW`] past which a zone stays down (and is marked failed).
+pub const MAX_RESTARTS: usize = 5;
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
 impl Vmadm {
+    /// Notes that the next exit of the zone's init was asked for.
+    fn mark_stopping(&self, uuid: &str) {
+        let dir = self.run_dir(uuid);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("stopping"), b"");
+    }
+
+    /// Decides, as the zone's init has exited with `status` (128 + signal when killed),
+    /// whether its supervisor boots it again. As SmartOS's zoneadmd does for `restart_init`
+    /// (default true): an init that dies unasked comes back, a power-off stays off.
+    pub fn after_exit(&self, uuid: &str, status: i32) -> AfterExit {
+        let dir = self.run_dir(uuid);
+        let asked = std::fs::remove_file(dir.join("stopping")).is_ok();
+        let Ok(cfg) = self.load(uuid) else { return AfterExit::Stay };
+        let hvm = matches!(cfg.get("brand").and_then(serde_json::Value::as_str), Some("kvm" | "bhyve"));
+        let zone_reboot = status == 128 + libc::SIGHUP;
+        let zone_halt = status == 128 + libc::SIGINT;
+        let restart_init = cfg.get("restart_init").and_then(serde_json::Value::as_bool).unwrap_or(true);
+        if asked || hvm || zone_halt || !(zone_reboot || restart_init) {
+            return AfterExit::Stay;
+        }
+        // A zone whose init dies as soon as it starts would restart for ever.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let log = dir.join("restarts");
+        let mut recent: Vec<u64> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|t: &u64| now.saturating_sub(*t) < RESTART_WINDOW.as_secs())
+            .collect();
+        if recent.len() >= MAX_RESTARTS {
+            tracing::warn!(vm = uuid, "init exited {status}; {MAX_RESTARTS} restarts within {RESTART_WINDOW:?}: staying down");
+            let _ = std::fs::remove_file(&log);
+            return AfterExit::Stay;
+        }
+        recent.push(now);
+        let text: String = recent.iter().map(|t| format!("{t}\n")).collect();
+        let _ = std::fs::write(&log, text);
+        AfterExit::Restart
+    }
+
     /// The signal that asks this zone's init to power off: systemd's SIGRTMIN+4, busybox's
     /// SIGUSR2.
     fn shutdown_signal(&self, uuid: &str) -> Result<i32> {
@@ -44,6 +100,7 @@ impl Vmadm {
         if !self.running(uuid)? {
             return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "stop" });
         }
+        self.mark_stopping(uuid);
         if !force {
             let brand = self.load(uuid)?.get("brand").and_then(|b| b.as_str()).unwrap_or("").to_string();
             if matches!(brand.as_str(), "kvm" | "bhyve") {
@@ -102,6 +159,7 @@ impl Vmadm {
             return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "kill" });
         }
         let all = signal == nix::sys::signal::Signal::SIGKILL as i32;
+        self.mark_stopping(uuid);
         self.rt.kill(uuid, &self.cgroup(uuid), signal, all)?;
         Ok(())
     }

@@ -177,7 +177,7 @@ fn vm_row(v: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
     serde_json::Value::Object(v.clone())
 }
 
-fn open(node: &Node) -> Result<Vmadm, Failure> {
+pub(crate) fn open(node: &Node) -> Result<Vmadm, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
     Ok(Vmadm::open(node, exe)?)
 }

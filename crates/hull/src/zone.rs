@@ -66,5 +66,13 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
     }
     let status = hull_zone::supervisor::run(&rt, &z, &dir, ready, &on_exit).map_err(|e| Failure::new(1, e))?;
     tracing::info!(zone = %z.id, status, "init exited");
+    let vm = crate::vmadm::open(node)?;
+    if vm.after_exit(&a.uuid, status) == hull_vm::AfterExit::Restart {
+        tracing::warn!(zone = %z.id, status, "init exited without being asked to: booting the zone again");
+        // A new supervisor takes over; this one ends once it reports.
+        if let Err(e) = vm.start(&a.uuid) {
+            tracing::error!(zone = %z.id, "restart failed: {e}");
+        }
+    }
     Ok(())
 }

@@ -163,6 +163,11 @@ fn an_image_whose_root_is_a_link_does_not_install() {
     let v: serde_json::Value =
         serde_json::from_str(&n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok()).expect("json");
     let uuid = v["uuid"].as_str().expect("uuid");
+    // Host users cannot reach into image or VM datasets (set-id files, device nodes).
+    for d in [n.zones().join(&img), n.zones().join(uuid)] {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&d).expect("dataset").permissions().mode() & 0o777, 0o700, "{}", d.display());
+    }
     let root = n.zones().join(uuid).join("root");
     std::fs::rename(&root, n.zones().join(uuid).join("root.real")).expect("rename");
     std::os::unix::fs::symlink(c.path(), &root).expect("symlink");
@@ -329,4 +334,60 @@ fn a_corrupt_supervisor_record_does_not_start_a_second_init() {
     assert_eq!(state(&n, &uuid), "stopped");
     n.hull(&["vmadm", "start", &uuid]).ok();
     assert_eq!(state(&n, &uuid), "running");
+}
+
+fn pid(n: &TestNode, uuid: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
+    v["pid"].as_i64()
+}
+
+/// Waits up to ten seconds for the zone to run with an init other than `old`.
+fn back_up(n: &TestNode, uuid: &str, old: Option<i64>) -> bool {
+    for _ in 0..100 {
+        if state(n, uuid) == "running" && pid(n, uuid).is_some() && pid(n, uuid) != old {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_zone_whose_init_dies_comes_back_and_a_power_off_stays_off() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let uuid = zone(&n, &img, serde_json::json!({"max_physical_memory": 64, "tmpfs": 64}));
+    // Its own memory pressure: /tmp as large as the cap, filled. Whatever the kernel kills,
+    // the zone is up afterwards.
+    let _ = n.hull(&["zlogin", &uuid, "dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M", "count=200"]);
+    // If the OOM killer took init, the zone is on its way back; give it the time.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(back_up(&n, &uuid, None), "the zone is not running after its memory filled");
+    let _ = n.hull(&["zlogin", &uuid, "rm", "-f", "/tmp/fill"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(back_up(&n, &uuid, None));
+    // Init killed as the OOM killer would.
+    let before = pid(&n, &uuid);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(before.expect("pid") as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill init");
+    assert!(back_up(&n, &uuid, before), "init died and the zone stayed down");
+    // reboot -f inside the zone reboots it.
+    let before = pid(&n, &uuid);
+    let _ = n.hull(&["zlogin", &uuid, "reboot", "-f"]);
+    assert!(back_up(&n, &uuid, before), "reboot -f stopped the zone");
+    // poweroff -f stays off, and so does vmadm stop.
+    let _ = n.hull(&["zlogin", &uuid, "poweroff", "-f"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(state(&n, &uuid), "stopped", "poweroff came back");
+    n.hull(&["vmadm", "start", &uuid]).ok();
+    n.hull(&["vmadm", "stop", "-F", &uuid]).ok();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(state(&n, &uuid), "stopped", "vmadm stop came back");
+    // restart_init false: a dead init leaves the zone down, as on SmartOS.
+    n.hull(&["vmadm", "update", &uuid, "restart_init=false"]).ok();
+    n.hull(&["vmadm", "start", &uuid]).ok();
+    let p = pid(&n, &uuid).expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(state(&n, &uuid), "stopped");
 }
