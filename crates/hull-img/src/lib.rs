@@ -186,8 +186,12 @@ impl Imgadm {
             if !finals.contains(uuid.to_string().as_str()) {
                 continue;
             }
-            if let Some(rec) = self.db.read(pool.name(), &uuid)? {
-                out.push(self.to_image(rec, &all));
+            // One unreadable record hides that image (with a warning naming it), not the
+            // rest: `imgadm get` of it still says what is wrong.
+            match self.db.read(pool.name(), &uuid) {
+                Ok(Some(rec)) => out.push(self.to_image(rec, &all)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(image = %uuid, "skipping: {e}"),
             }
         }
         Ok(out)

@@ -114,7 +114,7 @@ impl Vmadm {
         })?;
         z.netns = Some(self.net_up(uuid, &cfg)?);
         let zone_json = dir.join("zone.json");
-        if let Err(e) = std::fs::write(&zone_json, serde_json::to_vec_pretty(&z).unwrap_or_default()) {
+        if let Err(e) = hull_exec::write_atomic(&zone_json, &serde_json::to_vec_pretty(&z).unwrap_or_default()) {
             let _ = crate::network::down(&self.node, uuid);
             return Err(VmError::Io { vm: uuid.into(), op: "write", path: zone_json, source: e });
         }

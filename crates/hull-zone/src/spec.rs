@@ -113,6 +113,8 @@ const MASKED: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
+    "/proc/kallsyms",
+    "/proc/config.gz",
     "/proc/keys",
     "/proc/latency_stats",
     "/proc/timer_list",

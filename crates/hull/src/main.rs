@@ -150,6 +150,15 @@ fn main() {
         .init();
 
     let cli = Cli::parse_from(args);
+    if !matches!(cli.cmd, Cmd::Zoneadmd(_) | Cmd::Startd(_)) {
+        // A tool whose reader went away (`imgadm list -j | head`) ends quietly, as every
+        // Unix tool does, instead of panicking in println!. The daemons keep Rust's
+        // ignored SIGPIPE: a client that hangs up must not kill them.
+        // SAFETY: setting a signal's disposition to the default before any thread exists.
+        unsafe {
+            let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+        }
+    }
     let name = match &cli.cmd {
         Cmd::Imgadm(_) => "imgadm",
         Cmd::Vmadm(_) => "vmadm",

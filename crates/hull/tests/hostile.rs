@@ -391,3 +391,28 @@ fn a_zone_whose_init_dies_comes_back_and_a_power_off_stays_off() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(state(&n, &uuid), "stopped");
 }
+
+#[test]
+fn a_broken_pipe_ends_a_tool_quietly_and_a_bad_record_hides_only_its_image() {
+    let n = TestNode::new("512M");
+    let a = n.busybox();
+    let (m, f, b) = n.build(&["--busybox"], "bb2");
+    n.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
+    std::fs::write(n.root().join(format!("var/imgadm/images/zones-{a}.json")), b"{not json").expect("corrupt");
+    let out = n.hull(&["imgadm", "list", "-H", "-o", "uuid"]).ok();
+    assert_eq!(out.trim(), b, "the good image is listed");
+    // A reader that goes away at once: no panic, no error message.
+    use std::io::Read;
+    let mut child = n
+        .cmd()
+        .args(["imgadm", "list", "-j"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+    let _ = child.wait();
+    assert!(!err.contains("panicked"), "{err}");
+}
