@@ -4,9 +4,9 @@
 //! following a symlink (`hull_exec::tree`), and OCI-style whiteouts let an incremental image remove what
 //! its origin had: `.wh.NAME` removes `NAME`, `.wh..wh..opq` empties its directory.
 
+use hull_exec::tree::{Tree, plain_relative};
 use hull_spec::Compression;
 use std::io::{self, Read, Write};
-use hull_exec::tree::{Tree, plain_relative};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};

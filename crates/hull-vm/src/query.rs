@@ -37,11 +37,7 @@ impl Vmadm {
         } else {
             "stopped"
         };
-        VmState {
-            state: state.into(),
-            pid: init,
-            exit_status: rec.and_then(|r| r.exit_status),
-        }
+        VmState { state: state.into(), pid: init, exit_status: rec.and_then(|r| r.exit_status) }
     }
 
     /// The VM as `vmadm get` prints it: its properties and its state.

@@ -50,7 +50,10 @@ impl Vmadm {
             .filter(|t: &u64| now.saturating_sub(*t) < RESTART_WINDOW.as_secs())
             .collect();
         if recent.len() >= MAX_RESTARTS {
-            tracing::warn!(vm = uuid, "init exited {status}; {MAX_RESTARTS} restarts within {RESTART_WINDOW:?}: staying down");
+            tracing::warn!(
+                vm = uuid,
+                "init exited {status}; {MAX_RESTARTS} restarts within {RESTART_WINDOW:?}: staying down"
+            );
             let _ = std::fs::remove_file(&log);
             return AfterExit::Stay;
         }

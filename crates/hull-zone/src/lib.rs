@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod events;
+mod relay;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;

@@ -212,17 +212,44 @@ impl Runtime {
                 }
             };
         }
+        let relay = match crate::relay::Relay::install() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("zone {id}: stdio relay: {e}");
+                return 126;
+            }
+        };
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(&self.state_root)
             .map(|b| b.as_tenant().with_container_args(args).with_detach(false).build());
         let pid = match built {
             Ok(Ok(pid)) => pid,
             Ok(Err(e)) | Err(e) => {
-                eprintln!("zone {id}: exec: {e}");
+                relay.restore();
+                let limit = spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.resources().as_ref())
+                    .and_then(|r| r.pids().as_ref())
+                    .map(|p| p.limit());
+                let count = cgroup.as_ref().map(|c| crate::cgroup::pids(id, &c.to_string_lossy()).len() as i64);
+                eprintln!("zone {id}: {}", exec_error(&e.to_string(), count, limit));
                 return 126;
             }
         };
-        crate::supervisor::wait_exit(pid.as_raw()).unwrap_or(126)
+        relay.run(|| crate::supervisor::wait_exit(pid.as_raw()).unwrap_or(126))
+    }
+}
+
+/// What libcontainer's failure to start a command in a zone means to the person who ran
+/// zlogin: at the zone's process cap (`max_lwps`) fork fails deep in the runtime, which says
+/// only that its init process could not be launched.
+fn exec_error(raw: &str, count: Option<i64>, limit: Option<i64>) -> String {
+    match (count, limit) {
+        (Some(n), Some(max)) if max > 0 && n + 1 >= max => {
+            format!("cannot start the command: the zone has {n} of its {max} processes (max_lwps)")
+        }
+        _ => format!("exec: {raw}"),
     }
 }
 

@@ -94,9 +94,7 @@ const CLONE_NEWUSER: u64 = 0x1000_0000;
 /// a fresh set of capabilities over new mount and cgroup namespaces: the way to another
 /// zone's `cgroup.kill`.
 fn seccomp_rules() -> Vec<Value> {
-    let eperm = |names: Vec<&str>, args: Value| {
-        json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM, "args": args})
-    };
+    let eperm = |names: Vec<&str>, args: Value| json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM, "args": args});
     let mut rules = vec![json!({"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM})];
     for (_, nr) in DENIED_IOCTLS {
         rules.push(eperm(vec!["ioctl"], json!([{"index": 1, "value": nr, "op": "SCMP_CMP_EQ"}])));

@@ -158,8 +158,11 @@ fn an_image_whose_root_is_a_link_does_not_install() {
     // And a VM whose root was swapped for a link after the fact does not boot on the host.
     let img = n.busybox();
     let f = n.root().join("p.json");
-    std::fs::write(&f, serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "autoboot": false}).to_string())
-        .expect("write");
+    std::fs::write(
+        &f,
+        serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "autoboot": false}).to_string(),
+    )
+    .expect("write");
     let v: serde_json::Value =
         serde_json::from_str(&n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok()).expect("json");
     let uuid = v["uuid"].as_str().expect("uuid");
@@ -415,4 +418,49 @@ fn a_broken_pipe_ends_a_tool_quietly_and_a_bad_record_hides_only_its_image() {
     child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
     let _ = child.wait();
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn zlogin_gives_the_zone_pipes_not_the_caller_s_descriptors() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let uuid = zone(&n, &img, serde_json::json!({}));
+    arm(&n, &uuid);
+    let c = Canary::new();
+    let victim = c.path().join("victim");
+    // The command reopens its stdin for writing: with the caller's descriptor, that was the
+    // host file redirected into zlogin.
+    let out = n
+        .cmd()
+        .args(["zlogin", &uuid, "/attack", "fd0"])
+        .stdin(std::fs::File::open(&victim).expect("open"))
+        .output()
+        .expect("zlogin");
+    eprintln!("fd0: {}", String::from_utf8_lossy(&out.stdout));
+    c.intact();
+    // Input and output still flow, and the exit status comes back.
+    let out = n
+        .cmd()
+        .args(["zlogin", &uuid, "sh", "-c", "cat; echo err >&2; exit 3"])
+        .stdin(std::fs::File::open(&victim).expect("open"))
+        .output()
+        .expect("zlogin");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "host data\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn zlogin_at_the_process_cap_says_so() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let uuid = zone(&n, &img, serde_json::json!({"max_lwps": 4}));
+    let mut hog =
+        n.cmd().args(["zlogin", &uuid, "sh", "-c", "sleep 30 & sleep 30 & sleep 30 & wait"]).spawn().expect("spawn");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let r = n.hull(&["zlogin", &uuid, "true"]);
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("max_lwps"), "{}", r.stderr);
 }

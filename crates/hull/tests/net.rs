@@ -389,7 +389,10 @@ fn a_nic_cannot_take_another_vm_s_mac_or_address() {
     let r = try_create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.1/24"]}])));
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("10.3.0.1 is already"), "{}", r.stderr);
-    let r = try_create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.5/24"]}, {"nic_tag": "t0", "ips": ["10.3.0.5/24"]}])));
+    let r = try_create(
+        &n,
+        payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.5/24"]}, {"nic_tag": "t0", "ips": ["10.3.0.5/24"]}])),
+    );
     assert_eq!(r.code, 1, "two NICs of one VM with one address");
     // add_nics on a running VM is held to the same rule.
     let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.2/24"]}])));

@@ -193,9 +193,9 @@ fn check_value(name: &str, v: &Value) -> bool {
             .is_some_and(|a| a.iter().all(|r| r.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()))),
         "alias" => v.as_str().is_some_and(|s| s.len() <= 4096 && !s.chars().any(char::is_control)),
         "hostname" => v.as_str().is_some_and(valid_hostname),
-        "routes" | "set_routes" => v.as_object().is_some_and(|o| {
-            o.iter().all(|(dst, gw)| valid_route_dst(dst) && gw.as_str().is_some_and(valid_route_gw))
-        }),
+        "routes" | "set_routes" => v
+            .as_object()
+            .is_some_and(|o| o.iter().all(|(dst, gw)| valid_route_dst(dst) && gw.as_str().is_some_and(valid_route_gw))),
         "dns_domain" => v.as_str().is_some_and(|s| s.len() <= 253 && valid_dns_chars(s)),
         _ => true,
     }
