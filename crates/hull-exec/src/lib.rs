@@ -120,6 +120,18 @@ impl fmt::Display for CommandLine {
     }
 }
 
+/// An error and every cause under it, joined with `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    text
+}
+
 /// Writes a file so that readers see the old contents or the new, never part: into a
 /// temporary file beside it, synced, then renamed over it, and the directory synced, so that
 /// a power cut leaves one or the other too. Makes the parent directory if needed.

@@ -26,13 +26,7 @@ pub struct Tree {
 fn io_err(e: pathrs::error::Error) -> io::Error {
     // libpathrs keeps the errno where there is one; say all of it, and say the usual
     // refusal plainly.
-    let mut text = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        src = s.source();
-    }
+    let text = crate::error_chain(&e);
     match e.kind() {
         pathrs::error::ErrorKind::OsError(Some(n)) if n == libc_eloop() => {
             io::Error::new(io::ErrorKind::InvalidInput, format!("the path goes through a symbolic link ({text})"))
@@ -214,6 +208,19 @@ impl Tree {
         check(rel)?;
         self.remove_all(rel)?;
         self.root.create(rel, &InodeType::Symlink(target.to_path_buf())).map_err(io_err)
+    }
+
+    /// Sets the owner of whatever is at `rel` (a link itself, not what it points to).
+    pub fn chown(&self, rel: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        let fd = self.handle(rel)?;
+        rustix::fs::chownat(
+            &fd,
+            "",
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::EMPTY_PATH | rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
     }
 
     /// Opens whatever is at `rel` as an `O_PATH` descriptor, without following it.

@@ -89,14 +89,7 @@ fn classify(e: io::Error) -> UnpackError {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => UnpackError::NoSpace,
         _ => {
             // The tar crate wraps the cause; say all of it.
-            let mut text = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                src = s.source();
-            }
-            UnpackError::Corrupt(text)
+            UnpackError::Corrupt(hull_exec::error_chain(&e))
         }
     }
 }
@@ -239,15 +232,7 @@ pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
             T::Symlink => {
                 let target = entry.link_name().map_err(classify)?.ok_or_else(|| bad("a symlink without a target"))?;
                 tree.symlink(&path, &target).map_err(in_tree)?;
-                let fd = tree.handle(&path).map_err(in_tree)?;
-                rustix::fs::chownat(
-                    &fd,
-                    "",
-                    Some(rustix::fs::Uid::from_raw(ids.0)),
-                    Some(rustix::fs::Gid::from_raw(ids.1)),
-                    rustix::fs::AtFlags::EMPTY_PATH | rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| in_tree(e.into()))?;
+                tree.chown(&path, ids.0, ids.1).map_err(in_tree)?;
                 let dir = tree.open_dir(parent).map_err(in_tree)?;
                 if let Some(name) = path.file_name() {
                     rustix::fs::utimensat(&dir, name, &times(mtime), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
@@ -278,15 +263,7 @@ pub fn unpack<R: Read>(reader: R, dst: &Path) -> Result<(), UnpackError> {
                 };
                 tree.remove_all(&path).map_err(in_tree)?;
                 tree.root().create(&path, &inode).map_err(|e| bad(&format!("{kind:?}: {e}")))?;
-                let fd = tree.handle(&path).map_err(in_tree)?;
-                rustix::fs::chownat(
-                    &fd,
-                    "",
-                    Some(rustix::fs::Uid::from_raw(ids.0)),
-                    Some(rustix::fs::Gid::from_raw(ids.1)),
-                    rustix::fs::AtFlags::EMPTY_PATH,
-                )
-                .map_err(|e| in_tree(e.into()))?;
+                tree.chown(&path, ids.0, ids.1).map_err(in_tree)?;
             }
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
             other => return Err(bad(&format!("entry type {other:?} is not supported"))),
