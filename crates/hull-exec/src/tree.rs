@@ -28,16 +28,12 @@ fn io_err(e: pathrs::error::Error) -> io::Error {
     // refusal plainly.
     let text = crate::error_chain(&e);
     match e.kind() {
-        pathrs::error::ErrorKind::OsError(Some(n)) if n == libc_eloop() => {
+        pathrs::error::ErrorKind::OsError(Some(n)) if n == rustix::io::Errno::LOOP.raw_os_error() => {
             io::Error::new(io::ErrorKind::InvalidInput, format!("the path goes through a symbolic link ({text})"))
         }
         pathrs::error::ErrorKind::OsError(Some(n)) => io::Error::new(io::Error::from_raw_os_error(n).kind(), text),
         _ => io::Error::other(text),
     }
-}
-
-fn libc_eloop() -> i32 {
-    rustix::io::Errno::LOOP.raw_os_error()
 }
 
 /// A path made only of plain names (no `..`, no root); `.` is allowed and ignored.

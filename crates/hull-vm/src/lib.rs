@@ -113,9 +113,17 @@ impl Vmadm {
         format!("/{}-{uuid}", self.node.prefix())
     }
 
+    fn lock_path(&self, uuid: &str) -> PathBuf {
+        self.node.lock_path(&format!("vm.{uuid}"))
+    }
+
     fn lock(&self, uuid: &str) -> Result<hull_storage::lock::LockGuard> {
-        hull_storage::lock::try_lock(&self.node.lock_path(&format!("vm.{uuid}")))?
-            .ok_or_else(|| VmError::Busy(uuid.to_string()))
+        hull_storage::lock::try_lock(&self.lock_path(uuid))?.ok_or_else(|| VmError::Busy(uuid.to_string()))
+    }
+
+    /// The VM's lock, waiting for whoever holds it.
+    fn lock_wait(&self, uuid: &str) -> Result<hull_storage::lock::LockGuard> {
+        Ok(hull_storage::lock::lock(&self.lock_path(uuid))?)
     }
 
     /// A VM's stored properties.

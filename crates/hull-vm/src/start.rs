@@ -250,7 +250,7 @@ impl Vmadm {
         // Waits for the lock: the failed start's zoneadmd may hold it for a moment yet (it
         // shares the lock's file description until it execs), and a busy answer here left
         // the VM unmarked.
-        let Ok(_lock) = hull_storage::lock::lock(&self.node.lock_path(&format!("vm.{uuid}"))) else { return };
+        let Ok(_lock) = self.lock_wait(uuid) else { return };
         if let Ok(mut cfg) = self.load(uuid)
             && self.state(uuid, &cfg).state != "running"
         {
