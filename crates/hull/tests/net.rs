@@ -49,6 +49,13 @@ fn ping(n: &TestNode, uuid: &str, args: &[&str]) -> bool {
     n.hull(&all).code == 0
 }
 
+/// A ping that may take a few tries: after a rule or an address changed, a neighbour entry
+/// left failed by the last (refused) try can eat the first packets on a loaded machine.
+/// Only for what must get through; what must not uses [`ping`] once.
+fn ping_gets_through(n: &TestNode, uuid: &str, args: &[&str]) -> bool {
+    (0..3).any(|_| ping(n, uuid, args))
+}
+
 fn mac_of(n: &TestNode, uuid: &str, i: usize) -> String {
     let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", uuid]).ok()).expect("json");
     v["nics"][i]["mac"].as_str().expect("mac").to_string()
@@ -67,9 +74,10 @@ fn in_zone_ns(n: &TestNode, uuid: &str, args: &[&str]) {
 
 /// The node's links whose names carry its prefix, and its nftables chains.
 fn leftovers(n: &TestNode) -> (Vec<String>, Vec<String>) {
-    let links = n.in_node(|| {
+    let prefix = n.prefix.clone();
+    let links = n.in_node(move || {
         let mut nl = hull_net::nl::Netlink::open().expect("netlink");
-        nl.links().expect("links").into_iter().map(|l| l.name).filter(|l| l.starts_with("htest")).collect::<Vec<_>>()
+        nl.links().expect("links").into_iter().map(|l| l.name).filter(|l| l.starts_with(prefix.as_str())).collect::<Vec<_>>()
     });
     let out = n.in_node(|| std::process::Command::new("nft").args(["list", "ruleset"]).output().expect("nft"));
     let chains = String::from_utf8_lossy(&out.stdout)
@@ -341,11 +349,11 @@ fn forged_sources_and_odd_ethertypes_are_dropped_until_allowed() {
     in_zone_ns(&n, &a, &["ip", "addr", "add", "10.1.0.99/24", "dev", "net0"]);
     assert!(!ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "a forged IP source got through");
     update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_ip_spoofing": true}]})).ok();
-    assert!(ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "allow_ip_spoofing did not let it through");
+    assert!(ping_gets_through(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "allow_ip_spoofing did not let it through");
     // allowed_ips is the narrower way.
     update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_ip_spoofing": false, "allowed_ips": ["10.1.0.99"]}]}))
         .ok();
-    assert!(ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "allowed_ips did not let it through");
+    assert!(ping_gets_through(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "allowed_ips did not let it through");
     update(&n, &a, json!({"update_nics": [{"mac": mac, "allowed_ips": []}]})).ok();
     assert!(!ping(&n, &a, &["-I", "10.1.0.99", "10.1.0.2"]), "protection did not come back");
 
@@ -355,7 +363,7 @@ fn forged_sources_and_odd_ethertypes_are_dropped_until_allowed() {
     assert!(!ping(&n, &a, &["10.1.0.2"]), "a forged MAC got through");
     update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_mac_spoofing": true}]})).ok();
     in_zone_ns(&n, &b, &["ip", "neigh", "flush", "all"]);
-    assert!(ping(&n, &a, &["10.1.0.2"]), "allow_mac_spoofing did not let it through");
+    assert!(ping_gets_through(&n, &a, &["10.1.0.2"]), "allow_mac_spoofing did not let it through");
     in_zone_ns(&n, &a, &["ip", "link", "set", "net0", "address", &mac]);
 
     // Ethertype: a frame that is neither IP nor ARP.

@@ -28,17 +28,17 @@ fn state(n: &TestNode, uuid: &str) -> String {
 }
 
 /// Whether any cgroup hierarchy still has the zone's cgroup.
-fn cgroup_left(uuid: &str) -> Vec<String> {
+fn cgroup_left(n: &TestNode, uuid: &str) -> Vec<String> {
     let mut left = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
         for h in rd.flatten() {
-            let p = h.path().join(format!("htest-{uuid}"));
+            let p = h.path().join(format!("{}-{uuid}", n.prefix));
             if p.exists() {
                 left.push(p.display().to_string());
             }
         }
     }
-    let v2 = std::path::Path::new("/sys/fs/cgroup").join(format!("htest-{uuid}"));
+    let v2 = std::path::Path::new("/sys/fs/cgroup").join(format!("{}-{uuid}", n.prefix));
     if v2.exists() && !left.contains(&v2.display().to_string()) {
         left.push(v2.display().to_string());
     }
@@ -85,14 +85,14 @@ fn a_busybox_zone_boots_and_goes_away_whole() {
     );
     let tmp = n.hull(&["zlogin", &uuid, "sh", "-c", "grep ' /tmp ' /proc/mounts"]).ok();
     assert!(tmp.contains("tmpfs") && tmp.contains("size=131072k"), "/tmp is a tmpfs of `tmpfs` MiB: {tmp}");
-    assert!(!cgroup_left(&uuid).is_empty(), "a running zone has its cgroup");
+    assert!(!cgroup_left(&n, &uuid).is_empty(), "a running zone has its cgroup");
 
     n.hull(&["vmadm", "stop", &uuid]).ok();
     assert_eq!(state(&n, &uuid), "stopped");
     assert!(
-        cgroup_left(&uuid).is_empty(),
+        cgroup_left(&n, &uuid).is_empty(),
         "{:?}\nlog: {}\nrecord: {}",
-        cgroup_left(&uuid),
+        cgroup_left(&n, &uuid),
         zlog(&n, &uuid),
         std::fs::read_to_string(n.root().join(format!("var/hull/z/{uuid}/zoneadmd.json"))).unwrap_or_default()
     );
@@ -107,7 +107,7 @@ fn a_busybox_zone_boots_and_goes_away_whole() {
     assert!(r.stderr.contains("is running: cannot start"), "{}", r.stderr);
     n.hull(&["vmadm", "delete", &uuid]).ok();
     assert_eq!(n.datasets(), vec![img.clone(), format!("{img}@final")], "the VM's dataset is gone");
-    assert!(cgroup_left(&uuid).is_empty(), "{:?}", cgroup_left(&uuid));
+    assert!(cgroup_left(&n, &uuid).is_empty(), "{:?}", cgroup_left(&n, &uuid));
     assert!(!zoneadmd_running(&uuid));
     assert!(!n.root().join(format!("var/hull/z/{uuid}")).exists());
     assert_eq!(n.hull(&["vmadm", "list", "-H"]).ok(), "");
@@ -148,7 +148,7 @@ fn the_security_baseline_holds_from_inside() {
     }
     let max = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
         .iter()
-        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("htest-{uuid}/pids.max"))).ok())
+        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("{}-{uuid}/pids.max", n.prefix))).ok())
         .expect("pids.max");
     assert_eq!(max.trim(), "2000");
     n.hull(&["vmadm", "delete", &uuid]).ok();
@@ -176,7 +176,7 @@ fn caps_hold_and_change_live() {
     assert!(r.code == 0 || r.code == 2, "{}", r.stderr);
     let current = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
         .iter()
-        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("htest-{uuid}/pids.current"))).ok())
+        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("{}-{uuid}/pids.current", n.prefix))).ok())
         .expect("pids.current");
     let count: u64 = current.trim().parse().expect("count");
     assert!((30..=40).contains(&count), "processes in the zone: {count}");
@@ -192,7 +192,7 @@ fn caps_hold_and_change_live() {
     let limit = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
         .iter()
         .find_map(|h| {
-            let d = std::path::Path::new(h).join(format!("htest-{uuid}"));
+            let d = std::path::Path::new(h).join(format!("{}-{uuid}", n.prefix));
             std::fs::read_to_string(d.join("memory.limit_in_bytes"))
                 .or_else(|_| std::fs::read_to_string(d.join("memory.max")))
                 .ok()
@@ -212,7 +212,7 @@ fn caps_hold_and_change_live() {
     let out = n.hull(&["vmadm", "update", &uuid, "zfs_io_priority=200"]).ok();
     let weight = ["blkio/{}/blkio.bfq.weight", "{}/io.bfq.weight", "{}/io.weight"]
         .iter()
-        .map(|t| std::path::Path::new("/sys/fs/cgroup").join(t.replace("{}", &format!("htest-{uuid}"))))
+        .map(|t| std::path::Path::new("/sys/fs/cgroup").join(t.replace("{}", &format!("{}-{uuid}", n.prefix))))
         .find(|p| p.exists());
     if let Some(file) = weight {
         assert!(out.contains("applied live: zfs_io_priority"), "{out}");
@@ -314,7 +314,7 @@ fn the_zone_outlives_its_supervisor() {
     assert_eq!(n.hull(&["zlogin", &uuid, "echo", "alive"]).ok(), "alive\n");
     assert!(zoneadmd_running(&uuid), "a new zoneadmd watches the zone");
     n.hull(&["vmadm", "stop", "-F", &uuid]).ok();
-    assert!(cgroup_left(&uuid).is_empty());
+    assert!(cgroup_left(&n, &uuid).is_empty());
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!zoneadmd_running(&uuid));
     n.hull(&["vmadm", "delete", &uuid]).ok();
@@ -468,10 +468,10 @@ fn parallel_creates_and_mixed_verbs_stay_consistent() {
         let i = uuids.iter().position(|x| x == u).expect("known");
         let want = if i % 4 == 2 { "running" } else { "stopped" };
         assert_eq!(s, want, "{u} (verb {:?})", verbs[i]);
-        assert_eq!(cgroup_left(u).is_empty(), s != "running", "{u}: cgroup and state disagree");
+        assert_eq!(cgroup_left(&n, u).is_empty(), s != "running", "{u}: cgroup and state disagree");
     }
     for (i, u) in uuids.iter().enumerate().filter(|(i, _)| i % 4 == 1) {
-        assert!(cgroup_left(u).is_empty() && !n.zones().join(u).exists(), "deleted VM {i} left something");
+        assert!(cgroup_left(&n, u).is_empty() && !n.zones().join(u).exists(), "deleted VM {i} left something");
     }
     let datasets = n.datasets();
     assert!(!datasets.iter().any(|d| d.ends_with("-provisioning")), "{datasets:?}");
@@ -487,7 +487,7 @@ fn crashes_in_start_update_and_delete_leave_whole_vms() {
     let r = n.hull_env(&["vmadm", "start", &uuid], &[("HULL_FAILPOINT", "vm-start-prepared")]);
     assert!(r.stderr.contains("failpoint vm-start-prepared"), "{}", r.stderr);
     assert_eq!(state(&n, &uuid), "stopped");
-    assert!(cgroup_left(&uuid).is_empty());
+    assert!(cgroup_left(&n, &uuid).is_empty());
     n.hull(&["vmadm", "start", &uuid]).ok();
 
     let r =
@@ -500,7 +500,7 @@ fn crashes_in_start_update_and_delete_leave_whole_vms() {
     let r = n.hull_env(&["vmadm", "delete", &uuid], &[("HULL_FAILPOINT", "vm-delete-stopped")]);
     assert!(r.stderr.contains("failpoint"), "{}", r.stderr);
     assert_eq!(state(&n, &uuid), "stopped", "stopped but whole");
-    assert!(cgroup_left(&uuid).is_empty());
+    assert!(cgroup_left(&n, &uuid).is_empty());
     let r = n.hull_env(&["vmadm", "delete", &uuid], &[("HULL_FAILPOINT", "vm-delete-destroyed")]);
     assert!(r.stderr.contains("failpoint"), "{}", r.stderr);
     assert_eq!(n.hull(&["vmadm", "list", "-H"]).ok(), "", "gone");
@@ -566,8 +566,9 @@ fn zlogin_on_a_terminal_gets_a_pty() {
     let uuid = create(&n, base(&img));
     // script(1) gives zlogin a terminal as stdin, as a person at a console has.
     let cmd = format!(
-        "HULL_ROOT={} HULL_NODE=htest {HULL} zlogin {uuid} sh -c 'tty; echo in-pty; exit 3'",
-        n.root().display()
+        "HULL_ROOT={} HULL_NODE={} {HULL} zlogin {uuid} sh -c 'tty; echo in-pty; exit 3'",
+        n.root().display(),
+        n.prefix
     );
     let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().expect("script");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -172,6 +172,31 @@ impl BtrfsPool {
     /// `.rollback-<ds>` is the new contents (holding the snapshots once they moved) and
     /// `.rolledback-<ds>` the old ones (once the dataset was renamed away).
     pub fn finish_rollbacks(&self) -> Result<()> {
+        // Every command repairs the pool when it opens it; a rollback under way in another
+        // process is not a crashed one: leave it to that process.
+        match self.rollback_lock(false)? {
+            Some(_held) => self.finish_rollbacks_locked(),
+            None => Ok(()),
+        }
+    }
+
+    /// The pool's rollback lock: a flock on its top directory, held for a whole rollback and
+    /// by whoever finishes a crashed one. `wait` false answers `None` when it is held.
+    fn rollback_lock(&self, wait: bool) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+        let dir = match std::fs::File::open(&self.mnt) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io("open pool", &self.mnt, e)),
+        };
+        let how = if wait { nix::fcntl::FlockArg::LockExclusive } else { nix::fcntl::FlockArg::LockExclusiveNonblock };
+        match nix::fcntl::Flock::lock(dir, how) {
+            Ok(l) => Ok(Some(l)),
+            Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(StorageError::errno("lock pool for rollback", &self.mnt, e)),
+        }
+    }
+
+    fn finish_rollbacks_locked(&self) -> Result<()> {
         let Ok(rd) = std::fs::read_dir(&self.mnt) else { return Ok(()) };
         let top = self.open("open pool", self.name.clone(), &self.mnt)?;
         for e in rd.flatten() {
@@ -373,7 +398,8 @@ impl Pool for BtrfsPool {
         let old = format!(".rolledback-{}", ds);
         let (fresh_path, old_path, ds_path) = (self.mnt.join(&fresh), self.mnt.join(&old), self.mnt.join(ds.as_str()));
         let top = self.open("open pool", self.name.clone(), &self.mnt)?;
-        self.finish_rollbacks()?;
+        let _held = self.rollback_lock(true)?;
+        self.finish_rollbacks_locked()?;
         let source = self.open("open snapshot", self.full(snap), &src_path)?;
         ioctl::snapshot(&source, &top, &fresh, false)
             .map_err(|e| self.fail("rollback", self.full(snap), &fresh_path, e))?;

@@ -12,6 +12,9 @@ pub struct TestNode {
     /// The node's own network namespace, when the test asked for one: every hull command
     /// of the node runs in it.
     pub netns: Option<std::fs::File>,
+    /// The node's prefix (`--node`), its own: the cgroups, links, nftables tables and service
+    /// contracts named after it are this test's alone.
+    pub prefix: String,
 }
 
 pub struct Run {
@@ -47,7 +50,8 @@ impl TestNode {
     /// A node with no pool yet.
     pub fn bare() -> TestNode {
         let dir = tempfile::Builder::new().prefix("hull-test-").tempdir().expect("tempdir");
-        TestNode { dir, netns: None }
+        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..7]);
+        TestNode { dir, netns: None, prefix }
     }
 
     /// A node with a pool, living in a network namespace of its own.
@@ -85,7 +89,7 @@ impl TestNode {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(HULL);
-        c.env("HULL_ROOT", self.root()).env("HULL_NODE", "htest").env_remove("HULL_FAILPOINT");
+        c.env("HULL_ROOT", self.root()).env("HULL_NODE", &self.prefix).env_remove("HULL_FAILPOINT");
         if let Some(ns) = &self.netns {
             hull_net::ns::exec_in(&mut c, ns);
         }
