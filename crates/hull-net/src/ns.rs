@@ -46,6 +46,78 @@ pub fn create(path: &Path) -> Result<()> {
     made
 }
 
+/// Makes a user namespace whose ids are `map` (`/proc/PID/uid_map`'s format, used for gids
+/// too) and a network namespace owned by it, kept by bind mounts at `userns` and `netns`:
+/// a zone with its own user namespace can join a network namespace only if its user
+/// namespace owns it. The loopback is brought up. Existing ones are replaced.
+///
+/// A child unshares both at once (the kernel makes the user namespace first, and the network
+/// namespace belongs to it) and waits; this process writes its maps, binds its namespaces and
+/// lets it go. A child, not a thread: a process with threads cannot enter a user namespace.
+pub fn create_with_userns(netns: &Path, userns: &Path, map: &str) -> Result<()> {
+    remove(netns)?;
+    remove(userns)?;
+    for p in [netns, userns] {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io("create directory", dir, e))?;
+        }
+        std::fs::File::create(p).map_err(|e| io("create", p, e))?;
+    }
+    let made = (|| {
+        let (rd, wr) = nix::unistd::pipe().map_err(|e| io("pipe for", netns, e))?;
+        let (rd2, wr2) = nix::unistd::pipe().map_err(|e| io("pipe for", netns, e))?;
+        // SAFETY: the child calls only unshare, write, read and _exit.
+        match unsafe { nix::unistd::fork() }.map_err(|e| io("fork for", netns, e))? {
+            nix::unistd::ForkResult::Child => {
+                drop(rd);
+                drop(wr2);
+                let ok = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).is_ok();
+                let _ = nix::unistd::write(&wr, if ok { b"1" } else { b"0" });
+                let mut b = [0u8; 1];
+                let _ = nix::unistd::read(&rd2, &mut b);
+                // SAFETY: ends the child without the parent's destructors.
+                unsafe { libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(wr);
+                drop(rd2);
+                let r = (|| {
+                    let mut b = [0u8; 1];
+                    if nix::unistd::read(&rd, &mut b).map_err(|e| io("wait for", netns, e))? != 1 || b[0] != b'1' {
+                        return Err(io("unshare the namespaces for", netns, "refused"));
+                    }
+                    let proc = std::path::PathBuf::from(format!("/proc/{child}"));
+                    for (f, text) in [("uid_map", map), ("setgroups", "deny"), ("gid_map", map)] {
+                        std::fs::write(proc.join(f), text).map_err(|e| io("write", &proc.join(f), e))?;
+                    }
+                    for (ns, target) in [("ns/user", userns), ("ns/net", netns)] {
+                        mount(Some(&proc.join(ns)), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                            .map_err(|e| io("bind-mount the namespace at", target, e))?;
+                    }
+                    Ok(())
+                })();
+                drop(wr2);
+                let _ = nix::sys::wait::waitpid(child, None);
+                r
+            }
+        }
+    })();
+    let made = made.and_then(|()| {
+        run_in(netns, || {
+            let mut nl = crate::nl::Netlink::open()?;
+            if let Some(lo) = nl.link("lo")? {
+                nl.set_up(lo.index, true)?;
+            }
+            Ok(())
+        })
+    });
+    if made.is_err() {
+        let _ = remove(netns);
+        let _ = remove(userns);
+    }
+    made
+}
+
 /// Unmounts and removes the namespace at `path`; its links go with it once no process is
 /// left inside. A missing one is fine.
 pub fn remove(path: &Path) -> Result<()> {

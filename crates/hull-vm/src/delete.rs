@@ -25,6 +25,7 @@ impl Vmadm {
         }
         hull_storage::destroy(self.pool()?, &ds(uuid)?, true)?;
         hull_exec::failpoint("vm-delete-destroyed");
+        self.release_idmap_slot(uuid);
         if dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }

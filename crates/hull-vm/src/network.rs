@@ -17,6 +17,11 @@ pub fn netns_path(node: &Node, uuid: &str) -> PathBuf {
     hull_net::vnic::netns_dir(&node.var_dir()).join(uuid)
 }
 
+/// Where a zone's user namespace is kept while it runs (made with its network namespace).
+pub fn userns_path(node: &Node, uuid: &str) -> PathBuf {
+    node.var_dir().join("userns").join(uuid)
+}
+
 /// The node's network, as its config now says.
 pub fn net(node: &Node) -> Result<Net> {
     Ok(Net::new(node.prefix(), node.load_config()?))
@@ -28,6 +33,7 @@ pub fn down(node: &Node, uuid: &str) -> Result<()> {
     let _lock = net_lock(node)?;
     let net = net(node)?;
     ns::remove(&netns_path(node, uuid))?;
+    ns::remove(&userns_path(node, uuid))?;
     net.unplug_all(uuid)?;
     Ok(())
 }
@@ -85,7 +91,10 @@ impl Vmadm {
     }
 
     /// Makes the zone's namespace and plugs every NIC into it; returns the namespace.
-    pub(crate) fn net_up(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<PathBuf> {
+    /// Makes the VM's network namespace with its NICs; with `idmap`, owned by a user
+    /// namespace of the zone's made with it (the zone's ids 0..SIZE are the host's from
+    /// `base`).
+    pub(crate) fn net_up(&self, uuid: &str, cfg: &Map<String, Value>, idmap: Option<u32>) -> Result<PathBuf> {
         let path = netns_path(&self.node, uuid);
         let r = (|| {
             let _lock = net_lock(&self.node)?;
@@ -100,7 +109,12 @@ impl Vmadm {
             // A namespace left by a zone that died without its supervisor goes first.
             ns::remove(&path)?;
             net.unplug_all(uuid)?;
-            ns::create(&path)?;
+            match idmap {
+                Some(base) => {
+                    ns::create_with_userns(&path, &userns_path(&self.node, uuid), &hull_zone::idmap::map(base))?
+                }
+                None => ns::create(&path)?,
+            }
             let guest = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
             for nic in &nics {
                 if guest {

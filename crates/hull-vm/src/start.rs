@@ -47,6 +47,7 @@ impl Vmadm {
             binds: Vec::new(),
             devices: Vec::new(),
             relays: Vec::new(),
+            idmap: None,
         })
     }
 
@@ -89,6 +90,24 @@ impl Vmadm {
             }
             put("resolv.conf", text)?;
         }
+        self.check_init(uuid, z)
+    }
+
+    /// Refuses to boot a zone whose init is not an executable file in its root: the error
+    /// comes from `vmadm start` then, not from a zone that dies a moment after it ran. The
+    /// path is resolved as the zone would (its links followed inside its root only).
+    fn check_init(&self, uuid: &str, z: &ZoneConfig) -> Result<()> {
+        let Some(init) = z.init.first() else { return Ok(()) };
+        let refuse = |why: String| VmError::Other { vm: uuid.into(), reason: format!("init_name {init}: {why}") };
+        let rel = std::path::Path::new(init.trim_start_matches('/'));
+        let meta = hull_exec::tree::Tree::open_scoped(&z.rootfs)
+            .and_then(|t| t.root().resolve(rel).map_err(|e| std::io::Error::other(e.to_string())))
+            .and_then(|h| std::fs::File::from(std::os::fd::OwnedFd::from(h)).metadata())
+            .map_err(|e| refuse(format!("not found in the zone's root ({e})")))?;
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(refuse("not an executable file in the zone's root".into()));
+        }
         Ok(())
     }
 
@@ -104,6 +123,12 @@ impl Vmadm {
         let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };
         if !hvm {
             self.prepare_root(uuid, &z, &cfg)?;
+            if !cfg.get("privileged").and_then(Value::as_bool).unwrap_or(false) {
+                z.idmap = Some(hull_zone::Idmap {
+                    base: hull_zone::idmap::base(self.idmap_slot(uuid)?),
+                    userns: crate::network::userns_path(&self.node, uuid),
+                });
+            }
         }
         let dir = self.run_dir(uuid);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
@@ -112,7 +137,7 @@ impl Vmadm {
             path: dir.clone(),
             source: e,
         })?;
-        z.netns = Some(self.net_up(uuid, &cfg)?);
+        z.netns = Some(self.net_up(uuid, &cfg, z.idmap.as_ref().map(|m| m.base))?);
         let zone_json = dir.join("zone.json");
         if let Err(e) = hull_exec::write_atomic(&zone_json, &serde_json::to_vec_pretty(&z).unwrap_or_default()) {
             let _ = crate::network::down(&self.node, uuid);
@@ -131,6 +156,55 @@ impl Vmadm {
             self.save(uuid, &cfg)?;
         }
         Ok(())
+    }
+
+    /// The VM's slot of host ids for its user namespace ([`hull_zone::idmap`]): claimed the
+    /// first time it boots and kept until it is deleted, so that no two VMs share a range.
+    /// A claim is a file `var/hull/idmap/SLOT` holding the VM's uuid, made with `O_EXCL`
+    /// (two starts racing for a slot cannot both win it), and `var/hull/idmap/UUID`
+    /// holding the slot. Called with the VM's lock held.
+    fn idmap_slot(&self, uuid: &str) -> Result<u32> {
+        let dir = self.node.var_dir().join("idmap");
+        let io = |op: &'static str, path: &std::path::Path| {
+            let (vm, path) = (uuid.to_string(), path.to_path_buf());
+            move |source| VmError::Io { vm, op, path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        let mine = dir.join(uuid);
+        if let Some(slot) = std::fs::read_to_string(&mine).ok().and_then(|t| t.trim().parse::<u32>().ok())
+            && std::fs::read_to_string(dir.join(slot.to_string())).is_ok_and(|o| o == uuid)
+        {
+            return Ok(slot);
+        }
+        let slots = hull_zone::idmap::SLOTS;
+        let start = u32::from_str_radix(uuid.get(..8).unwrap_or("0"), 16).unwrap_or(0) % slots;
+        for i in 0..slots {
+            let slot = (start + i) % slots;
+            let p = dir.join(slot.to_string());
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+                Ok(mut f) => {
+                    std::io::Write::write_all(&mut f, uuid.as_bytes()).map_err(io("write", &p))?;
+                    hull_exec::write_atomic(&mine, slot.to_string().as_bytes()).map_err(io("write", &mine))?;
+                    return Ok(slot);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io("create", &p)(e)),
+            }
+        }
+        Err(VmError::Other { vm: uuid.into(), reason: format!("every one of the node's {slots} id ranges is taken") })
+    }
+
+    /// Gives the VM's id range back (at delete).
+    pub(crate) fn release_idmap_slot(&self, uuid: &str) {
+        let dir = self.node.var_dir().join("idmap");
+        let mine = dir.join(uuid);
+        if let Some(slot) = std::fs::read_to_string(&mine).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+            let p = dir.join(slot.to_string());
+            if std::fs::read_to_string(&p).is_ok_and(|o| o == uuid) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        let _ = std::fs::remove_file(&mine);
     }
 
     /// Runs `hull zoneadmd UUID` in its own session and waits for its word that init runs.

@@ -55,6 +55,14 @@ impl Vmadm {
                 "init exited {status}; {MAX_RESTARTS} restarts within {RESTART_WINDOW:?}: staying down"
             );
             let _ = std::fs::remove_file(&log);
+            // `vmadm list` says why it is down. Not waiting for the lock: a caller holding
+            // it (a stop) waits for this zoneadmd.
+            if let Ok(_lock) = self.lock(uuid)
+                && let Ok(mut cfg) = self.load(uuid)
+            {
+                cfg.insert("failed".into(), serde_json::Value::Bool(true));
+                let _ = self.save(uuid, &cfg);
+            }
             return AfterExit::Stay;
         }
         recent.push(now);

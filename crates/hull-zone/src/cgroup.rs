@@ -169,6 +169,15 @@ pub fn join_unmanaged(cgroup: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Moves this process into the zone's cgroup in every hierarchy.
+pub fn join_all(cgroup: &str) -> std::io::Result<()> {
+    let rel = cgroup.trim_start_matches('/');
+    for h in hierarchies() {
+        std::fs::write(h.mountpoint.join(rel).join("cgroup.procs"), std::process::id().to_string())?;
+    }
+    Ok(())
+}
+
 /// Moves this process to the root cgroup of every hierarchy: a zone's supervisor belongs to
 /// no service's contract (SMF gives zoneadmd a contract of its own), so stopping the service
 /// that started it (`system/zones`, or any script run by svc.startd) never kills it.

@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod events;
+pub mod idmap;
 mod relay;
 pub mod runtime;
 pub mod spec;
@@ -49,6 +50,17 @@ pub struct ZoneConfig {
     /// (a KVM guest's VNC console).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<Relay>,
+    /// The zone's own user namespace ([`idmap`]); None runs zone root as host root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<Idmap>,
+}
+
+/// A zone's user namespace: its ids 0..[`idmap::SIZE`] are the host's from `base`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Idmap {
+    pub base: u32,
+    /// The namespace, kept by a bind mount (made with the zone's network namespace).
+    pub userns: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -75,6 +75,10 @@ impl Runtime {
         })?;
         let mut config = crate::spec::oci_config(z);
         clamp_rlimits(&mut config);
+        if let Some(idmap) = &z.idmap {
+            let root = self.own_userns_mounts(z, &bundle, idmap)?;
+            crate::spec::own_userns(&mut config, idmap, &root);
+        }
         let view = crate::cgroup::view(&z.cgroup).map_err(|e| ZoneError::Io {
             id: z.id.clone(),
             op: "prepare the cgroup view",
@@ -137,6 +141,39 @@ impl Runtime {
         Ok(())
     }
 
+    /// What a zone with its own user namespace needs before it starts (see
+    /// [`crate::idmap`]): its root mounted idmapped at `BUNDLE/rootfs`, and its cgroups without
+    /// controllers handed to its root.
+    fn own_userns_mounts(&self, z: &ZoneConfig, bundle: &Path, idmap: &crate::Idmap) -> Result<std::path::PathBuf> {
+        let io = |op: &'static str, path: &Path| {
+            let (id, path) = (z.id.clone(), path.to_path_buf());
+            move |source| ZoneError::Io { id, op, path, source }
+        };
+        let root = bundle.join("rootfs");
+        crate::idmap::unmount(&root);
+        std::fs::create_dir_all(&root).map_err(io("create directory", &root))?;
+        let ns = std::fs::File::open(&idmap.userns).map_err(io("open the user namespace", &idmap.userns))?;
+        crate::idmap::mount_idmapped(&z.rootfs, &root, &ns).map_err(io("mount the zone's root idmapped", &z.rootfs))?;
+        crate::idmap::delegate_cgroups(&z.cgroup, idmap.base)
+            .map_err(io("delegate cgroups", Path::new("/sys/fs/cgroup")))?;
+        Ok(root)
+    }
+
+    /// Unmounts what [`Runtime::own_userns_mounts`] mounted; refuses when something stays
+    /// mounted below the bundle, which must then not be removed (its root would go with it).
+    fn unmount_bundle(&self, id: &str) -> Result<()> {
+        let bundle = self.bundles.join(id);
+        crate::idmap::unmount(&bundle.join("rootfs"));
+        if let Some(m) = hull_exec::mountinfo::mounts().into_iter().find(|m| m.mountpoint.starts_with(&bundle)) {
+            return Err(ZoneError::Runtime {
+                id: id.to_string(),
+                op: "unmount",
+                reason: format!("{} is still mounted; its bundle is left in place", m.mountpoint.display()),
+            });
+        }
+        Ok(())
+    }
+
     /// Removes the container, every process left in its cgroup, the cgroup itself and the
     /// bundle; a missing container is fine.
     pub fn delete(&self, id: &str, cgroup: &str) -> Result<()> {
@@ -148,6 +185,7 @@ impl Runtime {
         {
             tracing::debug!(zone = %id, "libcontainer delete: {e}");
         }
+        self.unmount_bundle(id)?;
         for (what, dir) in [("remove state", self.state_root.join(id)), ("remove bundle", self.bundles.join(id))] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| ZoneError::Io {
@@ -195,6 +233,22 @@ impl Runtime {
         {
             eprintln!("zone {id}: join cgroup: {e}");
             return 126;
+        }
+        // A zone in its own user namespace: libcontainer's exec joins every namespace of the
+        // zone but that one. Joined here, once the command is in all the zone's cgroups
+        // (after, this process may no longer move itself there).
+        let userns = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|n| n.iter().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User))
+            .and_then(|n| n.path().clone());
+        if let Some(ns) = &userns {
+            let joined = cgroup.as_ref().map_or(Ok(()), |cg| crate::cgroup::join_all(&cg.to_string_lossy()));
+            if let Err(e) = joined.and_then(|()| crate::idmap::enter(ns)) {
+                eprintln!("zone {id}: enter the zone's user namespace: {e}");
+                return 126;
+            }
         }
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         if let Some(s) = &seccomp

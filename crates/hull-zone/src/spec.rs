@@ -241,6 +241,20 @@ pub fn oci_config(z: &ZoneConfig) -> Value {
     })
 }
 
+/// Puts the zone in its own user namespace (joined by path: the host made it with the
+/// network namespace it owns), on the root the host mounted idmapped at `root`. The zone's
+/// own mounts (proc, sysfs, tmpfs, devpts, mqueue) then belong to its user namespace, and
+/// devices are bound, not made.
+pub fn own_userns(config: &mut Value, idmap: &crate::Idmap, root: &std::path::Path) {
+    config["root"]["path"] = json!(root);
+    let map = json!([{"containerID": 0, "hostID": idmap.base, "size": crate::idmap::SIZE}]);
+    config["linux"]["uidMappings"] = map.clone();
+    config["linux"]["gidMappings"] = map;
+    if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
+        ns.insert(0, json!({"type": "user", "path": idmap.userns}));
+    }
+}
+
 /// The spec as libcontainer takes it.
 pub fn oci_spec(z: &ZoneConfig) -> Result<oci_spec::runtime::Spec, String> {
     serde_json::from_value(oci_config(z)).map_err(|e| format!("OCI spec: {e}"))
@@ -264,6 +278,7 @@ mod tests {
             binds: Vec::new(),
             devices: Vec::new(),
             relays: Vec::new(),
+            idmap: None,
         }
     }
 

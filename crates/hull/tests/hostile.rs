@@ -277,7 +277,7 @@ fn a_relative_root_is_stored_absolute() {
     let n = TestNode::bare();
     let run = |cwd: &Path, args: &[&str]| {
         let mut c = std::process::Command::new(HULL);
-        c.current_dir(cwd).env_remove("HULL_ROOT").args(["--node", "htest"]).args(args);
+        c.current_dir(cwd).env_remove("HULL_ROOT").args(["--node", n.prefix.as_str()]).args(args);
         let out = c.output().expect("run hull");
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
@@ -463,4 +463,96 @@ fn zlogin_at_the_process_cap_says_so() {
     let _ = hog.wait();
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("max_lwps"), "{}", r.stderr);
+}
+
+#[test]
+fn an_init_that_is_missing_or_dies_at_once_leaves_its_zone_down_and_others_up() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let other = zone(&n, &img, serde_json::json!({"alias": "other"}));
+    let other_pid = pid(&n, &other);
+    // Missing: the start says so itself, and the zone is not left half up.
+    let missing = zone(&n, &img, serde_json::json!({"autoboot": false, "init_name": "/no/such/init"}));
+    let r = n.hull(&["vmadm", "start", &missing]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("init_name /no/such/init") && r.stderr.contains(&missing), "{}", r.stderr);
+    assert_eq!(state(&n, &missing), "stopped");
+    // A directory is no init either.
+    n.hull(&["vmadm", "update", &missing, "init_name=/etc"]).ok();
+    let r = n.hull(&["vmadm", "start", &missing]);
+    assert!(r.stderr.contains("not an executable file"), "{}", r.stderr);
+    // An init that exits at once is restarted a few times, then left down and marked failed
+    // instead of restarting for ever.
+    let quick = zone(&n, &img, serde_json::json!({"init_name": "/bin/true"}));
+    let mut s = String::new();
+    for _ in 0..150 {
+        s = state(&n, &quick);
+        if s == "failed" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(s, "failed", "an init that exits at once");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(state(&n, &quick), "failed", "it stays down");
+    // A start clears it.
+    n.hull(&["vmadm", "update", &quick, "init_name=/sbin/init"]).ok();
+    n.hull(&["vmadm", "start", &quick]).ok();
+    assert_eq!(state(&n, &quick), "running");
+    assert_eq!(state(&n, &other), "running");
+    assert_eq!(pid(&n, &other), other_pid, "the other zone was not touched");
+}
+
+/// The host's view of a process's real and effective uid (`/proc/PID/status`).
+fn host_uids(pid: i64) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    let ids: Vec<u32> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    (ids[0], ids[1])
+}
+
+#[test]
+fn zone_root_is_an_unprivileged_host_id_of_its_own_and_the_disk_keeps_the_image_s_ids() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let a = zone(&n, &img, serde_json::json!({"alias": "a"}));
+    let b = zone(&n, &img, serde_json::json!({"alias": "b"}));
+    // Seen from the host, each zone's root is a high uid, and not the other zone's.
+    let (ua, ub) = (host_uids(pid(&n, &a).expect("pid")), host_uids(pid(&n, &b).expect("pid")));
+    assert!(ua.0 >= 1_000_000_000 && ua.1 >= 1_000_000_000, "zone a's init runs as host uid {ua:?}");
+    assert!(ub.0 >= 1_000_000_000, "zone b's init runs as host uid {ub:?}");
+    assert!(ua.0.abs_diff(ub.0) >= 65536, "two zones share host ids: {ua:?} {ub:?}");
+    // A zlogin'd command is in the zone's user namespace too: its map is the zone's.
+    let map = n.hull(&["zlogin", &a, "cat", "/proc/self/uid_map"]).ok();
+    let fields: Vec<u32> = map.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    assert_eq!(fields, vec![0, ua.0, 65536], "{map}");
+    // Inside, the image's files are root's; a file zone root makes, and one it gives to
+    // uid 1000, are stored with those ids on disk: nothing shifted, nothing to shift back.
+    let ls = n.hull(&["zlogin", &a, "ls", "-ln", "/bin/busybox"]).ok();
+    assert!(ls.split_whitespace().nth(2) == Some("0"), "{ls}");
+    n.hull(&["zlogin", &a, "sh", "-c", "touch /mine /theirs && chown 1000:1000 /theirs"]).ok();
+    let root = n.zones().join(&a).join("root");
+    use std::os::unix::fs::MetadataExt;
+    let meta = |p: &str| std::fs::symlink_metadata(root.join(p)).expect(p);
+    assert_eq!((meta("mine").uid(), meta("mine").gid()), (0, 0));
+    assert_eq!((meta("theirs").uid(), meta("theirs").gid()), (1000, 1000));
+    assert_eq!(meta("bin/busybox").uid(), 0);
+    // Ids outside its range do not exist for the zone: it cannot hand a file to one.
+    let r = n.hull(&["zlogin", &a, "sh", "-c", "chown 70000 /mine"]);
+    assert_ne!(r.code, 0, "uid 70000 is outside the zone's range");
+    // A privileged zone is a payload choice, and runs as host root.
+    let p = zone(&n, &img, serde_json::json!({"alias": "p", "privileged": true}));
+    assert_eq!(host_uids(pid(&n, &p).expect("pid")).0, 0);
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &p]).ok()).expect("json");
+    assert_eq!(v["privileged"], true);
+    // Stop and delete leave no idmapped mount and no user namespace behind.
+    for u in [&a, &b, &p] {
+        n.hull(&["vmadm", "delete", u]).ok();
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let base = n.root().to_string_lossy().into_owned();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&base) && !l.contains("/zones ")).collect();
+    assert!(left.iter().all(|l| !l.contains("bundles") && !l.contains("userns")), "{left:#?}");
+    let claims = std::fs::read_dir(n.root().join("var/hull/idmap")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(claims, 0, "id ranges still claimed after delete");
 }

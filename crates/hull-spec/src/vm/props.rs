@@ -190,6 +190,9 @@ pub static PROPS: &[Prop] = &[
     p!("owner_uuid", STR, [(ALL, CRU)], 0, Live),
     p!("package_name", STR, [(J | M | L | K, CRU)], 0, Live),
     p!("package_version", STR, [(J | M | L | K, CRU)], 0, Live),
+    // hull's own: an OS zone without a user namespace of its own (zone root is host root,
+    // held by capabilities and seccomp only). Off by default; see docs/zones.md.
+    p!("privileged", BOOL, [(OS, CRU)], 0, Reboot),
     p!("qemu_extra_opts", STR, [(K, CRU)], 0, NotYet),
     p!("qemu_opts", STR, [(K, CRU)], 0, NotYet),
     p!("quota", int(0, MAX_GIB), [(ALL, CRU)], 0, Live),
