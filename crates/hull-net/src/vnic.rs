@@ -276,6 +276,15 @@ impl Net {
                     dst.parse::<ipnet::IpNet>().or_else(|_| dst.parse::<IpAddr>().map(ipnet::IpNet::from)).map_err(
                         |_| NetError::Invalid(format!("route destination {dst:?} is not an address or network")),
                     )?;
+                // `nics[N]`: out of the Nth NIC, with no gateway (SmartOS's link route).
+                if let Some(i) = hull_spec::vm::route_nic(gw) {
+                    let nic = nics.get(i).ok_or_else(|| NetError::Invalid(format!("route {dst} via {gw}: no such NIC")))?;
+                    let link = nl
+                        .link(&nic.interface)?
+                        .ok_or_else(|| NetError::Invalid(format!("route {dst} via {gw}: {} is missing", nic.interface)))?;
+                    nl.add_route(net.network(), net.prefix_len(), None, Some(link.index))?;
+                    continue;
+                }
                 let gw: IpAddr =
                     gw.parse().map_err(|_| NetError::Invalid(format!("route gateway {gw:?} is not an address")))?;
                 nl.add_route(net.network(), net.prefix_len(), Some(gw), None)?;

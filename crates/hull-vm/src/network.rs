@@ -164,7 +164,9 @@ impl Vmadm {
 fn check_routes(uuid: &str, cfg: &Map<String, Value>) -> Result<()> {
     for (dst, gw) in routes_of(cfg) {
         let dst_ok = dst.parse::<ipnet::IpNet>().is_ok() || dst.parse::<std::net::IpAddr>().is_ok();
-        if !dst_ok || gw.parse::<std::net::IpAddr>().is_err() {
+        let gw_ok = gw.parse::<std::net::IpAddr>().is_ok()
+            || hull_spec::vm::route_nic(&gw).is_some_and(|i| i < nics_of(cfg).len());
+        if !dst_ok || !gw_ok {
             return Err(bad_nics(
                 uuid,
                 vec![NicProblem { field: format!("routes.{dst}"), reason: format!("{dst} via {gw:?} is not a route") }],

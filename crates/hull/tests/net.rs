@@ -666,10 +666,21 @@ fn nictagadm_and_dladm_manage_tags_and_etherstubs() {
 
     // A zone on the uplink's tag reaches the far side.
     let img = n.busybox();
-    let z = create(&n, payload(&img, json!([{"nic_tag": "ext", "ips": ["10.6.0.10/24"], "gateways": ["10.6.0.254"]}])));
+    let mut p = payload(&img, json!([{"nic_tag": "ext", "ips": ["10.6.0.10/24"], "gateways": ["10.6.0.254"]}]));
+    // SmartOS's routes: through an address, or out of a NIC (`nics[N]`, no gateway).
+    p["routes"] = json!({"10.9.0.0/16": "10.6.0.254", "192.168.77.0/24": "nics[0]"});
+    let mut bad = p.clone();
+    bad["routes"] = json!({"192.168.77.0/24": "nics[3]"});
+    let f = n.root().join("bad-route.json");
+    std::fs::write(&f, bad.to_string()).expect("payload");
+    let r = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]);
+    assert!(r.code != 0 && r.stderr.contains("nics[3]"), "a route out of a NIC the VM lacks: {}", r.stderr);
+    let z = create(&n, p);
     assert!(ping(&n, &z, &["10.6.0.254"]), "through the uplink");
     let routes = n.hull(&["zlogin", &z, "ip", "route"]).ok();
     assert!(routes.contains("default via 10.6.0.254"), "{routes}");
+    assert!(routes.contains("10.9.0.0/16 via 10.6.0.254"), "{routes}");
+    assert!(routes.lines().any(|l| l.starts_with("192.168.77.0/24 dev net0")), "{routes}");
     assert_eq!(n.hull(&["nictagadm", "vms", "ext"]).ok().trim(), z);
     let r = n.hull(&["nictagadm", "delete", "ext"]);
     assert_eq!(r.code, 1, "a tag in use");

@@ -3,4 +3,4 @@
 pub mod props;
 mod validate;
 
-pub use validate::{Action, Brand, ValidationErrors, valid_hostname, validate};
+pub use validate::{Action, Brand, ValidationErrors, route_nic, valid_hostname, validate};

@@ -217,8 +217,13 @@ fn valid_route_dst(s: &str) -> bool {
 
 /// A route's gateway: an address, or `nics[N]` (the route goes out of that NIC).
 fn valid_route_gw(s: &str) -> bool {
-    s.parse::<std::net::IpAddr>().is_ok()
-        || s.strip_prefix("nics[").and_then(|r| r.strip_suffix(']')).is_some_and(|n| n.parse::<u16>().is_ok())
+    s.parse::<std::net::IpAddr>().is_ok() || route_nic(s).is_some()
+}
+
+/// The NIC index of a `nics[N]` route gateway (SmartOS: the route goes out of the VM's Nth
+/// NIC, with no gateway address).
+pub fn route_nic(gw: &str) -> Option<usize> {
+    gw.strip_prefix("nics[").and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse::<u16>().ok()).map(usize::from)
 }
 
 fn valid_dns_chars(s: &str) -> bool {
