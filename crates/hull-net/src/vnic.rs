@@ -278,10 +278,11 @@ impl Net {
                     )?;
                 // `nics[N]`: out of the Nth NIC, with no gateway (SmartOS's link route).
                 if let Some(i) = hull_spec::vm::route_nic(gw) {
-                    let nic = nics.get(i).ok_or_else(|| NetError::Invalid(format!("route {dst} via {gw}: no such NIC")))?;
-                    let link = nl
-                        .link(&nic.interface)?
-                        .ok_or_else(|| NetError::Invalid(format!("route {dst} via {gw}: {} is missing", nic.interface)))?;
+                    let nic =
+                        nics.get(i).ok_or_else(|| NetError::Invalid(format!("route {dst} via {gw}: no such NIC")))?;
+                    let link = nl.link(&nic.interface)?.ok_or_else(|| {
+                        NetError::Invalid(format!("route {dst} via {gw}: {} is missing", nic.interface))
+                    })?;
                     nl.add_route(net.network(), net.prefix_len(), None, Some(link.index))?;
                     continue;
                 }

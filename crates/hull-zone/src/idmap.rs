@@ -1,7 +1,7 @@
 //! A zone in its own user namespace: zone root is an unprivileged host id.
 //!
-//! The zone's ids 0..65536 map to the host's `base..base+65536`, a range no other running
-//! zone has. Its root filesystem stays as the image wrote it (root-owned files stay uid 0 on
+//! The zone's ids 0..65536 map to the host's `base..base+65536`, a range no other VM on the
+//! node holds. Its root filesystem stays as the image wrote it (root-owned files stay uid 0 on
 //! disk): the zone sees it through an idmapped mount (`open_tree` + `mount_setattr` with
 //! `MOUNT_ATTR_IDMAP`), which shows the on-disk ids shifted into the zone's range and
 //! writes the zone's ids back unshifted. Nothing is rewritten at clone or at boot, and the
@@ -75,7 +75,12 @@ pub fn mount_idmapped(src: &Path, dest: &Path, userns: impl AsFd) -> io::Result<
     }
     // SAFETY: fd is a descriptor open_tree just returned to us alone.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_fd().as_raw_fd() as u64 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_fd().as_raw_fd() as u64,
+    };
     let empty = c"";
     // SAFETY: mount_setattr reads `attr` (its size given) on the detached tree's descriptor.
     let rc = unsafe {

@@ -77,7 +77,12 @@ fn leftovers(n: &TestNode) -> (Vec<String>, Vec<String>) {
     let prefix = n.prefix.clone();
     let links = n.in_node(move || {
         let mut nl = hull_net::nl::Netlink::open().expect("netlink");
-        nl.links().expect("links").into_iter().map(|l| l.name).filter(|l| l.starts_with(prefix.as_str())).collect::<Vec<_>>()
+        nl.links()
+            .expect("links")
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|l| l.starts_with(prefix.as_str()))
+            .collect::<Vec<_>>()
     });
     let out = n.in_node(|| std::process::Command::new("nft").args(["list", "ruleset"]).output().expect("nft"));
     let chains = String::from_utf8_lossy(&out.stdout)

@@ -148,7 +148,9 @@ fn the_security_baseline_holds_from_inside() {
     }
     let max = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
         .iter()
-        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("{}-{uuid}/pids.max", n.prefix))).ok())
+        .find_map(|h| {
+            std::fs::read_to_string(std::path::Path::new(h).join(format!("{}-{uuid}/pids.max", n.prefix))).ok()
+        })
         .expect("pids.max");
     assert_eq!(max.trim(), "2000");
     n.hull(&["vmadm", "delete", &uuid]).ok();
@@ -176,7 +178,9 @@ fn caps_hold_and_change_live() {
     assert!(r.code == 0 || r.code == 2, "{}", r.stderr);
     let current = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
         .iter()
-        .find_map(|h| std::fs::read_to_string(std::path::Path::new(h).join(format!("{}-{uuid}/pids.current", n.prefix))).ok())
+        .find_map(|h| {
+            std::fs::read_to_string(std::path::Path::new(h).join(format!("{}-{uuid}/pids.current", n.prefix))).ok()
+        })
         .expect("pids.current");
     let count: u64 = current.trim().parse().expect("count");
     assert!((30..=40).contains(&count), "processes in the zone: {count}");
