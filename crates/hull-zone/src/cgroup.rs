@@ -169,6 +169,48 @@ pub fn join_unmanaged(cgroup: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Keeps the kernel's OOM killer off a zone's init while the zone has anything else to give
+/// up: a zone's own memory pressure then kills one of its processes, not the zone.
+///
+/// Every process of the zone but init gets `oom_score_adj` 1000 (the kernel's "first to
+/// go"), set by the supervisor at each turn of its loop (at least once a second) on the
+/// processes that appeared since the last; init keeps its own. Raising a score needs no
+/// privilege (lowering init's own would need `CAP_SYS_RESOURCE`, which a host in a
+/// container may not have: this one does not). Alone in its cgroup, init can still be
+/// killed, and the zone is booted again, rather than every allocation in the zone waiting
+/// for ever. A process is unmarked for at most a turn; a zone's process may lower its own
+/// score again, which harms only its own zone.
+pub struct OomShield {
+    procs: Option<PathBuf>,
+    init: i32,
+    seen: std::collections::HashSet<i32>,
+}
+
+impl OomShield {
+    pub fn new(cgroup: &str, init: i32) -> OomShield {
+        let rel = cgroup.trim_start_matches('/');
+        // The memory controller's cgroup: every process the cap covers is there.
+        let procs = hierarchies()
+            .into_iter()
+            .filter(|h| h.controllers)
+            .map(|h| h.mountpoint.join(rel))
+            .find(|d| d.join("memory.limit_in_bytes").exists() || d.join("memory.max").exists())
+            .map(|d| d.join("cgroup.procs"));
+        OomShield { procs, init, seen: std::collections::HashSet::new() }
+    }
+
+    /// Marks the processes that appeared since the last turn.
+    pub fn tick(&mut self) {
+        let Some(p) = &self.procs else { return };
+        let Ok(text) = std::fs::read_to_string(p) else { return };
+        let now: std::collections::HashSet<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        for pid in now.iter().filter(|p| **p != self.init && !self.seen.contains(p)) {
+            let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000");
+        }
+        self.seen = now;
+    }
+}
+
 /// Moves this process into the zone's cgroup in every hierarchy.
 pub fn join_all(cgroup: &str) -> std::io::Result<()> {
     let rel = cgroup.trim_start_matches('/');

@@ -188,7 +188,8 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
         relay(&z.id, r.clone());
     }
     report(format!("ok {pid}\n"));
-    let status = supervise(&z.id, pid, pty, attach, dir)?;
+    let mut oom = crate::cgroup::OomShield::new(&z.cgroup, pid);
+    let status = supervise(&z.id, pid, pty, attach, dir, &mut oom)?;
     finish(rt, z, dir, &mut rec, status, on_exit)?;
     Ok(status.unwrap_or(-1))
 }
@@ -233,8 +234,14 @@ pub fn monitor(rt: &Runtime, z: &ZoneConfig, dir: &Path, on_exit: &dyn Fn()) -> 
     rec.zoneadmd = std::process::id() as i32;
     write_record(id, dir, &rec)?;
     if let Ok(fd) = pidfd_open(pid) {
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        while poll(&mut fds, PollTimeout::NONE).is_err() {}
+        let mut oom = crate::cgroup::OomShield::new(&z.cgroup, pid);
+        loop {
+            oom.tick();
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(1000u16)).is_ok_and(|n| n > 0) {
+                break;
+            }
+        }
     }
     finish(rt, z, dir, &mut rec, None, on_exit)
 }
@@ -293,7 +300,14 @@ fn wait_status(s: nix::sys::wait::WaitStatus) -> Option<i32> {
 }
 
 /// Serves the console until init exits; returns its status.
-fn supervise(id: &str, init: i32, pty: Option<OwnedFd>, attach: UnixListener, dir: &Path) -> Result<Option<i32>> {
+fn supervise(
+    id: &str,
+    init: i32,
+    pty: Option<OwnedFd>,
+    attach: UnixListener,
+    dir: &Path,
+    oom: &mut crate::cgroup::OomShield,
+) -> Result<Option<i32>> {
     use nix::sys::wait::{WaitPidFlag, waitpid};
     attach.set_nonblocking(true).ok();
     let pidfd =
@@ -312,6 +326,7 @@ fn supervise(id: &str, init: i32, pty: Option<OwnedFd>, attach: UnixListener, di
                 Ok(_) => continue,
             }
         }
+        oom.tick();
         let mut fds =
             vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(attach.as_fd(), PollFlags::POLLIN)];
         if let Some(p) = &pty {

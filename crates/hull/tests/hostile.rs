@@ -556,3 +556,37 @@ fn zone_root_is_an_unprivileged_host_id_of_its_own_and_the_disk_keeps_the_image_
     let claims = std::fs::read_dir(n.root().join("var/hull/idmap")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(claims, 0, "id ranges still claimed after delete");
 }
+
+#[test]
+fn a_zone_s_memory_pressure_kills_a_tenant_process_not_its_init() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let uuid = zone(&n, &img, serde_json::json!({"autoboot": false, "max_physical_memory": 64}));
+    // An init that holds more memory than anything else in the zone: the kernel's own choice
+    // under pressure. It hands out the memory it holds only when killed.
+    let script = "#!/bin/sh\nx=$(head -c 30000000 /dev/zero | tr '\\0' a)\nwhile :; do sleep 1; done\n";
+    let path = n.zones().join(&uuid).join("root/fatinit");
+    std::fs::write(&path, script).expect("write init");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    n.hull(&["vmadm", "update", &uuid, "init_name=/fatinit"]).ok();
+    n.hull(&["vmadm", "start", &uuid]).ok();
+    let init = pid(&n, &uuid).expect("pid");
+    // Wait until init holds its memory.
+    let rss = |p: i64| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+        s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    };
+    for _ in 0..100 {
+        if rss(init) > 20_000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(rss(init) > 20_000, "init holds {} kB", rss(init));
+    // A tenant's process grows until the cap is reached, smaller than init when it is.
+    let r = n.hull(&["zlogin", &uuid, "sh", "-c", "x=$(head -c 60000000 /dev/zero | tr '\\0' a); echo survived"]);
+    assert!(!r.stdout.contains("survived"), "the hog got 60 MB under a 64 MiB cap");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(state(&n, &uuid), "running");
+    assert_eq!(pid(&n, &uuid), Some(init), "the zone's init was killed (or the zone rebooted)");
+}
