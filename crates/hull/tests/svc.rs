@@ -50,10 +50,9 @@ impl Smf {
     }
 
     fn start_daemon(&mut self) {
-        let log = std::fs::File::create(
-            self.root().join(format!("startd-{}.log", self.root().read_dir().map(|d| d.count()).unwrap_or(0))),
-        )
-        .expect("log");
+        let log_path =
+            self.root().join(format!("startd-{}.log", self.root().read_dir().map(|d| d.count()).unwrap_or(0)));
+        let log = std::fs::File::create(&log_path).expect("log");
         let child =
             self.cmd().arg("svc.startd").stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("svc.startd");
         self.daemon = Some(child);
@@ -62,7 +61,11 @@ impl Smf {
         while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(sock.exists(), "svc.startd did not come up");
+        assert!(
+            sock.exists(),
+            "svc.startd did not come up: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
     }
 
     fn kill_daemon(&mut self) {
