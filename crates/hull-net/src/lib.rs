@@ -79,7 +79,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut parts = s.split(':');
     for b in &mut mac {
         let p = parts.next()?;
-        if p.len() != 2 {
+        // One or two hex digits an octet, as SmartOS takes them (`1:2:3:4:5:6`).
+        if !(1..=2).contains(&p.len()) {
             return None;
         }
         *b = u8::from_str_radix(p, 16).ok()?;

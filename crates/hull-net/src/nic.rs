@@ -222,8 +222,9 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
     }
     let (mut addrs, mut dhcp, mut addrconf) = (Vec::new(), false, false);
     let mut ips: Vec<String> = strings(o, "ips").into_iter().map(String::from).collect();
-    // The older form: `ip` and `netmask`.
-    if let Some(ip) = o.get("ip").and_then(Value::as_str) {
+    // The older form: `ip` and `netmask`, used only when `ips` is absent (nic.js: `vmadm get`
+    // shows both, and a payload copied from it carries both).
+    if let Some(ip) = o.get("ip").and_then(Value::as_str).filter(|_| !o.contains_key("ips")) {
         match o.get("netmask").and_then(Value::as_str) {
             _ if ip == "dhcp" => ips.push(ip.to_string()),
             Some(mask) => match netmask_len(mask) {
@@ -251,7 +252,7 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
     }
     let mut gateways = Vec::new();
     let mut gws: Vec<&str> = strings(o, "gateways");
-    if let Some(g) = o.get("gateway").and_then(Value::as_str) {
+    if let Some(g) = o.get("gateway").and_then(Value::as_str).filter(|_| !o.contains_key("gateways")) {
         gws.push(g);
     }
     for g in gws {
@@ -389,6 +390,15 @@ mod tests {
             one(json!({"nic_tag": "admin", "ip": "10.0.0.5", "netmask": "255.255.255.0"})).expect("valid").remove(0);
         assert_eq!(n.addrs, vec!["10.0.0.5/24".parse::<IpNet>().expect("net")]);
         assert!(one(json!({"nic_tag": "admin", "ip": "10.0.0.5", "netmask": "255.0.255.0"})).is_err());
+        // `vmadm get` shows both forms; a payload copied from it carries both, and `ips` (and
+        // `gateways`) win, as in SmartOS's nic.js.
+        let n = one(json!({"nic_tag": "admin", "ip": "10.0.0.5", "netmask": "255.255.255.0", "ips": ["10.0.0.5/24"],
+            "gateway": "10.0.0.1", "gateways": ["10.0.0.1"], "mac": "2:8:20:a:b:c"}))
+        .expect("both forms")
+        .remove(0);
+        assert_eq!(n.addrs, vec!["10.0.0.5/24".parse::<IpNet>().expect("net")]);
+        assert_eq!(n.gateways.len(), 1);
+        assert_eq!(crate::format_mac(&n.mac), "02:08:20:0a:0b:0c");
     }
 
     #[test]

@@ -95,7 +95,18 @@ impl Vmadm {
     /// Creates a VM from a payload; boots it when `autoboot` (the default) is true.
     /// Returns the VM's uuid.
     pub fn create(&self, payload: &Value) -> Result<String> {
-        let mut cfg = hull_spec::vm::validate(Action::Create, None, payload).map_err(VmError::Invalid)?;
+        // As SmartOS: a payload without a brand makes a joyent zone; properties the brand
+        // does not have are dropped with a warning; null or blank ones are unset.
+        let mut payload = payload.clone();
+        if let Value::Object(m) = &mut payload {
+            m.entry("brand").or_insert(json!("joyent"));
+        }
+        let (mut cfg, dropped) =
+            hull_spec::vm::validate_lenient(Action::Create, None, &payload).map_err(VmError::Invalid)?;
+        for p in &dropped {
+            tracing::warn!("Warning, invalid create property: [{p}] removing from payload.");
+        }
+        cfg.retain(|_, v| !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()));
         let brand: Brand =
             cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
         let uuid = match cfg.get("uuid").and_then(Value::as_str) {

@@ -152,7 +152,9 @@ impl Vmadm {
             }
             return Err(e);
         }
-        if cfg.remove("failed").is_some() {
+        // As SmartOS's: a VM started by hand comes back when the node boots.
+        let autoboot = cfg.insert("autoboot".into(), Value::Bool(true));
+        if cfg.remove("failed").is_some() || autoboot != Some(Value::Bool(true)) {
             self.save(uuid, &cfg)?;
         }
         Ok(())
@@ -283,7 +285,7 @@ impl Vmadm {
         running.sort();
         let mut stopped = Vec::new();
         for (_, uuid) in running.into_iter().rev() {
-            match self.stop(&uuid, false, timeout) {
+            match self.shutdown(&uuid, timeout) {
                 Ok(()) => stopped.push(uuid),
                 Err(e) => failed.push((uuid, e)),
             }

@@ -102,9 +102,27 @@ impl Vmadm {
 
     /// Stops a running VM: asks init to power off and waits `timeout`, then kills every
     /// process of the zone. With `force`, kills at once.
+    ///
+    /// As SmartOS's `vmadm stop`, it also sets `autoboot` false: a VM its operator stopped
+    /// stays stopped when the node boots (`vmadm start` sets it true again).
     pub fn stop(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {
         let _lock = self.lock(uuid)?;
+        if !self.running(uuid)? {
+            return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "stop" });
+        }
+        let mut cfg = self.load(uuid)?;
+        if cfg.get("autoboot").and_then(serde_json::Value::as_bool) != Some(false) {
+            cfg.insert("autoboot".into(), serde_json::Value::Bool(false));
+            self.save(uuid, &cfg)?;
+        }
         self.stop_locked(uuid, force, timeout)
+    }
+
+    /// Stops a VM as the node's shutdown does (`stop-all`): `autoboot` is left as it is, so
+    /// the VM comes back when the node does.
+    pub fn shutdown(&self, uuid: &str, timeout: Duration) -> Result<()> {
+        let _lock = self.lock(uuid)?;
+        self.stop_locked(uuid, false, timeout)
     }
 
     pub(crate) fn stop_locked(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {

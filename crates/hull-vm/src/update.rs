@@ -37,7 +37,11 @@ impl Vmadm {
         let mut cfg = self.load(uuid)?;
         let brand: Brand =
             cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
-        let changes = hull_spec::vm::validate(Action::Update, Some(brand), payload).map_err(VmError::Invalid)?;
+        let (changes, dropped) =
+            hull_spec::vm::validate_lenient(Action::Update, Some(brand), payload).map_err(VmError::Invalid)?;
+        for p in &dropped {
+            tracing::warn!(vm = uuid, "Warning, invalid update property: [{p}] removing from payload.");
+        }
         let mut report = UpdateReport::default();
         let mut next = cfg.clone();
         for (k, v) in &changes {
@@ -107,6 +111,10 @@ impl Vmadm {
                         }
                     }
                     next.insert("nics".into(), Value::Array(nics));
+                }
+                // null or blank: the property is unset (SmartOS's `alias: null`).
+                _ if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) => {
+                    next.remove(k);
                 }
                 _ => {
                     next.insert(k.clone(), v.clone());

@@ -137,10 +137,12 @@ pub enum VmCmd {
         name: String,
     },
     /// Check a payload without acting on it: prints every problem at once.
+    /// `validate create [-f FILE]` takes the brand from the payload; `validate update BRAND`.
     Validate {
         /// create, update or receive
         action: Action,
-        brand: Brand,
+        /// The VM's brand (update: required; create: the payload's, when not given)
+        brand: Option<Brand>,
         /// The payload (default: standard input).
         #[arg(short = 'f')]
         file: Option<PathBuf>,
@@ -354,12 +356,20 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             }
         }
         VmCmd::Validate { action, brand, file } => {
-            let payload = read_payload(file.as_ref())?;
-            if let Err(errs) = hull_spec::vm::validate(action, Some(brand), &payload) {
-                eprintln!("{}", errs.to_json());
-                return Err(Failure::new(1, errs));
+            if action == Action::Update && brand.is_none() {
+                return Err(Failure::new(2, "validate update needs the VM's brand: vmadm validate update BRAND"));
             }
-            println!("VALID '{}' payload for {} brand VMs.", action.as_str(), brand);
+            let payload = read_payload(file.as_ref())?;
+            let out = match hull_spec::vm::validate(action, brand, &payload) {
+                Ok(out) => out,
+                Err(errs) => {
+                    eprintln!("{}", errs.to_json());
+                    return Err(Failure::new(1, errs));
+                }
+            };
+            let shown =
+                brand.map(|b| b.to_string()).or_else(|| out.get("brand").and_then(|b| b.as_str()).map(String::from));
+            println!("VALID '{}' payload for {} brand VMs.", action.as_str(), shown.unwrap_or_default());
         }
     }
     Ok(())

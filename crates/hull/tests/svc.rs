@@ -504,7 +504,9 @@ fn hull_s_own_services_boot_and_stop_the_zones() {
     .expect("payload");
     let out = node.hull(&["vmadm", "create", "-f", &payload.to_string_lossy()]).ok();
     let uuid = out.trim().rsplit(' ').next().expect("uuid").to_string();
-    node.hull(&["vmadm", "stop", &uuid]).ok();
+    // Stopped as the node's shutdown stops it (autoboot stays true; `vmadm stop` would set it
+    // false, as SmartOS's does).
+    node.hull(&["vmadm", "stop-all"]).ok();
     let vm_state = |n: &TestNode| {
         let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
         v["state"].as_str().unwrap_or_default().to_string()

@@ -53,4 +53,15 @@ fn validate_reports_in_smartos_shape() {
     std::fs::write(&file, good).expect("write");
     let r = n.hull(&["vmadm", "validate", "create", "joyent", "-f", &file.to_string_lossy()]);
     assert_eq!(r.ok(), "VALID 'create' payload for joyent brand VMs.\n");
+    // SmartOS's own form: the brand is the payload's.
+    let r = n.hull(&["vmadm", "validate", "create", "-f", &file.to_string_lossy()]);
+    assert_eq!(r.ok(), "VALID 'create' payload for joyent brand VMs.\n");
+    let lx = r#"{"brand": "lx", "image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182", "kernel_version": "4.3.0"}"#;
+    let (code, out, _) = validate(&n, &["create"], lx);
+    assert_eq!((code, out.as_str()), (0, "VALID 'create' payload for lx brand VMs.\n"));
+    let (code, _, err) = validate(&n, &["create"], r#"{"image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182"}"#);
+    assert_eq!(code, 1);
+    assert!(err.contains(r#""bad_brand": "undefined""#), "{err}");
+    let (code, _, _) = validate(&n, &["update"], "{}");
+    assert_eq!(code, 2, "update names the brand");
 }

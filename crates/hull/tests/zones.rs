@@ -236,10 +236,6 @@ fn bad_payloads_create_nothing() {
     let cases: Vec<(String, &str)> = vec![
         ("{nope".into(), "payload is not valid JSON"),
         (
-            serde_json::json!({"brand": "joyent", "image_uuid": img, "flavour": 1}).to_string(),
-            "bad properties: flavour",
-        ),
-        (
             serde_json::json!({"brand": "joyent", "image_uuid": img, "max_physical_memory": "lots"}).to_string(),
             "bad values: max_physical_memory",
         ),
@@ -263,6 +259,26 @@ fn bad_payloads_create_nothing() {
         assert!(r.stderr.contains(want), "{payload}: want {want:?} in {}", r.stderr);
         assert_eq!(n.datasets(), before, "{payload} left something");
     }
+    // As SmartOS: a property the brand does not have is dropped with a warning, not refused,
+    // and a payload without a brand makes a joyent zone.
+    let f = n.root().join("extra.json");
+    let extra = serde_json::json!({"image_uuid": img, "flavour": 1, "alias": null, "autoboot": false});
+    std::fs::write(&f, extra.to_string()).expect("write");
+    let r = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("invalid create property: [flavour]"), "{}", r.stderr);
+    let made = r.stdout.trim().rsplit(' ').next().expect("uuid").to_string();
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &made]).ok()).expect("json");
+    assert_eq!(v["brand"], "joyent");
+    assert!(v.get("flavour").is_none() && v.get("alias").is_none(), "{v}");
+    n.hull(&["vmadm", "update", &made, "alias=web"]).ok();
+    let f2 = n.root().join("unset.json");
+    std::fs::write(&f2, r#"{"alias": null, "flavour": 2}"#).expect("write");
+    let r = n.hull(&["vmadm", "update", &made, "-f", &f2.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &made]).ok()).expect("json");
+    assert!(v.get("alias").is_none(), "alias: null unsets it: {v}");
+    n.hull(&["vmadm", "delete", &made]).ok();
     // A duplicate uuid.
     let mut p = base(&img);
     p["autoboot"] = false.into();
@@ -405,11 +421,22 @@ fn boot_all_starts_the_autoboot_vms() {
     p["autoboot"] = false.into();
     p["alias"] = "manual".into();
     let b = create(&n, p);
-    n.hull(&["vmadm", "stop", &a]).ok();
+    // The node's shutdown (stop-all) leaves autoboot alone: boot-all brings the VM back.
+    n.hull(&["vmadm", "stop-all"]).ok();
     let out = n.hull(&["vmadm", "boot-all"]).ok();
     assert_eq!(out, format!("Successfully started VM {a}\n"));
     assert_eq!(state(&n, &a), "running");
     assert_eq!(state(&n, &b), "stopped");
+    // An operator's stop sets autoboot false, as SmartOS's does; start sets it true again.
+    let autoboot = |u: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&n.hull(&["vmadm", "get", u]).ok()).expect("json")["autoboot"].clone()
+    };
+    n.hull(&["vmadm", "stop", &a]).ok();
+    assert_eq!(autoboot(&a), false);
+    assert_eq!(n.hull(&["vmadm", "boot-all"]).ok(), "");
+    assert_eq!(state(&n, &a), "stopped");
+    n.hull(&["vmadm", "start", &b]).ok();
+    assert_eq!(autoboot(&b), true);
 }
 
 #[test]

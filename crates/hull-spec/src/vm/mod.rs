@@ -3,4 +3,6 @@
 pub mod props;
 mod validate;
 
-pub use validate::{Action, Brand, ValidationErrors, route_nic, valid_hostname, validate};
+pub use validate::{
+    Action, Brand, ValidationErrors, normal_mac, route_nic, valid_hostname, validate, validate_lenient,
+};

@@ -148,28 +148,53 @@ impl std::error::Error for ValidationErrors {}
 /// Checks one value against a type; returns it normalised (`"512"` becomes `512`, `"true"`
 /// becomes `true`, `"a,b"` becomes `["a","b"]`), or None when it is not of that type.
 fn check_type(ty: PropType, v: &Value) -> Option<Value> {
+    // SmartOS keeps a null or blank string or integer: it unsets the property.
+    let blank = |v: &Value| v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty());
     match ty {
         PropType::Boolean => match v {
             Value::Bool(_) => Some(v.clone()),
             Value::String(s) if s == "true" || s == "false" => Some(Value::Bool(s == "true")),
+            // Deprecated in SmartOS, still taken: 1 for true (0 is refused there too).
+            Value::Number(n) if n.as_u64() == Some(1) => Some(Value::Bool(true)),
+            Value::String(s) if s == "1" => Some(Value::Bool(true)),
             _ => None,
         },
+        PropType::Integer { .. } if blank(v) => Some(Value::Null),
         PropType::Integer { min, max } => {
             let n = match v {
-                Value::Number(n) => n.as_i64()?,
-                Value::String(s) if !s.is_empty() && s.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()) => {
-                    s.parse().ok()?
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => i,
+                    // A whole number written as a float (512.0), as JavaScript has it.
+                    None => n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)?,
+                },
+                Value::String(s) => {
+                    let t = s.trim();
+                    if !t.is_empty() && t.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()) {
+                        t.parse().ok()?
+                    } else {
+                        return None;
+                    }
                 }
                 _ => return None,
             };
             (min..=max).contains(&n).then(|| Value::from(n))
         }
+        PropType::String if blank(v) => Some(if v.is_null() { Value::Null } else { v.clone() }),
         PropType::String => v.is_string().then(|| v.clone()),
-        PropType::Uuid => v.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()).map(|u| Value::from(u.to_string())),
+        // SmartOS's isUUID: lowercase hex only.
+        PropType::Uuid => v
+            .as_str()
+            .filter(|s| !s.chars().any(|c| c.is_ascii_uppercase()))
+            .and_then(|s| uuid::Uuid::parse_str(s).ok().filter(|_| s.len() == 36))
+            .map(|u| Value::from(u.to_string())),
         PropType::List => match v {
-            Value::Array(a) => a.iter().all(|x| x.is_string() || x.is_number()).then(|| v.clone()),
-            Value::String(s) if s.is_empty() => Some(Value::Array(Vec::new())),
-            Value::String(s) => Some(Value::Array(s.split(',').map(|x| Value::from(x.trim())).collect())),
+            // An element may not hold a comma: the list is also stored as one string.
+            Value::Array(a) => {
+                a.iter().all(|x| x.is_number() || x.as_str().is_some_and(|s| !s.contains(','))).then(|| v.clone())
+            }
+            Value::String(s) => {
+                Some(Value::Array(s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(Value::from).collect()))
+            }
             _ => None,
         },
         PropType::FlatObject => match v {
@@ -186,8 +211,11 @@ fn check_type(ty: PropType, v: &Value) -> Option<Value> {
 
 /// Checks that go beyond the type.
 fn check_value(name: &str, v: &Value) -> bool {
+    if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
+        return true; // unsets the property
+    }
     match name {
-        "nics.*.mac" => v.as_str().is_some_and(valid_mac),
+        "nics.*.mac" => v.as_str().and_then(normal_mac).is_some(),
         "resolvers" => v
             .as_array()
             .is_some_and(|a| a.iter().all(|r| r.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()))),
@@ -230,9 +258,12 @@ fn valid_dns_chars(s: &str) -> bool {
     s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
 }
 
-fn valid_mac(s: &str) -> bool {
+/// A MAC address as SmartOS takes it (six octets of one or two hex digits, separated by
+/// colons: `1:2:3:4:5:6` too), written the way it stores it: two lowercase digits each.
+pub fn normal_mac(s: &str) -> Option<String> {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    (parts.len() == 6 && parts.iter().all(|p| (1..=2).contains(&p.len()) && p.chars().all(|c| c.is_ascii_hexdigit())))
+        .then(|| parts.iter().map(|p| format!("{:0>2}", p.to_ascii_lowercase())).collect::<Vec<_>>().join(":"))
 }
 
 fn check_members(
@@ -250,7 +281,12 @@ fn check_members(
             let shown = format!("{key}.{i}.{k}");
             match props::lookup(&row) {
                 Some(p) if p.allows(brand, member_action) => match check_type(p.ty, v) {
-                    Some(n) if check_value(&row, &n) => *v = n,
+                    Some(n) if check_value(&row, &n) => {
+                        *v = match (row.as_str(), n.as_str().and_then(normal_mac)) {
+                            ("nics.*.mac", Some(m)) => Value::from(m),
+                            _ => n,
+                        }
+                    }
                     _ => errs.bad_values.push(shown),
                 },
                 _ => errs.bad_properties.push(shown),
@@ -264,10 +300,44 @@ fn check_members(
 /// For create and receive, `brand` is the one the command names, or None to take it from
 /// the payload; for update it is the VM's. Returns the payload normalised, or every problem.
 pub fn validate(action: Action, brand: Option<Brand>, payload: &Value) -> Result<Map<String, Value>, ValidationErrors> {
+    let (out, errs) = check(action, brand, payload);
+    if errs.is_empty() { Ok(out) } else { Err(errs) }
+}
+
+/// Validates `payload` as `vmadm create` and `update` take it (SmartOS's VM.js): a bad
+/// brand, a bad value or a missing property refuses the payload; properties this brand or
+/// action does not have (`bad_properties`) are dropped, members of `nics` and the like
+/// included, and named in the returned warnings.
+pub fn validate_lenient(
+    action: Action,
+    brand: Option<Brand>,
+    payload: &Value,
+) -> Result<(Map<String, Value>, Vec<String>), ValidationErrors> {
+    let (mut out, errs) = check(action, brand, payload);
+    if errs.bad_brand.is_some() || !errs.bad_values.is_empty() || !errs.missing_properties.is_empty() {
+        return Err(errs);
+    }
+    for bad in &errs.bad_properties {
+        // `nics.0.flavour`: a member's property.
+        let mut parts = bad.splitn(3, '.');
+        if let (Some(list), Some(i), Some(k)) = (parts.next(), parts.next(), parts.next())
+            && let Ok(i) = i.parse::<usize>()
+            && let Some(Value::Object(m)) = out.get_mut(list).and_then(|l| l.get_mut(i))
+        {
+            m.remove(k);
+        }
+    }
+    if action == Action::Update {
+        out.remove("brand");
+    }
+    Ok((out, errs.bad_properties))
+}
+
+fn check(action: Action, brand: Option<Brand>, payload: &Value) -> (Map<String, Value>, ValidationErrors) {
     let mut errs = ValidationErrors::default();
     let Value::Object(input) = payload else {
         errs.bad_values.push("payload is not a JSON object".into());
-        return Err(errs);
+        return (Map::new(), errs);
     };
     let brand = match (brand, input.get("brand")) {
         (Some(b), Some(given)) if action != Action::Update => {
@@ -281,16 +351,18 @@ pub fn validate(action: Action, brand: Option<Brand>, payload: &Value) -> Result
             Ok(b) => b,
             Err(_) => {
                 errs.bad_brand = Some(s.clone());
-                return Err(errs);
+                return (Map::new(), errs);
             }
         },
         (None, Some(other)) => {
             errs.bad_brand = Some(other.to_string());
-            return Err(errs);
+            return (Map::new(), errs);
         }
+        // SmartOS's answer to a payload with no brand to check it against (create fills in
+        // `joyent` before it validates).
         (None, None) => {
-            errs.missing_properties.push("brand".into());
-            return Err(errs);
+            errs.bad_brand = Some("undefined".into());
+            return (Map::new(), errs);
         }
     };
     let (b, a) = (brand.bit(), action.bit());
@@ -325,15 +397,10 @@ pub fn validate(action: Action, brand: Option<Brand>, payload: &Value) -> Result
             }
         }
     }
-    if errs.is_empty() {
+    if action != Action::Update {
         out.insert("brand".into(), Value::from(brand.as_str()));
-        if action == Action::Update {
-            out.remove("brand");
-        }
-        Ok(out)
-    } else {
-        Err(errs)
     }
+    (out, errs)
 }
 
 #[cfg(test)]
@@ -417,8 +484,10 @@ mod tests {
 
     #[test]
     fn brand_problems() {
+        // SmartOS's validate names the brand it could not check against; create fills in
+        // joyent first (hull-vm), so only validate says this.
         let errs = validate(Action::Create, None, &json!({"image_uuid": IMG})).expect_err("no brand");
-        assert_eq!(errs.missing_properties, vec!["brand"]);
+        assert_eq!(errs.bad_brand.as_deref(), Some("undefined"));
         let errs = validate(Action::Create, None, &json!({"brand": "solaris8"})).expect_err("bad brand");
         assert_eq!(errs.bad_brand.as_deref(), Some("solaris8"));
         let errs = validate(Action::Create, Some(Brand::Lx), &json!({"brand": "joyent", "image_uuid": IMG}))
@@ -443,6 +512,65 @@ mod tests {
         let errs = validate(Action::Update, Some(Brand::Joyent), &json!({"update_nics": [{"image_uuid": IMG}]}))
             .expect_err("no");
         assert_eq!(errs.bad_properties, vec!["update_nics.0.image_uuid"]);
+    }
+
+    #[test]
+    fn unknown_properties_are_dropped_with_a_warning_when_applied() {
+        let p = json!({"brand": "joyent", "image_uuid": IMG, "colour": "blue",
+            "nics": [{"nic_tag": "admin", "ips": ["10.0.0.5/24"], "flavour": 1}]});
+        assert!(validate(Action::Create, None, &p).is_err(), "validate still reports them");
+        let (out, dropped) = validate_lenient(Action::Create, None, &p).expect("applied");
+        assert_eq!(dropped, vec!["colour", "nics.0.flavour"]);
+        assert!(!out.contains_key("colour"));
+        assert_eq!(out["nics"][0], json!({"nic_tag": "admin", "ips": ["10.0.0.5/24"]}));
+        // A bad value still refuses the payload.
+        let bad = json!({"brand": "joyent", "image_uuid": IMG, "colour": "blue", "cpu_cap": "lots"});
+        assert_eq!(validate_lenient(Action::Create, None, &bad).expect_err("bad value").bad_values, vec!["cpu_cap"]);
+        // And so does an update of something update cannot change.
+        let (_, dropped) =
+            validate_lenient(Action::Update, Some(Brand::Joyent), &json!({"alias": "x", "brand": "lx"})).expect("ok");
+        assert_eq!(dropped, vec!["brand"]);
+    }
+
+    #[test]
+    fn null_and_blank_unset_strings_and_numbers() {
+        let (out, _) = validate_lenient(
+            Action::Update,
+            Some(Brand::Joyent),
+            &json!({"alias": null, "zfs_filesystem_limit": "", "cpu_cap": null, "hostname": "  "}),
+        )
+        .expect("unsets");
+        assert_eq!(out["alias"], Value::Null);
+        assert_eq!(out["cpu_cap"], Value::Null);
+        assert_eq!(out["zfs_filesystem_limit"], Value::Null);
+        assert!(validate(Action::Update, Some(Brand::Joyent), &json!({"autoboot": null})).is_err(), "not a boolean");
+    }
+
+    #[test]
+    fn values_as_smartos_takes_them() {
+        let ok = |k: &str, v: Value| {
+            let mut p = json!({"brand": "joyent", "image_uuid": IMG});
+            p[k] = v;
+            validate(Action::Create, None, &p).map(|o| o[k].clone())
+        };
+        assert_eq!(ok("max_physical_memory", json!(512.0)).expect("whole float"), json!(512));
+        assert!(ok("max_physical_memory", json!(512.5)).is_err());
+        assert!(ok("max_physical_memory", json!(true)).is_err());
+        assert_eq!(ok("autoboot", json!(1)).expect("deprecated 1"), json!(true));
+        assert_eq!(ok("autoboot", json!("1")).expect("deprecated \"1\""), json!(true));
+        assert!(ok("autoboot", json!(0)).is_err(), "SmartOS takes 1 but not 0");
+        assert_eq!(ok("resolvers", json!("8.8.8.8,,8.8.4.4")).expect("list"), json!(["8.8.8.8", "8.8.4.4"]));
+        assert!(ok("fs_allowed", json!(["ufs,pcfs"])).is_err(), "a member may not hold a comma");
+        assert!(ok("image_uuid", json!(IMG.to_uppercase())).is_err(), "uuids are lowercase");
+        let nic = |mac: &str| {
+            let p = json!({"brand": "joyent", "image_uuid": IMG, "nics": [{"nic_tag": "admin", "mac": mac}]});
+            validate(Action::Create, None, &p).map(|o| o["nics"][0]["mac"].clone())
+        };
+        assert_eq!(nic("01:02:03:04:05:06").expect("SmartOS's own tests use it"), json!("01:02:03:04:05:06"));
+        assert_eq!(nic("2:0:A:b:c:D").expect("short octets"), json!("02:00:0a:0b:0c:0d"));
+        assert!(nic("02-00-00-00-00-01").is_err());
+        assert!(nic("02:00:00:00:00").is_err());
+        assert!(nic("002:00:00:00:00:01").is_err());
     }
 
     proptest::proptest! {
