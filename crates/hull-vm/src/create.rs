@@ -6,20 +6,22 @@ use hull_spec::manifest::ImageType;
 use hull_spec::{Action, Brand};
 use serde_json::{Map, Value, json};
 
-/// SmartOS's defaults for an OS zone, filled in where the payload is silent.
+/// SmartOS's defaults for an OS zone, filled in where the payload is silent (VM.js's
+/// applyZoneDefaults, then its fixPayloadMemory).
 fn defaults(cfg: &mut Map<String, Value>) {
-    let mem = cfg.get("max_physical_memory").and_then(Value::as_u64).unwrap_or(256);
     let set = |cfg: &mut Map<String, Value>, k: &str, v: Value| {
         cfg.entry(k.to_string()).or_insert(v);
     };
-    set(cfg, "max_physical_memory", json!(mem));
-    set(cfg, "max_locked_memory", json!(mem));
-    set(cfg, "max_swap", json!(mem.max(256)));
     set(cfg, "max_lwps", json!(2000));
     set(cfg, "cpu_shares", json!(100));
     set(cfg, "zfs_io_priority", json!(100));
+    if !cfg.contains_key("ram") {
+        set(cfg, "max_physical_memory", json!(256));
+    }
+    for note in hull_spec::vm::memory::fix_os_zone_memory(cfg, &Map::new()) {
+        tracing::warn!("{note}");
+    }
     set(cfg, "quota", json!(10));
-    set(cfg, "tmpfs", json!(mem));
     set(cfg, "autoboot", json!(true));
     set(cfg, "resolvers", json!([]));
     set(cfg, "dns_domain", json!("local"));
@@ -36,7 +38,8 @@ impl Vmadm {
         cfg.insert("zfs_filesystem".into(), json!(format!("{}/{uuid}", pool.name())));
         cfg.insert("zonepath".into(), json!(pool.dataset_path(&ds(uuid)?)));
         cfg.insert("zpool".into(), json!(pool.name()));
-        cfg.insert("create_timestamp".into(), json!(hull_zone::supervisor::now()));
+        // SmartOS's form: ISO 8601, UTC, milliseconds.
+        cfg.insert("create_timestamp".into(), json!(crate::iso8601(std::time::SystemTime::now())));
         Ok(())
     }
 

@@ -206,6 +206,16 @@ pub(crate) fn write_config(uuid: &str, path: &std::path::Path, cfg: &Map<String,
 /// A VM is made in `zones/<uuid>-provisioning` and renamed to `zones/<uuid>` once whole.
 pub(crate) const PROVISIONING: &str = "-provisioning";
 
+/// A time as SmartOS writes it in a VM's properties: `2026-12-02T14:23:13.000Z`.
+pub(crate) fn iso8601(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// [`iso8601`] of seconds since the epoch.
+pub(crate) fn iso8601_secs(secs: i64) -> String {
+    iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+}
+
 pub(crate) fn ds(uuid: &str) -> Result<DatasetName> {
     Ok(DatasetName::parse(uuid)?)
 }

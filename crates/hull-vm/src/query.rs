@@ -58,8 +58,16 @@ impl Vmadm {
         if let Some(s) = st.exit_status {
             cfg.insert("exit_status".into(), json!(s));
         }
-        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
-        cfg.insert("type".into(), json!(if hvm { "KVM" } else { "OS" }));
+        let brand = cfg.get("brand").and_then(Value::as_str).unwrap_or("joyent");
+        let hvm = matches!(brand, "kvm" | "bhyve");
+        // vmadm(8): OS for joyent*, LX, KVM, BHYVE.
+        let ty = match brand {
+            "lx" => "LX",
+            "kvm" => "KVM",
+            "bhyve" => "BHYVE",
+            _ => "OS",
+        };
+        cfg.insert("type".into(), json!(ty));
         if let Some(all) = all {
             cfg.insert("snapshots".into(), crate::snapshot::snapshots_in(uuid, all));
         }

@@ -22,7 +22,9 @@ pub(crate) fn snapshots_in(uuid: &str, all: &[hull_storage::DatasetInfo]) -> Val
     let prefix = format!("{uuid}@{PREFIX}");
     Value::Array(
         all.iter()
-            .filter_map(|d| d.name.strip_prefix(&prefix).map(|n| json!({"name": n, "created_at": d.creation})))
+            .filter_map(|d| {
+                d.name.strip_prefix(&prefix).map(|n| json!({"name": n, "created_at": crate::iso8601_secs(d.creation)}))
+            })
             .collect(),
     )
 }

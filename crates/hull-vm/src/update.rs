@@ -42,6 +42,13 @@ impl Vmadm {
         for p in &dropped {
             tracing::warn!(vm = uuid, "Warning, invalid update property: [{p}] removing from payload.");
         }
+        let mut changes = changes;
+        let asked_locked = changes.contains_key("max_locked_memory");
+        if brand.is_os() {
+            for note in hull_spec::vm::memory::fix_os_zone_memory(&mut changes, &cfg) {
+                tracing::warn!(vm = uuid, "{note}");
+            }
+        }
         let mut report = UpdateReport::default();
         let mut next = cfg.clone();
         for (k, v) in &changes {
@@ -168,7 +175,14 @@ impl Vmadm {
             let limits = crate::start::limits(&next);
             hull_zone::cgroup::apply(uuid, &self.cgroup(uuid), &limits)?;
             if changes.contains_key("max_locked_memory") {
-                hull_zone::cgroup::set_memlock(uuid, &self.cgroup(uuid), limits.locked_mib.unwrap_or(0) << 20)?;
+                let bytes = limits.locked_mib.unwrap_or(0) << 20;
+                let set = hull_zone::cgroup::set_memlock(uuid, &self.cgroup(uuid), bytes);
+                // Moved by a new memory cap rather than asked for: as far as this host lets
+                // it go (a zone boots with it clamped the same way).
+                match set {
+                    Err(e) if !asked_locked => tracing::info!(vm = uuid, "max_locked_memory not raised live: {e}"),
+                    r => r?,
+                }
             }
         }
         if let Some(p) = changes.get("zfs_io_priority").and_then(Value::as_u64) {

@@ -24,7 +24,7 @@ pub struct ListOpts {
     #[arg(short = 'o', default_value = LIST_COLUMNS)]
     columns: String,
     /// Sort keys; -key sorts descending.
-    #[arg(short = 's', default_value = LIST_SORT)]
+    #[arg(short = 's', default_value = LIST_SORT, allow_hyphen_values = true)]
     sort: String,
     /// FIELD=VALUE or FIELD=~SUBSTRING
     filters: Vec<Filter>,

@@ -35,7 +35,7 @@ pub enum VmCmd {
     List {
         #[arg(short = 'o', default_value = LIST_COLUMNS)]
         columns: String,
-        #[arg(short = 's', default_value = LIST_SORT)]
+        #[arg(short = 's', default_value = LIST_SORT, allow_hyphen_values = true)]
         sort: String,
         #[arg(short = 'H')]
         no_header: bool,

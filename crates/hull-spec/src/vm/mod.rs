@@ -1,5 +1,6 @@
 //! VM payloads: brands, actions, and validation from the property table.
 
+pub mod memory;
 pub mod props;
 mod validate;
 
