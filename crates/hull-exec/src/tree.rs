@@ -72,6 +72,20 @@ impl Tree {
         Ok(Tree { root: t.root.with_resolver_flags(ResolverFlags::empty()), top: t.top })
     }
 
+    /// Reads the regular file at `rel`, resolved by this tree's rule (a scoped tree follows
+    /// its links inside it).
+    pub fn read_to_string(&self, rel: &Path) -> io::Result<String> {
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        check(rel)?;
+        let mut f = self.root.resolve(rel).and_then(|h| h.reopen(OpenFlags::O_RDONLY)).map_err(io_err)?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file", rel.display())));
+        }
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut f, &mut s)?;
+        Ok(s)
+    }
+
     /// The target of the link at `rel`.
     pub fn readlink(&self, rel: &Path) -> io::Result<PathBuf> {
         let rel = rel.strip_prefix("/").unwrap_or(rel);

@@ -326,8 +326,11 @@ pub fn emit(
     let base = format!("{}-{}", manifest.name, manifest.version);
     let file_path = out_dir.join(format!("{base}{}", compression.suffix()));
     let manifest_path = out_dir.join(format!("{base}.json"));
+    // An image file is for publishing: readable by all, as its manifest is (a temporary
+    // file would otherwise keep its 0600).
     let tmp = tempfile::Builder::new()
         .prefix(".hull-image-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(out_dir)
         .map_err(|e| ImgError::io("create a file in", out_dir, e))?;
     let (sha1, size) = write(tmp.path())?;

@@ -55,6 +55,9 @@ pub enum VmError {
     WrongState { vm: String, state: String, verb: &'static str },
     #[error("VM {0} is busy with another command; try again")]
     Busy(String),
+    /// zlogin's command is not in the zone (a shell's 127).
+    #[error("{cmd}: command not found in VM {vm}")]
+    NoCommand { vm: String, cmd: String },
     #[error("VM {vm}: {reason}")]
     Other { vm: String, reason: String },
     #[error(transparent)]

@@ -1,6 +1,6 @@
 //! vmadm get, list and the state every verb reads.
 
-use crate::{Result, Vmadm};
+use crate::{Result, VmError, Vmadm};
 use serde_json::{Map, Value, json};
 
 /// What a VM is doing now.
@@ -98,9 +98,59 @@ impl Vmadm {
         if st.state != "running" {
             return Err(crate::VmError::WrongState { vm: uuid.into(), state: st.state, verb: "zlogin" });
         }
+        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+        let args = if hvm { args } else { self.zone_command(uuid, &cfg, args)? };
         let pid = self.rt.exec(uuid, args)?;
         hull_zone::supervisor::wait_exit(pid)
             .map_err(|e| crate::VmError::Other { vm: uuid.into(), reason: format!("wait for the command: {e}") })
+    }
+
+    /// What zlogin runs in an OS zone: with no command, root's login shell from the zone's
+    /// `/etc/passwd` (`/bin/sh` when it names none), as SmartOS's zlogin does; a command
+    /// that is not in the zone (looked up in the zone's PATH, inside its root) is
+    /// [`VmError::NoCommand`] rather than a runtime's error.
+    fn zone_command(&self, uuid: &str, cfg: &Map<String, Value>, mut args: Vec<String>) -> Result<Vec<String>> {
+        let root = self.zone_config(uuid, cfg)?.rootfs;
+        let Ok(tree) = hull_exec::tree::Tree::open_scoped(&root) else { return Ok(args) };
+        let meta = |p: &str| {
+            tree.root()
+                .resolve(std::path::Path::new(p.trim_start_matches('/')))
+                .ok()
+                .and_then(|h| std::fs::File::from(std::os::fd::OwnedFd::from(h)).metadata().ok())
+        };
+        if args.is_empty() {
+            let passwd = tree.read_to_string(std::path::Path::new("etc/passwd")).unwrap_or_default();
+            let shell = passwd
+                .lines()
+                .find(|l| l.starts_with("root:"))
+                .and_then(|l| l.split(':').nth(6))
+                .map(str::trim)
+                .filter(|s| s.starts_with('/') && meta(s).is_some_and(|m| m.is_file()))
+                .unwrap_or("/bin/sh")
+                .to_string();
+            return Ok(vec![shell, "-l".into()]);
+        }
+        let cmd = args[0].clone();
+        let executable = |p: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            meta(p).is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if cmd.contains('/') {
+            if meta(&cmd).is_none() {
+                return Err(VmError::NoCommand { vm: uuid.into(), cmd });
+            }
+        } else {
+            // The zone's PATH (the runtime's env for every zlogin'd command).
+            match ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+                .iter()
+                .map(|d| format!("{d}/{cmd}"))
+                .find(|p| executable(p))
+            {
+                Some(p) => args[0] = p,
+                None => return Err(VmError::NoCommand { vm: uuid.into(), cmd }),
+            }
+        }
+        Ok(args)
     }
 
     /// Where a running zone's console is served.

@@ -28,8 +28,12 @@ pub fn zlogin(node: &Node, a: ZloginArgs) -> CmdResult {
     if a.console {
         return crate::vmadm::console(&vm.console_socket(&a.uuid)?);
     }
-    let args = if a.command.is_empty() { vec!["/bin/sh".to_string(), "-l".to_string()] } else { a.command };
-    let code = vm.zlogin(&a.uuid, args)?;
+    let code = match vm.zlogin(&a.uuid, a.command) {
+        Ok(code) => code,
+        // As a shell says it, with a shell's status.
+        Err(e @ hull_vm::VmError::NoCommand { .. }) => return Err(Failure::new(127, e)),
+        Err(e) => return Err(e.into()),
+    };
     if code != 0 {
         // The command's status is zlogin's, with no message of our own.
         std::process::exit(code);

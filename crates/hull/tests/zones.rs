@@ -666,3 +666,39 @@ fn events_record_the_life_of_vms() {
     let r = n.hull(&["vmadm", "info", &other]);
     assert!(r.stderr.contains("info is not supported for brand joyent-minimal"), "{}", r.stderr);
 }
+
+#[test]
+fn zlogin_runs_root_s_shell_and_says_when_a_command_is_missing() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    // A missing command: a shell's 127 and one line, no runtime noise.
+    let r = n.hull(&["zlogin", &uuid, "nosuchcmd", "-x"]);
+    assert_eq!(r.code, 127, "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("nosuchcmd: command not found"), "{}", r.stderr);
+    assert_eq!(n.hull(&["zlogin", &uuid, "/no/such/thing"]).code, 127);
+    // No command: root's shell from the zone's passwd, as a login shell.
+    let root = n.zones().join(&uuid).join("root");
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).expect("passwd");
+    let changed: String = passwd
+        .lines()
+        .map(|l| if l.starts_with("root:") { "root:x:0:0:root:/root:/bin/ash".to_string() } else { l.to_string() })
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(root.join("etc/passwd"), changed).expect("passwd");
+    let mut child = n
+        .cmd()
+        .args(["zlogin", &uuid])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("zlogin");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"echo $0; exit 4\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ash"), "{:?}", out);
+    // An image file is published readable.
+    let (_, file, _) = n.build(&["--busybox"], "pub");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o644);
+}
