@@ -450,5 +450,9 @@ pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> 
         }
     }
     write_file(&root.join("etc/hostname"), "debian\n", 0o644)?;
+    // An image ships no machine id: each VM made from it gets its own.
+    if root.join("etc/machine-id").is_file() {
+        write_file(&root.join("etc/machine-id"), "", 0o444)?;
+    }
     Ok(())
 }

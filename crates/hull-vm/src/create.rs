@@ -29,6 +29,26 @@ fn defaults(cfg: &mut Map<String, Value>) {
     set(cfg, "owner_uuid", json!("00000000-0000-0000-0000-000000000000"));
 }
 
+/// Gives a new zone a machine id of its own (its uuid, as systemd takes a container's) where
+/// its image has `/etc/machine-id`: every zone of an image would otherwise share the image's
+/// (journald, D-Bus and DHCP client ids key on it). The zone's tree is the image author's:
+/// the file is written without following links, and a link or a directory there is left.
+fn own_machine_id(uuid: &str, dataset: &std::path::Path) -> Result<()> {
+    let rel = std::path::Path::new("etc/machine-id");
+    let tree = hull_exec::tree::Tree::open(dataset).and_then(|t| t.subtree(std::path::Path::new("root")));
+    let Ok(tree) = tree else { return Ok(()) };
+    if tree.kind(rel).ok().flatten().is_some_and(|k| k.is_file()) {
+        let id = format!("{}\n", uuid.replace('-', ""));
+        tree.write_file(rel, id.as_bytes(), 0o444).map_err(|e| VmError::Io {
+            vm: uuid.into(),
+            op: "write",
+            path: dataset.join("root").join(rel),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
 impl Vmadm {
     /// What every VM's config says of itself: uuid, zone name, dataset, path, pool, time.
     fn identify(&self, uuid: &str, cfg: &mut Map<String, Value>) -> Result<()> {
@@ -167,6 +187,7 @@ impl Vmadm {
         let top = pool.dataset_path(&part);
         std::fs::set_permissions(&top, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| VmError::Io { vm: uuid.clone(), op: "chmod", path: top.clone(), source: e })?;
+        own_machine_id(&uuid, &top)?;
         if let Some(q) = cfg.get("quota").and_then(Value::as_u64).filter(|q| *q > 0)
             && pool.caps().quota
         {

@@ -35,6 +35,9 @@ fn debootstrap_image_installs_and_clones() {
     }
     assert!(state == "running" || state == "degraded", "systemd says {state:?}");
     assert_eq!(n.hull(&["zlogin", &vm, "hostname"]).ok(), "deb\n");
+    // Its own machine id (the image's is empty).
+    let id = n.hull(&["zlogin", &vm, "cat", "/etc/machine-id"]).ok();
+    assert_eq!(id.trim(), vm.replace('-', ""));
     n.hull(&["vmadm", "stop", &vm]).ok();
     let log = std::fs::read_to_string(n.root().join(format!("var/hull/z/{vm}/console.log"))).expect("console log");
     assert!(log.contains("Powering off") || log.contains("Reached target"), "{log}");
