@@ -57,10 +57,26 @@ fn routes_of(cfg: &Map<String, Value>) -> BTreeMap<String, String> {
 
 impl Vmadm {
     /// Fills in each NIC's interface and MAC and checks them all against the node.
-    pub(crate) fn check_nics(&self, uuid: &str, cfg: &mut Map<String, Value>) -> Result<Vec<Nic>> {
+    /// Checks the NICs `cfg` gives the VM, of which `added` are new (all of them at create),
+    /// and fills in what SmartOS fills in (interface, MAC, primary).
+    pub(crate) fn check_nics(
+        &self,
+        uuid: &str,
+        cfg: &mut Map<String, Value>,
+        added: Option<&[Value]>,
+    ) -> Result<Vec<Nic>> {
         let mut nics = nics_of(cfg);
         if nics.is_empty() {
             return Ok(Vec::new());
+        }
+        hull_spec::vm::nics::fill_vrrp_macs(&mut nics);
+        let model_required = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm"));
+        let driver = cfg.get("nic_driver").and_then(Value::as_str);
+        let mut new = added.map(<[Value]>::to_vec).unwrap_or_else(|| nics.clone());
+        hull_spec::vm::nics::fill_vrrp_macs(&mut new);
+        let problems = hull_spec::vm::nics::check(&nics, &new, model_required, driver);
+        if !problems.is_empty() {
+            return Err(VmError::Nics { vm: uuid.into(), problems });
         }
         hull_net::nic::assign(&mut nics, &[]);
         let node_cfg = self.node.load_config()?;

@@ -76,6 +76,7 @@ impl Vmadm {
                         .map(String::from)
                         .collect();
                     let mut added = v.as_array().cloned().unwrap_or_default();
+                    hull_spec::vm::nics::fill_vrrp_macs(&mut added);
                     hull_net::nic::assign(&mut added, &taken);
                     nics.extend(added);
                     next.insert("nics".into(), Value::Array(nics));
@@ -145,7 +146,8 @@ impl Vmadm {
         let running = self.state(uuid, &cfg).state == "running";
         if changes.keys().any(|k| matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics")) {
             let mut checked = next.clone();
-            self.check_nics(uuid, &mut checked)?;
+            let added = changes.get("add_nics").and_then(Value::as_array).cloned().unwrap_or_default();
+            self.check_nics(uuid, &mut checked, Some(&added))?;
             let before = cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let after = checked.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let guest = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));

@@ -614,6 +614,13 @@ fn bad_nics_are_refused_and_leave_nothing() {
                    {"nic_tag": "t0", "ips": ["10.0.0.1/24"], "mac": "02:00:00:00:00:01"}]),
             "used twice",
         ),
+        // SmartOS's rules across NICs: VRRP needs a primary address of the VM's own.
+        (json!([{"nic_tag": "t0", "vrrp_vrid": 1, "vrrp_primary_ip": "10.0.0.5"}]), "only VRRP nics"),
+        (
+            json!([{"nic_tag": "t0", "ips": ["10.0.0.5/24"]}, {"nic_tag": "t0", "vrrp_vrid": 1}]),
+            "vrrp_vrid set but not vrrp_primary_ip",
+        ),
+        (json!([{"nic_tag": "t0", "primary": true}, {"nic_tag": "t0", "primary": true}]), "more than 1 primary NIC"),
     ];
     for (nics, needle) in cases {
         let r = try_create(&n, payload(&img, nics.clone()));

@@ -1,6 +1,7 @@
 //! VM payloads: brands, actions, and validation from the property table.
 
 pub mod memory;
+pub mod nics;
 pub mod props;
 mod validate;
 
