@@ -6,6 +6,34 @@ use hull_spec::manifest::ImageType;
 use hull_spec::{Action, Brand};
 use serde_json::{Map, Value, json};
 
+/// `vmadm validate`: the payload's own checks and those that need the node (its images
+/// installed and of the right type, a disk's `image_size`, the pool's name), acting on
+/// nothing. `vm` is the node's vmadm when the node has a pool; without one no image is
+/// installed and no pool name is right (and none is made: validation has no side effect).
+pub fn validate(
+    vm: Option<&Vmadm>,
+    action: Action,
+    brand: Option<Brand>,
+    payload: &Value,
+) -> std::result::Result<Map<String, Value>, hull_spec::ValidationErrors> {
+    let (mut out, mut errs) = hull_spec::vm::check_payload(action, brand, payload);
+    if errs.bad_brand.is_some() {
+        return Err(errs);
+    }
+    let brand = brand.or_else(|| out.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()));
+    if let Some(b) = brand
+        && action != Action::Update
+    {
+        hull_spec::vm::check_images(b, &mut out, &mut errs, &|u| vm.and_then(|v| v.image_info(u)));
+    }
+    if let Some(z) = out.get("zpool").and_then(Value::as_str)
+        && vm.and_then(|v| v.pool().ok()).is_none_or(|p| p.name() != z)
+    {
+        errs.bad_values.push("zpool".into());
+    }
+    if errs.is_empty() { Ok(out) } else { Err(errs) }
+}
+
 /// SmartOS's defaults for an OS zone, filled in where the payload is silent (VM.js's
 /// applyZoneDefaults, then its fixPayloadMemory).
 fn defaults(cfg: &mut Map<String, Value>) {
@@ -50,6 +78,12 @@ fn own_machine_id(uuid: &str, dataset: &std::path::Path) -> Result<()> {
 }
 
 impl Vmadm {
+    /// What validation needs of an installed image.
+    pub(crate) fn image_info(&self, uuid: &str) -> Option<hull_spec::vm::ImageInfo> {
+        let m = self.img.manifest(&uuid.parse().ok()?).ok()?;
+        Some(hull_spec::vm::ImageInfo { image_type: m.image_type.as_str().to_string(), size_mib: m.image_size })
+    }
+
     /// What every VM's config says of itself: uuid, zone name, dataset, path, pool, time.
     fn identify(&self, uuid: &str, cfg: &mut Map<String, Value>) -> Result<()> {
         let pool = self.pool()?;
@@ -132,6 +166,15 @@ impl Vmadm {
         cfg.retain(|_, v| !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()));
         let brand: Brand =
             cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
+        // A disk's image_size: filled in from its image, refused when it is not the image's.
+        // (A missing image, or one of the wrong type, is said below in more words.)
+        let mut errs = hull_spec::ValidationErrors::default();
+        hull_spec::vm::check_images(brand, &mut cfg, &mut errs, &|u| self.image_info(u));
+        errs.bad_values.retain(|v| v.ends_with(".image_size"));
+        errs.missing_properties.clear();
+        if !errs.is_empty() {
+            return Err(VmError::Invalid(errs));
+        }
         let uuid = match cfg.get("uuid").and_then(Value::as_str) {
             Some(u) => u.to_string(),
             None => uuid::Uuid::new_v4().to_string(),

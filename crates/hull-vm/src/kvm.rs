@@ -50,13 +50,14 @@ impl Vmadm {
                     )),
                     _ => problems.push(format!("disks.{i}.image_uuid: image {img} is not installed")),
                 }
-            } else if d.get("size").and_then(Value::as_u64).is_none_or(|s| s == 0) {
+            } else if d.get("media").and_then(Value::as_str).is_none_or(|m| m == "disk")
+                && d.get("size").and_then(Value::as_u64).is_none_or(|s| s == 0)
+            {
+                // A cdrom is its `path`; a disk needs a size (validation says so first).
                 problems.push(format!("disks.{i}: needs a size (MiB) or an image_uuid"));
             }
         }
-        if !disks.is_empty() && !disks.iter().any(|d| d.get("boot").and_then(Value::as_bool).unwrap_or(false)) {
-            problems.push("disks: none is marked boot".into());
-        }
+        // No disk marked boot is fine, as on SmartOS: the guest's firmware tries them in order.
         let ram = cfg.get("ram").and_then(Value::as_u64).unwrap_or(256);
         if let Some(total) = mem_total_mib()
             && ram + OVERHEAD_MIB > total

@@ -27,6 +27,7 @@ mod start;
 mod stop;
 mod update;
 
+pub use create::validate;
 pub use query::VmState;
 pub use start::BootAll;
 pub use stop::AfterExit;

@@ -360,7 +360,12 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
                 return Err(Failure::new(2, "validate update needs the VM's brand: vmadm validate update BRAND"));
             }
             let payload = read_payload(file.as_ref())?;
-            let out = match hull_spec::vm::validate(action, brand, &payload) {
+            // The node's images are checked where it has a pool; none is made to check.
+            let vm = match node.existing_pool() {
+                Ok(Some(_)) => Some(open(node)?),
+                _ => None,
+            };
+            let out = match hull_vm::validate(vm.as_ref(), action, brand, &payload) {
                 Ok(out) => out,
                 Err(errs) => {
                     eprintln!("{}", errs.to_json());

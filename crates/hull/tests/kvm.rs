@@ -182,10 +182,9 @@ fn bad_kvm_payloads_create_nothing() {
     let zone_img = n.busybox();
     let cases = [
         (json!({"brand": "kvm", "disks": [{"size": 64, "boot": true, "model": "floppy"}]}), "disks.0.model"),
-        (json!({"brand": "kvm", "disks": [{"size": 64}]}), "none is marked boot"),
         (json!({"brand": "kvm", "ram": 100_000_000, "disks": [{"size": 64, "boot": true}]}), "more than this node's"),
         (json!({"brand": "kvm", "disks": [{"image_uuid": zone_img, "boot": true}]}), "not a zvol image"),
-        (json!({"brand": "kvm", "disks": [{"boot": true}]}), "needs a size"),
+        (json!({"brand": "kvm", "disks": [{"boot": true}]}), "missing properties: disks.0.size"),
         (json!({"brand": "joyent-minimal", "image_uuid": zvol}), "cannot be a zone's root"),
     ];
     let before = n.datasets();
@@ -196,6 +195,30 @@ fn bad_kvm_payloads_create_nothing() {
     }
     assert_eq!(n.datasets(), before, "a refused payload left a dataset");
     assert!(n.hull(&["vmadm", "list", "-H"]).ok().trim().is_empty());
+    // vmadm validate as SmartOS's: where each disk comes from, and the images on this node,
+    // every problem in one answer.
+    let validate = |p: Value| -> Value {
+        let f = n.root().join("v.json");
+        std::fs::write(&f, p.to_string()).expect("write");
+        let r = n.hull(&["vmadm", "validate", "create", "-f", &f.to_string_lossy()]);
+        let text = r.stderr.split("\nvmadm: error").next().unwrap_or_default().to_string();
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    let size = 16; // MiB: the boot sector image's
+    let v = validate(json!({"brand": "kvm", "disks": [
+        {"image_uuid": zvol, "size": 64, "block_size": 512},
+        {"size": 10, "image_size": 5},
+        {"boot": true},
+        {"media": "cdrom", "path": "/iso/x.iso"},
+        {"image_uuid": zvol, "image_size": size + 1},
+        {"image_uuid": zone_img, "image_size": 1}]}));
+    assert_eq!(v["bad_properties"], json!(["disks.0.size", "disks.0.block_size", "disks.1.image_size"]), "{v}");
+    assert_eq!(v["missing_properties"], json!(["disks.2.size"]), "{v}");
+    assert_eq!(v["bad_values"], json!(["disks.4.image_size", "disks.5.image_uuid"]), "{v}");
+    // An image's disk without image_size is given the image's.
+    let f = n.root().join("ok.json");
+    std::fs::write(&f, json!({"brand": "kvm", "disks": [{"image_uuid": zvol, "boot": true}]}).to_string()).expect("w");
+    n.hull(&["vmadm", "validate", "create", "-f", &f.to_string_lossy()]).ok();
 }
 
 #[test]

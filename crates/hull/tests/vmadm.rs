@@ -26,10 +26,35 @@ fn validate(n: &TestNode, args: &[&str], payload: &str) -> (i32, String, String)
 
 #[test]
 fn validate_reports_in_smartos_shape() {
-    let n = TestNode::bare();
-    let good = r#"{"brand": "joyent", "image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182", "max_physical_memory": 256, "nics": [{"nic_tag": "admin", "ip": "dhcp"}]}"#;
-    let (code, out, _) = validate(&n, &["create", "joyent"], good);
-    assert_eq!((code, out.as_str()), (0, "VALID 'create' payload for joyent brand VMs.\n"));
+    // Validation checks the node's images, as SmartOS's does: an image that is not installed
+    // is a bad value (a node without a pool has none, and validating makes no pool).
+    let bare = TestNode::bare();
+    let absent = r#"{"brand": "joyent", "image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182", "zpool": "zones"}"#;
+    let (code, _, err) = validate(&bare, &["create"], absent);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            r#""bad_values": [
+    "image_uuid",
+    "zpool"
+  ]"#
+        ),
+        "{err}"
+    );
+    assert!(!bare.root().join("var/hull/zones.img").exists(), "validating made a pool");
+    let n = TestNode::new("256M");
+    let img = n.busybox();
+    let good_json = serde_json::json!({"brand": "joyent", "image_uuid": img, "max_physical_memory": 256, "nics": [{"nic_tag": "admin", "ip": "dhcp"}]}).to_string();
+    let good = good_json.as_str();
+    let (code, out, err) = validate(&n, &["create", "joyent"], good);
+    assert_eq!((code, out.as_str()), (0, "VALID 'create' payload for joyent brand VMs.\n"), "{err}");
+    let (code, _, err) = validate(
+        &n,
+        &["create"],
+        r#"{"brand": "kvm", "disks": [{"image_uuid": "IMG"}]}"#.replace("IMG", &img).as_str(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("disks.0.image_uuid"), "a zone image is no disk: {err}");
 
     let bad = r#"{"brand": "joyent", "colour": 1, "cpu_cap": -1, "max_lwps": "many"}"#;
     let (code, _, err) = validate(&n, &["create", "joyent"], bad);
@@ -56,8 +81,8 @@ fn validate_reports_in_smartos_shape() {
     // SmartOS's own form: the brand is the payload's.
     let r = n.hull(&["vmadm", "validate", "create", "-f", &file.to_string_lossy()]);
     assert_eq!(r.ok(), "VALID 'create' payload for joyent brand VMs.\n");
-    let lx = r#"{"brand": "lx", "image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182", "kernel_version": "4.3.0"}"#;
-    let (code, out, _) = validate(&n, &["create"], lx);
+    let lx = serde_json::json!({"brand": "lx", "image_uuid": img, "kernel_version": "4.3.0"}).to_string();
+    let (code, out, _) = validate(&n, &["create"], &lx);
     assert_eq!((code, out.as_str()), (0, "VALID 'create' payload for lx brand VMs.\n"));
     let (code, _, err) = validate(&n, &["create"], r#"{"image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182"}"#);
     assert_eq!(code, 1);

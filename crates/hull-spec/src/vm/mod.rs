@@ -6,5 +6,6 @@ pub mod props;
 mod validate;
 
 pub use validate::{
-    Action, Brand, ValidationErrors, normal_mac, route_nic, valid_hostname, validate, validate_lenient,
+    Action, Brand, ImageInfo, ValidationErrors, check_images, check_payload, normal_mac, route_nic, valid_hostname,
+    validate, validate_lenient,
 };

@@ -295,6 +295,96 @@ fn check_members(
     }
 }
 
+/// SmartOS's rule for where a KVM or bhyve disk comes from (VM.js, validateDiskSource): from
+/// an image (`image_uuid`; then no `block_size`, and no `size` unless the VM has
+/// `flexible_disk_size`), or blank (`size` given; then no `image_name` nor `image_size`).
+/// A cdrom is neither. `image_size` is checked against the image where the node is known
+/// ([`check_images`]).
+fn disk_sources(input: &Map<String, Value>, errs: &mut ValidationErrors) {
+    for list in ["disks", "add_disks"] {
+        let Some(Value::Array(disks)) = input.get(list) else { continue };
+        for (i, d) in disks.iter().enumerate() {
+            let Value::Object(d) = d else { continue };
+            if d.get("media").and_then(Value::as_str).is_some_and(|m| m != "disk") {
+                continue;
+            }
+            let at = |k: &str| format!("{list}.{i}.{k}");
+            if d.contains_key("image_uuid") {
+                if d.contains_key("size") && !input.contains_key("flexible_disk_size") {
+                    errs.bad_properties.push(at("size"));
+                }
+                if d.contains_key("block_size") {
+                    errs.bad_properties.push(at("block_size"));
+                }
+            } else {
+                if !d.contains_key("size") {
+                    errs.missing_properties.push(at("size"));
+                }
+                for k in ["image_name", "image_size"] {
+                    if d.contains_key(k) {
+                        errs.bad_properties.push(at(k));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a node knows of an installed image, for [`check_images`].
+pub struct ImageInfo {
+    /// IMGAPI's `type` (`zone-dataset`, `lx-dataset`, `zvol`, ...).
+    pub image_type: String,
+    /// A zvol image's size, MiB.
+    pub size_mib: Option<u64>,
+}
+
+/// The checks of a payload's images that need the node (VM.js's validateImages): an OS
+/// zone's `image_uuid` installed and a zone root, each disk's `image_uuid` installed and a
+/// zvol, a disk's `image_size` the image's (filled in when absent). `lookup` answers for an
+/// installed image.
+pub fn check_images(
+    brand: Brand,
+    out: &mut Map<String, Value>,
+    errs: &mut ValidationErrors,
+    lookup: &dyn Fn(&str) -> Option<ImageInfo>,
+) {
+    if brand.is_os()
+        && let Some(u) = out.get("image_uuid").and_then(Value::as_str)
+    {
+        match lookup(u) {
+            Some(i) if matches!(i.image_type.as_str(), "zone-dataset" | "lx-dataset" | "docker") => {}
+            _ => errs.bad_values.push("image_uuid".into()),
+        }
+    }
+    for list in ["disks", "add_disks"] {
+        let Some(Value::Array(disks)) = out.get_mut(list) else { continue };
+        for (i, d) in disks.iter_mut().enumerate() {
+            let Value::Object(d) = d else { continue };
+            let Some(u) = d.get("image_uuid").and_then(Value::as_str).map(String::from) else { continue };
+            match lookup(&u) {
+                Some(img) if img.image_type == "zvol" => {
+                    match (d.get("image_size").and_then(Value::as_u64), img.size_mib) {
+                        (Some(given), Some(size)) if given != size => {
+                            errs.bad_values.push(format!("{list}.{i}.image_size"))
+                        }
+                        (None, Some(size)) => {
+                            d.insert("image_size".into(), Value::from(size));
+                        }
+                        (None, None) => errs.missing_properties.push(format!("{list}.{i}.image_size")),
+                        _ => {}
+                    }
+                }
+                _ => {
+                    errs.bad_values.push(format!("{list}.{i}.image_uuid"));
+                    if !d.contains_key("image_size") {
+                        errs.missing_properties.push(format!("{list}.{i}.image_size"));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Validates `payload` for `action` on a VM of `brand`.
 ///
 /// For create and receive, `brand` is the one the command names, or None to take it from
@@ -331,6 +421,12 @@ pub fn validate_lenient(
         out.remove("brand");
     }
     Ok((out, errs.bad_properties))
+}
+
+/// Validates without refusing: the payload normalised, and every problem found (empty when
+/// there is none). [`validate`] and [`validate_lenient`] decide what refuses.
+pub fn check_payload(action: Action, brand: Option<Brand>, payload: &Value) -> (Map<String, Value>, ValidationErrors) {
+    check(action, brand, payload)
 }
 
 fn check(action: Action, brand: Option<Brand>, payload: &Value) -> (Map<String, Value>, ValidationErrors) {
@@ -388,6 +484,9 @@ fn check(action: Action, brand: Option<Brand>, payload: &Value) -> (Map<String, 
             check_members(base, key, items, b, member_action, &mut errs);
         }
         out.insert(key.clone(), v);
+    }
+    if b & props::HW != 0 {
+        disk_sources(input, &mut errs);
     }
     if matches!(action, Action::Create | Action::Receive) {
         for p in props::PROPS.iter().filter(|p: &&Prop| p.required & b != 0) {
