@@ -228,6 +228,7 @@ pub fn new_manifest(spec: &BuildSpec) -> Manifest {
         state: Some(hull_spec::manifest::ImageState::Active),
         error: None,
         disabled: Some(false),
+        activated: None,
         public: Some(false),
         published_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
         image_type: spec.image_type,
@@ -343,6 +344,8 @@ pub fn emit(
         digest: None,
         uncompressed_digest: None,
     }];
+    // Active, as IMGAPI serves an image that has its file.
+    manifest.activated = Some(true);
     tmp.persist(&file_path).map_err(|e| ImgError::io("rename", &file_path, e.error))?;
     crate::db::write_atomic(&manifest_path, manifest.to_json_pretty().as_bytes())?;
     Ok(Built { manifest, manifest_path, file_path })

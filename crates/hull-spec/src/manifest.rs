@@ -13,6 +13,18 @@ use uuid::Uuid;
 /// Largest image file IMGAPI accepts.
 pub const MAX_FILE_SIZE: u64 = 20 << 30;
 
+/// IMGAPI's booleans may come as strings (`"true"`, `"false"`), as imgmanifest's
+/// `boolFromString` takes them.
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(Value::String(s)) if s == "true" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "false" => Ok(Some(false)),
+        Some(other) => Err(serde::de::Error::custom(format!("expected a boolean, got {other}"))),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -28,15 +40,18 @@ pub struct Manifest {
     pub homepage: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eula: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "lenient_bool", skip_serializing_if = "Option::is_none")]
     pub icon: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ImageState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ImageErrorInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "lenient_bool", skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Whether IMGAPI has activated the image (every served manifest says).
+    #[serde(default, deserialize_with = "lenient_bool", skip_serializing_if = "Option::is_none")]
+    pub activated: Option<bool>,
+    #[serde(default, deserialize_with = "lenient_bool", skip_serializing_if = "Option::is_none")]
     pub public: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
@@ -53,7 +68,7 @@ pub struct Manifest {
     pub requirements: Option<Requirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<Vec<ImageUser>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "lenient_bool", skip_serializing_if = "Option::is_none")]
     pub generate_passwords: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherited_directories: Option<Vec<String>>,
@@ -206,7 +221,7 @@ pub struct Requirements {
     pub networks: Option<Vec<NetworkRequirement>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "lenient_bool", skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ram: Option<u64>,
@@ -231,6 +246,25 @@ pub struct NetworkRequirement {
 #[serde(deny_unknown_fields)]
 pub struct ImageUser {
     pub name: String,
+}
+
+/// imgmanifest's PUBLISHED_AT_RE: `2014-03-05T21:52:53Z`, milliseconds optional.
+fn published_at_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    let base = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    base && (b.len() == 20 && b[19] == b'Z' || b.len() == 24 && b[19] == b'.' && digits(20..23) && b[23] == b'Z')
 }
 
 /// A manifest that could not be accepted: the JSON shape, or a list of bad values.
@@ -267,21 +301,60 @@ impl Manifest {
         if self.uuid.is_nil() {
             bad.push("uuid must not be the nil uuid".to_string());
         }
-        if self.name.is_empty() || self.name.len() > 512 {
-            bad.push("name must be 1 to 512 characters".to_string());
-        } else if !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            bad.push(format!("name {:?} may only hold letters, digits, '-', '_' and '.'", self.name));
+        // imgmanifest's NAME_RE and VERSION_RE, and their lengths.
+        if self.name.is_empty() || self.name.len() > 1024 {
+            bad.push("name must be 1 to 1024 characters".to_string());
+        } else if !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._/ -".contains(c)) {
+            bad.push(format!("name {:?} may only hold letters, digits, ' ', '.', '-', '_' and '/'", self.name));
         }
-        if self.version.is_empty() || self.version.len() > 128 {
-            bad.push("version must be 1 to 128 characters".to_string());
-        } else if !self.version.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+~".contains(c)) {
-            bad.push(format!("version {:?} may only hold letters, digits and '-_.+~'", self.version));
+        if self.version.is_empty() || self.version.len() > 512 {
+            bad.push("version must be 1 to 512 characters".to_string());
+        } else if !self.version.chars().all(|c| c.is_ascii_alphanumeric() || "._/+-".contains(c)) {
+            bad.push(format!("version {:?} may only hold letters, digits and '._/+-'", self.version));
+        }
+        if let Some(d) = &self.description
+            && d.len() > 10 * 1024
+        {
+            bad.push("description is over 10240 characters".to_string());
+        }
+        for (what, u) in [("homepage", &self.homepage), ("eula", &self.eula)] {
+            if let Some(u) = u
+                && (!(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 1024)
+            {
+                bad.push(format!("{what} must be an http or https URL of at most 1024 characters"));
+            }
+        }
+        if let Some(p) = &self.published_at
+            && !published_at_ok(p)
+        {
+            bad.push(format!("published_at {p:?} is not YYYY-MM-DDTHH:MM:SS(.mmm)Z"));
+        }
+        if self.activated == Some(true) && self.published_at.is_none() {
+            bad.push("published_at must be present when activated is true".to_string());
+        }
+        if self.activated == Some(true) && self.files.is_empty() {
+            bad.push("files must be present when activated is true".to_string());
+        }
+        if self.image_type != ImageType::Zvol {
+            for (what, v) in
+                [("nic_driver", &self.nic_driver), ("disk_driver", &self.disk_driver), ("cpu_type", &self.cpu_type)]
+            {
+                if v.as_deref().is_some_and(|v| !v.is_empty()) {
+                    bad.push(format!("{what} is only for zvol images"));
+                }
+            }
+        }
+        for (what, list) in [("billing_tags", &self.billing_tags), ("channels", &self.channels)] {
+            if list.as_ref().is_some_and(|l| l.iter().any(|t| t.len() > 128)) {
+                bad.push(format!("{what}: a tag is over 128 characters"));
+            }
         }
         if self.origin == Some(self.uuid) {
             bad.push("origin must not be the image itself".to_string());
         }
-        if self.files.len() > 1 {
-            bad.push(format!("files must hold at most one file (got {})", self.files.len()));
+        let most = if self.image_type == ImageType::Lxd { 2 } else { 1 };
+        if self.files.len() > most {
+            bad.push(format!("files must hold at most {most} file(s) (got {})", self.files.len()));
         }
         for (i, f) in self.files.iter().enumerate() {
             if f.sha1.len() != 40 || !f.sha1.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -296,6 +369,27 @@ impl Manifest {
             && min > max
         {
             bad.push(format!("requirements.min_ram {min} is above max_ram {max}"));
+        }
+        if let Some(r) = &self.requirements {
+            if r.min_ram == Some(0) || r.max_ram == Some(0) {
+                bad.push("requirements.min_ram and max_ram must be positive".to_string());
+            }
+            for (what, p) in [("min_platform", &r.min_platform), ("max_platform", &r.max_platform)] {
+                if p.as_ref().is_some_and(BTreeMap::is_empty) {
+                    bad.push(format!("requirements.{what} must not be empty"));
+                }
+            }
+            // A bootrom is bhyve's: bios or uefi.
+            if let Some(b) = &r.bootrom {
+                match r.brand.as_deref() {
+                    None => bad.push("requirements.bootrom needs requirements.brand \"bhyve\"".to_string()),
+                    Some("bhyve") if matches!(b.as_str(), "bios" | "uefi") => {}
+                    Some("bhyve") => bad.push(format!("requirements.bootrom {b:?} must be bios or uefi")),
+                    Some(other) => {
+                        bad.push(format!("requirements.bootrom is not for the {other:?} brand (only bhyve)"))
+                    }
+                }
+            }
         }
         if bad.is_empty() { Ok(()) } else { Err(ManifestError::Invalid(bad)) }
     }
@@ -397,13 +491,52 @@ mod tests {
         let text = SMARTOS_BASE64
             .replace("\"v\": 2", "\"v\": 1")
             .replace("d8ea8b6d4bd3b2b64d3ac4d5d3c1e3c0ac8e0f51", "xyz")
-            .replace("\"name\": \"base64\"", "\"name\": \"a b\"");
+            .replace("\"name\": \"base64\"", "\"name\": \"a*b\"");
         match Manifest::parse(&text) {
             Err(ManifestError::Invalid(list)) => {
                 assert_eq!(list.len(), 3, "{list:?}");
             }
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn imgapi_s_fields_and_names_as_imgmanifest_takes_them() {
+        let text = SMARTOS_BASE64
+            .replace("\"name\": \"base64\"", "\"name\": \"my images/base 64\"")
+            .replace("\"v\": 2,", "\"v\": 2, \"activated\": \"true\", \"icon\": \"false\",");
+        let m = Manifest::parse(&text).expect("spaces and slashes in a name, booleans as strings");
+        assert_eq!((m.activated, m.icon), (Some(true), Some(false)));
+        // A manifest without files is taken unless activated says it has some.
+        let mut v: Value = serde_json::from_str(SMARTOS_BASE64).expect("json");
+        v.as_object_mut().expect("o").remove("files");
+        assert!(Manifest::from_value(v.clone()).is_ok());
+        v["activated"] = Value::Bool(true);
+        assert!(Manifest::from_value(v).is_err());
+        let bad = |edit: &dyn Fn(&mut Value)| {
+            let mut v: Value = serde_json::from_str(SMARTOS_BASE64).expect("json");
+            edit(&mut v);
+            Manifest::from_value(v).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(bad(&|v| v["published_at"] = "2014-03-05".into()).contains("published_at"));
+        assert!(bad(&|v| v["version"] = "1.0~rc1".into()).contains("version"));
+        assert!(bad(&|v| v["nic_driver"] = "virtio".into()).contains("only for zvol"));
+        assert!(bad(&|v| v["requirements"]["bootrom"] = "uefi".into()).contains("requirements.brand"));
+        assert!(
+            bad(&|v| {
+                v["requirements"]["brand"] = "bhyve".into();
+                v["requirements"]["bootrom"] = "coreboot".into();
+            })
+            .contains("bios or uefi")
+        );
+        assert_eq!(
+            bad(&|v| {
+                v["requirements"]["brand"] = "bhyve".into();
+                v["requirements"]["bootrom"] = "uefi".into();
+            }),
+            ""
+        );
+        assert!(bad(&|v| v["homepage"] = "ftp://x".into()).contains("homepage"));
     }
 
     proptest::proptest! {
