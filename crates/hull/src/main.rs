@@ -3,6 +3,7 @@
 
 mod dataset;
 mod demo;
+mod docs;
 mod imgadm;
 mod net;
 mod node;
@@ -17,12 +18,12 @@ use hull_storage::Node;
 use std::path::PathBuf;
 
 /// The tools hull answers to when run through a link of that name.
-const TOOLS: &[&str] =
+pub(crate) const TOOLS: &[&str] =
     &["imgadm", "vmadm", "zlogin", "nictagadm", "dladm", "svcs", "svcadm", "svccfg", "svcprop", "svc.startd"];
 
 #[derive(Parser)]
 #[command(name = "hull", version, about = "A SmartOS-style cloud compute node on Linux")]
-struct Cli {
+pub(crate) struct Cli {
     /// The node's root directory.
     #[arg(long, global = true, env = "HULL_ROOT", default_value = "/")]
     root: PathBuf,
@@ -82,6 +83,10 @@ enum Cmd {
     Zoneadmd(zone::ZoneadmdArgs),
     /// The main job: build an image, install it, clone twenty instances, report time and space.
     Demo(demo::DemoArgs),
+    /// Write man pages for hull and each of its tools (vmadm.8 lists every property).
+    Manpages(docs::ManArgs),
+    /// Print shell completions for hull and each of its tools.
+    Completions(docs::CompletionArgs),
 }
 
 /// A failure to report: the message and the exit status.
@@ -173,7 +178,13 @@ fn main() {
         Cmd::Dladm(_) => "dladm",
         _ => tool.as_str(),
     };
-    let result = Node::new(&cli.root, &cli.prefix).map_err(Failure::from).and_then(|node| match cli.cmd {
+    // Made from the command line's definition alone: no node needed.
+    let cmd = match cli.cmd {
+        Cmd::Manpages(a) => return finish(name, docs::manpages(a)),
+        Cmd::Completions(a) => return finish(name, docs::completions(a)),
+        cmd => cmd,
+    };
+    let result = Node::new(&cli.root, &cli.prefix).map_err(Failure::from).and_then(|node| match cmd {
         Cmd::Pool(c) => pool::run(&node, c),
         Cmd::Dataset(c) => dataset::run(&node, c),
         Cmd::Imgadm(c) => imgadm::run(&node, c),
@@ -191,7 +202,12 @@ fn main() {
         Cmd::Svcadm(c) => svc::svcadm(&node, c),
         Cmd::Svccfg(c) => svc::svccfg(&node, c),
         Cmd::Svcprop(a) => svc::svcprop(&node, a),
+        Cmd::Manpages(_) | Cmd::Completions(_) => Ok(()),
     });
+    finish(name, result);
+}
+
+fn finish(name: &str, result: CmdResult) {
     if let Err(f) = result {
         eprintln!("{name}: error: {}", f.message);
         std::process::exit(f.code);

@@ -17,9 +17,31 @@ impl From<VmError> for Failure {
     }
 }
 
+/// `vmadm create --help`: an example and where the properties are listed.
+const CREATE_HELP: &str = "\
+Example (a zone of 512 MiB on the admin nic tag):
+
+  vmadm create <<EOF
+  {
+    \"brand\": \"joyent-minimal\",
+    \"image_uuid\": \"IMAGE-UUID\",
+    \"alias\": \"web01\",
+    \"hostname\": \"web01\",
+    \"max_physical_memory\": 512,
+    \"quota\": 10,
+    \"resolvers\": [\"8.8.8.8\"],
+    \"nics\": [{\"nic_tag\": \"admin\", \"ips\": [\"10.0.0.5/24\"], \"gateways\": [\"10.0.0.1\"]}]
+  }
+  EOF
+
+Brands: joyent (the default), joyent-minimal, lx (needs kernel_version), kvm, bhyve.
+Properties are SmartOS's (vmadm(8)); `man vmadm` from `hull manpages` and docs/zones.md
+list what hull does with each. `vmadm validate create -f FILE` checks a payload first.";
+
 #[derive(Subcommand)]
 pub enum VmCmd {
     /// Create a VM from a JSON payload (a file, or standard input).
+    #[command(after_long_help = CREATE_HELP)]
     Create {
         #[arg(short = 'f')]
         file: Option<PathBuf>,
@@ -28,9 +50,7 @@ pub enum VmCmd {
         json: bool,
     },
     /// Print a VM as JSON.
-    Get {
-        uuid: String,
-    },
+    Get { uuid: String },
     /// List VMs.
     List {
         #[arg(short = 'o', default_value = LIST_COLUMNS)]
@@ -58,10 +78,10 @@ pub enum VmCmd {
         columns: Option<String>,
         filters: Vec<Filter>,
     },
-    Start {
-        uuid: String,
-    },
+    /// Boot a stopped VM (and set its autoboot true, as SmartOS's start does).
+    Start { uuid: String },
     /// Ask the VM to power off; -F kills it, -t sets how long to wait before killing.
+    /// Sets autoboot false, as SmartOS's stop does: the VM stays down when the node boots.
     Stop {
         uuid: String,
         #[arg(short = 'F')]
@@ -69,6 +89,7 @@ pub enum VmCmd {
         #[arg(short = 't', default_value_t = 60)]
         timeout: u64,
     },
+    /// Stop and start a VM (-F: kill it rather than ask its init to reboot).
     Reboot {
         uuid: String,
         #[arg(short = 'F')]
@@ -80,9 +101,8 @@ pub enum VmCmd {
         signal: String,
         uuid: String,
     },
-    Delete {
-        uuid: String,
-    },
+    /// Delete a VM: stop it if it runs, then remove its datasets, snapshots and disks.
+    Delete { uuid: String },
     /// Change a VM: a JSON payload (-f or standard input) or PROPERTY=VALUE pairs.
     Update {
         uuid: String,
@@ -91,9 +111,7 @@ pub enum VmCmd {
         assignments: Vec<String>,
     },
     /// Attach to a running VM's console (detach with Ctrl-]).
-    Console {
-        uuid: String,
-    },
+    Console { uuid: String },
     /// Start every VM whose autoboot is true (the service manager calls this at boot).
     BootAll {
         /// Exit 0 even when some VMs failed to boot (they are marked `failed` and named on
@@ -118,24 +136,13 @@ pub enum VmCmd {
         uuid: Option<String>,
     },
     /// Runtime information (KVM VMs only, as on SmartOS).
-    Info {
-        uuid: String,
-        types: Vec<String>,
-    },
+    Info { uuid: String, types: Vec<String> },
     /// Snapshot a VM's dataset.
-    CreateSnapshot {
-        uuid: String,
-        name: String,
-    },
+    CreateSnapshot { uuid: String, name: String },
     /// Put a VM back to a snapshot (stopping and starting it if it runs).
-    RollbackSnapshot {
-        uuid: String,
-        name: String,
-    },
-    DeleteSnapshot {
-        uuid: String,
-        name: String,
-    },
+    RollbackSnapshot { uuid: String, name: String },
+    /// Delete one of a VM's snapshots.
+    DeleteSnapshot { uuid: String, name: String },
     /// Check a payload without acting on it: prints every problem at once.
     /// `validate create [-f FILE]` takes the brand from the payload; `validate update BRAND`.
     Validate {

@@ -90,3 +90,28 @@ fn validate_reports_in_smartos_shape() {
     let (code, _, _) = validate(&n, &["update"], "{}");
     assert_eq!(code, 2, "update names the brand");
 }
+
+#[test]
+fn man_pages_and_completions_come_from_the_command_line() {
+    let n = TestNode::bare();
+    let dir = n.root().join("man");
+    let out = n.hull(&["manpages", &dir.to_string_lossy()]).ok();
+    assert!(out.lines().count() > 20, "{out}");
+    let vmadm = std::fs::read_to_string(dir.join("vmadm.8")).expect("vmadm.8");
+    assert!(vmadm.contains(".SH PROPERTIES") && vmadm.contains("max_physical_memory"), "{vmadm}");
+    let create = std::fs::read_to_string(dir.join("vmadm-create.8")).expect("vmadm-create.8");
+    assert!(create.contains("joyent\\-minimal") && create.contains("image_uuid"), "an example: {create}");
+    for page in ["hull.8", "imgadm.8", "zlogin.8", "svcadm-enable.8", "vmadm-delete-snapshot.8"] {
+        assert!(dir.join(page).exists(), "{page}");
+    }
+    // Every vmadm verb says what it does.
+    let help = n.hull(&["vmadm", "--help"]).ok();
+    for verb in ["start", "reboot", "delete", "delete-snapshot"] {
+        let line = help.lines().find(|l| l.trim_start().starts_with(&format!("{verb} "))).unwrap_or_default();
+        assert!(line.trim().len() > verb.len() + 5, "{verb} has no help: {help}");
+    }
+    let bash = n.hull(&["completions", "bash"]).ok();
+    for tool in ["hull", "vmadm", "imgadm", "zlogin"] {
+        assert!(bash.contains(&format!("complete -F _{tool} ")), "{tool}");
+    }
+}

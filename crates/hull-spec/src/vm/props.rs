@@ -267,6 +267,17 @@ impl Prop {
     pub fn allows(&self, brand: u8, action: u8) -> bool {
         self.allowed.iter().any(|(b, a)| b & brand != 0 && a & action != 0)
     }
+
+    /// The brands that take it, for people: `joyent, joyent-minimal, lx`.
+    pub fn brands_text(&self) -> String {
+        let all = self.allowed.iter().fold(0, |acc, (b, _)| acc | b);
+        [(J, "joyent"), (M, "joyent-minimal"), (L, "lx"), (K, "kvm"), (B, "bhyve")]
+            .iter()
+            .filter(|(bit, _)| all & bit != 0)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[cfg(test)]
