@@ -433,6 +433,10 @@ pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> 
     crate::source::check_url(mirror).map_err(|e| ImgError::Build(e.to_string()))?;
     let pb = progress::bytes(None, "debootstrap");
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    // The spinner draws only on a terminal; a log or a pipe is told once what the wait is.
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tracing::info!(suite, mirror, "debootstrap: fetching and unpacking Debian (a minute or more)");
+    }
     let res = CommandLine::new(&debootstrap)
         .arg("--variant=minbase")
         .arg(format!("--include=systemd-sysv,iproute2,ifupdown,procps{extra}"))

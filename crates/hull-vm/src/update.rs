@@ -31,7 +31,67 @@ fn merge_object(cfg: &mut Map<String, Value>, key: &str, set: Option<&Value>, re
     cfg.insert(key.into(), Value::Object(obj));
 }
 
+/// Applies `add_X`, `update_X` or `remove_X` (`verb`, its value `v`) to the list `list`,
+/// whose members are keyed by `key`: an update merges into the member with that key.
+fn merge_members(cfg: &mut Map<String, Value>, list: &str, key: &str, verb: &str, v: &Value) {
+    let mut items = cfg.get(list).and_then(Value::as_array).cloned().unwrap_or_default();
+    let key_of = |m: &Value| m.get(key).and_then(Value::as_str).map(String::from);
+    if verb.starts_with("add_") {
+        items.extend(v.as_array().cloned().unwrap_or_default());
+    } else if verb.starts_with("remove_") {
+        let gone: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        items.retain(|m| !key_of(m).is_some_and(|k| gone.contains(&k.as_str())));
+    } else {
+        for u in v.as_array().into_iter().flatten() {
+            if let Some(m) = items.iter_mut().find(|m| key_of(m).is_some() && key_of(m) == key_of(u))
+                && let (Value::Object(m), Value::Object(u)) = (m, u)
+            {
+                for (k, x) in u {
+                    m.insert(k.clone(), x.clone());
+                }
+            }
+        }
+    }
+    cfg.insert(list.into(), Value::Array(items));
+}
+
 impl Vmadm {
+    /// `add_disks` on an existing KVM VM: each a blank disk of `size` MiB, made beside the
+    /// others (the guest sees it from its next boot). A disk from an image is only made at
+    /// create.
+    fn add_blank_disks(&self, uuid: &str, cfg: &Map<String, Value>, v: &Value) -> Result<Vec<Value>> {
+        let have = cfg.get("disks").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+        let base = self.pool()?.dataset_path(&ds(uuid)?).join("disks");
+        let mut out = Vec::new();
+        for (j, d) in v.as_array().into_iter().flatten().enumerate() {
+            let Value::Object(d) = d else { continue };
+            if d.contains_key("image_uuid") {
+                return Err(VmError::Other {
+                    vm: uuid.into(),
+                    reason: format!("add_disks.{j}: a disk from an image is made at create only; give a size"),
+                });
+            }
+            let size = d.get("size").and_then(Value::as_u64).filter(|s| *s > 0).ok_or_else(|| VmError::Other {
+                vm: uuid.into(),
+                reason: format!("add_disks.{j}: needs a size (MiB)"),
+            })?;
+            let i = have + j;
+            let file = base.join(format!("disk{i}.raw"));
+            let io = |op| {
+                let (vm, path) = (uuid.to_string(), file.clone());
+                move |e| VmError::Io { vm, op, path, source: e }
+            };
+            let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&file).map_err(io("create"))?;
+            f.set_len(size << 20).map_err(io("size"))?;
+            let mut d = d.clone();
+            d.insert("path".into(), Value::from(format!("/zones/{uuid}/disks/disk{i}.raw")));
+            d.entry("model").or_insert(Value::from("virtio"));
+            d.entry("media").or_insert(Value::from("disk"));
+            out.push(Value::Object(d));
+        }
+        Ok(out)
+    }
+
     pub fn update(&self, uuid: &str, payload: &Value) -> Result<UpdateReport> {
         let _lock = self.lock(uuid)?;
         let mut cfg = self.load(uuid)?;
@@ -119,6 +179,27 @@ impl Vmadm {
                         }
                     }
                     next.insert("nics".into(), Value::Array(nics));
+                }
+                "set_routes" | "remove_routes" => {
+                    merge_object(&mut next, "routes", changes.get("set_routes"), changes.get("remove_routes"))
+                }
+                // Members of a list, keyed as SmartOS keys them (a filesystem by its target,
+                // a disk by its path): never stored under the verb's own name.
+                "add_filesystems" | "update_filesystems" | "remove_filesystems" => {
+                    merge_members(&mut next, "filesystems", "target", k, v)
+                }
+                "add_disks" => {
+                    let added = self.add_blank_disks(uuid, &next, v)?;
+                    let mut disks = next.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+                    disks.extend(added);
+                    next.insert("disks".into(), Value::Array(disks));
+                }
+                "update_disks" => merge_members(&mut next, "disks", "path", k, v),
+                "remove_disks" => {
+                    return Err(VmError::Other {
+                        vm: uuid.into(),
+                        reason: "remove_disks: removing a disk from a VM is not supported yet".into(),
+                    });
                 }
                 // null or blank: the property is unset (SmartOS's `alias: null`).
                 _ if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) => {

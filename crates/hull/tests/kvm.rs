@@ -436,3 +436,36 @@ fn forced_kvm_runs_the_guest_through_dev_kvm_in_its_zone() {
         serde_json::from_str(&n.hull_env(&["node", "status", "-j"], &[("HULL_ACCEL", "kvm")]).ok()).expect("json");
     assert_eq!(st["accel"]["accel"], "kvm");
 }
+
+#[test]
+fn a_kvm_vm_takes_a_blank_disk_and_disk_changes_by_update() {
+    let n = TestNode::new("512M");
+    let u = uuid_of(
+        &create(&n, json!({"brand": "kvm", "ram": 64, "autoboot": false, "disks": [{"size": 16, "boot": true}]})).ok(),
+    );
+    let f = n.root().join("add.json");
+    std::fs::write(&f, json!({"add_disks": [{"size": 8, "model": "virtio"}]}).to_string()).expect("write");
+    let out = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).ok();
+    assert!(out.contains("add_disks"), "{out}");
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &u]).ok()).expect("json");
+    let disks = v["disks"].as_array().expect("disks");
+    assert_eq!(disks.len(), 2, "{v}");
+    assert!(v.get("add_disks").is_none(), "stored under its verb: {v}");
+    let file = n.zones().join(&u).join("disks/disk1.raw");
+    assert_eq!(std::fs::metadata(&file).expect("the new disk").len(), 8 << 20);
+    // update_disks merges into the disk with that path.
+    let path = disks[1]["path"].as_str().expect("path").to_string();
+    std::fs::write(&f, json!({"update_disks": [{"path": path, "model": "ide"}]}).to_string()).expect("write");
+    n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).ok();
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &u]).ok()).expect("json");
+    assert_eq!(v["disks"][1]["model"], "ide");
+    // A disk from an image is made at create only: said, and nothing stored.
+    std::fs::write(
+        &f,
+        json!({"add_disks": [{"image_uuid": "7b3f0c1e-0000-4000-8000-000000000001", "image_size": 8}]}).to_string(),
+    )
+    .expect("write");
+    let r = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("made at create only"), "{}", r.stderr);
+}

@@ -702,3 +702,44 @@ fn zlogin_runs_root_s_shell_and_says_when_a_command_is_missing() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o644);
 }
+
+#[test]
+fn an_update_sequence_as_smartos_runs_it() {
+    let (n, img) = node();
+    let mut p = base(&img);
+    p["autoboot"] = false.into();
+    let uuid = create(&n, p);
+    let upd = |payload: serde_json::Value| {
+        let f = n.root().join("u.json");
+        std::fs::write(&f, payload.to_string()).expect("write");
+        n.hull(&["vmadm", "update", &uuid, "-f", &f.to_string_lossy()])
+    };
+    let get = || -> serde_json::Value { serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json") };
+    for step in [
+        serde_json::json!({"set_routes": {"10.9.0.0/16": "10.0.0.1", "10.8.0.0/16": "10.0.0.2"}}),
+        serde_json::json!({"remove_routes": ["10.8.0.0/16"]}),
+        serde_json::json!({"set_customer_metadata": {"user-script": "true"}, "set_tags": {"a": 1}}),
+        serde_json::json!({"remove_customer_metadata": ["user-script"], "remove_tags": ["a"]}),
+        serde_json::json!({"add_filesystems": [{"source": "/data", "target": "/data", "type": "lofs"}]}),
+        serde_json::json!({"update_filesystems": [{"target": "/data", "options": ["ro"]}]}),
+        serde_json::json!({"alias": "renamed", "max_physical_memory": 256, "quota": 5, "cpu_cap": 50}),
+        serde_json::json!({"alias": null}),
+    ] {
+        let r = upd(step.clone());
+        assert_eq!(r.code, 0, "{step}: {}", r.stderr);
+    }
+    let v = get();
+    assert_eq!(v["routes"], serde_json::json!({"10.9.0.0/16": "10.0.0.1"}));
+    assert_eq!(
+        v["filesystems"],
+        serde_json::json!([{"source": "/data", "target": "/data", "type": "lofs", "options": ["ro"]}])
+    );
+    assert_eq!(v["customer_metadata"], serde_json::json!({}));
+    for verb in ["set_routes", "remove_routes", "add_filesystems", "update_filesystems", "set_tags", "alias"] {
+        assert!(v.get(verb).is_none(), "{verb} stored as a property: {v}");
+    }
+    assert_eq!((v["quota"].clone(), v["cpu_cap"].clone()), (5.into(), 50.into()));
+    let r = upd(serde_json::json!({"remove_filesystems": ["/data"]}));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(get()["filesystems"], serde_json::json!([]));
+}
