@@ -164,8 +164,7 @@ impl Vmadm {
             tracing::warn!("Warning, invalid create property: [{p}] removing from payload.");
         }
         cfg.retain(|_, v| !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()));
-        let brand: Brand =
-            cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
+        let brand: Brand = Brand::of(&cfg);
         // A disk's image_size: filled in from its image, refused when it is not the image's.
         // (A missing image, or one of the wrong type, is said below in more words.)
         let mut errs = hull_spec::ValidationErrors::default();

@@ -34,6 +34,6 @@ impl Vmadm {
     }
 
     fn running_or_false(&self, uuid: &str) -> bool {
-        self.load(uuid).map(|cfg| self.state(uuid, &cfg).state == "running").unwrap_or(false)
+        self.load(uuid).map(|cfg| self.state(uuid, &cfg).state.is_running()).unwrap_or(false)
     }
 }

@@ -61,11 +61,11 @@ impl Vmadm {
         let _lock = self.lock(uuid)?;
         let cfg = self.load(uuid)?;
         let state = self.state(uuid, &cfg).state;
-        if state == "running" {
+        if state.is_running() {
             return Err(VmError::WrongState { vm: uuid.into(), state, verb: "make an image of" });
         }
         let pool = self.pool()?;
-        if matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve")) {
+        if hull_spec::Brand::of(&cfg).is_hvm() {
             if incremental {
                 return Err(VmError::Other {
                     vm: uuid.into(),

@@ -246,16 +246,14 @@ impl Vmadm {
     /// `vmadm info UUID [TYPE...]`: what qemu reports, by QMP.
     pub fn info(&self, uuid: &str, types: &[String]) -> Result<Map<String, Value>> {
         let cfg = self.load(uuid)?;
-        let brand = cfg.get("brand").and_then(Value::as_str).unwrap_or("");
-        if !matches!(brand, "kvm" | "bhyve") {
+        let brand = hull_spec::Brand::of(&cfg);
+        if !brand.is_hvm() {
             return Err(VmError::Other {
                 vm: uuid.into(),
                 reason: format!("info is not supported for brand {brand} (KVM VMs only)"),
             });
         }
-        if self.state(uuid, &cfg).state != "running" {
-            return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "info" });
-        }
+        self.require(uuid, hull_spec::Verb::Info, "get info of")?;
         let all = ["version", "status", "block", "cpus", "vnc", "chardev", "accel"];
         let wanted: Vec<&str> = if types.is_empty() || types.iter().any(|t| t == "all") {
             all.to_vec()

@@ -53,7 +53,7 @@ pub enum VmError {
     #[error("image {image} for VM {vm}: {reason}")]
     Image { vm: String, image: String, reason: String },
     #[error("VM {vm} is {state}: cannot {verb}")]
-    WrongState { vm: String, state: String, verb: &'static str },
+    WrongState { vm: String, state: hull_spec::State, verb: &'static str },
     #[error("VM {0} is busy with another command; try again")]
     Busy(String),
     /// zlogin's command is not in the zone (a shell's 127).

@@ -70,7 +70,7 @@ impl Vmadm {
             return Ok(Vec::new());
         }
         hull_spec::vm::nics::fill_vrrp_macs(&mut nics);
-        let model_required = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm"));
+        let model_required = hull_spec::Brand::of(cfg) == hull_spec::Brand::Kvm;
         let driver = cfg.get("nic_driver").and_then(Value::as_str);
         let mut new = added.map(<[Value]>::to_vec).unwrap_or_else(|| nics.clone());
         hull_spec::vm::nics::fill_vrrp_macs(&mut new);
@@ -96,7 +96,7 @@ impl Vmadm {
         let mut out = Vec::new();
         for other in self.uuids().unwrap_or_default().into_iter().filter(|u| u != uuid) {
             let Ok(cfg) = self.load(&other) else { continue };
-            if running && self.state(&other, &cfg).state != "running" {
+            if running && !self.state(&other, &cfg).state.is_running() {
                 continue;
             }
             if let Ok(nics) = hull_net::nic::parse_all(&nics_of(&cfg), node_cfg) {
@@ -131,7 +131,7 @@ impl Vmadm {
                 }
                 None => ns::create(&path)?,
             }
-            let guest = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+            let guest = hull_spec::Brand::of(&cfg).is_hvm();
             for nic in &nics {
                 if guest {
                     net.plug_for_guest(uuid, &path, nic)?;

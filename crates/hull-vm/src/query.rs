@@ -6,8 +6,7 @@ use serde_json::{Map, Value, json};
 /// What a VM is doing now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmState {
-    /// `running`, `stopped` or `failed`.
-    pub state: String,
+    pub state: hull_spec::State,
     pub pid: Option<i32>,
     pub exit_status: Option<i32>,
 }
@@ -29,15 +28,26 @@ impl Vmadm {
                 _ => None,
             };
         }
-        let running = init.is_some();
-        let state = if running {
-            "running"
+        let state = if init.is_some() {
+            hull_spec::State::Running
         } else if cfg.get("failed").and_then(Value::as_bool).unwrap_or(false) {
-            "failed"
+            hull_spec::State::Failed
         } else {
-            "stopped"
+            hull_spec::State::Stopped
         };
-        VmState { state: state.into(), pid: init, exit_status: rec.and_then(|r| r.exit_status) }
+        VmState { state, pid: init, exit_status: rec.and_then(|r| r.exit_status) }
+    }
+
+    /// The VM's state, or [`VmError::WrongState`] when `verb` cannot act on a VM in it
+    /// (`what` names the verb in the message).
+    pub(crate) fn require(&self, uuid: &str, verb: hull_spec::Verb, what: &'static str) -> Result<VmState> {
+        let cfg = self.load(uuid)?;
+        let st = self.state(uuid, &cfg);
+        if st.state.allows(verb) {
+            Ok(st)
+        } else {
+            Err(VmError::WrongState { vm: uuid.into(), state: st.state, verb: what })
+        }
     }
 
     /// The VM as `vmadm get` prints it: its properties and its state.
@@ -51,21 +61,21 @@ impl Vmadm {
         let mut cfg = self.load(uuid)?;
         let st = self.state(uuid, &cfg);
         cfg.insert("state".into(), json!(st.state));
-        cfg.insert("zone_state".into(), json!(if st.state == "running" { "running" } else { "installed" }));
+        cfg.insert("zone_state".into(), json!(st.state.zone_state()));
         if let Some(p) = st.pid {
             cfg.insert("pid".into(), json!(p));
         }
         if let Some(s) = st.exit_status {
             cfg.insert("exit_status".into(), json!(s));
         }
-        let brand = cfg.get("brand").and_then(Value::as_str).unwrap_or("joyent");
-        let hvm = matches!(brand, "kvm" | "bhyve");
+        let brand = hull_spec::Brand::of(&cfg);
+        let hvm = brand.is_hvm();
         // vmadm(8): OS for joyent*, LX, KVM, BHYVE.
         let ty = match brand {
-            "lx" => "LX",
-            "kvm" => "KVM",
-            "bhyve" => "BHYVE",
-            _ => "OS",
+            hull_spec::Brand::Lx => "LX",
+            hull_spec::Brand::Kvm => "KVM",
+            hull_spec::Brand::Bhyve => "BHYVE",
+            hull_spec::Brand::Joyent | hull_spec::Brand::JoyentMinimal => "OS",
         };
         cfg.insert("type".into(), json!(ty));
         if let Some(all) = all {
@@ -93,12 +103,9 @@ impl Vmadm {
 
     /// Runs a command in a running zone with this process's stdio; returns its exit status.
     pub fn zlogin(&self, uuid: &str, args: Vec<String>) -> Result<i32> {
+        self.require(uuid, hull_spec::Verb::Zlogin, "zlogin")?;
         let cfg = self.load(uuid)?;
-        let st = self.state(uuid, &cfg);
-        if st.state != "running" {
-            return Err(crate::VmError::WrongState { vm: uuid.into(), state: st.state, verb: "zlogin" });
-        }
-        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+        let hvm = hull_spec::Brand::of(&cfg).is_hvm();
         let args = if hvm { args } else { self.zone_command(uuid, &cfg, args)? };
         let pid = self.rt.exec(uuid, args)?;
         hull_zone::supervisor::wait_exit(pid)
@@ -155,17 +162,10 @@ impl Vmadm {
 
     /// Where a running zone's console is served.
     pub fn console_socket(&self, uuid: &str) -> Result<std::path::PathBuf> {
+        self.require(uuid, hull_spec::Verb::Console, "attach to the console of")?;
         let cfg = self.load(uuid)?;
-        let st = self.state(uuid, &cfg);
-        if st.state != "running" {
-            return Err(crate::VmError::WrongState {
-                vm: uuid.into(),
-                state: st.state,
-                verb: "attach to the console of",
-            });
-        }
         // A KVM guest's console is its serial port, which qemu serves itself.
-        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+        let hvm = hull_spec::Brand::of(&cfg).is_hvm();
         Ok(self.run_dir(uuid).join(if hvm { "serial.sock" } else { "console.sock" }))
     }
 }

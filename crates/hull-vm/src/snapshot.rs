@@ -86,7 +86,7 @@ impl Vmadm {
             if !pool.list()?.iter().any(|d| d.name == snap.to_string()) {
                 return Err(VmError::Other { vm: uuid.into(), reason: format!("no snapshot {name}") });
             }
-            let running = self.state(uuid, &cfg).state == "running";
+            let running = self.state(uuid, &cfg).state.is_running();
             if running {
                 self.stop_locked(uuid, false, Duration::from_secs(60))?;
             }

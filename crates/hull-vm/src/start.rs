@@ -114,12 +114,9 @@ impl Vmadm {
     /// Starts a stopped VM; returns once its init runs.
     pub fn start(&self, uuid: &str) -> Result<()> {
         let _lock = self.lock(uuid)?;
+        self.require(uuid, hull_spec::Verb::Start, "start")?;
         let mut cfg = self.load(uuid)?;
-        let state = self.state(uuid, &cfg);
-        if state.state == "running" {
-            return Err(VmError::WrongState { vm: uuid.into(), state: state.state, verb: "start" });
-        }
-        let hvm = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+        let hvm = hull_spec::Brand::of(&cfg).is_hvm();
         let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };
         if !hvm {
             self.prepare_root(uuid, &z, &cfg)?;
@@ -273,7 +270,7 @@ impl Vmadm {
         let mut failed = Vec::new();
         for uuid in self.uuids()? {
             match self.load(&uuid) {
-                Ok(cfg) if self.state(&uuid, &cfg).state == "running" => {
+                Ok(cfg) if self.state(&uuid, &cfg).state.is_running() => {
                     let started =
                         hull_zone::supervisor::read_record(&self.run_dir(&uuid)).map(|r| r.started).unwrap_or(0);
                     running.push((started, uuid));
@@ -307,7 +304,7 @@ impl Vmadm {
                 }
             };
             let autoboot = cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(false);
-            if !autoboot || self.state(&uuid, &cfg).state == "running" {
+            if !autoboot || self.state(&uuid, &cfg).state.is_running() {
                 continue;
             }
             match self.start(&uuid) {
@@ -328,7 +325,7 @@ impl Vmadm {
         // the VM unmarked.
         let Ok(_lock) = self.lock_wait(uuid) else { return };
         if let Ok(mut cfg) = self.load(uuid)
-            && self.state(uuid, &cfg).state != "running"
+            && !self.state(uuid, &cfg).state.is_running()
         {
             cfg.insert("failed".into(), Value::Bool(true));
             if let Err(e) = self.save(uuid, &cfg) {

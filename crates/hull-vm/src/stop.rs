@@ -33,7 +33,7 @@ impl Vmadm {
         let dir = self.run_dir(uuid);
         let asked = std::fs::remove_file(dir.join("stopping")).is_ok();
         let Ok(cfg) = self.load(uuid) else { return AfterExit::Stay };
-        let hvm = matches!(cfg.get("brand").and_then(serde_json::Value::as_str), Some("kvm" | "bhyve"));
+        let hvm = hull_spec::Brand::of(&cfg).is_hvm();
         let zone_reboot = status == 128 + libc::SIGHUP;
         let zone_halt = status == 128 + libc::SIGINT;
         let restart_init = cfg.get("restart_init").and_then(serde_json::Value::as_bool).unwrap_or(true);
@@ -86,7 +86,7 @@ impl Vmadm {
 
     fn running(&self, uuid: &str) -> Result<bool> {
         let cfg = self.load(uuid)?;
-        Ok(self.state(uuid, &cfg).state == "running")
+        Ok(self.state(uuid, &cfg).state.is_running())
     }
 
     fn wait_stopped(&self, uuid: &str, timeout: Duration) -> Result<bool> {
@@ -107,9 +107,7 @@ impl Vmadm {
     /// stays stopped when the node boots (`vmadm start` sets it true again).
     pub fn stop(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {
         let _lock = self.lock(uuid)?;
-        if !self.running(uuid)? {
-            return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "stop" });
-        }
+        self.require(uuid, hull_spec::Verb::Stop, "stop")?;
         let mut cfg = self.load(uuid)?;
         if cfg.get("autoboot").and_then(serde_json::Value::as_bool) != Some(false) {
             cfg.insert("autoboot".into(), serde_json::Value::Bool(false));
@@ -126,13 +124,10 @@ impl Vmadm {
     }
 
     pub(crate) fn stop_locked(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {
-        if !self.running(uuid)? {
-            return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "stop" });
-        }
+        self.require(uuid, hull_spec::Verb::Stop, "stop")?;
         self.mark_stopping(uuid);
         if !force {
-            let brand = self.load(uuid)?.get("brand").and_then(|b| b.as_str()).unwrap_or("").to_string();
-            if matches!(brand.as_str(), "kvm" | "bhyve") {
+            if hull_spec::Brand::of(&self.load(uuid)?).is_hvm() {
                 // An ACPI power-button press; a guest that ignores it is killed at the timeout.
                 if let Err(e) = self.kvm_powerdown(uuid) {
                     tracing::warn!(vm = %uuid, "ACPI power-down: {e}");
@@ -184,9 +179,7 @@ impl Vmadm {
 
     /// Sends a signal to the zone's init (SIGKILL goes to every process of the zone).
     pub fn kill(&self, uuid: &str, signal: i32) -> Result<()> {
-        if !self.running(uuid)? {
-            return Err(VmError::WrongState { vm: uuid.into(), state: "stopped".into(), verb: "kill" });
-        }
+        self.require(uuid, hull_spec::Verb::Kill, "kill")?;
         let all = signal == nix::sys::signal::Signal::SIGKILL as i32;
         self.mark_stopping(uuid);
         self.rt.kill(uuid, &self.cgroup(uuid), signal, all)?;

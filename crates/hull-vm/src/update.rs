@@ -95,8 +95,7 @@ impl Vmadm {
     pub fn update(&self, uuid: &str, payload: &Value) -> Result<UpdateReport> {
         let _lock = self.lock(uuid)?;
         let mut cfg = self.load(uuid)?;
-        let brand: Brand =
-            cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent);
+        let brand: Brand = Brand::of(&cfg);
         let (changes, dropped) =
             hull_spec::vm::validate_lenient(Action::Update, Some(brand), payload).map_err(VmError::Invalid)?;
         for p in &dropped {
@@ -212,7 +211,7 @@ impl Vmadm {
             let nic_change = matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics");
             let apply = if nic_change {
                 // Applied below: live on a running zone, at boot on a stopped one.
-                if self.state(uuid, &cfg).state == "running" { Apply::Live } else { Apply::Reboot }
+                if self.state(uuid, &cfg).state.is_running() { Apply::Live } else { Apply::Reboot }
             } else {
                 props::lookup(k).map(|p| p.apply).unwrap_or(Apply::NotYet)
             };
@@ -224,14 +223,14 @@ impl Vmadm {
         }
         // Live changes are made before anything is stored: a change that fails is reported
         // as an error and not recorded.
-        let running = self.state(uuid, &cfg).state == "running";
+        let running = self.state(uuid, &cfg).state.is_running();
         if changes.keys().any(|k| matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics")) {
             let mut checked = next.clone();
             let added = changes.get("add_nics").and_then(Value::as_array).cloned().unwrap_or_default();
             self.check_nics(uuid, &mut checked, Some(&added))?;
             let before = cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let after = checked.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
-            let guest = matches!(cfg.get("brand").and_then(Value::as_str), Some("kvm" | "bhyve"));
+            let guest = hull_spec::Brand::of(&cfg).is_hvm();
             if running && !guest {
                 self.net_update(uuid, &before, &after)?;
             } else if running {

@@ -3,8 +3,10 @@
 pub mod memory;
 pub mod nics;
 pub mod props;
+pub mod state;
 mod validate;
 
+pub use state::{State, Verb};
 pub use validate::{
     Action, Brand, ImageInfo, ValidationErrors, check_images, check_payload, normal_mac, route_nic, valid_hostname,
     validate, validate_lenient,

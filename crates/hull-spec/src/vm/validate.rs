@@ -41,6 +41,16 @@ impl Brand {
     pub fn is_os(self) -> bool {
         self.bit() & props::OS != 0
     }
+
+    /// A hardware VM (qemu in a zone): kvm or bhyve.
+    pub fn is_hvm(self) -> bool {
+        !self.is_os()
+    }
+
+    /// The brand a stored VM says it has (`joyent` when it says none, as create fills in).
+    pub fn of(cfg: &serde_json::Map<String, Value>) -> Brand {
+        cfg.get("brand").and_then(Value::as_str).and_then(|b| b.parse().ok()).unwrap_or(Brand::Joyent)
+    }
 }
 
 impl std::str::FromStr for Brand {
