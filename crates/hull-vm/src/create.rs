@@ -105,7 +105,7 @@ impl Vmadm {
             let mut c = self.load(&uuid)?;
             c.insert("failed".into(), json!(true));
             self.save(&uuid, &c)?;
-            return Err(VmError::Other { vm: uuid, reason: format!("created, but failed to boot: {e}") });
+            return Err(VmError::BootFailed { vm: uuid, source: Box::new(e) });
         }
         Ok(uuid)
     }

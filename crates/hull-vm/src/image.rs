@@ -87,7 +87,7 @@ impl Vmadm {
             out_dir: out_dir.to_path_buf(),
             uuid: None,
         });
-        manifest.validate().map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+        manifest.validate().map_err(|source| VmError::Manifest { vm: uuid.into(), source })?;
         manifest.requirements = cfg.get("brand").and_then(Value::as_str).map(|b| Requirements {
             networks: None,
             brand: Some(b.to_string()),

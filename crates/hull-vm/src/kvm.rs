@@ -232,7 +232,7 @@ impl Vmadm {
     fn qmp(&self, uuid: &str) -> Result<hull_qemu::qmp::Qmp> {
         let sock = self.run_dir(uuid).join("qmp.sock");
         hull_qemu::qmp::Qmp::connect(&sock, Duration::from_secs(5))
-            .map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })
+            .map_err(|source| VmError::Qmp { vm: uuid.into(), source })
     }
 
     /// Asks the guest to power off (an ACPI power-button press).
@@ -240,7 +240,7 @@ impl Vmadm {
         self.qmp(uuid)?
             .execute("system_powerdown", None)
             .map(drop)
-            .map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })
+            .map_err(|source| VmError::Qmp { vm: uuid.into(), source })
     }
 
     /// `vmadm info UUID [TYPE...]`: what qemu reports, by QMP.
@@ -271,9 +271,8 @@ impl Vmadm {
                 "vnc" => "query-vnc",
                 "chardev" => "query-chardev",
                 "accel" => {
-                    let kvm = q
-                        .execute("query-kvm", None)
-                        .map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+                    let kvm =
+                        q.execute("query-kvm", None).map_err(|source| VmError::Qmp { vm: uuid.into(), source })?;
                     out.insert("accel".into(), json!({"kvm": kvm, "node": self.accel()}));
                     continue;
                 }
@@ -284,7 +283,7 @@ impl Vmadm {
                     });
                 }
             };
-            let mut v = q.execute(cmd, None).map_err(|e| VmError::Other { vm: uuid.into(), reason: e.to_string() })?;
+            let mut v = q.execute(cmd, None).map_err(|source| VmError::Qmp { vm: uuid.into(), source })?;
             if t == "vnc"
                 && let (Value::Object(o), Some(p)) = (&mut v, cfg.get("vnc_port").and_then(Value::as_u64))
             {

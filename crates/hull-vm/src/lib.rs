@@ -61,6 +61,29 @@ pub enum VmError {
     NoCommand { vm: String, cmd: String },
     #[error("VM {vm}: {reason}")]
     Other { vm: String, reason: String },
+    /// The VM was made and stored, and its first boot failed (it is marked `failed`).
+    #[error("VM {vm}: created, but failed to boot")]
+    BootFailed {
+        vm: String,
+        #[source]
+        source: Box<VmError>,
+    },
+    #[error("VM {vm}: qemu's monitor")]
+    Qmp {
+        vm: String,
+        #[source]
+        source: hull_qemu::QemuError,
+    },
+    #[error("VM {vm}: its image's manifest")]
+    Manifest {
+        vm: String,
+        #[source]
+        source: hull_spec::manifest::ManifestError,
+    },
+    #[error("VM {vm} has no snapshot {name}")]
+    NoSnapshot { vm: String, name: String },
+    #[error("VM {vm} already has a snapshot {name}")]
+    SnapshotExists { vm: String, name: String },
     #[error(transparent)]
     Storage(#[from] hull_storage::StorageError),
     #[error(transparent)]

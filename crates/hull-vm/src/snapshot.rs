@@ -56,9 +56,7 @@ impl Vmadm {
         self.load(uuid)?;
         let snap = self.snap(uuid, name)?;
         self.pool()?.snapshot(&snap).map_err(|e| match e {
-            hull_storage::StorageError::Exists(_) => {
-                VmError::Other { vm: uuid.into(), reason: format!("snapshot {name} already exists") }
-            }
+            hull_storage::StorageError::Exists(_) => VmError::SnapshotExists { vm: uuid.into(), name: name.into() },
             e => e.into(),
         })?;
         let pool = self.pool()?;
@@ -84,7 +82,7 @@ impl Vmadm {
             let snap = self.snap(uuid, name)?;
             let pool = self.pool()?;
             if !pool.list()?.iter().any(|d| d.name == snap.to_string()) {
-                return Err(VmError::Other { vm: uuid.into(), reason: format!("no snapshot {name}") });
+                return Err(VmError::NoSnapshot { vm: uuid.into(), name: name.into() });
             }
             let running = self.state(uuid, &cfg).state.is_running();
             if running {

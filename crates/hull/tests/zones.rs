@@ -577,7 +577,7 @@ fn snapshots_roll_a_vm_back() {
     n.hull(&["zlogin", &uuid, "sh", "-c", "echo v1 > /root/f"]).ok();
     n.hull(&["vmadm", "create-snapshot", &uuid, "s1"]).ok();
     let r = n.hull(&["vmadm", "create-snapshot", &uuid, "s1"]);
-    assert!(r.stderr.contains("snapshot s1 already exists"), "{}", r.stderr);
+    assert!(r.stderr.contains("already has a snapshot s1"), "{}", r.stderr);
     assert_eq!(n.hull(&["vmadm", "create-snapshot", &uuid, "bad/name"]).code, 1);
     n.hull(&["zlogin", &uuid, "sh", "-c", "echo v2 > /root/f; rm /bin/vi"]).ok();
     let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
