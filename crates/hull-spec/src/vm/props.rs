@@ -94,7 +94,8 @@ use PropType::{Boolean as BOOL, FlatObject as FLAT, List as LIST, ObjectArray as
 pub static PROPS: &[Prop] = &[
     p!("add_disks", OBJS, [(HW, U)], 0, Reboot, "disks"),
     p!("add_filesystems", OBJS, [(OS | K, U)], 0, NotYet, "filesystems"),
-    p!("add_nics", OBJS, [(ALL, U)], 0, NotYet, "nics"),
+    // NIC changes are live on a running zone; a KVM guest's wait for its next boot (update.rs).
+    p!("add_nics", OBJS, [(ALL, U)], 0, Live, "nics"),
     p!("add_pci_devices", OBJS, [(B, CRU)], 0, NotYet, "pci_devices"),
     p!("alias", STR, [(ALL, CRU)], 0, Live),
     p!("archive_on_delete", BOOL, [(ALL, CRU)], 0, Live),
@@ -212,7 +213,7 @@ pub static PROPS: &[Prop] = &[
     p!("remove_disks", LIST, [(HW, U)], 0, NotYet),
     p!("remove_filesystems", LIST, [(ALL, U)], 0, NotYet),
     p!("remove_internal_metadata", LIST, [(ALL, U)], 0, Live),
-    p!("remove_nics", LIST, [(ALL, U)], 0, NotYet),
+    p!("remove_nics", LIST, [(ALL, U)], 0, Live),
     p!("remove_pci_devices", LIST, [(B, U)], 0, NotYet),
     p!("remove_routes", LIST, [(ALL, U)], 0, Reboot),
     p!("remove_tags", LIST, [(ALL, U)], 0, Live),
@@ -231,7 +232,7 @@ pub static PROPS: &[Prop] = &[
     p!("transition", FLAT, [(ALL, R)], 0, Live),
     p!("update_disks", OBJS, [(HW, U)], 0, Reboot, "disks"),
     p!("update_filesystems", OBJS, [(OS | K, U)], 0, NotYet, "filesystems"),
-    p!("update_nics", OBJS, [(ALL, U)], 0, NotYet, "nics"),
+    p!("update_nics", OBJS, [(ALL, U)], 0, Live, "nics"),
     p!("update_pci_devices", OBJS, [(B, U)], 0, NotYet, "pci_devices"),
     p!("uuid", UUID, [(ALL, CR)], 0, Live),
     p!("v", int(0, MAXI), [(ALL, R)], 0, Live),
@@ -280,9 +281,57 @@ impl Prop {
     }
 }
 
+/// docs/properties.md: every row of the table, for people. A test keeps the file equal to
+/// this (`HULL_BLESS=1 cargo test -p hull-spec` rewrites it).
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "# VM properties\n\nGenerated from the property table (`crates/hull-spec/src/vm/props.rs`, after \
+         smartos-live's proptable.js); do not edit by hand. Actions: c create, r receive, u update; \
+         for members of `nics`, `disks`, `filesystems`: add, upd. When: when an update takes effect.\n\n\
+         | property | type | brands | actions | when |\n|---|---|---|---|---|\n",
+    );
+    for p in PROPS {
+        let ty = match p.ty {
+            PropType::Boolean => "boolean".to_string(),
+            PropType::Integer { min, max } if max == i64::MAX => format!("integer ≥ {min}"),
+            PropType::Integer { min, max } => format!("integer {min} to {max}"),
+            PropType::String => "string".into(),
+            PropType::Uuid => "uuid".into(),
+            PropType::List => "list".into(),
+            PropType::FlatObject => "object".into(),
+            PropType::ObjectArray => "array of objects".into(),
+            PropType::Zpool => "zpool".into(),
+        };
+        let acts = p.allowed.iter().fold(0, |acc, (_, a)| acc | a);
+        let actions: Vec<&str> = [(C, "c"), (R, "r"), (U, "u"), (ADD, "add"), (UPD, "upd")]
+            .iter()
+            .filter(|(bit, _)| acts & bit != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        let when = match p.apply {
+            Apply::Live => "live",
+            Apply::Reboot => "next boot",
+            Apply::NotYet => "stored only",
+        };
+        s.push_str(&format!("| `{}` | {ty} | {} | {} | {when} |\n", p.name, p.brands_text(), actions.join(" ")));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_properties_md_is_the_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/properties.md");
+        let want = markdown();
+        if std::env::var_os("HULL_BLESS").is_some() {
+            std::fs::write(&path, &want).expect("write docs/properties.md");
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "docs/properties.md drifted from the table: HULL_BLESS=1 cargo test -p hull-spec");
+    }
 
     #[test]
     fn table_is_sorted_and_unique() {
