@@ -28,26 +28,11 @@ fn tools() -> Vec<clap::Command> {
 
 /// vmadm(8)'s PROPERTIES section, from the property table: no other list of them exists.
 fn properties_section() -> String {
-    use hull_spec::vm::props::{Apply, PROPS, PropType};
+    use hull_spec::vm::props::PROPS;
     let mut s =
         String::from(".SH PROPERTIES\nEvery payload property, the brands that take it and when a change applies.\n");
     for p in PROPS {
-        let ty = match p.ty {
-            PropType::Boolean => "boolean".to_string(),
-            PropType::Integer { min, max } if max == i64::MAX => format!("integer >= {min}"),
-            PropType::Integer { min, max } => format!("integer {min}..{max}"),
-            PropType::String => "string".into(),
-            PropType::Uuid => "uuid".into(),
-            PropType::List => "list".into(),
-            PropType::FlatObject => "object".into(),
-            PropType::ObjectArray => "array of objects".into(),
-            PropType::Zpool => "zpool".into(),
-        };
-        let apply = match p.apply {
-            Apply::Live => "live",
-            Apply::Reboot => "at the next boot",
-            Apply::NotYet => "stored, not acted on yet",
-        };
+        let (ty, apply) = (p.ty.describe(), p.apply.describe());
         s.push_str(&format!(".TP\n\\fB{}\\fR\n{ty}; {}; {apply}\n", p.name.replace('-', "\\-"), p.brands_text()));
     }
     s

@@ -42,6 +42,23 @@ pub enum PropType {
     Zpool,
 }
 
+impl PropType {
+    /// The type, for people (docs/properties.md, vmadm.8).
+    pub fn describe(self) -> String {
+        match self {
+            PropType::Boolean => "boolean".into(),
+            PropType::Integer { min, max } if max == i64::MAX => format!("integer ≥ {min}"),
+            PropType::Integer { min, max } => format!("integer {min} to {max}"),
+            PropType::String => "string".into(),
+            PropType::Uuid => "uuid".into(),
+            PropType::List => "list".into(),
+            PropType::FlatObject => "object".into(),
+            PropType::ObjectArray => "array of objects".into(),
+            PropType::Zpool => "zpool".into(),
+        }
+    }
+}
+
 /// What hull does when `vmadm update` changes a property of a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Apply {
@@ -51,6 +68,17 @@ pub enum Apply {
     Reboot,
     /// Stored and reported, but not yet acted on by hull (a later subsystem's).
     NotYet,
+}
+
+impl Apply {
+    /// When an update takes effect, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Apply::Live => "live",
+            Apply::Reboot => "next boot",
+            Apply::NotYet => "stored only",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -291,28 +319,14 @@ pub fn markdown() -> String {
          | property | type | brands | actions | when |\n|---|---|---|---|---|\n",
     );
     for p in PROPS {
-        let ty = match p.ty {
-            PropType::Boolean => "boolean".to_string(),
-            PropType::Integer { min, max } if max == i64::MAX => format!("integer ≥ {min}"),
-            PropType::Integer { min, max } => format!("integer {min} to {max}"),
-            PropType::String => "string".into(),
-            PropType::Uuid => "uuid".into(),
-            PropType::List => "list".into(),
-            PropType::FlatObject => "object".into(),
-            PropType::ObjectArray => "array of objects".into(),
-            PropType::Zpool => "zpool".into(),
-        };
+        let ty = p.ty.describe();
         let acts = p.allowed.iter().fold(0, |acc, (_, a)| acc | a);
         let actions: Vec<&str> = [(C, "c"), (R, "r"), (U, "u"), (ADD, "add"), (UPD, "upd")]
             .iter()
             .filter(|(bit, _)| acts & bit != 0)
             .map(|(_, n)| *n)
             .collect();
-        let when = match p.apply {
-            Apply::Live => "live",
-            Apply::Reboot => "next boot",
-            Apply::NotYet => "stored only",
-        };
+        let when = p.apply.describe();
         s.push_str(&format!("| `{}` | {ty} | {} | {} | {when} |\n", p.name, p.brands_text(), actions.join(" ")));
     }
     s
