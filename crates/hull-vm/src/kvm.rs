@@ -137,8 +137,15 @@ impl Vmadm {
                 let file = base.join("disks").join(format!("disk{i}.raw"));
                 let f = std::fs::File::create(&file).map_err(io("create", &file))?;
                 f.set_len(size << 20).map_err(io("size", &file))?;
+                // The disk's file on the host (SmartOS's path is its zvol's device): the
+                // VM's own dataset for a blank disk, the clone's for an image's.
+                let host = if d.get("image_uuid").is_some() {
+                    pool.dataset_path(&ds(&Self::disk_dataset(&uuid, i))?).join("disk.raw")
+                } else {
+                    pool.dataset_path(&ds(&uuid)?).join("disks").join(format!("disk{i}.raw"))
+                };
                 if let Value::Object(o) = d {
-                    o.insert("path".into(), json!(format!("/zones/{uuid}/disks/disk{i}.raw")));
+                    o.insert("path".into(), json!(host));
                     o.entry("model").or_insert(json!("virtio"));
                     o.entry("media").or_insert(json!("disk"));
                 }

@@ -84,7 +84,7 @@ impl Vmadm {
             let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&file).map_err(io("create"))?;
             f.set_len(size << 20).map_err(io("size"))?;
             let mut d = d.clone();
-            d.insert("path".into(), Value::from(format!("/zones/{uuid}/disks/disk{i}.raw")));
+            d.insert("path".into(), Value::from(file.to_string_lossy().into_owned()));
             d.entry("model").or_insert(Value::from("virtio"));
             d.entry("media").or_insert(Value::from("disk"));
             out.push(Value::Object(d));

@@ -453,8 +453,10 @@ fn a_kvm_vm_takes_a_blank_disk_and_disk_changes_by_update() {
     assert!(v.get("add_disks").is_none(), "stored under its verb: {v}");
     let file = n.zones().join(&u).join("disks/disk1.raw");
     assert_eq!(std::fs::metadata(&file).expect("the new disk").len(), 8 << 20);
-    // update_disks merges into the disk with that path.
+    // A disk's path is its file on the host; update_disks merges into the disk with that path.
     let path = disks[1]["path"].as_str().expect("path").to_string();
+    assert_eq!(std::path::Path::new(&path), file.as_path());
+    assert!(std::path::Path::new(disks[0]["path"].as_str().expect("path")).is_file());
     std::fs::write(&f, json!({"update_disks": [{"path": path, "model": "ide"}]}).to_string()).expect("write");
     n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).ok();
     let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &u]).ok()).expect("json");
