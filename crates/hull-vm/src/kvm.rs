@@ -236,7 +236,7 @@ impl Vmadm {
         Ok(z)
     }
 
-    fn qmp(&self, uuid: &str) -> Result<hull_qemu::qmp::Qmp> {
+    pub(crate) fn qmp(&self, uuid: &str) -> Result<hull_qemu::qmp::Qmp> {
         let sock = self.run_dir(uuid).join("qmp.sock");
         hull_qemu::qmp::Qmp::connect(&sock, Duration::from_secs(5))
             .map_err(|source| VmError::Qmp { vm: uuid.into(), source })

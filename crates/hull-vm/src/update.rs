@@ -92,6 +92,50 @@ impl Vmadm {
         Ok(out)
     }
 
+    /// bhyve's `update_disks` with a `size` (MiB): the disk's file grows (shrinking needs
+    /// `dangerous_allow_shrink`, as on SmartOS), and a running guest is told by qemu's
+    /// `block_resize`, so the new size is live. Returns whether a running guest was resized.
+    fn resize_disks(&self, uuid: &str, cfg: &Map<String, Value>, updates: &[Value], running: bool) -> Result<bool> {
+        let disks = cfg.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut live = false;
+        for u in updates {
+            let Some(size) = u.get("size").and_then(Value::as_u64) else { continue };
+            let path = u.get("path").and_then(Value::as_str).unwrap_or_default();
+            let Some(i) = disks.iter().position(|d| d.get("path").and_then(Value::as_str) == Some(path)) else {
+                return Err(VmError::Other {
+                    vm: uuid.into(),
+                    reason: format!("update_disks: no disk with path {path:?}"),
+                });
+            };
+            let file = std::path::Path::new(path);
+            let io = |op| {
+                let (vm, path) = (uuid.to_string(), file.to_path_buf());
+                move |e| VmError::Io { vm, op, path, source: e }
+            };
+            let old = std::fs::metadata(file).map_err(io("inspect"))?.len();
+            let new = size << 20;
+            let shrink_ok = u.get("dangerous_allow_shrink").and_then(Value::as_bool).unwrap_or(false);
+            if new < old && !shrink_ok {
+                return Err(VmError::Other {
+                    vm: uuid.into(),
+                    reason: format!("disks.{i}: {size} MiB is smaller than the disk; set dangerous_allow_shrink"),
+                });
+            }
+            if new == old {
+                continue;
+            }
+            std::fs::OpenOptions::new().write(true).open(file).and_then(|f| f.set_len(new)).map_err(io("resize"))?;
+            if running {
+                let args = serde_json::json!({"device": format!("disk{i}"), "size": new});
+                self.qmp(uuid)?
+                    .execute("block_resize", Some(args))
+                    .map_err(|source| VmError::Qmp { vm: uuid.into(), source })?;
+                live = true;
+            }
+        }
+        Ok(live)
+    }
+
     pub fn update(&self, uuid: &str, payload: &Value) -> Result<UpdateReport> {
         let _lock = self.lock(uuid)?;
         let mut cfg = self.load(uuid)?;
@@ -224,6 +268,13 @@ impl Vmadm {
         // Live changes are made before anything is stored: a change that fails is reported
         // as an error and not recorded.
         let running = self.state(uuid, &cfg).state.is_running();
+        if let Some(Value::Array(updates)) = changes.get("update_disks")
+            && self.resize_disks(uuid, &next, updates, running)?
+        {
+            // Grown under the running guest: qemu says so to it at once.
+            report.reboot.retain(|k| k != "update_disks");
+            report.live.push("update_disks".into());
+        }
         if changes.keys().any(|k| matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics")) {
             let mut checked = next.clone();
             let added = changes.get("add_nics").and_then(Value::as_array).cloned().unwrap_or_default();

@@ -471,3 +471,27 @@ fn a_kvm_vm_takes_a_blank_disk_and_disk_changes_by_update() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("made at create only"), "{}", r.stderr);
 }
+
+#[test]
+fn a_bhyve_disk_grows_under_its_running_guest() {
+    let n = TestNode::new("512M");
+    let u = uuid_of(&create(&n, json!({"brand": "bhyve", "ram": 64, "disks": [{"size": 16, "boot": true}]})).ok());
+    assert_eq!(state(&n, &u), "running");
+    let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &u]).ok()).expect("json");
+    let path = v["disks"][0]["path"].as_str().expect("path").to_string();
+    let f = n.root().join("grow.json");
+    std::fs::write(&f, json!({"update_disks": [{"path": path, "size": 32}]}).to_string()).expect("write");
+    let out = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).ok();
+    assert!(out.contains("applied live: update_disks"), "{out}");
+    assert_eq!(std::fs::metadata(&path).expect("disk").len(), 32 << 20);
+    // qemu, and so the guest, sees the new size at once.
+    let info = n.hull(&["vmadm", "info", &u, "block"]).ok();
+    assert!(info.contains(&(32u64 << 20).to_string()), "{info}");
+    // Shrinking is refused unless asked for by name, as on SmartOS.
+    std::fs::write(&f, json!({"update_disks": [{"path": path, "size": 8}]}).to_string()).expect("write");
+    let r = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("dangerous_allow_shrink"), "{}", r.stderr);
+    assert_eq!(std::fs::metadata(&path).expect("disk").len(), 32 << 20);
+    n.hull(&["vmadm", "delete", &u]).ok();
+}
