@@ -81,7 +81,13 @@ impl Vmadm {
                 let (vm, path) = (uuid.to_string(), file.clone());
                 move |e| VmError::Io { vm, op, path, source: e }
             };
-            let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&file).map_err(io("create"))?;
+            // No disk of the VM has this file: one left there is a failed update's, reused.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&file)
+                .map_err(io("create"))?;
             f.set_len(size << 20).map_err(io("size"))?;
             let mut d = d.clone();
             d.insert("path".into(), Value::from(file.to_string_lossy().into_owned()));
@@ -237,7 +243,19 @@ impl Vmadm {
                     disks.extend(added);
                     next.insert("disks".into(), Value::Array(disks));
                 }
-                "update_disks" => merge_members(&mut next, "disks", "path", k, v),
+                "update_disks" => {
+                    let disks = next.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+                    for u in v.as_array().into_iter().flatten() {
+                        let path = u.get("path").and_then(Value::as_str);
+                        if !disks.iter().any(|d| path.is_some() && d.get("path").and_then(Value::as_str) == path) {
+                            return Err(VmError::Other {
+                                vm: uuid.into(),
+                                reason: format!("update_disks: the VM has no disk with path {:?}", path.unwrap_or("")),
+                            });
+                        }
+                    }
+                    merge_members(&mut next, "disks", "path", k, v)
+                }
                 "remove_disks" => {
                     return Err(VmError::Other {
                         vm: uuid.into(),

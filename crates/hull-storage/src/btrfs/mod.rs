@@ -436,7 +436,12 @@ impl Pool for BtrfsPool {
                 Err(nix::Error::ENOENT) => return Ok(()), // destroyed while we looked
                 Err(e) => return Err(StorageError::errno("open subvolume", &path, e)),
             };
-            let info = ioctl::subvol_info(&fd).map_err(|e| StorageError::errno("read subvolume info", &path, e))?;
+            let info = match ioctl::subvol_info(&fd) {
+                Ok(info) => info,
+                // Destroyed between the open and the question (another command's delete).
+                Err(nix::Error::ENOENT) => return Ok(()),
+                Err(e) => return Err(StorageError::errno("read subvolume info", &path, e)),
+            };
             rows.push(Row {
                 name,
                 path,
