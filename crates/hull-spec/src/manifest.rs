@@ -248,6 +248,99 @@ pub struct ImageUser {
     pub name: String,
 }
 
+/// A v1 (DSAPI) manifest made v2, as imgmanifest's `upgradeTo2` does: a manifest with no
+/// `v` and a `creator_uuid` is v1; its owner is its creator, `restricted_to_uuid` becomes
+/// a private ACL, `created_at` the publication time (seconds added where missing), a
+/// file's compression is read from its name, and the fields v2 dropped go. A v2 manifest
+/// is left as it is.
+pub fn upgrade(value: Value) -> Result<Value, ManifestError> {
+    let Value::Object(mut m) = value else { return Ok(value) };
+    match m.get("v") {
+        Some(_) => return Ok(Value::Object(m)),
+        None if !m.contains_key("creator_uuid") => {
+            return Err(ManifestError::Invalid(vec!["manifest has no \"v\" field".into()]));
+        }
+        None => {}
+    }
+    if let Some(c) = m.remove("creator_uuid") {
+        if m.contains_key("owner") {
+            return Err(ManifestError::Invalid(vec!["a v1 manifest with both owner and creator_uuid".into()]));
+        }
+        m.insert("owner".into(), c);
+    }
+    for k in ["vendor_uuid", "creator_name", "cloud_name", "creator_admin", "owner_uuid"] {
+        m.remove(k);
+    }
+    match m.remove("restricted_to_uuid") {
+        Some(r) => {
+            m.insert("public".into(), Value::Bool(false));
+            m.insert("acl".into(), Value::Array(vec![r]));
+        }
+        None => {
+            m.insert("public".into(), Value::Bool(true));
+        }
+    }
+    let disabled = m.get("disabled").map(|d| !matches!(d, Value::Bool(false) | Value::Null)).unwrap_or(false);
+    m.insert("disabled".into(), Value::Bool(disabled));
+    m.insert("state".into(), Value::from(if disabled { "disabled" } else { "active" }));
+    if !m.contains_key("published_at")
+        && let Some(c) = m.get("created_at").cloned()
+    {
+        m.insert("published_at".into(), c);
+    }
+    // YYYY-MM-DDTHH:MMZ -> YYYY-MM-DDTHH:MM:SSZ
+    if let Some(Value::String(p)) = m.get_mut("published_at")
+        && p.len() == 17
+        && p.ends_with('Z')
+        && p.as_bytes().get(13) == Some(&b':')
+    {
+        p.truncate(16);
+        p.push_str(":00Z");
+    }
+    if let Some(Value::Array(files)) = m.get_mut("files") {
+        for f in files.iter_mut().filter_map(Value::as_object_mut) {
+            if !f.contains_key("compression") {
+                let name = f.get("path").or(f.get("url")).and_then(Value::as_str).unwrap_or("");
+                let c = if name.ends_with(".gz") {
+                    "gzip"
+                } else if name.ends_with(".bz2") {
+                    "bzip2"
+                } else {
+                    "none"
+                };
+                f.insert("compression".into(), Value::from(c));
+            }
+            f.remove("path");
+            f.remove("url");
+        }
+    }
+    if let Some(size) = m.get("image_size").and_then(|v| v.as_str().and_then(|s| s.parse::<u64>().ok())) {
+        m.insert("image_size".into(), Value::from(size));
+    }
+    for k in ["platform_type", "created_at", "updated_at", "_url"] {
+        m.remove(k);
+    }
+    m.insert("v".into(), Value::from(2));
+    Ok(Value::Object(m))
+}
+
+/// imgmanifest's validPlatformVersion: `YYYYMMDDTHHMMSSZ`, from 2012.
+fn platform_version_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| {
+        b.get(r.clone()).filter(|x| x.iter().all(u8::is_ascii_digit)).and_then(|_| s[r].parse::<u32>().ok())
+    };
+    b.len() == 16
+        && num(0..4).is_some_and(|y| y >= 2012)
+        && num(4..6).is_some_and(|m| (1..=12).contains(&m))
+        && num(6..8).is_some_and(|d| (1..=31).contains(&d))
+        && b[8] == b'T'
+        && num(9..11).is_some_and(|h| h <= 23)
+        && num(11..13).is_some_and(|m| m <= 59)
+        && num(13..15).is_some_and(|s| s <= 59)
+        && b[15] == b'Z'
+}
+
 /// imgmanifest's PUBLISHED_AT_RE: `2014-03-05T21:52:53Z`, milliseconds optional.
 fn published_at_ok(s: &str) -> bool {
     let b = s.as_bytes();
@@ -277,16 +370,15 @@ pub enum ManifestError {
 }
 
 impl Manifest {
-    /// Parses and validates a manifest.
+    /// Parses and validates a manifest (a v1 one, from DSAPI, is upgraded first).
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let m: Manifest = serde_path_to_error::deserialize(de).map_err(syntax)?;
-        m.validate()?;
-        Ok(m)
+        let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        Manifest::from_value(value)
     }
 
     /// Parses an already decoded JSON value (an element of IMGAPI's `GET /images`).
     pub fn from_value(value: Value) -> Result<Manifest, ManifestError> {
+        let value = upgrade(value)?;
         let m: Manifest = serde_path_to_error::deserialize(value).map_err(syntax)?;
         m.validate()?;
         Ok(m)
@@ -377,6 +469,13 @@ impl Manifest {
             for (what, p) in [("min_platform", &r.min_platform), ("max_platform", &r.max_platform)] {
                 if p.as_ref().is_some_and(BTreeMap::is_empty) {
                     bad.push(format!("requirements.{what} must not be empty"));
+                }
+                for (sdc, ver) in p.iter().flatten() {
+                    if !platform_version_ok(ver) {
+                        bad.push(format!(
+                            "requirements.{what}.{sdc}: {ver:?} is not a platform version (YYYYMMDDTHHMMSSZ)"
+                        ));
+                    }
                 }
             }
             // A bootrom is bhyve's: bios or uefi.
@@ -537,6 +636,31 @@ mod tests {
             ""
         );
         assert!(bad(&|v| v["homepage"] = "ftp://x".into()).contains("homepage"));
+    }
+
+    #[test]
+    fn a_v1_manifest_is_upgraded_as_imgadm_does() {
+        let v1 = serde_json::json!({
+            "uuid": "febaa412-6417-11e0-bc56-535d219f2590",
+            "name": "smartos", "version": "1.3.12", "type": "zone-dataset", "os": "smartos",
+            "description": "Base template", "urn": "sdc:sdc:smartos:1.3.12",
+            "creator_uuid": "352971aa-31ba-496c-9ade-a379feaecd52",
+            "vendor_uuid": "352971aa-31ba-496c-9ade-a379feaecd52", "creator_name": "sdc",
+            "platform_type": "smartos", "cloud_name": "sdc",
+            "created_at": "2011-04-11T08:45Z", "updated_at": "2011-04-11T08:45Z",
+            "files": [{"path": "smartos-1.3.12.zfs.bz2", "sha1": "246b3d0b8e0b2ea6c63d8b1e4d1b1ef3d87b35e1",
+                       "size": 47551523, "url": "https://datasets.joyent.com/datasets/febaa412/smartos-1.3.12.zfs.bz2"}]
+        });
+        let m = Manifest::from_value(v1).expect("v1 upgraded");
+        assert_eq!(m.v, 2);
+        assert_eq!(m.owner.map(|o| o.to_string()).as_deref(), Some("352971aa-31ba-496c-9ade-a379feaecd52"));
+        assert_eq!((m.public, m.disabled, m.state), (Some(true), Some(false), Some(ImageState::Active)));
+        assert_eq!(m.published_at.as_deref(), Some("2011-04-11T08:45:00Z"));
+        assert_eq!(m.files[0].compression, Compression::Bzip2);
+        assert!(Manifest::from_value(serde_json::json!({"uuid": "febaa412-6417-11e0-bc56-535d219f2590"})).is_err());
+        let mut v: Value = serde_json::from_str(SMARTOS_BASE64).expect("json");
+        v["requirements"]["min_platform"]["7.0"] = "2014-10-30".into();
+        assert!(Manifest::from_value(v).expect_err("platform").to_string().contains("platform version"));
     }
 
     proptest::proptest! {

@@ -224,6 +224,10 @@ impl Runtime {
     }
 
     fn exec_child(&self, id: &str, args: Vec<String>, spec: &oci_spec::runtime::Spec) -> i32 {
+        // A command run in the zone goes before the zone's init under the zone's memory
+        // pressure, from its first page on (the supervisor marks the zone's own processes
+        // the same, within a second: crate::cgroup::OomShield).
+        let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
         // Every cgroup of the zone, not only those libcontainer places its tenant in (the
         // hierarchies with controllers): a process left in the host's `name=systemd` or
         // `unified` cgroup sees, from a cgroup namespace of its own, every zone's cgroup.
