@@ -349,6 +349,16 @@ impl Vmadm {
                 }
             }
         }
+        // SmartOS: `cpu_cap: 0` removes the cap.
+        if next.get("cpu_cap").and_then(Value::as_u64) == Some(0) {
+            next.remove("cpu_cap");
+        }
+        if changes.get("quota").is_some_and(Value::is_null) {
+            let pool = self.pool()?;
+            if pool.caps().quota {
+                pool.set_quota(&ds(uuid)?, None)?;
+            }
+        }
         if let Some(q) = changes.get("quota").and_then(Value::as_u64) {
             let pool = self.pool()?;
             if pool.caps().quota {

@@ -146,20 +146,19 @@ pub fn resources(l: &Limits) -> Value {
     if !mem.is_empty() {
         r.insert("memory".into(), Value::Object(mem));
     }
+    // No cap is said as such (quota -1, pids "max"): applied live, a cap that was removed
+    // must be lifted, not left as it was.
     let mut cpu = serde_json::Map::new();
-    if let Some(cap) = l.cpu_cap.filter(|c| *c > 0) {
-        cpu.insert("quota".into(), json!(cap * CPU_PERIOD_US / 100));
-        cpu.insert("period".into(), json!(CPU_PERIOD_US));
-    }
+    let quota = l.cpu_cap.filter(|c| *c > 0).map_or(-1, |cap| (cap * CPU_PERIOD_US / 100) as i64);
+    cpu.insert("quota".into(), json!(quota));
+    cpu.insert("period".into(), json!(CPU_PERIOD_US));
     if let Some(s) = l.cpu_shares.filter(|s| *s > 0) {
         cpu.insert("shares".into(), json!(s.clamp(2, 262_144)));
     }
     if !cpu.is_empty() {
         r.insert("cpu".into(), Value::Object(cpu));
     }
-    if let Some(n) = l.max_lwps.filter(|n| *n > 0) {
-        r.insert("pids".into(), json!({"limit": n}));
-    }
+    r.insert("pids".into(), json!({"limit": l.max_lwps.filter(|n| *n > 0).unwrap_or(0)}));
     Value::Object(r)
 }
 

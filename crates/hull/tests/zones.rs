@@ -240,6 +240,25 @@ fn caps_hold_and_change_live() {
     }
     let out = n.hull(&["vmadm", "update", &uuid, "set_tags={\"a\":\"b\"}"]);
     assert_eq!(out.code, 1, "a tags object must be JSON, not a string");
+    // Caps removed live, as SmartOS removes them: cpu_cap 0, max_lwps unset.
+    n.hull(&["vmadm", "update", &uuid, "cpu_cap=50"]).ok();
+    n.hull(&["vmadm", "update", &uuid, "cpu_cap=0"]).ok();
+    let f = n.root().join("unset.json");
+    std::fs::write(&f, r#"{"max_lwps": null}"#).expect("write");
+    n.hull(&["vmadm", "update", &uuid, "-f", &f.to_string_lossy()]).ok();
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    assert!(v.get("cpu_cap").is_none() && v.get("max_lwps").is_none(), "{v}");
+    let read = |file: &str| {
+        ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .find_map(|h| {
+                std::fs::read_to_string(std::path::Path::new(h).join(format!("{}-{uuid}/{file}", n.prefix))).ok()
+            })
+            .unwrap_or_default()
+    };
+    let quota = read("cpu.cfs_quota_us") + &read("cpu.max");
+    assert!(quota.trim() == "-1" || quota.starts_with("max"), "cpu cap left: {quota}");
+    assert_eq!(read("pids.max").trim(), "max");
     n.hull(&["vmadm", "delete", &uuid]).ok();
 }
 

@@ -500,8 +500,9 @@ fn check(action: Action, brand: Option<Brand>, payload: &Value) -> (Map<String, 
     }
     if matches!(action, Action::Create | Action::Receive) {
         for p in props::PROPS.iter().filter(|p: &&Prop| p.required & b != 0) {
-            // A brand named on the command line stands for the payload's.
-            if !input.contains_key(p.name) && p.name != "brand" {
+            // As VM.validate: the payload must say its brand even when the caller names one
+            // (`vmadm create` fills in joyent before it validates).
+            if !input.contains_key(p.name) {
                 errs.missing_properties.push(p.name.to_string());
             }
         }
