@@ -215,7 +215,6 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
     }
     let mac = o.get("mac").and_then(Value::as_str).and_then(crate::parse_mac);
     match mac {
-        Some(m) if m[0] & 1 == 1 => p("mac", "is a multicast address".into()),
         Some([0, 0, 0, 0, 0, 0]) => p("mac", "is all zeros".into()),
         Some(_) => {}
         None => p("mac", "is missing or not six hex octets".into()),
@@ -414,7 +413,7 @@ mod tests {
     #[test]
     fn bad_nics_name_each_problem() {
         let e = one(json!({"nic_tag": "storage", "ips": ["10.0.0.300/24", "10.0.0.5"], "vlan_id": 5000,
-            "allowed_ips": (0..14).map(|i| format!("10.1.0.{i}")).collect::<Vec<_>>(), "mac": "01:00:5e:00:00:01"}))
+            "allowed_ips": (0..14).map(|i| format!("10.1.0.{i}")).collect::<Vec<_>>(), "mac": "00:00:00:00:00:00"}))
         .expect_err("invalid");
         let fields: Vec<&str> = e.iter().map(|p| p.field.as_str()).collect();
         assert!(fields.contains(&"nics.0.nic_tag"), "{e:?}");

@@ -205,6 +205,15 @@ impl Net {
     }
 
     fn plug_as(&self, vm: &str, netns: &Path, nic: &Nic, guest: bool) -> Result<Plugged> {
+        // SmartOS's payloads (and its own tests) may name a multicast MAC, which is stored as
+        // given; no Linux interface takes one, so it is refused here, by name, at boot.
+        if nic.mac[0] & 1 == 1 {
+            return Err(NetError::Invalid(format!(
+                "{}: MAC {} is a multicast address, which no interface can have",
+                nic.interface,
+                crate::format_mac(&nic.mac)
+            )));
+        }
         let host_if = self.host_if(vm, &nic.interface);
         let r = self.plug_inner(vm, netns, nic, &host_if, guest);
         if r.is_err() {

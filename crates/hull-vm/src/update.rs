@@ -300,7 +300,15 @@ impl Vmadm {
             let before = cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let after = checked.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let guest = hull_spec::Brand::of(&cfg).is_hvm();
-            if running && !guest {
+            // A multicast MAC is stored as SmartOS stores it, but no interface can have one:
+            // such a change waits for the next boot, which says so.
+            let multicast = after.iter().any(|n| {
+                n.get("mac").and_then(Value::as_str).and_then(hull_net::parse_mac).is_some_and(|m| m[0] & 1 == 1)
+            });
+            if multicast && running {
+                tracing::warn!(vm = uuid, "a NIC has a multicast MAC: not plugged into the running zone");
+            }
+            if running && !guest && !multicast {
                 self.net_update(uuid, &before, &after)?;
             } else if running {
                 // qemu's NICs are fixed at its start: the change waits for the next boot.
