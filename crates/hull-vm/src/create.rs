@@ -53,6 +53,15 @@ fn defaults(cfg: &mut Map<String, Value>) {
     set(cfg, "autoboot", json!(true));
     set(cfg, "resolvers", json!([]));
     set(cfg, "dns_domain", json!("local"));
+    // What SmartOS's `vmadm get` shows of a zone made from a minimal payload
+    // (smartos-live's test-defaults.js).
+    set(cfg, "limit_priv", json!("default"));
+    set(cfg, "max_msg_ids", json!(4096));
+    set(cfg, "max_sem_ids", json!(4096));
+    set(cfg, "max_shm_ids", json!(4096));
+    let mem = cfg.get("max_physical_memory").cloned().unwrap_or(json!(256));
+    set(cfg, "max_shm_memory", mem);
+    set(cfg, "zfs_root_recsize", json!(131072));
     set(cfg, "billing_id", json!("00000000-0000-0000-0000-000000000000"));
     set(cfg, "owner_uuid", json!("00000000-0000-0000-0000-000000000000"));
 }

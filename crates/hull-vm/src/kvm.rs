@@ -75,7 +75,12 @@ impl Vmadm {
         }
         cfg.entry("ram".to_string()).or_insert(json!(ram));
         cfg.entry("vcpus".to_string()).or_insert(json!(1));
-        cfg.insert("max_physical_memory".into(), json!(ram + OVERHEAD_MIB));
+        // SmartOS's cap for a hardware VM: ram plus its brand's overhead (proptable.js's
+        // KVM_MEM_OVERHEAD, BHYVE_MEM_OVERHEAD), unless the payload set one.
+        let overhead = if hull_spec::Brand::of(cfg) == hull_spec::Brand::Bhyve { 1280 } else { 1024 };
+        cfg.entry("max_physical_memory".to_string()).or_insert(json!(ram + overhead));
+        cfg.entry("limit_priv".to_string())
+            .or_insert(json!("default,-file_link_any,-net_access,-proc_fork,-proc_info,-proc_session"));
         Ok(())
     }
 

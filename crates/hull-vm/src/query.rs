@@ -84,7 +84,52 @@ impl Vmadm {
         if !hvm {
             cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));
         }
+        // What SmartOS's get always shows (test-defaults.js): empty collections rather than
+        // absent ones, the VM object's version, and times as ISO 8601.
+        cfg.insert("v".into(), json!(1));
+        cfg.insert("hvm".into(), json!(hvm));
+        for (k, empty) in [
+            ("customer_metadata", json!({})),
+            ("internal_metadata", json!({})),
+            ("tags", json!({})),
+            ("routes", json!({})),
+            ("nics", json!([])),
+            ("firewall_enabled", json!(false)),
+            ("init_restarts", json!(0)),
+        ] {
+            cfg.entry(k.to_string()).or_insert(empty);
+        }
+        if hvm {
+            cfg.entry("disks".to_string()).or_insert(json!([]));
+        }
+        if let Ok(m) = self.config_path(uuid).and_then(|p| {
+            std::fs::metadata(&p).map_err(|e| VmError::Io { vm: uuid.into(), op: "inspect", path: p, source: e })
+        }) && let Ok(t) = m.modified()
+        {
+            cfg.insert("last_modified".into(), json!(crate::iso8601(t)));
+        }
+        if st.state.is_running()
+            && let Some(rec) = hull_zone::supervisor::read_record(&self.run_dir(uuid))
+        {
+            cfg.insert("boot_timestamp".into(), json!(crate::iso8601_secs(rec.started)));
+        }
+        cfg.insert("server_uuid".into(), json!(self.node_uuid()));
+        cfg.insert("platform_buildstamp".into(), json!(concat!("hull-", env!("CARGO_PKG_VERSION"))));
         Ok(cfg)
+    }
+
+    /// The node's uuid, as SmartOS's `server_uuid`: the machine's DMI product uuid where the
+    /// firmware gives one, else its machine id made a uuid.
+    fn node_uuid(&self) -> String {
+        let dmi = std::fs::read_to_string("/sys/class/dmi/id/product_uuid").ok().map(|s| s.trim().to_ascii_lowercase());
+        if let Some(u) = dmi.filter(|u| uuid::Uuid::parse_str(u).is_ok()) {
+            return u;
+        }
+        std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .and_then(|m| uuid::Uuid::parse_str(m.trim()).ok())
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| uuid::Uuid::nil().to_string())
     }
 
     /// Every VM, as `get` shows it; `snapshots` only when asked for (it costs a listing of

@@ -762,3 +762,27 @@ fn an_update_sequence_as_smartos_runs_it() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(get()["filesystems"], serde_json::json!([]));
 }
+
+#[test]
+fn a_minimal_payload_gets_what_smartos_shows() {
+    let (n, img) = node();
+    let uuid = create(&n, serde_json::json!({"image_uuid": img, "do_not_inventory": true, "autoboot": false}));
+    let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    let want = serde_json::json!({
+        "brand": "joyent", "billing_id": "00000000-0000-0000-0000-000000000000", "cpu_shares": 100,
+        "customer_metadata": {}, "dns_domain": "local", "do_not_inventory": true, "firewall_enabled": false,
+        "hvm": false, "init_restarts": 0, "internal_metadata": {}, "limit_priv": "default",
+        "max_locked_memory": 256, "max_lwps": 2000, "max_msg_ids": 4096, "max_physical_memory": 256,
+        "max_sem_ids": 4096, "max_shm_memory": 256, "max_shm_ids": 4096, "max_swap": 256, "nics": [],
+        "owner_uuid": "00000000-0000-0000-0000-000000000000", "quota": 10, "resolvers": [], "routes": {},
+        "tags": {}, "tmpfs": 256, "v": 1, "zfs_io_priority": 100, "zfs_root_recsize": 131072, "zpool": "zones",
+        "zonename": uuid, "uuid": uuid
+    });
+    for (k, w) in want.as_object().expect("object") {
+        assert_eq!(&v[k], w, "{k}");
+    }
+    for k in ["create_timestamp", "last_modified", "server_uuid", "platform_buildstamp"] {
+        assert!(v[k].as_str().is_some_and(|s| !s.is_empty()), "{k}: {v}");
+    }
+    assert!(v["last_modified"].as_str().is_some_and(|s| s.ends_with('Z') && s.contains('T')), "{v}");
+}
