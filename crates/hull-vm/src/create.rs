@@ -2,7 +2,6 @@
 
 use crate::revert::Revert;
 use crate::{PROVISIONING, Result, VmError, Vmadm, ds};
-use hull_spec::manifest::ImageType;
 use hull_spec::{Action, Brand};
 use serde_json::{Map, Value, json};
 
@@ -214,11 +213,15 @@ impl Vmadm {
             image: image.to_string(),
             reason: e.to_string(),
         })?;
-        if !matches!(manifest.image_type, ImageType::ZoneDataset | ImageType::LxDataset) {
+        if !hull_spec::vm::zone_root_types(brand).contains(&manifest.image_type.as_str()) {
             return Err(VmError::Image {
                 vm: uuid,
                 image: image.to_string(),
-                reason: format!("a {} image cannot be a zone's root", manifest.image_type.as_str()),
+                reason: format!(
+                    "a {} image cannot be a {brand} zone's root (it takes {})",
+                    manifest.image_type.as_str(),
+                    hull_spec::vm::zone_root_types(brand).join(" or ")
+                ),
             });
         }
 

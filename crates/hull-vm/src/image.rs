@@ -81,7 +81,12 @@ impl Vmadm {
             name: name.to_string(),
             version: version.to_string(),
             description: Some(format!("made from VM {uuid}")),
-            image_type: ImageType::ZoneDataset,
+            // The type the VM's brand boots from, so a VM of that brand can be made of it.
+            image_type: if hull_spec::Brand::of(&cfg) == hull_spec::Brand::Lx {
+                ImageType::LxDataset
+            } else {
+                ImageType::ZoneDataset
+            },
             os: Os::Linux,
             compression,
             out_dir: out_dir.to_path_buf(),

@@ -133,6 +133,10 @@ pub enum ImgCmd {
         out: PathBuf,
         #[arg(long)]
         uuid: Option<Uuid>,
+        /// The image's type: zone-dataset (joyent brands) or lx-dataset (the lx brand).
+        /// Default: lx-dataset for --debootstrap, zone-dataset otherwise (a disk is a zvol).
+        #[arg(long = "type", value_parser = ["zone-dataset", "lx-dataset"])]
+        image_type: Option<String>,
         #[arg(short = 'j')]
         json: bool,
     },
@@ -306,7 +310,14 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             out,
             uuid,
             json,
+            image_type,
         } => {
+            let image_type = match image_type.as_deref() {
+                Some("lx-dataset") => ImageType::LxDataset,
+                Some(_) => ImageType::ZoneDataset,
+                None if debootstrap => ImageType::LxDataset,
+                None => ImageType::ZoneDataset,
+            };
             let source = match (dir, busybox, debootstrap, disk) {
                 _ if guest_kernel.is_some() => RootSource::Guest {
                     kernel: guest_kernel.unwrap_or_default(),
@@ -329,7 +340,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 name,
                 version,
                 description,
-                image_type: ImageType::ZoneDataset,
+                image_type,
                 os: Os::Linux,
                 compression,
                 out_dir: out,

@@ -185,7 +185,9 @@ fn bad_kvm_payloads_create_nothing() {
         (json!({"brand": "kvm", "ram": 100_000_000, "disks": [{"size": 64, "boot": true}]}), "more than this node's"),
         (json!({"brand": "kvm", "disks": [{"image_uuid": zone_img, "boot": true}]}), "not a zvol image"),
         (json!({"brand": "kvm", "disks": [{"boot": true}]}), "missing properties: disks.0.size"),
-        (json!({"brand": "joyent-minimal", "image_uuid": zvol}), "cannot be a zone's root"),
+        (json!({"brand": "joyent-minimal", "image_uuid": zvol}), "cannot be a joyent-minimal zone's root"),
+        // As SmartOS: lx boots Linux images (lx-dataset), not zone-dataset ones.
+        (json!({"brand": "lx", "kernel_version": "6.1", "image_uuid": zone_img}), "it takes lx-dataset or docker"),
     ];
     let before = n.datasets();
     for (p, needle) in cases {

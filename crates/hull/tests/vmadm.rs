@@ -81,9 +81,18 @@ fn validate_reports_in_smartos_shape() {
     // SmartOS's own form: the brand is the payload's.
     let r = n.hull(&["vmadm", "validate", "create", "-f", &file.to_string_lossy()]);
     assert_eq!(r.ok(), "VALID 'create' payload for joyent brand VMs.\n");
+    // lx takes Linux images (lx-dataset), the joyent brands zone-dataset ones, as SmartOS.
     let lx = serde_json::json!({"brand": "lx", "image_uuid": img, "kernel_version": "4.3.0"}).to_string();
-    let (code, out, _) = validate(&n, &["create"], &lx);
-    assert_eq!((code, out.as_str()), (0, "VALID 'create' payload for lx brand VMs.\n"));
+    let (code, _, err) = validate(&n, &["create"], &lx);
+    assert_eq!(code, 1);
+    assert!(err.contains("image_uuid"), "a zone-dataset image for lx: {err}");
+    let (m, f, lx_img) = n.build(&["--busybox", "--type", "lx-dataset"], "bblx");
+    n.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
+    let lx = serde_json::json!({"brand": "lx", "image_uuid": lx_img, "kernel_version": "4.3.0"}).to_string();
+    let (code, out, err) = validate(&n, &["create"], &lx);
+    assert_eq!((code, out.as_str()), (0, "VALID 'create' payload for lx brand VMs.\n"), "{err}");
+    let joyent = serde_json::json!({"brand": "joyent", "image_uuid": lx_img}).to_string();
+    assert_eq!(validate(&n, &["create"], &joyent).0, 1, "an lx-dataset image for joyent");
     let (code, _, err) = validate(&n, &["create"], r#"{"image_uuid": "c02a2044-c1bd-11e4-bd8c-dfc1db8b0182"}"#);
     assert_eq!(code, 1);
     assert!(err.contains(r#""bad_brand": "undefined""#), "{err}");

@@ -9,5 +9,5 @@ mod validate;
 pub use state::{State, Verb};
 pub use validate::{
     Action, Brand, ImageInfo, ValidationErrors, check_images, check_payload, normal_mac, route_nic, valid_hostname,
-    validate, validate_lenient,
+    validate, validate_lenient, zone_root_types,
 };

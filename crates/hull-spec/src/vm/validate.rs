@@ -340,6 +340,16 @@ fn disk_sources(input: &Map<String, Value>, errs: &mut ValidationErrors) {
     }
 }
 
+/// The image types a brand's zone root may come from (proptable.js's
+/// `zoneroot_image_types`): lx takes Linux images (`lx-dataset`, `docker`), the joyent
+/// brands `zone-dataset`.
+pub fn zone_root_types(brand: Brand) -> &'static [&'static str] {
+    match brand {
+        Brand::Lx => &["lx-dataset", "docker"],
+        _ => &["zone-dataset"],
+    }
+}
+
 /// What a node knows of an installed image, for [`check_images`].
 pub struct ImageInfo {
     /// IMGAPI's `type` (`zone-dataset`, `lx-dataset`, `zvol`, ...).
@@ -362,7 +372,7 @@ pub fn check_images(
         && let Some(u) = out.get("image_uuid").and_then(Value::as_str)
     {
         match lookup(u) {
-            Some(i) if matches!(i.image_type.as_str(), "zone-dataset" | "lx-dataset" | "docker") => {}
+            Some(i) if zone_root_types(brand).contains(&i.image_type.as_str()) => {}
             _ => errs.bad_values.push("image_uuid".into()),
         }
     }
