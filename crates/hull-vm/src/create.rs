@@ -127,7 +127,7 @@ impl Vmadm {
                 reason: "a KVM VM boots from its disks; give the image as disks.0.image_uuid".into(),
             });
         }
-        self.check_nics(&uuid, &mut cfg, None)?;
+        self.check_nics(&uuid, &mut cfg, None, &[])?;
         self.check_kvm(&uuid, &mut cfg)?;
         let pool = self.pool()?;
         let _lock = self.lock(&uuid)?;
@@ -203,7 +203,7 @@ impl Vmadm {
                 reason: format!("zpool {z:?} does not exist (this node's pool is {:?})", pool.name()),
             });
         }
-        self.check_nics(&uuid, &mut cfg, None)?;
+        self.check_nics(&uuid, &mut cfg, None, &[])?;
         let _lock = self.lock(&uuid)?;
         if pool.exists(&ds(&uuid)?) {
             return Err(VmError::Exists(uuid));

@@ -57,13 +57,14 @@ fn routes_of(cfg: &Map<String, Value>) -> BTreeMap<String, String> {
 
 impl Vmadm {
     /// Fills in each NIC's interface and MAC and checks them all against the node.
-    /// Checks the NICs `cfg` gives the VM, of which `added` are new (all of them at create),
-    /// and fills in what SmartOS fills in (interface, MAC, primary).
+    /// Checks the NICs `cfg` gives the VM, of which `added` are new (all of them at create)
+    /// and `updated` the payload's changes to others, and fills in what SmartOS fills in (interface, MAC, primary).
     pub(crate) fn check_nics(
         &self,
         uuid: &str,
         cfg: &mut Map<String, Value>,
         added: Option<&[Value]>,
+        updated: &[Value],
     ) -> Result<Vec<Nic>> {
         let mut nics = nics_of(cfg);
         if nics.is_empty() {
@@ -74,7 +75,7 @@ impl Vmadm {
         let driver = cfg.get("nic_driver").and_then(Value::as_str);
         let mut new = added.map(<[Value]>::to_vec).unwrap_or_else(|| nics.clone());
         hull_spec::vm::nics::fill_vrrp_macs(&mut new);
-        let problems = hull_spec::vm::nics::check(&nics, &new, model_required, driver);
+        let problems = hull_spec::vm::nics::check(&nics, &new, updated, model_required, driver);
         if !problems.is_empty() {
             return Err(VmError::Nics { vm: uuid.into(), problems });
         }

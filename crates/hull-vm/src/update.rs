@@ -31,6 +31,14 @@ fn merge_object(cfg: &mut Map<String, Value>, key: &str, set: Option<&Value>, re
     cfg.insert(key.into(), Value::Object(obj));
 }
 
+/// Takes the primary flag off every NIC (another is about to have it): a non-primary NIC
+/// has no `primary` at all, as SmartOS shows it.
+fn clear_primary(nics: &mut [Value]) {
+    for n in nics.iter_mut().filter_map(Value::as_object_mut) {
+        n.remove("primary");
+    }
+}
+
 /// Applies `add_X`, `update_X` or `remove_X` (`verb`, its value `v`) to the list `list`,
 /// whose members are keyed by `key`: an update merges into the member with that key.
 fn merge_members(cfg: &mut Map<String, Value>, list: &str, key: &str, verb: &str, v: &Value) {
@@ -187,6 +195,10 @@ impl Vmadm {
                     let mut added = v.as_array().cloned().unwrap_or_default();
                     hull_spec::vm::nics::fill_vrrp_macs(&mut added);
                     hull_net::nic::assign(&mut added, &taken);
+                    // A new primary NIC takes the flag from the old one, as on SmartOS.
+                    if added.iter().any(|n| n.get("primary") == Some(&Value::Bool(true))) {
+                        clear_primary(&mut nics);
+                    }
                     nics.extend(added);
                     next.insert("nics".into(), Value::Array(nics));
                 }
@@ -217,6 +229,9 @@ impl Vmadm {
                                 uuid,
                                 vec![no_such_nic("update_nics", mac.unwrap_or("(none)"))],
                             ));
+                        }
+                        if u.get("primary") == Some(&Value::Bool(true)) {
+                            clear_primary(&mut nics);
                         }
                         if let Some(n) =
                             nics.iter_mut().find(|n| mac.is_some() && n.get("mac").and_then(Value::as_str) == mac)
@@ -296,7 +311,8 @@ impl Vmadm {
         if changes.keys().any(|k| matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics")) {
             let mut checked = next.clone();
             let added = changes.get("add_nics").and_then(Value::as_array).cloned().unwrap_or_default();
-            self.check_nics(uuid, &mut checked, Some(&added))?;
+            let updated = changes.get("update_nics").and_then(Value::as_array).cloned().unwrap_or_default();
+            self.check_nics(uuid, &mut checked, Some(&added), &updated)?;
             let before = cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let after = checked.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let guest = hull_spec::Brand::of(&cfg).is_hvm();

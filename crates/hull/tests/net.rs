@@ -725,3 +725,33 @@ fn nictagadm_and_dladm_manage_tags_and_etherstubs() {
     assert!(n.hull(&["nictagadm", "list", "-p"]).ok().is_empty());
     assert_eq!(leftovers(&n), (vec![], vec![]));
 }
+
+#[test]
+fn the_primary_flag_moves_as_smartos_moves_it() {
+    let (n, img) = node();
+    let mut p =
+        payload(&img, json!([{"nic_tag": "t0", "ips": ["10.7.0.1/24"]}, {"nic_tag": "t0", "ips": ["10.7.1.1/24"]}]));
+    p["autoboot"] = false.into();
+    let a = create(&n, p);
+    let nics = |n: &TestNode| -> Vec<Value> {
+        let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &a]).ok()).expect("json");
+        v["nics"].as_array().cloned().expect("nics")
+    };
+    // One primary, and the other NIC has no flag at all.
+    let first = nics(&n);
+    assert_eq!(first[0]["primary"], true);
+    assert!(first[1].get("primary").is_none(), "{first:?}");
+    let second = first[1]["mac"].as_str().expect("mac").to_string();
+    update(&n, &a, json!({"update_nics": [{"mac": second, "primary": true}]})).ok();
+    let now = nics(&n);
+    assert!(now[0].get("primary").is_none() && now[1]["primary"] == true, "{now:?}");
+    // Only true is a value for it.
+    let r = update(&n, &a, json!({"update_nics": [{"mac": second, "primary": false}]}));
+    assert!(r.code != 0 && r.stderr.contains("primary flag"), "{}", r.stderr);
+    assert_ne!(update(&n, &a, json!({"update_nics": [{"mac": second, "primary": "blah"}]})).code, 0);
+    // A new primary NIC takes the flag.
+    update(&n, &a, json!({"add_nics": [{"nic_tag": "t0", "ips": ["10.7.2.1/24"], "primary": true}]})).ok();
+    let now = nics(&n);
+    assert_eq!(now.iter().filter(|x| x.get("primary").is_some()).count(), 1, "{now:?}");
+    assert_eq!(now[2]["primary"], true);
+}

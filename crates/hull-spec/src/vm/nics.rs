@@ -32,9 +32,16 @@ pub fn fill_vrrp_macs(added: &mut [Value]) {
     }
 }
 
-/// Checks the NICs a VM will have (`all`, after the change), of which `added` are new, for
+/// Checks the NICs a VM will have (`all`, after the change), of which `added` are new and
+/// `updated` the payload's changes to others (`update_nics`), for
 /// a VM whose NICs need a model (`model_required`: KVM) unless `nic_driver` gives one.
-pub fn check(all: &[Value], added: &[Value], model_required: bool, nic_driver: Option<&str>) -> Vec<String> {
+pub fn check(
+    all: &[Value],
+    added: &[Value],
+    updated: &[Value],
+    model_required: bool,
+    nic_driver: Option<&str>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let objs: Vec<&Map<String, Value>> = all.iter().filter_map(Value::as_object).collect();
     for n in added.iter().filter_map(Value::as_object) {
@@ -94,7 +101,17 @@ pub fn check(all: &[Value], added: &[Value], model_required: bool, nic_driver: O
             out.push("vrrp_primary_ip must belong to the same VM".into());
         }
     }
-    if objs.iter().filter(|n| n.get("primary").and_then(Value::as_bool) == Some(true)).count() > 1 {
+    // `primary` is only ever true (a VM always has one); setting it moves it (the caller
+    // clears it from the others), and a payload may set it on one NIC only.
+    let mut primaries = 0;
+    for n in added.iter().chain(updated).filter_map(Value::as_object) {
+        match n.get("primary") {
+            None => {}
+            Some(Value::Bool(true)) => primaries += 1,
+            Some(other) => out.push(format!("invalid value for NIC's primary flag: {other} (must be true)")),
+        }
+    }
+    if primaries > 1 {
         out.push("payload specifies more than 1 primary NIC".into());
     }
     out.dedup();
@@ -109,7 +126,7 @@ mod tests {
     fn run(nics: Value, model: bool) -> Vec<String> {
         let mut all = nics.as_array().cloned().expect("array");
         fill_vrrp_macs(&mut all);
-        check(&all, &all, model, None)
+        check(&all, &all, &[], model, None)
     }
 
     #[test]
@@ -143,10 +160,18 @@ mod tests {
         assert!(e[0].starts_with("missing .model option"), "{e:?}");
         assert!(run(json!([{"nic_tag": "admin", "model": "virtio"}]), true).is_empty());
         let all = json!([{"nic_tag": "admin"}]).as_array().cloned().expect("a");
-        assert!(check(&all, &all, true, Some("virtio")).is_empty(), "nic_driver stands for the model");
+        assert!(check(&all, &all, &[], true, Some("virtio")).is_empty(), "nic_driver stands for the model");
+        // An update may move the flag (the caller clears the old one) but not unset it.
+        let all = json!([{"nic_tag": "a", "mac": "02:00:00:00:00:01"}]).as_array().cloned().expect("a");
+        let upd = json!([{"mac": "02:00:00:00:00:01", "primary": true}]).as_array().cloned().expect("a");
+        assert!(check(&all, &[], &upd, false, None).is_empty());
+        let upd = json!([{"mac": "02:00:00:00:00:01", "primary": "blah"}]).as_array().cloned().expect("a");
+        assert_eq!(check(&all, &[], &upd, false, None).len(), 1);
         assert!(run(json!([{"nic_tag": "ad min"}]), false)[0].starts_with("invalid or missing .nic_tag"));
         let e = run(json!([{"nic_tag": "a", "primary": true}, {"nic_tag": "b", "primary": true}]), false);
         assert_eq!(e, vec!["payload specifies more than 1 primary NIC"]);
+        let e = run(json!([{"nic_tag": "a", "primary": false}]), false);
+        assert_eq!(e, vec!["invalid value for NIC's primary flag: false (must be true)"]);
         let many: Vec<String> = (0..33).map(|i| format!("10.0.1.{i}/24")).collect();
         let e = run(json!([{"nic_tag": "a", "ips": many}]), false);
         assert_eq!(e, vec!["More than 32 IPs cannot be associated with a NIC"]);
