@@ -285,8 +285,11 @@ impl Net {
                     dst.parse::<ipnet::IpNet>().or_else(|_| dst.parse::<IpAddr>().map(ipnet::IpNet::from)).map_err(
                         |_| NetError::Invalid(format!("route destination {dst:?} is not an address or network")),
                     )?;
-                // `nics[N]`: out of the Nth NIC, with no gateway (SmartOS's link route).
-                if let Some(i) = hull_spec::vm::route_nic(gw) {
+                // `nics[N]` or `macs[MAC]`: out of that NIC, with no gateway (SmartOS's link
+                // route).
+                let by_mac = hull_spec::vm::route_mac(gw)
+                    .map(|m| nics.iter().position(|n| crate::format_mac(&n.mac) == m).unwrap_or(usize::MAX));
+                if let Some(i) = hull_spec::vm::route_nic(gw).or(by_mac) {
                     let nic =
                         nics.get(i).ok_or_else(|| NetError::Invalid(format!("route {dst} via {gw}: no such NIC")))?;
                     let link = nl.link(&nic.interface)?.ok_or_else(|| {

@@ -182,7 +182,13 @@ fn check_routes(uuid: &str, cfg: &Map<String, Value>) -> Result<()> {
     for (dst, gw) in routes_of(cfg) {
         let dst_ok = dst.parse::<ipnet::IpNet>().is_ok() || dst.parse::<std::net::IpAddr>().is_ok();
         let gw_ok = gw.parse::<std::net::IpAddr>().is_ok()
-            || hull_spec::vm::route_nic(&gw).is_some_and(|i| i < nics_of(cfg).len());
+            || hull_spec::vm::route_nic(&gw).is_some_and(|i| i < nics_of(cfg).len())
+            || hull_spec::vm::route_mac(&gw).is_some_and(|m| {
+                nics_of(cfg).iter().any(|n| {
+                    n.get("mac").and_then(Value::as_str).and_then(hull_spec::vm::normal_mac).as_deref()
+                        == Some(m.as_str())
+                })
+            });
         if !dst_ok || !gw_ok {
             return Err(bad_nics(
                 uuid,

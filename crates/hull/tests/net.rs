@@ -690,7 +690,9 @@ fn nictagadm_and_dladm_manage_tags_and_etherstubs() {
     let img = n.busybox();
     let mut p = payload(&img, json!([{"nic_tag": "ext", "ips": ["10.6.0.10/24"], "gateways": ["10.6.0.254"]}]));
     // SmartOS's routes: through an address, or out of a NIC (`nics[N]`, no gateway).
-    p["routes"] = json!({"10.9.0.0/16": "10.6.0.254", "192.168.77.0/24": "nics[0]"});
+    p["routes"] =
+        json!({"10.9.0.0/16": "10.6.0.254", "192.168.77.0/24": "nics[0]", "192.168.78.0/24": "macs[2:0:0:0:6:10]"});
+    p["nics"][0]["mac"] = json!("02:00:00:00:06:10");
     let mut bad = p.clone();
     bad["routes"] = json!({"192.168.77.0/24": "nics[3]"});
     let f = n.root().join("bad-route.json");
@@ -703,6 +705,7 @@ fn nictagadm_and_dladm_manage_tags_and_etherstubs() {
     assert!(routes.contains("default via 10.6.0.254"), "{routes}");
     assert!(routes.contains("10.9.0.0/16 via 10.6.0.254"), "{routes}");
     assert!(routes.lines().any(|l| l.starts_with("192.168.77.0/24 dev net0")), "{routes}");
+    assert!(routes.lines().any(|l| l.starts_with("192.168.78.0/24 dev net0")), "by MAC: {routes}");
     assert_eq!(n.hull(&["nictagadm", "vms", "ext"]).ok().trim(), z);
     let r = n.hull(&["nictagadm", "delete", "ext"]);
     assert_eq!(r.code, 1, "a tag in use");

@@ -8,6 +8,6 @@ mod validate;
 
 pub use state::{State, Verb};
 pub use validate::{
-    Action, Brand, ImageInfo, ValidationErrors, check_images, check_payload, normal_mac, route_nic, valid_hostname,
-    validate, validate_lenient, zone_root_types,
+    Action, Brand, ImageInfo, ValidationErrors, check_images, check_payload, normal_mac, route_mac, route_nic,
+    valid_hostname, validate, validate_lenient, zone_root_types,
 };

@@ -253,9 +253,15 @@ fn valid_route_dst(s: &str) -> bool {
     len.is_none_or(|l| l.parse::<u8>().is_ok_and(|n| n <= max))
 }
 
-/// A route's gateway: an address, or `nics[N]` (the route goes out of that NIC).
+/// A route's gateway: an address, or `nics[N]` or `macs[MAC]` (the route goes out of that
+/// NIC, as VM.js's validLocalRoute has them).
 fn valid_route_gw(s: &str) -> bool {
-    s.parse::<std::net::IpAddr>().is_ok() || route_nic(s).is_some()
+    s.parse::<std::net::IpAddr>().is_ok() || route_nic(s).is_some() || route_mac(s).is_some()
+}
+
+/// The MAC of a `macs[MAC]` route gateway, written as stored (two lowercase digits an octet).
+pub fn route_mac(gw: &str) -> Option<String> {
+    gw.strip_prefix("macs[").and_then(|r| r.strip_suffix(']')).and_then(normal_mac)
 }
 
 /// The NIC index of a `nics[N]` route gateway (SmartOS: the route goes out of the VM's Nth
@@ -574,6 +580,8 @@ mod tests {
         assert!(bad("routes", json!({"10.0.0.0/99": "10.0.0.1"})).contains("routes"));
         assert!(bad("routes", json!({"10.2.0.0/16": "gateway"})).contains("routes"));
         assert!(bad("routes", json!({"10.2.0.0/16": "10.0.0.1", "10.3.0.1": "nics[1]"})).is_empty());
+        assert!(bad("routes", json!({"10.4.0.0/16": "macs[2:0:0:0:0:1]"})).is_empty());
+        assert!(bad("routes", json!({"10.4.0.0/16": "macs[nope]"})).contains("routes"));
         assert!(bad("hostname", json!("web-01.example.com")).is_empty());
     }
 
