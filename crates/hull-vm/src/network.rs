@@ -132,7 +132,7 @@ impl Vmadm {
                 }
                 None => ns::create(&path)?,
             }
-            let guest = hull_spec::Brand::of(&cfg).is_hvm();
+            let guest = hull_spec::Brand::of(cfg).is_hvm();
             for nic in &nics {
                 if guest {
                     net.plug_for_guest(uuid, &path, nic)?;
