@@ -8,7 +8,13 @@ impl Vmadm {
     /// and its runtime files.
     pub fn delete(&self, uuid: &str) -> Result<()> {
         let _lock = self.lock(uuid)?;
-        self.load(uuid)?;
+        let cfg = self.load(uuid)?;
+        // As SmartOS: an operator's guard against deleting the wrong VM; unset it first.
+        for flag in ["indestructible_zoneroot", "indestructible_delegated"] {
+            if cfg.get(flag).and_then(serde_json::Value::as_bool) == Some(true) {
+                return Err(crate::VmError::Other { vm: uuid.into(), reason: format!("{flag} is set, cannot delete") });
+            }
+        }
         if self.running_or_false(uuid) {
             self.stop_locked(uuid, true, Duration::from_secs(0))?;
         }

@@ -785,4 +785,11 @@ fn a_minimal_payload_gets_what_smartos_shows() {
         assert!(v[k].as_str().is_some_and(|s| !s.is_empty()), "{k}: {v}");
     }
     assert!(v["last_modified"].as_str().is_some_and(|s| s.ends_with('Z') && s.contains('T')), "{v}");
+    // indestructible_zoneroot guards against a delete until it is unset, as on SmartOS.
+    n.hull(&["vmadm", "update", &uuid, "indestructible_zoneroot=true"]).ok();
+    let r = n.hull(&["vmadm", "delete", &uuid]);
+    assert!(r.code != 0 && r.stderr.contains("indestructible_zoneroot is set, cannot delete"), "{}", r.stderr);
+    assert_eq!(state(&n, &uuid), "stopped", "still there");
+    n.hull(&["vmadm", "update", &uuid, "indestructible_zoneroot=false"]).ok();
+    n.hull(&["vmadm", "delete", &uuid]).ok();
 }

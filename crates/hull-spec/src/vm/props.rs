@@ -179,7 +179,7 @@ pub static PROPS: &[Prop] = &[
     p!("fs_allowed", LIST, [(OS, CRU)], 0, NotYet),
     p!("hostname", STR, [(ALL, CRU)], 0, Reboot),
     p!("image_uuid", UUID, [(ALL, CR)], OS, Live),
-    p!("indestructible_delegated", BOOL, [(ALL, CRU)], 0, NotYet),
+    p!("indestructible_delegated", BOOL, [(ALL, CRU)], 0, Live),
     p!("indestructible_zoneroot", BOOL, [(ALL, CRU)], 0, Live),
     p!("init_name", STR, [(OS, CRU)], 0, Reboot),
     p!("internal_metadata", FLAT, [(ALL, CR)], 0, Live),
