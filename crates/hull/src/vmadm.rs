@@ -306,8 +306,9 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
                 ("stored, applies at the next boot", &report.reboot),
                 ("stored, not yet applied by hull", &report.not_yet),
             ] {
+                // On stderr: stdout is SmartOS's one line, which scripts read.
                 if !list.is_empty() {
-                    println!("{what}: {}", list.join(", "));
+                    eprintln!("{what}: {}", list.join(", "));
                 }
             }
             println!("Successfully updated VM {uuid}");

@@ -447,7 +447,7 @@ fn a_kvm_vm_takes_a_blank_disk_and_disk_changes_by_update() {
     );
     let f = n.root().join("add.json");
     std::fs::write(&f, json!({"add_disks": [{"size": 8, "model": "virtio"}]}).to_string()).expect("write");
-    let out = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).ok();
+    let out = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).said();
     assert!(out.contains("add_disks"), "{out}");
     let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &u]).ok()).expect("json");
     let disks = v["disks"].as_array().expect("disks");
@@ -483,7 +483,7 @@ fn a_bhyve_disk_grows_under_its_running_guest() {
     let path = v["disks"][0]["path"].as_str().expect("path").to_string();
     let f = n.root().join("grow.json");
     std::fs::write(&f, json!({"update_disks": [{"path": path, "size": 32}]}).to_string()).expect("write");
-    let out = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).ok();
+    let out = n.hull(&["vmadm", "update", &u, "-f", &f.to_string_lossy()]).said();
     assert!(out.contains("applied live: update_disks"), "{out}");
     assert_eq!(std::fs::metadata(&path).expect("disk").len(), 32 << 20);
     // qemu, and so the guest, sees the new size at once.

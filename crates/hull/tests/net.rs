@@ -566,7 +566,7 @@ fn nics_change_on_a_running_zone() {
     let a = create(&n, payload(&img, json!([{"nic_tag": "t0", "ips": ["10.3.0.1/24"]}])));
     let b = create(&n, payload(&img, json!([{"nic_tag": "t0", "vlan_id": 7, "ips": ["10.4.0.2/24"]}])));
     assert!(!ping(&n, &a, &["10.4.0.2"]));
-    let r = update(&n, &a, json!({"add_nics": [{"nic_tag": "t0", "vlan_id": 7, "ips": ["10.4.0.1/24"]}]})).ok();
+    let r = update(&n, &a, json!({"add_nics": [{"nic_tag": "t0", "vlan_id": 7, "ips": ["10.4.0.1/24"]}]})).said();
     assert!(r.contains("applied live: add_nics"), "a running zone's new NIC is live: {r}");
     let v: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &a]).ok()).expect("json");
     assert_eq!(v["nics"][1]["interface"], "net1");

@@ -186,7 +186,7 @@ fn caps_hold_and_change_live() {
     assert!((30..=40).contains(&count), "processes in the zone: {count}");
     std::thread::sleep(std::time::Duration::from_secs(4));
     // Live update: the cgroup limit changes at once; a hostname waits for the reboot.
-    let out = n.hull(&["vmadm", "update", &uuid, "max_physical_memory=96", "hostname=web2", "max_lwps=500"]).ok();
+    let out = n.hull(&["vmadm", "update", &uuid, "max_physical_memory=96", "hostname=web2", "max_lwps=500"]).said();
     // The cap moves max_swap and max_locked_memory with it (SmartOS's fixPayloadMemory).
     let live = out.lines().find(|l| l.starts_with("applied live:")).unwrap_or_default();
     for k in ["max_lwps", "max_physical_memory", "max_swap", "max_locked_memory"] {
@@ -206,7 +206,7 @@ fn caps_hold_and_change_live() {
     let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
     assert_eq!(v["max_physical_memory"], 96);
     // An OS zone's ram is its cap, as on SmartOS: live, with swap and tmpfs following it.
-    let out = n.hull(&["vmadm", "update", &uuid, "ram=112"]).ok();
+    let out = n.hull(&["vmadm", "update", &uuid, "ram=112"]).said();
     assert!(out.contains("applied live") && out.contains("max_physical_memory"), "{out}");
     assert!(!out.contains("not yet"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
@@ -221,13 +221,13 @@ fn caps_hold_and_change_live() {
     n.hull(&["vmadm", "update", &uuid, "max_physical_memory=96"]).ok();
     // max_locked_memory is an rlimit: set live on every process of the zone (lowered here:
     // raising it past the host's own limit is refused, with the limit in the message).
-    let out = n.hull(&["vmadm", "update", &uuid, "max_locked_memory=1"]).ok();
+    let out = n.hull(&["vmadm", "update", &uuid, "max_locked_memory=1"]).said();
     assert!(out.contains("applied live: max_locked_memory"), "{out}");
     let limits = n.hull(&["zlogin", &uuid, "cat", "/proc/1/limits"]).ok();
     let line = limits.lines().find(|l| l.starts_with("Max locked memory")).expect("memlock line");
     assert!(line.contains(&(1u64 << 20).to_string()), "{line}");
     // zfs_io_priority is applied where the host weighs IO, and said not to be elsewhere.
-    let out = n.hull(&["vmadm", "update", &uuid, "zfs_io_priority=200"]).ok();
+    let out = n.hull(&["vmadm", "update", &uuid, "zfs_io_priority=200"]).said();
     let weight = ["blkio/{}/blkio.bfq.weight", "{}/io.bfq.weight", "{}/io.weight"]
         .iter()
         .map(|t| std::path::Path::new("/sys/fs/cgroup").join(t.replace("{}", &format!("{}-{uuid}", n.prefix))))

@@ -32,6 +32,13 @@ impl Run {
         }
     }
 
+    /// Asserts success and returns what the command said on stderr, then stdout (vmadm
+    /// update's report of what applied when goes to stderr; stdout is SmartOS's one line).
+    pub fn said(self) -> String {
+        assert_eq!(self.code, 0, "failed ({}):\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        format!("{}{}", self.stderr, self.stdout)
+    }
+
     /// Asserts success and returns stdout.
     pub fn ok(self) -> String {
         assert_eq!(self.code, 0, "failed ({}):\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
