@@ -590,3 +590,47 @@ fn a_zone_s_memory_pressure_kills_a_tenant_process_not_its_init() {
     assert_eq!(state(&n, &uuid), "running");
     assert_eq!(pid(&n, &uuid), Some(init), "the zone's init was killed (or the zone rebooted)");
 }
+
+#[test]
+fn links_in_an_image_or_a_zone_lead_nowhere_outside_it() {
+    let n = TestNode::new("512M");
+    let c = Canary::new();
+    let victim = c.path().join("victim").to_string_lossy().into_owned();
+    // An image whose machine id and init are links to a host file.
+    let img = hostile_image(
+        &n,
+        &[
+            E::Dir("root/"),
+            E::Dir("root/etc/"),
+            E::Link("root/etc/machine-id", &victim),
+            E::Dir("root/sbin/"),
+            E::Link("root/sbin/init", &victim),
+        ],
+        None,
+    );
+    install(&n, &img).ok();
+    let uuid = zone(&n, &img.2, serde_json::json!({"autoboot": false}));
+    c.intact();
+    let link = n.zones().join(&uuid).join("root/etc/machine-id");
+    assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link was replaced");
+    // The init is looked for inside the zone's root, where the link's target is not.
+    let r = n.hull(&["vmadm", "start", &uuid]);
+    assert!(r.code != 0 && r.stderr.contains("init_name /sbin/init"), "{}", r.stderr);
+    c.intact();
+    // A running zone's root makes its passwd a link to a host file: zlogin reads it as the
+    // zone would (inside the zone), and still runs a shell there.
+    let bb = n.busybox();
+    let z = zone(&n, &bb, serde_json::json!({}));
+    n.hull(&["zlogin", &z, "sh", "-c", &format!("rm /etc/passwd && ln -s {victim} /etc/passwd")]).ok();
+    let mut child = n
+        .cmd()
+        .args(["zlogin", &z])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("zlogin");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"cat /proc/1/cgroup >/dev/null; exit 5\n")
+        .expect("write");
+    assert_eq!(child.wait_with_output().expect("wait").status.code(), Some(5));
+    c.intact();
+}
