@@ -72,6 +72,15 @@ impl Tree {
         Ok(Tree { root: t.root.with_resolver_flags(ResolverFlags::empty()), top: t.top })
     }
 
+    /// What is at `rel`, resolved by this tree's rule (a scoped tree follows its links
+    /// inside it; a strict one refuses them).
+    pub fn metadata(&self, rel: &Path) -> io::Result<std::fs::Metadata> {
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        check(rel)?;
+        let h = self.root.resolve(rel).map_err(io_err)?;
+        File::from(std::os::fd::OwnedFd::from(h)).metadata()
+    }
+
     /// Reads the regular file at `rel`, resolved by this tree's rule (a scoped tree follows
     /// its links inside it).
     pub fn read_to_string(&self, rel: &Path) -> io::Result<String> {

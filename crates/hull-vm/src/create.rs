@@ -110,9 +110,7 @@ impl Vmadm {
         if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)
             && let Err(e) = self.start(&uuid)
         {
-            let mut c = self.load(&uuid)?;
-            c.insert("failed".into(), json!(true));
-            self.save(&uuid, &c)?;
+            self.set_failed(&uuid)?;
             return Err(VmError::BootFailed { vm: uuid, source: Box::new(e) });
         }
         Ok(uuid)

@@ -164,12 +164,7 @@ impl Vmadm {
     fn zone_command(&self, uuid: &str, cfg: &Map<String, Value>, mut args: Vec<String>) -> Result<Vec<String>> {
         let root = self.zone_config(uuid, cfg)?.rootfs;
         let Ok(tree) = hull_exec::tree::Tree::open_scoped(&root) else { return Ok(args) };
-        let meta = |p: &str| {
-            tree.root()
-                .resolve(std::path::Path::new(p.trim_start_matches('/')))
-                .ok()
-                .and_then(|h| std::fs::File::from(std::os::fd::OwnedFd::from(h)).metadata().ok())
-        };
+        let meta = |p: &str| tree.metadata(std::path::Path::new(p)).ok();
         if args.is_empty() {
             let passwd = tree.read_to_string(std::path::Path::new("etc/passwd")).unwrap_or_default();
             let shell = passwd
@@ -183,10 +178,7 @@ impl Vmadm {
             return Ok(vec![shell, "-l".into()]);
         }
         let cmd = args[0].clone();
-        let executable = |p: &str| {
-            use std::os::unix::fs::PermissionsExt;
-            meta(p).is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        };
+        let executable = |p: &str| meta(p).is_some_and(|m| crate::start::executable(&m));
         if cmd.contains('/') {
             if meta(&cmd).is_none() {
                 return Err(VmError::NoCommand { vm: uuid.into(), cmd });

@@ -23,6 +23,12 @@ pub(crate) fn limits(cfg: &Map<String, Value>) -> Limits {
     }
 }
 
+/// A regular file someone may run.
+pub(crate) fn executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0
+}
+
 impl Vmadm {
     pub(crate) fn zone_config(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<ZoneConfig> {
         let root = self.pool()?.dataset_path(&ds(uuid)?).join("root");
@@ -99,13 +105,10 @@ impl Vmadm {
     fn check_init(&self, uuid: &str, z: &ZoneConfig) -> Result<()> {
         let Some(init) = z.init.first() else { return Ok(()) };
         let refuse = |why: String| VmError::Other { vm: uuid.into(), reason: format!("init_name {init}: {why}") };
-        let rel = std::path::Path::new(init.trim_start_matches('/'));
         let meta = hull_exec::tree::Tree::open_scoped(&z.rootfs)
-            .and_then(|t| t.root().resolve(rel).map_err(|e| std::io::Error::other(e.to_string())))
-            .and_then(|h| std::fs::File::from(std::os::fd::OwnedFd::from(h)).metadata())
+            .and_then(|t| t.metadata(std::path::Path::new(init)))
             .map_err(|e| refuse(format!("not found in the zone's root ({e})")))?;
-        use std::os::unix::fs::PermissionsExt;
-        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        if !executable(&meta) {
             return Err(refuse("not an executable file in the zone's root".into()));
         }
         Ok(())
@@ -324,13 +327,19 @@ impl Vmadm {
         // shares the lock's file description until it execs), and a busy answer here left
         // the VM unmarked.
         let Ok(_lock) = self.lock_wait(uuid) else { return };
-        if let Ok(mut cfg) = self.load(uuid)
+        if let Ok(cfg) = self.load(uuid)
             && !self.state(uuid, &cfg).state.is_running()
+            && let Err(e) = self.set_failed(uuid)
         {
-            cfg.insert("failed".into(), Value::Bool(true));
-            if let Err(e) = self.save(uuid, &cfg) {
-                tracing::warn!(vm = uuid, "could not mark the VM failed: {e}");
-            }
+            tracing::warn!(vm = uuid, "could not mark the VM failed: {e}");
         }
+    }
+
+    /// Records that the VM is down after a failure (`vmadm list` shows `failed`; a start
+    /// clears it). The caller holds the VM's lock.
+    pub(crate) fn set_failed(&self, uuid: &str) -> Result<()> {
+        let mut cfg = self.load(uuid)?;
+        cfg.insert("failed".into(), Value::Bool(true));
+        self.save(uuid, &cfg)
     }
 }

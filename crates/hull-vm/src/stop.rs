@@ -57,11 +57,8 @@ impl Vmadm {
             let _ = std::fs::remove_file(&log);
             // `vmadm list` says why it is down. Not waiting for the lock: a caller holding
             // it (a stop) waits for this zoneadmd.
-            if let Ok(_lock) = self.lock(uuid)
-                && let Ok(mut cfg) = self.load(uuid)
-            {
-                cfg.insert("failed".into(), serde_json::Value::Bool(true));
-                let _ = self.save(uuid, &cfg);
+            if let Ok(_lock) = self.lock(uuid) {
+                let _ = self.set_failed(uuid);
             }
             return AfterExit::Stay;
         }

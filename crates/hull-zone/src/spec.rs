@@ -155,9 +155,7 @@ pub fn resources(l: &Limits) -> Value {
     if let Some(s) = l.cpu_shares.filter(|s| *s > 0) {
         cpu.insert("shares".into(), json!(s.clamp(2, 262_144)));
     }
-    if !cpu.is_empty() {
-        r.insert("cpu".into(), Value::Object(cpu));
-    }
+    r.insert("cpu".into(), Value::Object(cpu));
     r.insert("pids".into(), json!({"limit": l.max_lwps.filter(|n| *n > 0).unwrap_or(0)}));
     Value::Object(r)
 }
