@@ -278,8 +278,8 @@ fn a_relative_root_is_stored_absolute() {
     let run = |cwd: &Path, args: &[&str]| {
         let mut c = std::process::Command::new(HULL);
         c.current_dir(cwd).env_remove("HULL_ROOT").args(["--node", n.prefix.as_str()]).args(args);
-        let out = c.output().expect("run hull");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = common::bounded(&mut c);
+        assert!(out.code == 0, "{args:?}: {}", out.stderr);
     };
     run(n.root(), &["--root", "node", "pool", "create", "--size", "256M"]);
     let cfg = std::fs::read_to_string(n.root().join("node/etc/hull/node.json")).expect("node.json");

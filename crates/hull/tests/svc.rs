@@ -41,12 +41,7 @@ impl Smf {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let out = self.cmd().args(args).output().expect("run hull");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        common::bounded(self.cmd().args(args))
     }
 
     fn start_daemon(&mut self) {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 pub const HULL: &str = env!("CARGO_BIN_EXE_hull");
 
@@ -24,14 +24,6 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     /// Asserts success and returns what the command said on stderr, then stdout (vmadm
     /// update's report of what applied when goes to stderr; stdout is SmartOS's one line).
     pub fn said(self) -> String {
@@ -44,6 +36,79 @@ impl Run {
         assert_eq!(self.code, 0, "failed ({}):\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
         self.stdout
     }
+}
+
+/// Runs a command to its end, for at most `HULL_TEST_DEADLINE` seconds (300 by default):
+/// a command that hangs fails its test with its name and what it said, rather than holding
+/// the whole suite. Its output must end within ten seconds of its exit: a process it left
+/// behind holding the caller's stdout (a daemon that kept the pipe) is a defect of its own.
+pub fn bounded(c: &mut Command) -> Run {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let what = format!("{:?}", c);
+    let limit = std::env::var("HULL_TEST_DEADLINE").ok().and_then(|s| s.parse().ok()).unwrap_or(300u64);
+    let mut child = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, mut pipe) in [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .enumerate()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send((i, buf));
+        });
+    }
+    drop(tx);
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() < Duration::from_secs(limit) => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let said: Vec<String> =
+                    rx.try_iter().map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).collect();
+                panic!("{what} ran past {limit} s and was killed; it said: {said:?}\n{}", processes());
+            }
+        }
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok((0, b)) => stdout = b,
+            Ok((_, b)) => stderr = b,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{what} exited ({status}) but something it started still holds its output\n{}", processes())
+            }
+        }
+    }
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// The host's processes with their state and where they wait, for a failure's report.
+fn processes() -> String {
+    Command::new("ps")
+        .args(["-eo", "pid,ppid,stat,wchan:24,args"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 impl TestNode {
@@ -104,7 +169,7 @@ impl TestNode {
     }
 
     pub fn hull(&self, args: &[&str]) -> Run {
-        Run::from(self.cmd().args(args).output().expect("run hull"))
+        bounded(self.cmd().args(args))
     }
 
     pub fn hull_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -112,7 +177,7 @@ impl TestNode {
         for (k, v) in env {
             c.env(k, v);
         }
-        Run::from(c.args(args).output().expect("run hull"))
+        bounded(c.args(args))
     }
 
     /// Dataset names in the pool (without `zones/`), snapshots included.
