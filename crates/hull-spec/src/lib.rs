@@ -11,4 +11,4 @@ pub mod vm;
 
 pub use manifest::{Compression, ImageFile, ImageType, Manifest, ManifestError, Os};
 pub use node::{NodeConfig, PoolBackend, PoolConfig};
-pub use vm::{Action, Brand, State, ValidationErrors, Verb};
+pub use vm::{Action, Brand, State, ValidationErrors, Verb, Vm};

@@ -34,35 +34,22 @@ pub fn validate(
 }
 
 /// SmartOS's defaults for an OS zone, filled in where the payload is silent (VM.js's
-/// applyZoneDefaults, then its fixPayloadMemory).
+/// applyZoneDefaults, then its fixPayloadMemory), from the property table.
 fn defaults(cfg: &mut Map<String, Value>) {
-    let set = |cfg: &mut Map<String, Value>, k: &str, v: Value| {
+    let brand = hull_spec::Brand::of(cfg);
+    for (k, v) in hull_spec::vm::props::defaults(brand.bit()) {
+        // The memory cap's default is for a payload silent on both: `ram` sets it otherwise.
+        if k == "max_physical_memory" && cfg.contains_key("ram") {
+            continue;
+        }
         cfg.entry(k.to_string()).or_insert(v);
-    };
-    set(cfg, "max_lwps", json!(2000));
-    set(cfg, "cpu_shares", json!(100));
-    set(cfg, "zfs_io_priority", json!(100));
-    if !cfg.contains_key("ram") {
-        set(cfg, "max_physical_memory", json!(256));
     }
     for note in hull_spec::vm::memory::fix_os_zone_memory(cfg, &Map::new()) {
         tracing::warn!("{note}");
     }
-    set(cfg, "quota", json!(10));
-    set(cfg, "autoboot", json!(true));
-    set(cfg, "resolvers", json!([]));
-    set(cfg, "dns_domain", json!("local"));
-    // What SmartOS's `vmadm get` shows of a zone made from a minimal payload
-    // (smartos-live's test-defaults.js).
-    set(cfg, "limit_priv", json!("default"));
-    set(cfg, "max_msg_ids", json!(4096));
-    set(cfg, "max_sem_ids", json!(4096));
-    set(cfg, "max_shm_ids", json!(4096));
+    // SmartOS shows the System V shared memory cap as the memory cap.
     let mem = cfg.get("max_physical_memory").cloned().unwrap_or(json!(256));
-    set(cfg, "max_shm_memory", mem);
-    set(cfg, "zfs_root_recsize", json!(131072));
-    set(cfg, "billing_id", json!("00000000-0000-0000-0000-000000000000"));
-    set(cfg, "owner_uuid", json!("00000000-0000-0000-0000-000000000000"));
+    cfg.entry("max_shm_memory".to_string()).or_insert(mem);
 }
 
 /// Gives a new zone a machine id of its own (its uuid, as systemd takes a container's) where
@@ -107,7 +94,7 @@ impl Vmadm {
 
     /// Boots a VM just made, when its autoboot says so; a failed boot marks it `failed`.
     fn autoboot(&self, uuid: String, cfg: &Map<String, Value>) -> Result<String> {
-        if cfg.get("autoboot").and_then(Value::as_bool).unwrap_or(true)
+        if crate::typed(&uuid, cfg)?.autoboot()
             && let Err(e) = self.start(&uuid)
         {
             self.set_failed(&uuid)?;
@@ -132,8 +119,9 @@ impl Vmadm {
         if pool.exists(&ds(&uuid)?) {
             return Err(VmError::Exists(uuid));
         }
-        cfg.entry("autoboot".to_string()).or_insert(json!(true));
-        cfg.entry("quota".to_string()).or_insert(json!(10));
+        for (k, v) in hull_spec::vm::props::defaults(hull_spec::Brand::of(&cfg).bit()) {
+            cfg.entry(k.to_string()).or_insert(v);
+        }
         self.identify(&uuid, &mut cfg)?;
         let part = ds(&format!("{uuid}{PROVISIONING}"))?;
         let mut revert = Revert::new();

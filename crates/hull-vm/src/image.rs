@@ -18,17 +18,18 @@ impl Vmadm {
         compression: Compression,
         out_dir: &Path,
     ) -> Result<Built> {
-        let disks = cfg.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+        let vm = crate::typed(uuid, cfg)?;
+        let disks = vm.disks();
         let i = disks
             .iter()
-            .position(|d| d.get("boot").and_then(Value::as_bool).unwrap_or(false))
+            .position(|d| d.boot.unwrap_or(false))
             .or((!disks.is_empty()).then_some(0))
             .ok_or_else(|| VmError::Other {
                 vm: uuid.into(),
                 reason: "the VM has no disk to make an image of".into(),
             })?;
         let pool = self.pool()?;
-        let disk = if disks[i].get("image_uuid").is_some() {
+        let disk = if disks[i].from_image() {
             pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?).join(hull_img::ZVOL_FILE)
         } else {
             pool.dataset_path(&ds(uuid)?).join("disks").join(format!("disk{i}.raw"))

@@ -38,10 +38,11 @@ impl Vmadm {
     /// Checks a KVM payload beyond its types: models, media, one boot disk, sizes, the
     /// node's memory. Fills in SmartOS's defaults.
     pub(crate) fn check_kvm(&self, uuid: &str, cfg: &mut Map<String, Value>) -> Result<()> {
-        let disks = cfg.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+        let vm = crate::typed(uuid, cfg)?;
+        let disks = vm.disks();
         let mut problems = Vec::new();
         for (i, d) in disks.iter().enumerate() {
-            if let Some(img) = d.get("image_uuid").and_then(Value::as_str) {
+            if let Some(img) = &d.image_uuid {
                 match img.parse::<uuid::Uuid>().ok().map(|u| self.img.manifest(&u)) {
                     Some(Ok(m)) if m.image_type == hull_spec::manifest::ImageType::Zvol => {}
                     Some(Ok(m)) => problems.push(format!(
@@ -50,15 +51,13 @@ impl Vmadm {
                     )),
                     _ => problems.push(format!("disks.{i}.image_uuid: image {img} is not installed")),
                 }
-            } else if d.get("media").and_then(Value::as_str).is_none_or(|m| m == "disk")
-                && d.get("size").and_then(Value::as_u64).is_none_or(|s| s == 0)
-            {
+            } else if d.is_disk() && d.size.is_none_or(|s| s == 0) {
                 // A cdrom is its `path`; a disk needs a size (validation says so first).
                 problems.push(format!("disks.{i}: needs a size (MiB) or an image_uuid"));
             }
         }
         // No disk marked boot is fine, as on SmartOS: the guest's firmware tries them in order.
-        let ram = cfg.get("ram").and_then(Value::as_u64).unwrap_or(256);
+        let ram = vm.ram.unwrap_or(256);
         if let Some(total) = mem_total_mib()
             && ram + OVERHEAD_MIB > total
         {
@@ -97,22 +96,22 @@ impl Vmadm {
     ) -> Result<Vec<hull_storage::DatasetName>> {
         let pool = self.pool()?;
         let mut made = Vec::new();
-        if let Some(Value::Array(disks)) = cfg.get_mut("disks") {
-            for (i, d) in disks.iter_mut().enumerate() {
-                let Some(img) = d.get("image_uuid").and_then(Value::as_str).map(String::from) else { continue };
-                let target = ds(&Self::disk_dataset(uuid, i))?;
-                let r = pool.clone_snapshot(&ds(&img)?.snapshot(hull_img::FINAL)?, &target);
-                if let Err(e) = r {
-                    for m in &made {
-                        let _ = hull_storage::destroy(pool, m, true);
-                    }
-                    return Err(e.into());
+        let mut vm = crate::typed(uuid, cfg)?;
+        for (i, d) in vm.disks.iter_mut().flatten().enumerate() {
+            let Some(img) = &d.image_uuid else { continue };
+            let target = ds(&Self::disk_dataset(uuid, i))?;
+            let r = ds(img).and_then(|i| Ok(pool.clone_snapshot(&i.snapshot(hull_img::FINAL)?, &target)?));
+            if let Err(e) = r {
+                for m in &made {
+                    let _ = hull_storage::destroy(pool, m, true);
                 }
-                if let Value::Object(o) = d {
-                    o.insert("zfs_filesystem".into(), json!(format!("{}/{target}", pool.name())));
-                }
-                made.push(target);
+                return Err(e);
             }
+            d.rest.insert("zfs_filesystem".into(), json!(format!("{}/{target}", pool.name())));
+            made.push(target);
+        }
+        if vm.disks.is_some() {
+            cfg.insert("disks".into(), hull_spec::vm::model::value(&vm.disks));
         }
         Ok(made)
     }
@@ -133,28 +132,27 @@ impl Vmadm {
         for d in ["config", "root", "disks"] {
             std::fs::create_dir_all(base.join(d)).map_err(io("create directory", &base.join(d)))?;
         }
-        let uuid = cfg.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-        if let Some(Value::Array(disks)) = cfg.get_mut("disks") {
-            for (i, d) in disks.iter_mut().enumerate() {
-                // An image disk's file is bound over this placeholder at boot.
-                let size =
-                    if d.get("image_uuid").is_some() { 0 } else { d.get("size").and_then(Value::as_u64).unwrap_or(0) };
-                let file = base.join("disks").join(format!("disk{i}.raw"));
-                let f = std::fs::File::create(&file).map_err(io("create", &file))?;
-                f.set_len(size << 20).map_err(io("size", &file))?;
-                // The disk's file on the host (SmartOS's path is its zvol's device): the
-                // VM's own dataset for a blank disk, the clone's for an image's.
-                let host = if d.get("image_uuid").is_some() {
-                    pool.dataset_path(&ds(&Self::disk_dataset(&uuid, i))?).join("disk.raw")
-                } else {
-                    pool.dataset_path(&ds(&uuid)?).join("disks").join(format!("disk{i}.raw"))
-                };
-                if let Value::Object(o) = d {
-                    o.insert("path".into(), json!(host));
-                    o.entry("model").or_insert(json!("virtio"));
-                    o.entry("media").or_insert(json!("disk"));
-                }
-            }
+        let mut vm = crate::typed(&part.to_string(), cfg)?;
+        let uuid = vm.uuid.clone();
+        for (i, d) in vm.disks.iter_mut().flatten().enumerate() {
+            // An image disk's file is bound over this placeholder at boot.
+            let size = if d.from_image() { 0 } else { d.size.unwrap_or(0) };
+            let file = base.join("disks").join(format!("disk{i}.raw"));
+            let f = std::fs::File::create(&file).map_err(io("create", &file))?;
+            f.set_len(size << 20).map_err(io("size", &file))?;
+            // The disk's file on the host (SmartOS's path is its zvol's device): the
+            // VM's own dataset for a blank disk, the clone's for an image's.
+            let host = if d.from_image() {
+                pool.dataset_path(&ds(&Self::disk_dataset(&uuid, i))?).join("disk.raw")
+            } else {
+                pool.dataset_path(&ds(&uuid)?).join("disks").join(format!("disk{i}.raw"))
+            };
+            d.path = Some(host.to_string_lossy().into_owned());
+            d.model.get_or_insert_with(|| "virtio".into());
+            d.media.get_or_insert_with(|| "disk".into());
+        }
+        if vm.disks.is_some() {
+            cfg.insert("disks".into(), hull_spec::vm::model::value(&vm.disks));
         }
         Ok(())
     }
@@ -196,7 +194,8 @@ impl Vmadm {
                 })?;
             }
         }
-        let n = cfg.get("disks").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+        let vm = crate::typed(uuid, cfg)?;
+        let n = vm.disks().len();
         let inside: Vec<PathBuf> = (0..n).map(|i| PathBuf::from(format!("/vm/disks/disk{i}.raw"))).collect();
         let spec = hull_qemu::cmdline::parse(uuid, cfg, &inside).map_err(|p| bad(uuid, p))?;
         let accel = self.accel().accel;
@@ -219,8 +218,8 @@ impl Vmadm {
             Bind { source: self.run_dir(uuid), destination: "/run/hull".into(), writable: true },
         ];
         let pool = self.pool()?;
-        for (i, d) in cfg.get("disks").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            if d.get("image_uuid").is_some() {
+        for (i, d) in vm.disks().iter().enumerate() {
+            if d.from_image() {
                 let disk_ds = ds(&Self::disk_dataset(uuid, i))?;
                 z.binds.push(Bind {
                     source: pool.dataset_path(&disk_ds).join(hull_img::ZVOL_FILE),
@@ -232,7 +231,7 @@ impl Vmadm {
         if let Some(port) = spec.vnc_port {
             z.relays.push(hull_zone::Relay { port, socket: self.run_dir(uuid).join("vnc.sock") });
         }
-        if cfg.get("nics").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+        if !vm.nics().is_empty() {
             z.devices.push(Device { path: "/dev/net/tun".into(), major: 10, minor: 200 });
         }
         if accel == Accel::Kvm {

@@ -84,6 +84,13 @@ pub enum VmError {
     NoSnapshot { vm: String, name: String },
     #[error("VM {vm} already has a snapshot {name}")]
     SnapshotExists { vm: String, name: String },
+    /// A stored config that does not fit the VM model (edited by hand, or corrupt).
+    #[error("VM {vm}: its stored config")]
+    Config {
+        vm: String,
+        #[source]
+        source: hull_spec::vm::ModelError,
+    },
     #[error(transparent)]
     Storage(#[from] hull_storage::StorageError),
     #[error(transparent)]
@@ -101,6 +108,11 @@ pub enum VmError {
 }
 
 pub type Result<T, E = VmError> = std::result::Result<T, E>;
+
+/// A config map, typed; what does not fit names the VM and the property.
+pub(crate) fn typed(uuid: &str, cfg: &Map<String, Value>) -> Result<hull_spec::Vm> {
+    hull_spec::Vm::from_map(cfg).map_err(|source| VmError::Config { vm: uuid.into(), source })
+}
 
 /// The vmadm of one node.
 pub struct Vmadm {
@@ -164,6 +176,11 @@ impl Vmadm {
             Ok(Value::Object(m)) => Ok(m),
             _ => Err(VmError::Other { vm: uuid.into(), reason: format!("{} is corrupt", p.display()) }),
         }
+    }
+
+    /// A VM's stored config, typed.
+    pub fn load_vm(&self, uuid: &str) -> Result<hull_spec::Vm> {
+        typed(uuid, &self.load(uuid)?)
     }
 
     fn save(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<()> {

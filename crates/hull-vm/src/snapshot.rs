@@ -38,9 +38,8 @@ impl Vmadm {
     /// A KVM VM's image disks live in datasets beside its own; a snapshot takes them too,
     /// under the same name.
     fn disk_snaps(&self, uuid: &str, name: &str) -> Result<Vec<hull_storage::SnapshotName>> {
-        let cfg = self.load(uuid)?;
+        let n = self.load_vm(uuid)?.disks().len();
         let pool = self.pool()?;
-        let n = cfg.get("disks").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
         let mut out = Vec::new();
         for i in 0..n {
             let d = ds(&Self::disk_dataset(uuid, i))?;

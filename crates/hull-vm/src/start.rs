@@ -32,14 +32,10 @@ pub(crate) fn executable(meta: &std::fs::Metadata) -> bool {
 impl Vmadm {
     pub(crate) fn zone_config(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<ZoneConfig> {
         let root = self.pool()?.dataset_path(&ds(uuid)?).join("root");
+        let vm = crate::typed(uuid, cfg)?;
         // An alias is free text; it names the host only when it is a valid hostname.
-        let hostname = cfg
-            .get("hostname")
-            .and_then(Value::as_str)
-            .or(cfg.get("alias").and_then(Value::as_str).filter(|a| hull_spec::vm::valid_hostname(a)))
-            .map(String::from)
-            .unwrap_or_else(|| uuid.to_string());
-        let init = cfg.get("init_name").and_then(Value::as_str).unwrap_or("/sbin/init").to_string();
+        let hostname = vm.hostname().unwrap_or(uuid).to_string();
+        let init = vm.init_name.unwrap_or_else(|| "/sbin/init".into());
         Ok(ZoneConfig {
             id: uuid.to_string(),
             rootfs: root,
@@ -60,7 +56,7 @@ impl Vmadm {
     /// Writes what the zone reads at boot: its hostname and resolvers. The zone owns its
     /// root, so every name in it is resolved without following links (`hull_exec::tree`):
     /// a planted link is replaced, never written through.
-    fn prepare_root(&self, uuid: &str, z: &ZoneConfig, cfg: &Map<String, Value>) -> Result<()> {
+    fn prepare_root(&self, uuid: &str, z: &ZoneConfig, vm: &hull_spec::Vm) -> Result<()> {
         let refuse = |reason: String| VmError::Other { vm: uuid.into(), reason };
         let dataset = z.rootfs.parent().unwrap_or(&z.rootfs);
         let tree = hull_exec::tree::Tree::open(dataset)
@@ -86,12 +82,12 @@ impl Vmadm {
             tree.write_file(&p, text.as_bytes(), 0o644).map_err(io("write", &p))
         };
         put("hostname", format!("{}\n", z.hostname))?;
-        if let Some(list) = cfg.get("resolvers").and_then(Value::as_array).filter(|l| !l.is_empty()) {
+        if let Some(list) = vm.resolvers.as_ref().filter(|l| !l.is_empty()) {
             let mut text = String::new();
-            if let Some(d) = cfg.get("dns_domain").and_then(Value::as_str) {
+            if let Some(d) = &vm.dns_domain {
                 text.push_str(&format!("search {d}\n"));
             }
-            for r in list.iter().filter_map(Value::as_str) {
+            for r in list {
                 text.push_str(&format!("nameserver {r}\n"));
             }
             put("resolv.conf", text)?;
@@ -119,11 +115,12 @@ impl Vmadm {
         let _lock = self.lock(uuid)?;
         self.require(uuid, hull_spec::Verb::Start, "start")?;
         let mut cfg = self.load(uuid)?;
-        let hvm = hull_spec::Brand::of(&cfg).is_hvm();
+        let vm = crate::typed(uuid, &cfg)?;
+        let hvm = vm.brand.is_hvm();
         let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };
         if !hvm {
-            self.prepare_root(uuid, &z, &cfg)?;
-            if !cfg.get("privileged").and_then(Value::as_bool).unwrap_or(false) {
+            self.prepare_root(uuid, &z, &vm)?;
+            if !vm.privileged.unwrap_or(false) {
                 z.idmap = Some(hull_zone::Idmap {
                     base: hull_zone::idmap::base(self.idmap_slot(uuid)?),
                     userns: crate::network::userns_path(&self.node, uuid),

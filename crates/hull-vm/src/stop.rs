@@ -32,11 +32,11 @@ impl Vmadm {
     pub fn after_exit(&self, uuid: &str, status: i32) -> AfterExit {
         let dir = self.run_dir(uuid);
         let asked = std::fs::remove_file(dir.join("stopping")).is_ok();
-        let Ok(cfg) = self.load(uuid) else { return AfterExit::Stay };
-        let hvm = hull_spec::Brand::of(&cfg).is_hvm();
+        let Ok(vm) = self.load_vm(uuid) else { return AfterExit::Stay };
+        let hvm = vm.brand.is_hvm();
         let zone_reboot = status == 128 + libc::SIGHUP;
         let zone_halt = status == 128 + libc::SIGINT;
-        let restart_init = cfg.get("restart_init").and_then(serde_json::Value::as_bool).unwrap_or(true);
+        let restart_init = vm.restart_init();
         if asked || hvm || zone_halt || !(zone_reboot || restart_init) {
             return AfterExit::Stay;
         }

@@ -33,7 +33,12 @@ fn properties_section() -> String {
         String::from(".SH PROPERTIES\nEvery payload property, the brands that take it and when a change applies.\n");
     for p in PROPS {
         let (ty, apply) = (p.ty.describe(), p.apply.describe());
-        s.push_str(&format!(".TP\n\\fB{}\\fR\n{ty}; {}; {apply}\n", p.name.replace('-', "\\-"), p.brands_text()));
+        let brands = if p.allowed.is_empty() { "shown only".to_string() } else { p.brands_text() };
+        s.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n.br\n{ty}; {brands}; {apply}\n",
+            p.name.replace('-', "\\-"),
+            p.doc.replace('\\', "\\\\").replace('-', "\\-")
+        ));
     }
     s
 }

@@ -8,7 +8,10 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const LIST_COLUMNS: &str = "uuid,type,ram,state,alias";
+/// `vmadm list`'s columns, from the property table.
+fn list_columns() -> String {
+    hull_spec::vm::props::list_columns().join(",")
+}
 const LIST_SORT: &str = "ram,uuid";
 
 impl From<VmError> for Failure {
@@ -53,7 +56,7 @@ pub enum VmCmd {
     Get { uuid: String },
     /// List VMs.
     List {
-        #[arg(short = 'o', default_value = LIST_COLUMNS)]
+        #[arg(short = 'o', default_value_t = list_columns())]
         columns: String,
         #[arg(short = 's', default_value = LIST_SORT, allow_hyphen_values = true)]
         sort: String,

@@ -124,3 +124,27 @@ fn man_pages_and_completions_come_from_the_command_line() {
         assert!(bash.contains(&format!("complete -F _{tool} ")), "{tool}");
     }
 }
+
+#[test]
+fn a_stored_config_that_does_not_fit_is_named_and_the_vm_can_still_go() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let payload = serde_json::json!({"brand": "joyent-minimal", "image_uuid": img, "autoboot": false});
+    let f = n.root().join("p.json");
+    std::fs::write(&f, payload.to_string()).expect("write");
+    let uuid = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]).ok();
+    let uuid = uuid.split_whitespace().find(|w| w.len() == 36).expect("uuid").to_string();
+    // Edited by hand: a NIC's VLAN that is not a number.
+    let cfg = n.zones().join(&uuid).join("config/vm.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).expect("read")).expect("json");
+    v["nics"] = serde_json::json!([{"nic_tag": "admin", "vlan_id": "twelve"}]);
+    std::fs::write(&cfg, v.to_string()).expect("write");
+    let r = n.hull(&["vmadm", "start", &uuid]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains(&uuid) && r.stderr.contains("nics[0].vlan_id"), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("nics[0].vlan_id").count(), 1, "said twice: {}", r.stderr);
+    // Still shown as it is, and deleted.
+    assert!(n.hull(&["vmadm", "get", &uuid]).ok().contains("twelve"));
+    n.hull(&["vmadm", "delete", &uuid]).ok();
+    assert!(!n.zones().join(&uuid).exists());
+}

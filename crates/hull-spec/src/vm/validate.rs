@@ -6,9 +6,11 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Brand {
+    /// What create makes when the payload names no brand.
+    #[default]
     Joyent,
     JoyentMinimal,
     Lx,
@@ -27,7 +29,8 @@ impl Brand {
         }
     }
 
-    fn bit(self) -> u8 {
+    /// The brand's bit in the property table.
+    pub fn bit(self) -> u8 {
         match self {
             Brand::Joyent => props::J,
             Brand::JoyentMinimal => props::M,
@@ -81,7 +84,8 @@ pub enum Action {
 }
 
 impl Action {
-    fn bit(self) -> u8 {
+    /// The brand's bit in the property table.
+    pub fn bit(self) -> u8 {
         match self {
             Action::Create => props::C,
             Action::Update => props::U,
