@@ -84,6 +84,22 @@ pub enum VmError {
     NoSnapshot { vm: String, name: String },
     #[error("VM {vm} already has a snapshot {name}")]
     SnapshotExists { vm: String, name: String },
+    /// A stored config that is not a JSON object.
+    #[error("VM {vm}: {} is corrupt", path.display())]
+    Corrupt {
+        vm: String,
+        path: PathBuf,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    /// Waiting for a process of the VM failed.
+    #[error("VM {vm}: wait for {what}")]
+    Wait {
+        vm: String,
+        what: &'static str,
+        #[source]
+        source: nix::Error,
+    },
     /// A stored config that does not fit the VM model (edited by hand, or corrupt).
     #[error("VM {vm}: its stored config")]
     Config {
@@ -174,7 +190,8 @@ impl Vmadm {
         })?;
         match serde_json::from_str(&text) {
             Ok(Value::Object(m)) => Ok(m),
-            _ => Err(VmError::Other { vm: uuid.into(), reason: format!("{} is corrupt", p.display()) }),
+            Ok(_) => Err(VmError::Corrupt { vm: uuid.into(), path: p, source: None }),
+            Err(e) => Err(VmError::Corrupt { vm: uuid.into(), path: p, source: Some(e) }),
         }
     }
 

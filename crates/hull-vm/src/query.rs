@@ -154,7 +154,7 @@ impl Vmadm {
         let args = if hvm { args } else { self.zone_command(uuid, &cfg, args)? };
         let pid = self.rt.exec(uuid, args)?;
         hull_zone::supervisor::wait_exit(pid)
-            .map_err(|e| crate::VmError::Other { vm: uuid.into(), reason: format!("wait for the command: {e}") })
+            .map_err(|source| crate::VmError::Wait { vm: uuid.into(), what: "the command", source })
     }
 
     /// What zlogin runs in an OS zone: with no command, root's login shell from the zone's
