@@ -7,6 +7,9 @@ use crate::{Fmri, Result, SvcError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+/// svc.startd's own FMRI: a `general/restarter` naming it is the default.
+pub const STARTD: &str = "svc:/system/svc/restarter:default";
+
 /// startd/duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,6 +80,11 @@ pub struct Inst {
     pub start: Option<Method>,
     pub stop: Option<Method>,
     pub refresh: Option<Method>,
+    /// Run by `svcadm restart` in place of stop and start, when the service has one.
+    pub restart: Option<Method>,
+    /// `general/restarter`: another restarter's instance (inetd's), which svc.startd
+    /// leaves alone. None: svc.startd's.
+    pub restarter: Option<Fmri>,
     pub duration: Duration,
     pub rate: RateRule,
     pub common_name: Option<String>,
@@ -150,6 +158,10 @@ impl Inst {
             start: method(pgs, "start"),
             stop: method(pgs, "stop"),
             refresh: method(pgs, "refresh"),
+            restart: method(pgs, "restart"),
+            restarter: first(pgs, "general", "restarter")
+                .and_then(|r| Fmri::parse(r).ok())
+                .filter(|r| r.to_string() != STARTD),
             duration,
             rate,
             common_name: first(pgs, "tm_common_name", "C").map(String::from),

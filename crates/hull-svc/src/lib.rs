@@ -11,6 +11,7 @@ pub mod contract;
 pub mod fmri;
 pub mod graph;
 pub mod manifest;
+pub mod method;
 pub mod proto;
 pub mod repo;
 pub mod startd;
@@ -76,7 +77,7 @@ impl Paths {
 }
 
 /// svccfg import: reads a manifest and adds it to the repository, after checking that its
-/// dependencies exist (in the repository or the manifest) and close no cycle. A manifest
+/// dependencies are FMRIs (they need not exist yet) and close no cycle. A manifest
 /// that fails a check changes nothing.
 pub fn import(repo: &mut repo::Repo, path: &Path) -> Result<Vec<Fmri>> {
     import_bundle(repo, manifest::load(path)?)
@@ -87,23 +88,31 @@ pub fn import_text(repo: &mut repo::Repo, name: &str, xml: &str) -> Result<Vec<F
     import_bundle(repo, manifest::parse_xml(name, xml)?)
 }
 
+/// Checks a manifest as [`import`] would (its text, its FMRIs, the dependency graph it would
+/// make with the repository's), and changes nothing: SmartOS's `svccfg validate`.
+pub fn validate(repo: &repo::Repo, path: &Path) -> Result<()> {
+    check_bundle(repo, &manifest::load(path)?).map(|_| ())
+}
+
 fn import_bundle(repo: &mut repo::Repo, bundle: manifest::Bundle) -> Result<Vec<Fmri>> {
-    let (ents, added) = manifest::entities(&bundle);
+    let (ents, added) = check_bundle(repo, &bundle)?;
+    repo.import(&bundle.path, &ents, &added)?;
+    Ok(ents.into_iter().map(|e| e.fmri).collect())
+}
+
+type Entities = (Vec<repo::Entity>, Vec<(Fmri, String, repo::Pg)>);
+
+fn check_bundle(repo: &repo::Repo, bundle: &manifest::Bundle) -> Result<Entities> {
+    let (ents, added) = manifest::entities(bundle);
     let manifest_err =
         |line: Option<u32>, reason: String| SvcError::Manifest { path: bundle.path.clone(), line, reason };
-    let known: Vec<Fmri> = repo.fmris()?.into_iter().chain(ents.iter().map(|e| e.fmri.clone())).collect();
-    let exists = |f: &Fmri| known.iter().any(|k| f.covers(k));
+    // A dependency on a service not in the repository is accepted, as SMF accepts it: the
+    // instance waits offline, `svcs -x` names what is absent, and importing it lets it go on.
     for sd in &bundle.services {
         let all = sd.dependencies.iter().chain(sd.instances.iter().flat_map(|i| i.dependencies.iter()));
         for d in all.chain(sd.dependents.iter()) {
             for t in d.fmris.iter().filter(|t| !t.starts_with("file://")) {
-                let f = Fmri::parse(t)?;
-                if !exists(&f) {
-                    return Err(manifest_err(
-                        d.line.or(sd.line),
-                        format!("svc:/{}: dependency {} names {t}, which does not exist", sd.name, d.name),
-                    ));
-                }
+                Fmri::parse(t).map_err(|_| manifest_err(d.line.or(sd.line), format!("{t:?} is not an FMRI")))?;
             }
         }
     }
@@ -117,7 +126,9 @@ fn import_bundle(repo: &mut repo::Repo, bundle: manifest::Bundle) -> Result<Vec<
         ents.iter().filter(|e| e.fmri.instance.is_none()).map(|e| (e.fmri.service.as_str(), e)).collect();
     for e in ents.iter().filter(|e| e.fmri.instance.is_some()) {
         let mut pgs = services.get(e.fmri.service.as_str()).map(|s| s.pgs.clone()).unwrap_or_default();
-        pgs.extend(e.pgs.clone());
+        for (name, pg) in &e.pgs {
+            pgs.entry(name.clone()).or_insert_with(|| repo::Pg::new(&pg.ty)).props.extend(pg.props.clone());
+        }
         composed.insert(e.fmri.clone(), pgs);
     }
     for (target, name, pg) in &added {
@@ -135,6 +146,5 @@ fn import_bundle(repo: &mut repo::Repo, bundle: manifest::Bundle) -> Result<Vec<
         let names: Vec<String> = c.iter().map(ToString::to_string).collect();
         return Err(manifest_err(None, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0])));
     }
-    repo.import(&bundle.path, &ents, &added)?;
-    Ok(ents.into_iter().map(|e| e.fmri).collect())
+    Ok((ents, added))
 }

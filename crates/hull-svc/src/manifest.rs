@@ -121,6 +121,17 @@ pub struct InstanceDef {
     pub methods: BTreeMap<String, MethodDef>,
     #[serde(default)]
     pub property_groups: BTreeMap<String, BTreeMap<String, String>>,
+    /// `<restarter>`: the FMRI of the restarter that runs it, when not svc.startd.
+    #[serde(default)]
+    pub restarter: Option<String>,
+}
+
+/// A template's documentation: a man page or a link.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum DocDef {
+    Manpage { title: String, section: String, manpath: Option<String> },
+    DocLink { name: String, uri: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -129,6 +140,14 @@ pub struct ServiceDef {
     pub name: String,
     #[serde(default)]
     pub common_name: Option<String>,
+    /// The template's description.
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub documentation: Vec<DocDef>,
+    /// `<restarter>`: the FMRI of the restarter that runs it, when not svc.startd.
+    #[serde(default)]
+    pub restarter: Option<String>,
     /// `Some(enabled)`: make a `default` instance.
     #[serde(default)]
     pub create_default_instance: Option<bool>,
@@ -338,12 +357,10 @@ impl<'a> X<'a> {
             (s.dependencies, s.methods, s.context, s.property_groups) = (deps, methods, ctx, pgs);
             if known {
                 if c.has_tag_name("template") {
-                    s.common_name = c
-                        .descendants()
-                        .find(|d| d.has_tag_name("common_name"))
-                        .and_then(|cn| cn.descendants().find(|d| d.has_tag_name("loctext")))
-                        .and_then(|l| l.text())
-                        .map(|t| t.trim().to_string());
+                    self.template(c, &mut s)?;
+                }
+                if c.has_tag_name("restarter") {
+                    s.restarter = Some(self.restarter(c)?);
                 }
                 continue;
             }
@@ -365,6 +382,46 @@ impl<'a> X<'a> {
         Ok(s)
     }
 
+    /// `<restarter><service_fmri value="svc:/network/inetd:default"/></restarter>`.
+    fn restarter(&self, n: roxmltree::Node) -> Result<String> {
+        let f = self
+            .children(n)
+            .find(|c| c.has_tag_name("service_fmri"))
+            .ok_or_else(|| self.err(n, "<restarter> needs a <service_fmri>"))?;
+        let v = self.attr(f, "value")?;
+        Fmri::parse(&v).map_err(|_| self.err(f, format!("restarter {v:?} is not an FMRI")))?;
+        Ok(v)
+    }
+
+    /// A template's common name, description and documentation (the C locale's text, or the
+    /// first); its property patterns are accepted and not acted on.
+    fn template(&self, n: roxmltree::Node, s: &mut ServiceDef) -> Result<()> {
+        let text = |name: &str| {
+            let el = n.children().find(|d| d.has_tag_name(name))?;
+            let locs: Vec<roxmltree::Node> = el.children().filter(|d| d.has_tag_name("loctext")).collect();
+            let pick = locs.iter().find(|l| l.attribute(("http://www.w3.org/XML/1998/namespace", "lang")) == Some("C"));
+            pick.or(locs.first()).and_then(|l| l.text()).map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
+        s.common_name = text("common_name").or(s.common_name.take());
+        s.description = text("description").or(s.description.take());
+        for d in n.children().filter(|d| d.has_tag_name("documentation")) {
+            for c in self.children(d) {
+                match c.tag_name().name() {
+                    "manpage" => s.documentation.push(DocDef::Manpage {
+                        title: self.attr(c, "title")?,
+                        section: self.attr(c, "section")?,
+                        manpath: c.attribute("manpath").map(String::from),
+                    }),
+                    "doc_link" => s
+                        .documentation
+                        .push(DocDef::DocLink { name: self.attr(c, "name")?, uri: self.attr(c, "uri")? }),
+                    other => return Err(self.err(c, format!("unknown element <{other}> in <documentation>"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn instance(&self, n: roxmltree::Node) -> Result<InstanceDef> {
         let enabled = self.attr(n, "enabled")? == "true";
         let mut i = InstanceDef { name: self.attr(n, "name")?, enabled, ..Default::default() };
@@ -372,6 +429,9 @@ impl<'a> X<'a> {
         for c in self.children(n) {
             if !self.common(c, &mut i.dependencies, &mut i.methods, &mut ctx, &mut i.property_groups)? {
                 return Err(self.err(c, format!("unknown element <{}> in <instance>", c.tag_name().name())));
+            }
+            if c.has_tag_name("restarter") {
+                i.restarter = Some(self.restarter(c)?);
             }
         }
         // An instance-level method context applies to its methods.
@@ -453,12 +513,6 @@ fn check(b: &Bundle) -> Result<()> {
         for n in &names {
             Fmri::parse(&format!("svc:/{}:{n}", s.name))
                 .map_err(|_| bad(&b.path, line, format!("bad instance name {n:?} in {}", s.name)))?;
-            let inst = s.instances.iter().find(|i| &i.name == n);
-            for m in ["start", "stop"] {
-                if !s.methods.contains_key(m) && !inst.is_some_and(|i| i.methods.contains_key(m)) {
-                    return Err(bad(&b.path, line, format!("svc:/{}:{n} has no {m} method", s.name)));
-                }
-            }
         }
         for d in s
             .dependencies
@@ -472,9 +526,12 @@ fn check(b: &Bundle) -> Result<()> {
                 }
             }
         }
+        // Methods of any name are stored, as SMF does (`restart`, inetd's `inetd_start`...):
+        // their restarter decides which it runs. An instance without a start method
+        // imports, and goes to maintenance when svc.startd is asked to start it.
         for (name, m) in s.methods.iter().chain(s.instances.iter().flat_map(|i| i.methods.iter())) {
-            if !["start", "stop", "refresh"].contains(&name.as_str()) {
-                return Err(bad(&b.path, line, format!("unknown method {name:?} (start, stop or refresh)")));
+            if name.is_empty() || name.contains('/') {
+                return Err(bad(&b.path, line, format!("bad method name {name:?}")));
             }
             if m.exec.trim().is_empty() {
                 return Err(bad(&b.path, line, format!("the {name} method has an empty exec")));
@@ -521,6 +578,19 @@ fn method_pg(m: &MethodDef, service_ctx: &ContextDef) -> Pg {
     p
 }
 
+/// A property group name from free text: what SMF allows in one (letters, digits, `-_`).
+fn pg_safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// `general/restarter`: the instance is another restarter's to run.
+fn general_restarter(pgs: &mut BTreeMap<String, Pg>, fmri: &str) {
+    pgs.entry("general".into())
+        .or_insert_with(|| Pg::new("framework"))
+        .props
+        .insert("restarter".into(), Prop { ty: "fmri".into(), values: vec![fmri.to_string()] });
+}
+
 fn user_pgs(into: &mut BTreeMap<String, Pg>, pgs: &BTreeMap<String, BTreeMap<String, String>>) {
     for (name, props) in pgs {
         let pg = into
@@ -553,6 +623,33 @@ pub fn entities(b: &Bundle) -> (Vec<Entity>, Vec<(Fmri, String, Pg)>) {
         if let Some(cn) = &sd.common_name {
             pgs.entry("tm_common_name".into()).or_insert_with(|| Pg::new("template")).props.insert("C".into(), s(cn));
         }
+        if let Some(d) = &sd.description {
+            pgs.entry("tm_description".into()).or_insert_with(|| Pg::new("template")).props.insert("C".into(), s(d));
+        }
+        // As svccfg stores them: tm_man_TITLE_SECTION and tm_doc_NAME groups.
+        for d in &sd.documentation {
+            let (name, pg) = match d {
+                DocDef::Manpage { title, section, manpath } => {
+                    let mut pg = Pg::new("template_doc_manpage");
+                    pg.props.insert("title".into(), s(title));
+                    pg.props.insert("section".into(), s(section));
+                    if let Some(m) = manpath {
+                        pg.props.insert("manpath".into(), s(m));
+                    }
+                    (format!("tm_man_{}_{}", pg_safe(title), pg_safe(section)), pg)
+                }
+                DocDef::DocLink { name, uri } => {
+                    let mut pg = Pg::new("template_doc_link");
+                    pg.props.insert("name".into(), s(name));
+                    pg.props.insert("uri".into(), s(uri));
+                    (format!("tm_doc_{}", pg_safe(name)), pg)
+                }
+            };
+            pgs.insert(name, pg);
+        }
+        if let Some(r) = &sd.restarter {
+            general_restarter(&mut pgs, r);
+        }
         if sd.single_instance {
             pgs.entry("general".into())
                 .or_insert_with(|| Pg::new("framework"))
@@ -560,6 +657,16 @@ pub fn entities(b: &Bundle) -> (Vec<Entity>, Vec<(Fmri, String, Pg)>) {
                 .insert("single_instance".into(), Prop { ty: "boolean".into(), values: vec!["true".into()] });
         }
         out.push(Entity { fmri: fmri.clone(), pgs });
+        if !sd.dependents.is_empty() {
+            // As SMF records them: which groups this service put on others.
+            let mut pg = Pg::new("framework");
+            for d in &sd.dependents {
+                pg.props.insert(d.name.clone(), Prop { ty: "fmri".into(), values: d.fmris.clone() });
+            }
+            if let Some(e) = out.last_mut() {
+                e.pgs.insert("dependents".into(), pg);
+            }
+        }
         for d in &sd.dependents {
             // A dependent is a dependency of the named service on this one.
             let me = DepDef { fmris: vec![fmri.to_string()], ..d.clone() };
@@ -580,6 +687,9 @@ pub fn entities(b: &Bundle) -> (Vec<Entity>, Vec<(Fmri, String, Pg)>) {
             let mut general = Pg::new("framework");
             general.props.insert("enabled".into(), Prop { ty: "boolean".into(), values: vec![i.enabled.to_string()] });
             pgs.insert("general".to_string(), general);
+            if let Some(r) = &i.restarter {
+                general_restarter(&mut pgs, r);
+            }
             for d in &i.dependencies {
                 pgs.insert(d.name.clone(), dep_pg(d));
             }
@@ -661,10 +771,74 @@ mod tests {
         let e = parse_xml("web.xml", &unknown).expect_err("unknown").to_string();
         assert!(e.contains("web.xml:6") && e.contains("frobnicate"), "{e}");
         let no_stop = XML.replace(r#"<exec_method type="method" name="stop" exec=":kill" timeout_seconds="10"/>"#, "");
-        let e = parse_xml("web.xml", &no_stop).expect_err("no stop").to_string();
-        assert!(e.contains("no stop method"), "{e}");
+        // SMF imports it: the restarter decides what a missing method means.
+        assert!(parse_xml("web.xml", &no_stop).is_ok());
         let bad_group = XML.replace("require_all\" restart_on=\"error", "require_some\" restart_on=\"error");
         assert!(parse_xml("web.xml", &bad_group).expect_err("grouping").to_string().contains("require_some"));
+    }
+
+    /// An inetd service in the style of illumos's telnet manifest (our own text).
+    const INETD: &str = r#"<?xml version="1.0"?>
+<!DOCTYPE service_bundle SYSTEM "/usr/share/lib/xml/dtd/service_bundle.dtd.1">
+<service_bundle type="manifest" name="site:chat">
+  <service name="site/chat" type="service" version="1">
+    <restarter><service_fmri value="svc:/network/inetd:default"/></restarter>
+    <dependency name="net" grouping="require_all" restart_on="none" type="service">
+      <service_fmri value="svc:/network/service"/>
+    </dependency>
+    <exec_method type="method" name="inetd_start" exec="/usr/sbin/chatd" timeout_seconds="0">
+      <method_context><method_credential user="root" group="root"/></method_context>
+    </exec_method>
+    <exec_method type="method" name="inetd_disable" exec=":kill" timeout_seconds="0"/>
+    <exec_method type="method" name="restart" exec="/usr/sbin/chatd -r" timeout_seconds="60"/>
+    <property_group name="inetd" type="framework">
+      <propval name="name" type="astring" value="chat"/>
+      <propval name="endpoint_type" type="astring" value="stream"/>
+      <property name="proto" type="astring"><astring_list><value_node value="tcp6"/><value_node value="tcp"/></astring_list></property>
+    </property_group>
+    <instance name="default" enabled="false"/>
+    <stability value="Unstable"/>
+    <template>
+      <common_name><loctext xml:lang="C">chat
+        server</loctext></common_name>
+      <description><loctext xml:lang="C">Answers chat connections.</loctext></description>
+      <documentation>
+        <manpage title="chatd" section="8" manpath="/usr/share/man"/>
+        <doc_link name="site.example" uri="https://site.example/chat"/>
+      </documentation>
+      <pg_pattern name="inetd" type="framework" target="this" required="true">
+        <prop_pattern name="name" type="astring" required="true"/>
+      </pg_pattern>
+    </template>
+  </service>
+</service_bundle>
+"#;
+
+    #[test]
+    fn another_restarter_any_method_name_and_templates_are_kept() {
+        let b = parse_xml("chat.xml", INETD).expect("parses");
+        let s = &b.services[0];
+        assert_eq!(s.restarter.as_deref(), Some("svc:/network/inetd:default"));
+        assert_eq!(s.methods.keys().collect::<Vec<_>>(), ["inetd_disable", "inetd_start", "restart"]);
+        assert_eq!(s.common_name.as_deref(), Some("chat server"));
+        assert_eq!(s.description.as_deref(), Some("Answers chat connections."));
+        assert_eq!(s.documentation.len(), 2);
+        assert_eq!(s.property_groups["inetd"]["proto"], "tcp6 tcp");
+        let (ents, _) = entities(&b);
+        let svc = &ents[0].pgs;
+        assert_eq!(svc["general"].props["restarter"].values, ["svc:/network/inetd:default"]);
+        assert_eq!(svc["tm_description"].props["C"].values, ["Answers chat connections."]);
+        assert_eq!(svc["tm_man_chatd_8"].props["manpath"].values, ["/usr/share/man"]);
+        assert_eq!(svc["tm_doc_site_example"].props["uri"].values, ["https://site.example/chat"]);
+        assert_eq!(svc["restart"].props["exec"].values, ["/usr/sbin/chatd -r"]);
+        // Composed as the repository composes them: the instance's properties over the service's.
+        let mut pgs = svc.clone();
+        for (name, pg) in &ents[1].pgs {
+            pgs.entry(name.clone()).or_insert_with(|| Pg::new(&pg.ty)).props.extend(pg.props.clone());
+        }
+        let i = crate::graph::Inst::from_pgs(&ents[1].fmri, &pgs).expect("inst");
+        assert_eq!(i.restarter.map(|r| r.to_string()).as_deref(), Some("svc:/network/inetd:default"));
+        assert!(i.start.is_none() && i.restart.is_some());
     }
 
     #[test]

@@ -193,7 +193,33 @@ impl Repo {
             } else {
                 None
             };
-            tx.execute("DELETE FROM prop WHERE fmri = ?1", [&f]).map_err(|e| sql("import", e))?;
+            // A dependency group another service's <dependent> put here is that service's: it
+            // survives this entity's import (SMF keeps it; the other records it in its own
+            // `dependents` group). Everything else of the entity is the manifest's.
+            let others: Vec<String> = {
+                let mut st = tx
+                    .prepare("SELECT fmri, name, value FROM prop WHERE pg = 'dependents'")
+                    .map_err(|e| sql("import", e))?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                    .map_err(|e| sql("import", e))?;
+                rows.filter_map(std::result::Result::ok)
+                    .filter(|(src, _, v)| {
+                        Fmri::parse(src).is_ok_and(|s| s.service != e.fmri.service)
+                            && serde_json::from_str::<Vec<String>>(v).is_ok_and(|t| t.contains(&f))
+                    })
+                    .map(|(_, name, _)| name)
+                    .collect()
+            };
+            let pgs: Vec<String> = {
+                let mut st = tx.prepare("SELECT DISTINCT pg FROM prop WHERE fmri = ?1").map_err(|e| sql("import", e))?;
+                let rows = st.query_map([&f], |r| r.get::<_, String>(0)).map_err(|e| sql("import", e))?;
+                rows.filter_map(std::result::Result::ok).collect()
+            };
+            for pg in pgs.iter().filter(|pg| !others.contains(pg)) {
+                tx.execute("DELETE FROM prop WHERE fmri = ?1 AND pg = ?2", params![f, pg])
+                    .map_err(|e| sql("import", e))?;
+            }
             for (pg, g) in &e.pgs {
                 insert_pg(&tx, &f, pg, g)?;
             }

@@ -67,6 +67,7 @@ enum Kind {
     Start,
     Stop,
     Refresh,
+    Restart,
 }
 
 impl Kind {
@@ -75,6 +76,7 @@ impl Kind {
             Kind::Start => "start",
             Kind::Stop => "stop",
             Kind::Refresh => "refresh",
+            Kind::Restart => "restart",
         }
     }
 }
@@ -451,7 +453,7 @@ impl Startd {
 
     /// Runs a method: `/bin/sh -c "exec ..."` in the instance's contract.
     fn spawn(&mut self, f: &Fmri, kind: Kind, m: &Method) -> std::result::Result<i32, String> {
-        let exec = self.expand_tokens(f, kind, &m.exec);
+        let exec = self.expand_tokens(f, kind, &m.exec)?;
         self.log(f, &format!("Executing {} method (\"{exec}\").", kind.name()));
         let procs = self.contracts.prepare(f).map_err(|e| e.to_string())?;
         let log =
@@ -504,38 +506,11 @@ impl Startd {
         Ok(pid)
     }
 
-    /// `%r %m %s %i %f %{pg/prop} %%`.
-    fn expand_tokens(&self, f: &Fmri, kind: Kind, exec: &str) -> String {
-        let mut out = String::new();
-        let mut chars = exec.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('r') => out.push_str("svc.startd"),
-                Some('m') => out.push_str(kind.name()),
-                Some('s') => out.push_str(&f.service),
-                Some('i') => out.push_str(f.instance.as_deref().unwrap_or("")),
-                Some('f') => out.push_str(&f.to_string()),
-                Some('%') => out.push('%'),
-                Some('{') => {
-                    let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
-                    if let Some((pg, prop)) = name.split_once('/')
-                        && let Ok(Some(p)) = self.repo.prop(f, pg, prop)
-                    {
-                        out.push_str(&p.values.join(" "));
-                    }
-                }
-                Some(other) => {
-                    out.push('%');
-                    out.push(other);
-                }
-                None => out.push('%'),
-            }
-        }
-        out
+    /// The method's exec as smf_method(7) expands it ([`crate::method`]).
+    fn expand_tokens(&self, f: &Fmri, kind: Kind, exec: &str) -> std::result::Result<String, String> {
+        let t = crate::method::Tokens { restarter: "svc.startd", method: kind.name(), fmri: f };
+        crate::method::expand(exec, &t, &|pg, prop| self.repo.prop(f, pg, prop).ok().flatten().map(|p| p.values))
+            .map_err(|e| format!("{} method: cannot expand its exec: {e}", kind.name()))
     }
 
     fn begin_start(&mut self, f: &Fmri) {
@@ -706,6 +681,10 @@ impl Startd {
                 }
             }
             Kind::Refresh => {}
+            Kind::Restart if status != 0 && !stopping => {
+                self.fault(f, &format!("Restart method exited with status {status}."));
+            }
+            Kind::Restart => {}
             Kind::Start if inst.duration == Duration::Child => {
                 // The service itself exited.
                 if !stopping {
@@ -777,6 +756,12 @@ impl Startd {
                 changed |= self.try_finish_stop(f);
                 let Some(r) = self.run.get(f) else { continue };
                 if r.busy() {
+                    continue;
+                }
+                // Another restarter's instance (inetd's): svc.startd does not run it, and
+                // hull has no inetd; it stays uninitialized, as under a restarter that is
+                // not running (`svcs -x` says why).
+                if self.insts.get(f).is_some_and(|i| i.restarter.is_some()) {
                     continue;
                 }
                 let en = self.enabled(f) && !self.shutting_down;
@@ -926,7 +911,26 @@ impl Startd {
             }
             Request::Restart { fmri } => {
                 let f = inst!(&fmri);
-                if self.up(&f) {
+                // A service's own restart method, when it has one, restarts it in place.
+                let restart = self.insts.get(&f).and_then(|i| i.restart.clone());
+                if self.up(&f)
+                    && let Some(m) = restart
+                    && !self.run.get(&f).is_some_and(Run::busy)
+                {
+                    match self.spawn(&f, Kind::Restart, &m) {
+                        Ok(pid) => {
+                            if let Some(r) = self.run.get_mut(&f) {
+                                r.method = Some(MethodRun {
+                                    kind: Kind::Restart,
+                                    pid,
+                                    deadline: m.timeout.map(|t| Instant::now() + t),
+                                });
+                            }
+                        }
+                        Err(e) => self.fault(&f, &e),
+                    }
+                    self.propagate(&f, Cause::Restart);
+                } else if self.up(&f) {
                     self.log(&f, "Stopping because of an administrative restart.");
                     self.begin_stop(&f, Then::Offline, "administrative_request");
                     self.propagate(&f, Cause::Restart);

@@ -273,9 +273,12 @@ pub fn svcs(node: &Node, a: SvcsArgs) -> CmdResult {
     for (r, s) in table.into_iter().zip(&rows) {
         line(r);
         if a.procs {
+            // As illumos prints them: under STIME the process's own start time, then its
+            // pid and command name.
             for pid in &s.pids {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                println!("{:>8} {:>8} {}", "", pid, comm.trim());
+                let stime = hull_svc::contract::started(*pid).map(when).unwrap_or_else(|| "-".into());
+                println!("{:15}{stime:>8} {pid:>7} {}", "", comm.trim());
             }
         }
     }
@@ -298,7 +301,8 @@ fn long(
     kv("next_state", &s.next_state);
     kv("state_time", &when(s.stime));
     kv("logfile", &s.log);
-    kv("restarter", "svc:/system/svc/restarter:default");
+    let restarter = inst.and_then(|i| i.restarter.as_ref()).map(ToString::to_string);
+    kv("restarter", restarter.as_deref().unwrap_or(hull_svc::graph::STARTD));
     if !s.pids.is_empty() {
         kv("contract_id", &s.contract);
     }
@@ -348,6 +352,9 @@ fn root_cause(
         "disabled" => return (f.clone(), "Disabled by an administrator.".into()),
         "degraded" => return (f.clone(), "Degraded.".into()),
         _ => {}
+    }
+    if let Some(r) = insts.get(f).and_then(|i| i.restarter.as_ref()) {
+        return (f.clone(), format!("Its restarter {r} is not running: hull has no such restarter (no inetd)."));
     }
     if depth > 32 {
         return (f.clone(), "The dependency chain is too deep.".into());
@@ -606,6 +613,8 @@ pub fn svcadm(node: &Node, c: SvcadmCmd) -> CmdResult {
 pub enum SvccfgCmd {
     /// Adds a manifest (SMF XML, or TOML when the name ends in .toml) to the repository.
     Import { manifest: std::path::PathBuf },
+    /// Checks a manifest as import would, without importing it.
+    Validate { manifest: std::path::PathBuf },
     /// Prints a service as an SMF XML manifest.
     Export { fmri: String },
     /// Deletes a service or an instance.
@@ -652,6 +661,9 @@ pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {
     let p = paths(node);
     let mut repo = Repo::open(&p.repo)?;
     match c {
+        SvccfgCmd::Validate { manifest } => {
+            hull_svc::validate(&repo, &manifest)?;
+        }
         SvccfgCmd::Import { manifest } => {
             let added = hull_svc::import(&mut repo, &manifest)?;
             notify(&p);

@@ -413,12 +413,13 @@ fn bad_manifests_leave_the_repository_unchanged() {
         (good.replace("<single_instance/>", "<single_instance>"), "bad.xml:"),
         (good.replace("<single_instance/>", "<frobnicate/>"), "unknown element <frobnicate>"),
         (
-            good.replace(r#"<exec_method type="method" name="stop" exec=":kill" timeout_seconds="3"/>"#, ""),
-            "no stop method",
+            good.replace(r#"exec=":kill" timeout_seconds="3""#, r#"exec=" " timeout_seconds="3""#),
+            "the stop method has an empty exec",
         ),
+        // A dependency on an absent service imports (SMF's rule); one that is no FMRI does not.
         (
-            manifest("test/new", "sleep 1", ":kill", "child", &[("x", "require_all", "none", "svc:/test/ghost")], ""),
-            "svc:/test/ghost, which does not exist",
+            manifest("test/new", "sleep 1", ":kill", "child", &[("x", "require_all", "none", "svc:/test/Bad Name")], ""),
+            "is not an FMRI",
         ),
     ];
     for (xml, needle) in &cases {
@@ -647,4 +648,104 @@ fn one_vm_that_fails_to_boot_stops_no_other() {
     s.start_daemon();
     s.wait_state("svc:/system/zones:default", "online");
     assert_eq!(get(&s.node, &good)["pid"], before, "the zone survived the service manager's restart");
+}
+
+#[test]
+fn manifests_as_smf_takes_them_absent_dependencies_restart_methods_and_expansion() {
+    let mut s = Smf::new();
+    s.start_daemon();
+    // A dependency on a service not yet in the repository: imported, and waits.
+    let web = manifest(
+        "site/web",
+        "/bin/sleep 600",
+        ":kill",
+        "child",
+        &[("db", "require_all", "none", "svc:/site/db")],
+        "",
+    );
+    s.import("web.xml", &web).ok();
+    s.wait_state("svc:/site/web:default", "offline");
+    let x = s.run(&["svcs", "-x", "svc:/site/web:default"]).ok();
+    assert!(x.contains("svc:/site/db") && x.contains("absent"), "{x}");
+    // It arrives; the waiting service goes online.
+    s.import("db.xml", &manifest("site/db", "/bin/sleep 600", ":kill", "child", &[], "")).ok();
+    s.wait_state("svc:/site/web:default", "online");
+
+    // A restart method, used by svcadm restart in place of stop and start.
+    let mark = s.file("restarted");
+    let restart = format!(
+        "    <exec_method type='method' name='restart' exec='/bin/sh -c \"echo %m %{{config/word}} &gt; {}\"' timeout_seconds='5'/>\n    <property_group name='config' type='application'><propval name='word' type='astring' value='again'/></property_group>\n",
+        mark.display()
+    );
+    s.import("rs.xml", &manifest("site/rs", "/bin/sleep 600", ":kill", "child", &[], &restart)).ok();
+    s.wait_state("svc:/site/rs:default", "online");
+    let before = s.pids("svc:/site/rs:default");
+    s.run(&["svcadm", "restart", "svc:/site/rs:default"]).ok();
+    let t = Instant::now();
+    while !mark.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&mark).unwrap_or_default().trim(), "restart again");
+    s.wait_state("svc:/site/rs:default", "online");
+    assert!(before.iter().all(|p| s.pids("svc:/site/rs:default").contains(p)), "stopped, not restarted in place");
+
+    // %{prop} is the application group's property; a value is data, never shell.
+    let out = s.file("expanded");
+    let expand = format!(
+        "    <property_group name='application' type='application'><propval name='greeting' type='astring' value='hi; touch {}'/></property_group>\n",
+        s.file("injected").display()
+    );
+    let start = format!("/bin/sh -c 'echo %{{greeting}} &gt; {}'", out.display());
+    s.import("ex.xml", &manifest("site/ex", &start, ":true", "transient", &[], &expand)).ok();
+    s.wait_state("svc:/site/ex:default", "online");
+    assert_eq!(std::fs::read_to_string(&out).unwrap_or_default().trim(), format!("hi; touch {}", s.file("injected").display()));
+    assert!(!s.file("injected").exists(), "a property's value ran as shell");
+    // A property that does not exist fails the method, and the log names it.
+    s.import("bad.xml", &manifest("site/bad", "/bin/echo %{config/nosuch}", ":true", "transient", &[], "")).ok();
+    s.wait_state("svc:/site/bad:default", "maintenance");
+    let log = std::fs::read_to_string(s.root().join("var/svc/log/site-bad:default.log")).unwrap_or_default();
+    let xv = s.run(&["svcs", "-xv", "svc:/site/bad:default"]).ok();
+    assert!(log.contains("%{config/nosuch}") || xv.contains("%{config/nosuch}"), "{log}\n{xv}");
+}
+
+#[test]
+fn another_restarter_s_service_imports_and_svcs_says_why_it_does_not_run() {
+    let mut s = Smf::new();
+    s.start_daemon();
+    let xml = r#"<?xml version="1.0"?>
+<!DOCTYPE service_bundle SYSTEM "/usr/share/lib/xml/dtd/service_bundle.dtd.1">
+<service_bundle type="manifest" name="site:finger">
+  <service name="site/finger" type="service" version="1">
+    <restarter><service_fmri value="svc:/network/inetd:default"/></restarter>
+    <exec_method type="method" name="inetd_start" exec="/usr/sbin/in.fingerd" timeout_seconds="0"/>
+    <exec_method type="method" name="inetd_disable" exec=":kill" timeout_seconds="0"/>
+    <property_group name="inetd" type="framework">
+      <propval name="endpoint_type" type="astring" value="stream"/>
+    </property_group>
+    <instance name="default" enabled="true"/>
+    <template>
+      <common_name><loctext xml:lang="C">finger</loctext></common_name>
+      <description><loctext xml:lang="C">Answers finger queries.</loctext></description>
+      <documentation><manpage title="in.fingerd" section="8"/></documentation>
+    </template>
+  </service>
+</service_bundle>
+"#;
+    // Validate changes nothing; import keeps everything.
+    let p = s.file("finger.xml");
+    std::fs::write(&p, xml).expect("write");
+    s.run(&["svccfg", "validate", &p.to_string_lossy()]).ok();
+    assert!(s.run(&["svcs", "-H", "svc:/site/finger:default"]).code != 0, "validate imported it");
+    std::fs::write(s.file("broken.xml"), xml.replace("</service>", "")).expect("write");
+    let r = s.run(&["svccfg", "validate", &s.file("broken.xml").to_string_lossy()]);
+    assert!(r.code != 0 && r.stderr.contains("broken.xml"), "{}", r.stderr);
+    s.import("finger.xml", xml).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.state("svc:/site/finger:default"), "uninitialized");
+    let l = s.run(&["svcs", "-l", "svc:/site/finger:default"]).ok();
+    assert!(l.contains("svc:/network/inetd:default"), "{l}");
+    let x = s.run(&["svcs", "-x", "svc:/site/finger:default"]).ok();
+    assert!(x.contains("inetd"), "{x}");
+    let props = s.run(&["svcprop", "svc:/site/finger:default"]).ok();
+    assert!(props.contains("tm_description/C") && props.contains("tm_man_in_fingerd_8/title"), "{props}");
 }
