@@ -8,6 +8,7 @@
 //! - [`proto`]: the daemon's control socket and its client.
 
 pub mod contract;
+pub mod export;
 pub mod fmri;
 pub mod graph;
 pub mod manifest;

@@ -412,9 +412,9 @@ impl<'a> X<'a> {
                         section: self.attr(c, "section")?,
                         manpath: c.attribute("manpath").map(String::from),
                     }),
-                    "doc_link" => s
-                        .documentation
-                        .push(DocDef::DocLink { name: self.attr(c, "name")?, uri: self.attr(c, "uri")? }),
+                    "doc_link" => {
+                        s.documentation.push(DocDef::DocLink { name: self.attr(c, "name")?, uri: self.attr(c, "uri")? })
+                    }
                     other => return Err(self.err(c, format!("unknown element <{other}> in <documentation>"))),
                 }
             }

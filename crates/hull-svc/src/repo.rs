@@ -212,7 +212,8 @@ impl Repo {
                     .collect()
             };
             let pgs: Vec<String> = {
-                let mut st = tx.prepare("SELECT DISTINCT pg FROM prop WHERE fmri = ?1").map_err(|e| sql("import", e))?;
+                let mut st =
+                    tx.prepare("SELECT DISTINCT pg FROM prop WHERE fmri = ?1").map_err(|e| sql("import", e))?;
                 let rows = st.query_map([&f], |r| r.get::<_, String>(0)).map_err(|e| sql("import", e))?;
                 rows.filter_map(std::result::Result::ok).collect()
             };

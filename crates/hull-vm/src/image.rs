@@ -20,14 +20,9 @@ impl Vmadm {
     ) -> Result<Built> {
         let vm = crate::typed(uuid, cfg)?;
         let disks = vm.disks();
-        let i = disks
-            .iter()
-            .position(|d| d.boot.unwrap_or(false))
-            .or((!disks.is_empty()).then_some(0))
-            .ok_or_else(|| VmError::Other {
-                vm: uuid.into(),
-                reason: "the VM has no disk to make an image of".into(),
-            })?;
+        let i = disks.iter().position(|d| d.boot.unwrap_or(false)).or((!disks.is_empty()).then_some(0)).ok_or_else(
+            || VmError::Other { vm: uuid.into(), reason: "the VM has no disk to make an image of".into() },
+        )?;
         let pool = self.pool()?;
         let disk = if disks[i].from_image() {
             pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?).join(hull_img::ZVOL_FILE)

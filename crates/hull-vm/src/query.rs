@@ -153,8 +153,11 @@ impl Vmadm {
         let hvm = hull_spec::Brand::of(&cfg).is_hvm();
         let args = if hvm { args } else { self.zone_command(uuid, &cfg, args)? };
         let pid = self.rt.exec(uuid, args)?;
-        hull_zone::supervisor::wait_exit(pid)
-            .map_err(|source| crate::VmError::Wait { vm: uuid.into(), what: "the command", source })
+        hull_zone::supervisor::wait_exit(pid).map_err(|source| crate::VmError::Wait {
+            vm: uuid.into(),
+            what: "the command",
+            source,
+        })
     }
 
     /// What zlogin runs in an OS zone: with no command, root's login shell from the zone's

@@ -653,10 +653,6 @@ fn notify(p: &Paths) {
     let _ = proto::call(&p.socket, &Request::Reload);
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
-}
-
 pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {
     let p = paths(node);
     let mut repo = Repo::open(&p.repo)?;
@@ -741,32 +737,7 @@ pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {
         }
         SvccfgCmd::Export { fmri } => {
             let f = entity(&repo, &fmri)?;
-            let svc = f.service_fmri();
-            println!("<?xml version='1.0'?>");
-            println!("<!DOCTYPE service_bundle SYSTEM '/usr/share/lib/xml/dtd/service_bundle.dtd.1'>");
-            println!("<service_bundle type='manifest' name='export'>");
-            println!("  <service name='{}' type='service' version='0'>", xml_escape(&svc.service));
-            print_pgs(&repo.pgs(&svc)?, "    ");
-            for i in
-                repo.instances()?.into_iter().filter(|i| i.service == svc.service && (f.instance.is_none() || *i == f))
-            {
-                let pgs = repo.pgs(&i)?;
-                let enabled = pgs
-                    .get("general")
-                    .and_then(|g| g.props.get("enabled"))
-                    .and_then(|p| p.values.first())
-                    .cloned()
-                    .unwrap_or("false".into());
-                println!(
-                    "    <instance name='{}' enabled='{}'>",
-                    xml_escape(i.instance.as_deref().unwrap_or("")),
-                    enabled
-                );
-                print_pgs(&pgs, "      ");
-                println!("    </instance>");
-            }
-            println!("  </service>");
-            println!("</service_bundle>");
+            print!("{}", hull_svc::export::to_xml(&repo, &f)?);
         }
     }
     Ok(())
@@ -774,48 +745,6 @@ pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {
 
 fn quote(v: &str) -> String {
     if v.contains(' ') || v.is_empty() { format!("\"{v}\"") } else { v.to_string() }
-}
-
-fn print_pgs(pgs: &BTreeMap<String, hull_svc::repo::Pg>, ind: &str) {
-    for (name, g) in pgs {
-        let v = |k: &str| g.props.get(k).and_then(|p| p.values.first()).cloned().unwrap_or_default();
-        match g.ty.as_str() {
-            "dependency" => {
-                println!(
-                    "{ind}<dependency name='{}' grouping='{}' restart_on='{}' type='{}'>",
-                    xml_escape(name),
-                    v("grouping"),
-                    v("restart_on"),
-                    v("type")
-                );
-                for e in g.props.get("entities").map(|p| p.values.clone()).unwrap_or_default() {
-                    println!("{ind}  <service_fmri value='{}'/>", xml_escape(&e));
-                }
-                println!("{ind}</dependency>");
-            }
-            "method" => {
-                println!(
-                    "{ind}<exec_method name='{}' type='method' exec='{}' timeout_seconds='{}'/>",
-                    xml_escape(name),
-                    xml_escape(&v("exec")),
-                    v("timeout_seconds")
-                );
-            }
-            _ if name == "general" && g.props.keys().all(|k| k == "enabled") => {}
-            _ => {
-                println!("{ind}<property_group name='{}' type='{}'>", xml_escape(name), xml_escape(&g.ty));
-                for (k, p) in g.props.iter().filter(|(k, _)| !(name == "general" && *k == "enabled")) {
-                    println!(
-                        "{ind}  <propval name='{}' type='{}' value='{}'/>",
-                        xml_escape(k),
-                        xml_escape(&p.ty),
-                        xml_escape(&p.values.join(" "))
-                    );
-                }
-                println!("{ind}</property_group>");
-            }
-        }
-    }
 }
 
 #[derive(Args)]

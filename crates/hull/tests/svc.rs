@@ -418,7 +418,14 @@ fn bad_manifests_leave_the_repository_unchanged() {
         ),
         // A dependency on an absent service imports (SMF's rule); one that is no FMRI does not.
         (
-            manifest("test/new", "sleep 1", ":kill", "child", &[("x", "require_all", "none", "svc:/test/Bad Name")], ""),
+            manifest(
+                "test/new",
+                "sleep 1",
+                ":kill",
+                "child",
+                &[("x", "require_all", "none", "svc:/test/Bad Name")],
+                "",
+            ),
             "is not an FMRI",
         ),
     ];
@@ -655,14 +662,8 @@ fn manifests_as_smf_takes_them_absent_dependencies_restart_methods_and_expansion
     let mut s = Smf::new();
     s.start_daemon();
     // A dependency on a service not yet in the repository: imported, and waits.
-    let web = manifest(
-        "site/web",
-        "/bin/sleep 600",
-        ":kill",
-        "child",
-        &[("db", "require_all", "none", "svc:/site/db")],
-        "",
-    );
+    let web =
+        manifest("site/web", "/bin/sleep 600", ":kill", "child", &[("db", "require_all", "none", "svc:/site/db")], "");
     s.import("web.xml", &web).ok();
     s.wait_state("svc:/site/web:default", "offline");
     let x = s.run(&["svcs", "-x", "svc:/site/web:default"]).ok();
@@ -698,7 +699,10 @@ fn manifests_as_smf_takes_them_absent_dependencies_restart_methods_and_expansion
     let start = format!("/bin/sh -c 'echo %{{greeting}} &gt; {}'", out.display());
     s.import("ex.xml", &manifest("site/ex", &start, ":true", "transient", &[], &expand)).ok();
     s.wait_state("svc:/site/ex:default", "online");
-    assert_eq!(std::fs::read_to_string(&out).unwrap_or_default().trim(), format!("hi; touch {}", s.file("injected").display()));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap_or_default().trim(),
+        format!("hi; touch {}", s.file("injected").display())
+    );
     assert!(!s.file("injected").exists(), "a property's value ran as shell");
     // A property that does not exist fails the method, and the log names it.
     s.import("bad.xml", &manifest("site/bad", "/bin/echo %{config/nosuch}", ":true", "transient", &[], "")).ok();
@@ -748,4 +752,17 @@ fn another_restarter_s_service_imports_and_svcs_says_why_it_does_not_run() {
     assert!(x.contains("inetd"), "{x}");
     let props = s.run(&["svcprop", "svc:/site/finger:default"]).ok();
     assert!(props.contains("tm_description/C") && props.contains("tm_man_in_fingerd_8/title"), "{props}");
+    // Exported, it says all of it again, and reads back.
+    let xml = s.run(&["svccfg", "export", "svc:/site/finger"]).ok();
+    for want in [
+        "<restarter><service_fmri value='svc:/network/inetd:default'/>",
+        "inetd_start",
+        "Answers finger queries.",
+        "<manpage title='in.fingerd' section='8'/>",
+    ] {
+        assert!(xml.contains(want), "{want}: {xml}");
+    }
+    let back = s.file("back.xml");
+    std::fs::write(&back, &xml).expect("write");
+    s.run(&["svccfg", "validate", &back.to_string_lossy()]).ok();
 }

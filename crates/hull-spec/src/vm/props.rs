@@ -152,7 +152,8 @@ macro_rules! p {
 
 use PropType::{Boolean as BOOL, FlatObject as FLAT, List as LIST, ObjectArray as OBJS, String as STR, Uuid as UUID};
 
-/// Every payload property, sorted by name.
+/// Every payload property, sorted by name. One row a property, laid out by hand.
+#[rustfmt::skip]
 pub static PROPS: &[Prop] = &[
     p!("add_disks", OBJS, [(HW, U)], 0, Reboot, check "disks",
        "Disks to add (update): each as a member of `disks`."),

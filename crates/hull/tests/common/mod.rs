@@ -78,8 +78,7 @@ pub fn bounded(c: &mut Command) -> Run {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let said: Vec<String> =
-                    rx.try_iter().map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).collect();
+                let said: Vec<String> = rx.try_iter().map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).collect();
                 panic!("{what} ran past {limit} s and was killed; it said: {said:?}\n{}", processes());
             }
         }
