@@ -184,6 +184,16 @@ pub fn expand<'a>(t: &Fmri, all: impl Iterator<Item = &'a Fmri>) -> Vec<Fmri> {
     if t.instance.is_some() { vec![t.clone()] } else { all.filter(|f| f.service == t.service).cloned().collect() }
 }
 
+/// [`expand`] over a map keyed by FMRI: the instances of a service are neighbours there (an
+/// FMRI sorts by service, then instance), so this is a range, not a scan of every instance.
+pub fn expand_in<V>(t: &Fmri, map: &BTreeMap<Fmri, V>) -> Vec<Fmri> {
+    if t.instance.is_some() {
+        return vec![t.clone()];
+    }
+    let from = Fmri { service: t.service.clone(), instance: None };
+    map.range(from..).map(|(f, _)| f).take_while(|f| f.service == t.service).cloned().collect()
+}
+
 /// Dependency cycles among instances (exclude_all dependencies do not order anything and
 /// are left out), each as the list of instances around it.
 pub fn cycles(insts: &BTreeMap<Fmri, Inst>) -> Vec<Vec<Fmri>> {
@@ -194,7 +204,7 @@ pub fn cycles(insts: &BTreeMap<Fmri, Inst>) -> Vec<Vec<Fmri>> {
             for d in i.deps.iter().filter(|d| d.grouping != Grouping::ExcludeAll) {
                 for t in &d.targets {
                     if let Target::Svc(s) = t {
-                        to.extend(expand(s, insts.keys()));
+                        to.extend(expand_in(s, insts));
                     }
                 }
             }
@@ -273,6 +283,19 @@ mod tests {
         assert!(cycles(&acyclic).is_empty());
         let own: BTreeMap<_, _> = [inst("a", &["svc:/a:default"])].into_iter().collect();
         assert_eq!(cycles(&own).len(), 1);
+    }
+
+    #[test]
+    fn expansion_by_range_is_expansion_by_scan() {
+        let g: BTreeMap<_, _> = [inst("a", &[]), inst("ab", &[]), inst("b", &[])].into_iter().collect();
+        let mut g = g;
+        let (f, i) = inst("a", &[]);
+        g.insert(Fmri::instance("a", "two"), Inst { fmri: Fmri::instance("a", "two"), ..i });
+        for t in ["svc:/a", "svc:/ab", "svc:/b", "svc:/c", "svc:/a:default", "svc:/a:nosuch"] {
+            let t = Fmri::parse(t).expect("fmri");
+            assert_eq!(expand_in(&t, &g), expand(&t, g.keys()), "{t}");
+        }
+        assert_eq!(expand_in(&f.service_fmri(), &g).len(), 2);
     }
 
     #[test]

@@ -186,6 +186,8 @@ pub struct Startd {
     contracts: Contracts,
     children: HashMap<i32, (Fmri, Kind)>,
     dirty: BTreeSet<Fmri>,
+    /// Time spent in fork and exec of methods, for HULL_LOG=debug's per-phase figures.
+    spawn_time: std::time::Duration,
     shutting_down: bool,
     /// Instances on their way down on purpose, with everything that requires them: worked
     /// out afresh on each pass (see [`Startd::going_down`]).
@@ -212,6 +214,7 @@ impl Startd {
             contracts,
             children: HashMap::new(),
             dirty: BTreeSet::new(),
+            spawn_time: std::time::Duration::ZERO,
             shutting_down: false,
             down: BTreeSet::new(),
         };
@@ -342,10 +345,25 @@ impl Startd {
     }
 
     fn expand(&self, t: &Fmri) -> Vec<Fmri> {
-        crate::graph::expand(t, self.insts.keys())
+        crate::graph::expand_in(t, &self.insts)
     }
 
-    fn can_come_up(&self, f: &Fmri, depth: u32) -> bool {
+    fn can_come_up(&self, f: &Fmri) -> bool {
+        self.can_come_up_in(f, 0, &mut std::collections::HashMap::new())
+    }
+
+    /// Memoised: a graph where each service requires several others would otherwise be
+    /// walked once per path, exponentially many.
+    fn can_come_up_in(&self, f: &Fmri, depth: u32, memo: &mut std::collections::HashMap<Fmri, bool>) -> bool {
+        if let Some(v) = memo.get(f) {
+            return *v;
+        }
+        let v = self.can_come_up_uncached(f, depth, memo);
+        memo.insert(f.clone(), v);
+        v
+    }
+
+    fn can_come_up_uncached(&self, f: &Fmri, depth: u32, memo: &mut std::collections::HashMap<Fmri, bool>) -> bool {
         if depth > 32 || self.admin_down(f) {
             return false;
         }
@@ -354,13 +372,13 @@ impl Startd {
         }
         let Some(i) = self.insts.get(f) else { return false };
         i.deps.iter().all(|d| {
-            let ok = |t: &Target| match t {
+            let mut ok = |t: &Target| match t {
                 Target::Path(p) => p.exists(),
-                Target::Svc(s) => self.expand(s).iter().any(|x| self.can_come_up(x, depth + 1)),
+                Target::Svc(s) => self.expand(s).iter().any(|x| self.can_come_up_in(x, depth + 1, memo)),
             };
             match d.grouping {
-                Grouping::RequireAll => d.targets.iter().all(ok),
-                Grouping::RequireAny => d.targets.iter().any(ok),
+                Grouping::RequireAll => d.targets.iter().all(&mut ok),
+                Grouping::RequireAny => d.targets.iter().any(&mut ok),
                 Grouping::OptionalAll | Grouping::ExcludeAll => true,
             }
         })
@@ -379,13 +397,13 @@ impl Startd {
                 Grouping::RequireAny => d.targets.iter().any(target_up),
                 Grouping::OptionalAll => d.targets.iter().all(|t| match t {
                     Target::Path(_) => true,
-                    Target::Svc(s) => self.expand(s).iter().all(|x| self.up(x) || !self.can_come_up(x, 0)),
+                    Target::Svc(s) => self.expand(s).iter().all(|x| self.up(x) || !self.can_come_up(x)),
                 }),
                 // Satisfied only while no target runs or could: an enabled target that can
                 // come up excludes as much as an online one.
                 Grouping::ExcludeAll => !d.targets.iter().any(|t| match t {
                     Target::Path(p) => p.exists(),
-                    Target::Svc(s) => self.expand(s).iter().any(|x| self.up(x) || self.can_come_up(x, 0)),
+                    Target::Svc(s) => self.expand(s).iter().any(|x| self.up(x) || self.can_come_up(x)),
                 }),
             };
             if !ok {
@@ -498,7 +516,9 @@ impl Startd {
                 Ok(())
             });
         }
+        let t = Instant::now();
         let child = cmd.spawn().map_err(|e| format!("cannot run the {} method: {e}", kind.name()))?;
+        self.spawn_time += t.elapsed();
         let pid = child.id() as i32;
         // Reaped by the SIGCHLD loop, not by std.
         drop(child);
@@ -748,7 +768,11 @@ impl Startd {
 
     /// Moves every instance toward what it should be; repeats until nothing changes.
     pub fn reconcile(&mut self) {
+        let t0 = Instant::now();
+        let spawn0 = self.spawn_time;
+        let mut rounds = 0;
         for _ in 0..1000 {
+            rounds += 1;
             let mut changed = false;
             self.down = self.going_down();
             let fmris: Vec<Fmri> = self.insts.keys().cloned().collect();
@@ -810,7 +834,17 @@ impl Startd {
                 break;
             }
         }
+        let t1 = Instant::now();
         self.persist();
+        if rounds > 1 {
+            tracing::debug!(
+                rounds,
+                total_ms = t0.elapsed().as_secs_f64() * 1e3,
+                spawn_ms = (self.spawn_time - spawn0).as_secs_f64() * 1e3,
+                persist_ms = t1.elapsed().as_secs_f64() * 1e3,
+                "reconcile"
+            );
+        }
     }
 
     fn persist(&mut self) {
