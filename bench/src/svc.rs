@@ -139,7 +139,10 @@ fn bench() -> Result<String, String> {
                     break;
                 }
                 if t.elapsed() > Duration::from_secs(10) {
-                    return Err(format!("{f} did not come back: {now:?}"));
+                    let name = hull_svc::Fmri::parse(f).map(|x| x.log_name()).unwrap_or_default();
+                    let log = std::fs::read_to_string(dir.path().join("var/svc/log").join(name)).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(6).collect();
+                    return Err(format!("{f} did not come back: {now:?}; its log ends: {tail:?}"));
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }

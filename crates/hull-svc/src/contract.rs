@@ -101,15 +101,6 @@ fn read_pids(dir: &Path) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// In a child between fork and exec: joins the cgroup whose `cgroup.procs` is `fd`.
-/// Only a write(2): safe after fork.
-pub fn join_in_child(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    let msg = b"0\n";
-    // SAFETY: msg is valid for its length; write touches nothing else.
-    let n = unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
-    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-}
-
 /// Writes a line to a log file, ignoring failures (logs never stop the restarter).
 pub fn log_line(path: &Path, text: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod method;
 pub mod proto;
 pub mod repo;
+pub mod spawn;
 pub mod startd;
 
 pub use fmri::Fmri;

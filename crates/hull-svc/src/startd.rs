@@ -7,7 +7,7 @@
 //! Decisions are level-triggered: after every event, [`Startd::reconcile`] looks at every
 //! instance and does what its state, its enabled flag and its dependencies call for.
 
-use crate::contract::{self, Contracts, log_line};
+use crate::contract::{Contracts, log_line};
 use crate::graph::{Duration, Inst, Method, Target};
 use crate::manifest::{Grouping, RestartOn};
 use crate::proto::{InstStatus, Request, Response};
@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::time::{Instant, SystemTime};
 
 /// SMF's method exit codes (smf_method(7)).
@@ -138,6 +137,9 @@ struct Run {
     stop: Option<StopRun>,
     /// Watched processes: the contract's members (or a child service's process).
     watch: Vec<(i32, OwnedFd)>,
+    /// A child service's process (duration child), from its start until its stop ends:
+    /// its exit is the service's, whichever of its pidfd and SIGCHLD is seen first.
+    service_pid: Option<i32>,
     start_failures: u32,
     retry_at: Option<Instant>,
 }
@@ -152,6 +154,7 @@ impl Run {
             method: None,
             stop: None,
             watch: Vec::new(),
+            service_pid: None,
             start_failures: 0,
             retry_at: None,
         }
@@ -469,59 +472,47 @@ impl Startd {
 
     // ------------------------------------------------------------------ methods
 
-    /// Runs a method: `/bin/sh -c "exec ..."` in the instance's contract.
+    /// Runs a method in the instance's contract ([`crate::spawn`]: the command itself when
+    /// it is one plain command, else `/bin/sh -c "exec ..."`).
     fn spawn(&mut self, f: &Fmri, kind: Kind, m: &Method) -> std::result::Result<i32, String> {
         let exec = self.expand_tokens(f, kind, &m.exec)?;
         self.log(f, &format!("Executing {} method (\"{exec}\").", kind.name()));
         let procs = self.contracts.prepare(f).map_err(|e| e.to_string())?;
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(f)).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.arg("-c").arg(format!("exec {exec}"));
-        cmd.env_clear();
-        cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        cmd.env("SMF_FMRI", f.to_string());
-        cmd.env("SMF_METHOD", kind.name());
-        cmd.env("SMF_RESTARTER", "svc:/system/svc/restarter:default");
-        cmd.env("SMF_ZONENAME", "global");
-        for (k, v) in &self.paths.env {
-            cmd.env(k, v);
-        }
-        for (k, v) in &m.environment {
-            cmd.env(k, v);
-        }
-        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("SMF_FMRI".into(), f.to_string()),
+            ("SMF_METHOD".into(), kind.name().into()),
+            ("SMF_RESTARTER".into(), crate::graph::STARTD.into()),
+            ("SMF_ZONENAME".into(), "global".into()),
+        ];
+        env.extend(self.paths.env.iter().cloned());
+        env.extend(m.environment.iter().cloned());
+        let (mut uid, mut gid) = (None, None);
         if let Some(u) = &m.user {
             let user = nix::unistd::User::from_name(u).ok().flatten().ok_or(format!("no user {u:?}"))?;
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-            cmd.env("HOME", user.dir);
-            cmd.env("LOGNAME", u);
-            cmd.env("USER", u);
+            (uid, gid) = (Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+            env.push(("HOME".into(), user.dir.to_string_lossy().into_owned()));
+            env.push(("LOGNAME".into(), u.clone()));
+            env.push(("USER".into(), u.clone()));
         }
         if let Some(g) = &m.group {
             let group = nix::unistd::Group::from_name(g).ok().flatten().ok_or(format!("no group {g:?}"))?;
-            cmd.gid(group.gid.as_raw());
-        }
-        cmd.current_dir(m.working_directory.as_deref().unwrap_or("/"));
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
-        // SAFETY: the hook only calls async-signal-safe functions (write, setsid,
-        // sigprocmask) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                contract::join_in_child(fd)?;
-                libc::setsid();
-                let empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                Ok(())
-            });
+            gid = Some(group.gid.as_raw());
         }
         let t = Instant::now();
-        let child = cmd.spawn().map_err(|e| format!("cannot run the {} method: {e}", kind.name()))?;
+        let pid = crate::spawn::spawn(&crate::spawn::Spawn {
+            exec: &exec,
+            env,
+            cwd: m.working_directory.as_deref().unwrap_or("/"),
+            uid,
+            gid,
+            log: &log,
+            procs: &procs,
+        })
+        .map_err(|e| format!("cannot run the {} method: {e}", kind.name()))?;
         self.spawn_time += t.elapsed();
-        let pid = child.id() as i32;
-        // Reaped by the SIGCHLD loop, not by std.
-        drop(child);
         self.children.insert(pid, (f.clone(), kind));
         Ok(pid)
     }
@@ -561,6 +552,7 @@ impl Startd {
                     // The method's process is the service.
                     if let Some(r) = self.run.get_mut(f) {
                         r.method = None;
+                        r.service_pid = Some(pid);
                         if let Some(fd) = pidfd(pid) {
                             r.watch = vec![(pid, fd)];
                         }
@@ -658,6 +650,7 @@ impl Startd {
         if let Some(r) = self.run.get_mut(f) {
             r.stop = None;
             r.watch.clear();
+            r.service_pid = None;
         }
         self.contracts.remove(f);
         match then {
@@ -1075,11 +1068,13 @@ impl Startd {
         if let Some((f, kind)) = self.children.remove(&pid) {
             let Some(r) = self.run.get(&f) else { return };
             let is_method = r.method.as_ref().is_some_and(|m| m.pid == pid);
-            // A child service's process is watched while the instance runs; an exit that
-            // arrives after its stop finished is old news.
+            // A child service's process is the service while the instance runs; an exit that
+            // arrives after its stop finished is old news. (Not judged by the pidfd watch:
+            // a pidfd that fires before SIGCHLD is read drops the pid from the watch, and the
+            // service's death was then missed.)
             let is_child_service = kind == Kind::Start
                 && self.insts.get(&f).is_some_and(|i| i.duration == Duration::Child)
-                && r.watch.iter().any(|(p, _)| *p == pid);
+                && r.service_pid == Some(pid);
             if is_method || is_child_service {
                 self.method_exited(&f, kind, pid, status);
             }
