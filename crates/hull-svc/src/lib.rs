@@ -16,6 +16,7 @@ pub mod method;
 pub mod proto;
 pub mod repo;
 pub mod spawn;
+pub mod state;
 pub mod startd;
 
 pub use fmri::Fmri;

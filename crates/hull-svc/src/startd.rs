@@ -23,43 +23,15 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Instant, SystemTime};
 
-/// SMF's method exit codes (smf_method(7)).
-pub const SMF_EXIT_OK: i32 = 0;
-pub const SMF_EXIT_ERR_FATAL: i32 = 95;
-pub const SMF_EXIT_ERR_CONFIG: i32 = 96;
-pub const SMF_EXIT_MON_DEGRADE: i32 = 97;
-pub const SMF_EXIT_MON_OFFLINE: i32 = 98;
-pub const SMF_EXIT_ERR_NOSMF: i32 = 99;
-pub const SMF_EXIT_ERR_PERM: i32 = 100;
+pub use crate::state::{
+    SMF_EXIT_ERR_CONFIG, SMF_EXIT_ERR_FATAL, SMF_EXIT_ERR_NOSMF, SMF_EXIT_ERR_PERM, SMF_EXIT_MON_DEGRADE,
+    SMF_EXIT_MON_OFFLINE, SMF_EXIT_OK, State,
+};
+use crate::state::{Facts, Started, Step, Then};
 
 /// How long a `:kill` stop waits for the processes to go before SIGKILL, when the method
 /// names no timeout.
 const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-/// Start method failures in a row before maintenance.
-const MAX_START_FAILURES: u32 = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Uninitialized,
-    Offline,
-    Online,
-    Degraded,
-    Maintenance,
-    Disabled,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Uninitialized => "uninitialized",
-            State::Offline => "offline",
-            State::Online => "online",
-            State::Degraded => "degraded",
-            State::Maintenance => "maintenance",
-            State::Disabled => "disabled",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -101,15 +73,6 @@ impl Cause {
 }
 
 /// Where a stop leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Then {
-    Offline,
-    Disabled,
-    Maintenance,
-    /// After a fault: offline, or maintenance when restarting too quickly.
-    Restart,
-}
-
 #[derive(Debug)]
 struct MethodRun {
     kind: Kind,
@@ -653,20 +616,12 @@ impl Startd {
             r.service_pid = None;
         }
         self.contracts.remove(f);
-        match then {
-            Then::Offline => self.set_state(f, State::Offline, &aux),
-            Then::Disabled => self.set_state(f, State::Disabled, &aux),
-            Then::Maintenance => self.set_state(f, State::Maintenance, &aux),
-            Then::Restart => {
-                let rule = self.insts.get(f).map(|i| i.rate);
-                if rule.is_some_and(|r| r.too_quick(&starts)) {
-                    self.log(f, "Restarting too quickly, changing state to maintenance.");
-                    self.set_state(f, State::Maintenance, "restarting_too_quickly");
-                } else {
-                    self.set_state(f, State::Offline, "fault");
-                }
-            }
+        let too_quick = then == Then::Restart && self.insts.get(f).is_some_and(|i| i.rate.too_quick(&starts));
+        let (state, aux) = crate::state::stop_finished(then, &aux, too_quick);
+        if too_quick {
+            self.log(f, "Restarting too quickly, changing state to maintenance.");
         }
+        self.set_state(f, state, &aux);
         true
     }
 
@@ -714,26 +669,19 @@ impl Startd {
                     }
                     return;
                 }
-                if status == SMF_EXIT_OK {
-                    if inst.duration == Duration::Transient {
-                        self.start_succeeded(f);
-                        return;
-                    }
-                    let procs = self.contracts.procs(f);
-                    if procs.is_empty() {
-                        self.start_failed(f, "the start method left no processes in the contract", false);
-                    } else {
-                        if let Some(r) = self.run.get_mut(f) {
+                let transient = inst.duration == Duration::Transient;
+                let procs = if transient || status != SMF_EXIT_OK { Vec::new() } else { self.contracts.procs(f) };
+                match crate::state::start_exited(status, transient, !procs.is_empty()) {
+                    Started::Online => {
+                        if let Some(r) = self.run.get_mut(f)
+                            && !transient
+                        {
                             r.watch = procs.iter().filter_map(|p| Some((*p, pidfd(*p)?))).collect();
                         }
                         self.start_succeeded(f);
                     }
-                } else if status == SMF_EXIT_ERR_FATAL || status == SMF_EXIT_ERR_CONFIG || status == SMF_EXIT_ERR_PERM {
-                    self.start_failed(f, &format!("the start method exited with status {status}"), true);
-                } else if status == SMF_EXIT_MON_DEGRADE {
-                    self.set_state(f, State::Degraded, "method_degraded");
-                } else {
-                    self.start_failed(f, &format!("the start method failed with status {status}"), false);
+                    Started::Degraded => self.set_state(f, State::Degraded, "method_degraded"),
+                    Started::Failed { why, fatal } => self.start_failed(f, &why, fatal),
                 }
             }
         }
@@ -746,14 +694,19 @@ impl Startd {
             r.start_failures += 1;
             r.start_failures
         });
-        if fatal || failures.unwrap_or(0) >= MAX_START_FAILURES {
-            self.log(f, "Method \"start\" failed repeatedly or fatally, changing state to maintenance.");
-            self.begin_stop(f, Then::Maintenance, "method_failed");
-        } else {
-            if let Some(r) = self.run.get_mut(f) {
-                r.retry_at = Some(Instant::now() + std::time::Duration::from_millis(100));
+        match crate::state::after_failed_start(failures.unwrap_or(0), fatal) {
+            Step::Stop(Then::Maintenance, aux) => {
+                self.log(f, "Method \"start\" failed repeatedly or fatally, changing state to maintenance.");
+                self.begin_stop(f, Then::Maintenance, aux);
             }
-            self.begin_stop(f, Then::Offline, "method_failed");
+            Step::Stop(then, aux) => {
+                if let Some(r) = self.run.get_mut(f) {
+                    r.retry_at = Some(Instant::now() + std::time::Duration::from_millis(100));
+                }
+                self.begin_stop(f, then, aux);
+            }
+            Step::Set(state, aux) => self.set_state(f, state, &aux),
+            Step::Start | Step::Nothing => {}
         }
     }
 
@@ -781,46 +734,30 @@ impl Startd {
                 if self.insts.get(f).is_some_and(|i| i.restarter.is_some()) {
                     continue;
                 }
-                let en = self.enabled(f) && !self.shutting_down;
-                match r.state {
-                    State::Uninitialized => {
-                        self.set_state(f, if en { State::Offline } else { State::Disabled }, "none");
+                let facts = Facts {
+                    state: r.state,
+                    enabled: self.enabled(f) && !self.shutting_down,
+                    waiting_for: if r.state == State::Offline { self.unsatisfied(f) } else { None },
+                    retry_ok: r.retry_at.is_none_or(|t| Instant::now() >= t),
+                    must_stop: r.state.is_up() && self.must_stop_for_deps(f),
+                    dependents_running: r.state.is_up() && !self.running_dependents(f).is_empty(),
+                    aux: r.aux.clone(),
+                };
+                match crate::state::reconcile(&facts) {
+                    Step::Nothing => {}
+                    Step::Set(state, aux) => {
+                        // Saying what an offline instance waits for is not progress.
+                        changed |= state != facts.state;
+                        self.set_state(f, state, &aux);
+                    }
+                    Step::Start => {
+                        self.begin_start(f);
                         changed = true;
                     }
-                    State::Disabled if en => {
-                        self.set_state(f, State::Offline, "none");
-                        changed = true;
-                    }
-                    State::Offline if !en => {
-                        self.set_state(f, State::Disabled, "administrative_request");
-                        changed = true;
-                    }
-                    State::Offline => {
-                        let retry_ok = r.retry_at.is_none_or(|t| Instant::now() >= t);
-                        match self.unsatisfied(f) {
-                            None if retry_ok => {
-                                self.begin_start(f);
-                                changed = true;
-                            }
-                            None => {}
-                            Some(dep) => {
-                                let aux = format!("dependency {dep}");
-                                if self.run.get(f).is_some_and(|r| r.aux != aux) {
-                                    self.set_state(f, State::Offline, &aux);
-                                }
-                            }
-                        }
-                    }
-                    // Dependents first: stop only once none of them runs.
-                    State::Online | State::Degraded
-                        if (!en || self.must_stop_for_deps(f)) && self.running_dependents(f).is_empty() =>
-                    {
-                        let then = if en { Then::Offline } else { Then::Disabled };
-                        let aux = if en { "dependency" } else { "administrative_request" };
+                    Step::Stop(then, aux) => {
                         self.begin_stop(f, then, aux);
                         changed = true;
                     }
-                    _ => {}
                 }
             }
             if !changed {
@@ -993,18 +930,17 @@ impl Startd {
             }
             Request::Clear { fmri } => {
                 let f = inst!(&fmri);
-                match self.state(&f) {
-                    State::Maintenance => {
+                let was = self.state(&f);
+                if let Some((state, aux)) = crate::state::clear(was) {
+                    if was == State::Maintenance {
                         if let Some(r) = self.run.get_mut(&f) {
                             r.start_failures = 0;
                             r.starts.clear();
                         }
                         // Anything left in the contract goes first.
                         self.contracts.kill(&f, libc::SIGKILL);
-                        self.set_state(&f, State::Offline, "administrative_request");
                     }
-                    State::Degraded => self.set_state(&f, State::Online, "none"),
-                    _ => {}
+                    self.set_state(&f, state, aux);
                 }
             }
             Request::Mark { fmri, state, temporary: _ } => {
