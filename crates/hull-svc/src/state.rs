@@ -419,6 +419,7 @@ mod tests {
         }
 
         /// What a settled node must look like.
+        #[allow(clippy::needless_range_loop)]
         fn check(&self) {
             let down = self.going_down();
             for i in 0..self.deps.len() {
