@@ -8,6 +8,7 @@
 //! - [`proto`]: the daemon's control socket and its client.
 
 pub mod contract;
+pub mod explain;
 pub mod export;
 pub mod fmri;
 pub mod graph;
@@ -16,8 +17,8 @@ pub mod method;
 pub mod proto;
 pub mod repo;
 pub mod spawn;
-pub mod state;
 pub mod startd;
+pub mod state;
 
 pub use fmri::Fmri;
 
@@ -34,6 +35,8 @@ pub enum SvcError {
     NotFound(String),
     #[error("pattern {0:?} matches more than one instance: {1}")]
     Ambiguous(String, String),
+    #[error("pattern {0:?} doesn't match any instances")]
+    NoMatch(String),
     #[error("repository: {0}")]
     Repo(String),
     #[error("{0}")]
@@ -150,4 +153,25 @@ fn check_bundle(repo: &repo::Repo, bundle: &manifest::Bundle) -> Result<Entities
         return Err(manifest_err(None, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0])));
     }
     Ok((ents, added))
+}
+
+/// Resolves operands to instances: FMRIs, abbreviations and globs.
+pub fn resolve(repo: &repo::Repo, patterns: &[String]) -> Result<Vec<Fmri>> {
+    let all = repo.instances()?;
+    let mut out: Vec<Fmri> = Vec::new();
+    for p in patterns {
+        let hits: Vec<&Fmri> = all.iter().filter(|f| f.matches(p)).collect();
+        let glob = p.contains('*') || p.contains('?');
+        let services: std::collections::BTreeSet<&str> = hits.iter().map(|f| f.service.as_str()).collect();
+        match hits.len() {
+            0 => return Err(SvcError::NoMatch(p.clone())),
+            n if n > 1 && !glob && services.len() > 1 => {
+                let names: Vec<String> = hits.iter().map(|f| f.to_string()).collect();
+                return Err(SvcError::Ambiguous(p.clone(), names.join(", ")));
+            }
+            _ => out.extend(hits.into_iter().cloned()),
+        }
+    }
+    out.dedup();
+    Ok(out)
 }

@@ -20,6 +20,33 @@ pub struct Prop {
     pub values: Vec<String>,
 }
 
+/// The property types svccfg takes, as `setprop pg/prop = TYPE: value`.
+pub const PROP_TYPES: &[&str] =
+    &["astring", "ustring", "count", "integer", "boolean", "fmri", "time", "host", "net_address"];
+
+impl Prop {
+    /// `[TYPE:] value` as svccfg setprop reads it (astring when no type is named), checked
+    /// against its type; surrounding double quotes are dropped.
+    pub fn parse_typed(text: &str) -> Result<Prop> {
+        let (ty, v) = match text.split_once(':') {
+            Some((t, v)) if PROP_TYPES.contains(&t.trim()) => (t.trim().to_string(), v.trim().to_string()),
+            _ => ("astring".to_string(), text.trim().to_string()),
+        };
+        let v = v.trim_matches('"').to_string();
+        let ok = match ty.as_str() {
+            "count" => v.parse::<u64>().is_ok(),
+            "integer" => v.parse::<i64>().is_ok(),
+            "boolean" => v == "true" || v == "false",
+            "fmri" => v.starts_with("file://") || Fmri::parse(&v).is_ok(),
+            _ => true,
+        };
+        if !ok {
+            return Err(SvcError::Invalid(format!("{v:?} is not a valid {ty}")));
+        }
+        Ok(Prop { ty, values: vec![v] })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pg {
     /// method, dependency, framework, application...
@@ -309,4 +336,22 @@ fn insert_pg(tx: &rusqlite::Transaction, f: &str, name: &str, g: &Pg) -> Result<
         .map_err(|e| sql("import", e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn setprop_values_are_checked_against_their_type() {
+        assert_eq!(Prop::parse_typed("count: 5").expect("count").values, ["5"]);
+        assert_eq!(Prop::parse_typed("\"hello world\"").expect("astring").ty, "astring");
+        assert_eq!(Prop::parse_typed("boolean: true").expect("bool").ty, "boolean");
+        assert!(Prop::parse_typed("count: -1").is_err());
+        assert!(Prop::parse_typed("boolean: yes").is_err());
+        assert!(Prop::parse_typed("fmri: not an fmri").is_err());
+        assert_eq!(Prop::parse_typed("fmri: svc:/site/db").expect("fmri").values, ["svc:/site/db"]);
+        // A colon in an astring value is not a type.
+        assert_eq!(Prop::parse_typed("http://x").expect("url").values, ["http://x"]);
+    }
 }

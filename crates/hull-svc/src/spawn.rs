@@ -72,9 +72,10 @@ fn find(cmd: &str, path: &str) -> Option<String> {
     if cmd.contains('/') {
         return Some(cmd.to_string());
     }
-    path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{cmd}")).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{d}/{cmd}"))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 fn cstr(s: &str) -> std::io::Result<CString> {

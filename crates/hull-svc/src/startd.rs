@@ -23,11 +23,11 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Instant, SystemTime};
 
+use crate::state::{Facts, Started, Step, Then};
 pub use crate::state::{
     SMF_EXIT_ERR_CONFIG, SMF_EXIT_ERR_FATAL, SMF_EXIT_ERR_NOSMF, SMF_EXIT_ERR_PERM, SMF_EXIT_MON_DEGRADE,
     SMF_EXIT_MON_OFFLINE, SMF_EXIT_OK, State,
 };
-use crate::state::{Facts, Started, Step, Then};
 
 /// How long a `:kill` stop waits for the processes to go before SIGKILL, when the method
 /// names no timeout.

@@ -139,7 +139,10 @@ pub enum Started {
     Online,
     Degraded,
     /// Failed; `fatal` goes to maintenance at once, else it is retried.
-    Failed { why: String, fatal: bool },
+    Failed {
+        why: String,
+        fatal: bool,
+    },
 }
 
 /// A start method exited with `status`; `transient` services need nothing left behind,
@@ -147,7 +150,9 @@ pub enum Started {
 pub fn start_exited(status: i32, transient: bool, left: bool) -> Started {
     match status {
         SMF_EXIT_OK if transient || left => Started::Online,
-        SMF_EXIT_OK => Started::Failed { why: "the start method left no processes in the contract".into(), fatal: false },
+        SMF_EXIT_OK => {
+            Started::Failed { why: "the start method left no processes in the contract".into(), fatal: false }
+        }
         SMF_EXIT_ERR_FATAL | SMF_EXIT_ERR_CONFIG | SMF_EXIT_ERR_PERM => {
             Started::Failed { why: format!("the start method exited with status {status}"), fatal: true }
         }

@@ -4,9 +4,8 @@ use crate::{CmdResult, Failure};
 use clap::{Args, Subcommand};
 use hull_storage::Node;
 use hull_svc::graph::Target;
-use hull_svc::manifest::Grouping;
 use hull_svc::proto::{self, InstStatus, Request};
-use hull_svc::repo::{Prop, Repo};
+use hull_svc::repo::Repo;
 use hull_svc::{Fmri, Paths, SvcError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -87,27 +86,6 @@ fn statuses(p: &Paths) -> Result<(Vec<InstStatus>, bool), Failure> {
         });
     }
     Ok((out, false))
-}
-
-/// Resolves operands to instances: FMRIs, abbreviations and globs.
-fn resolve(repo: &Repo, patterns: &[String]) -> Result<Vec<Fmri>, Failure> {
-    let all = repo.instances()?;
-    let mut out: Vec<Fmri> = Vec::new();
-    for p in patterns {
-        let hits: Vec<&Fmri> = all.iter().filter(|f| f.matches(p)).collect();
-        let glob = p.contains('*') || p.contains('?');
-        let services: std::collections::BTreeSet<&str> = hits.iter().map(|f| f.service.as_str()).collect();
-        match hits.len() {
-            0 => return Err(Failure::new(1, format!("pattern {p:?} doesn't match any instances"))),
-            n if n > 1 && !glob && services.len() > 1 => {
-                let names: Vec<String> = hits.iter().map(|f| f.to_string()).collect();
-                return Err(SvcError::Ambiguous(p.clone(), names.join(", ")).into());
-            }
-            _ => out.extend(hits.into_iter().cloned()),
-        }
-    }
-    out.dedup();
-    Ok(out)
 }
 
 fn when(t: i64) -> String {
@@ -191,7 +169,7 @@ pub fn svcs(node: &Node, a: SvcsArgs) -> CmdResult {
     let insts = hull_svc::graph::load(&repo)?;
     let desc: BTreeMap<String, String> =
         insts.iter().filter_map(|(f, i)| Some((f.to_string(), i.common_name.clone()?))).collect();
-    let named = if a.patterns.is_empty() { None } else { Some(resolve(&repo, &a.patterns)?) };
+    let named = if a.patterns.is_empty() { None } else { Some(hull_svc::resolve(&repo, &a.patterns)?) };
     let by_fmri: BTreeMap<String, &InstStatus> = all.iter().map(|s| (s.fmri.clone(), s)).collect();
     if a.explain {
         return explain(&all, &insts, named.as_deref(), a.verbose, &desc);
@@ -329,68 +307,6 @@ fn long(
     }
 }
 
-/// Why an instance is not online, following required dependencies to the root.
-fn root_cause(
-    f: &Fmri,
-    all: &BTreeMap<String, &InstStatus>,
-    insts: &BTreeMap<Fmri, hull_svc::graph::Inst>,
-    depth: u32,
-) -> (Fmri, String) {
-    let Some(s) = all.get(&f.to_string()) else { return (f.clone(), "is absent".into()) };
-    match s.state.as_str() {
-        "maintenance" => {
-            let why = match s.aux.as_str() {
-                "restarting_too_quickly" => "Restarting too quickly.",
-                "method_failed" => "Start method failed repeatedly, or exited with a fatal status.",
-                "administrative_request" => "Maintenance requested by an administrator.",
-                "dependency_cycle" => "It is part of a dependency cycle.",
-                "method_missing" => "It has no start method.",
-                _ => "In maintenance.",
-            };
-            return (f.clone(), why.into());
-        }
-        "disabled" => return (f.clone(), "Disabled by an administrator.".into()),
-        "degraded" => return (f.clone(), "Degraded.".into()),
-        _ => {}
-    }
-    if let Some(r) = insts.get(f).and_then(|i| i.restarter.as_ref()) {
-        return (f.clone(), format!("Its restarter {r} is not running: hull has no such restarter (no inetd)."));
-    }
-    if depth > 32 {
-        return (f.clone(), "The dependency chain is too deep.".into());
-    }
-    if let Some(i) = insts.get(f) {
-        for d in i.deps.iter().filter(|d| matches!(d.grouping, Grouping::RequireAll | Grouping::RequireAny)) {
-            for t in &d.targets {
-                match t {
-                    Target::Path(p) if !p.exists() => return (f.clone(), format!("File {} is absent.", p.display())),
-                    Target::Svc(tf) => {
-                        let targets: Vec<Fmri> = hull_svc::graph::expand(tf, insts.keys());
-                        if targets.is_empty() {
-                            return (f.clone(), format!("Dependency {tf} is absent."));
-                        }
-                        for x in targets {
-                            let st = all.get(&x.to_string()).map(|s| s.state.as_str()).unwrap_or("absent");
-                            if !matches!(st, "online" | "degraded") {
-                                return root_cause(&x, all, insts, depth + 1);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    (
-        f.clone(),
-        if s.next_state == "online" {
-            "Start method is running.".into()
-        } else {
-            "Waiting for its dependencies.".into()
-        },
-    )
-}
-
 fn explain(
     all: &[InstStatus],
     insts: &BTreeMap<Fmri, hull_svc::graph::Inst>,
@@ -398,50 +314,33 @@ fn explain(
     verbose: bool,
     desc: &BTreeMap<String, String>,
 ) -> CmdResult {
-    let by: BTreeMap<String, &InstStatus> = all.iter().map(|s| (s.fmri.clone(), s)).collect();
-    for s in all {
-        let f = Fmri::parse(&s.fmri)?;
-        let picked = match named {
-            Some(n) => n.contains(&f),
-            None => s.enabled && s.state != "online",
-        };
-        if !picked {
-            continue;
-        }
-        let (root, why) = root_cause(&f, &by, insts, 0);
+    for e in hull_svc::explain::explain(all, insts, named) {
+        let s = e.status;
         let name = desc.get(&s.fmri).map(|d| format!(" ({d})")).unwrap_or_default();
         println!("{}{name}", s.fmri);
         println!(" State: {} since {}", s.state, when(s.stime));
-        if root == f {
-            println!("Reason: {why}");
+        let own = e.root.to_string() == s.fmri;
+        if own {
+            println!("Reason: {}", e.why);
         } else {
-            println!("Reason: Dependency {root} is not running: {why}");
+            println!("Reason: Dependency {} is not running: {}", e.root, e.why);
         }
         println!("   See: {}", s.log);
-        if root != f {
-            println!("   See: svcs -xv {root}");
+        if !own {
+            println!("   See: svcs -xv {}", e.root);
         }
-        let impacted: Vec<String> = insts
-            .values()
-            .filter(|i| {
-                i.deps.iter().flat_map(|d| d.targets.iter()).any(|t| matches!(t, Target::Svc(x) if x.covers(&f)))
-            })
-            .map(|i| i.fmri.to_string())
-            .filter(|x| by.get(x).is_some_and(|s| s.state != "online"))
-            .collect();
-        if impacted.is_empty() {
+        if e.impacted.is_empty() {
             println!("Impact: This service is not running.");
         } else {
-            println!("Impact: {} dependent service(s) are not running:", impacted.len());
-            for i in impacted {
+            println!("Impact: {} dependent service(s) are not running:", e.impacted.len());
+            for i in &e.impacted {
                 println!("        {i}");
             }
         }
         if verbose {
-            let log_of = by.get(&root.to_string()).map(|r| r.log.clone()).unwrap_or_else(|| s.log.clone());
-            let text = std::fs::read_to_string(&log_of).unwrap_or_default();
+            let text = std::fs::read_to_string(&e.root_log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(8).collect();
-            println!("   Log: {log_of}");
+            println!("   Log: {}", e.root_log);
             for l in tail.into_iter().rev() {
                 println!("        {l}");
             }
@@ -535,32 +434,16 @@ fn wait_for(p: &Paths, fmris: &[Fmri], want: &str) -> CmdResult {
 }
 
 /// The instances `f` requires, recursively.
-fn required(insts: &BTreeMap<Fmri, hull_svc::graph::Inst>, f: &Fmri, out: &mut Vec<Fmri>) {
-    let Some(i) = insts.get(f) else { return };
-    for d in i.deps.iter().filter(|d| matches!(d.grouping, Grouping::RequireAll | Grouping::RequireAny)) {
-        for t in &d.targets {
-            if let Target::Svc(s) = t {
-                for x in hull_svc::graph::expand(s, insts.keys()) {
-                    if !out.contains(&x) {
-                        out.push(x.clone());
-                        required(insts, &x, out);
-                    }
-                }
-            }
-        }
-    }
-}
-
 pub fn svcadm(node: &Node, c: SvcadmCmd) -> CmdResult {
     let p = paths(node);
     let repo = Repo::open(&p.repo)?;
     match c {
         SvcadmCmd::Enable { recursive, wait, temporary, fmris } => {
-            let mut list = resolve(&repo, &fmris)?;
+            let mut list = hull_svc::resolve(&repo, &fmris)?;
             if recursive {
                 let insts = hull_svc::graph::load(&repo)?;
                 for f in list.clone() {
-                    required(&insts, &f, &mut list);
+                    hull_svc::explain::required(&insts, &f, &mut list);
                 }
             }
             for f in &list {
@@ -571,7 +454,7 @@ pub fn svcadm(node: &Node, c: SvcadmCmd) -> CmdResult {
             }
         }
         SvcadmCmd::Disable { wait, temporary, fmris } => {
-            let list = resolve(&repo, &fmris)?;
+            let list = hull_svc::resolve(&repo, &fmris)?;
             for f in &list {
                 send(&p, Request::Disable { fmri: f.to_string(), temporary })?;
             }
@@ -580,17 +463,17 @@ pub fn svcadm(node: &Node, c: SvcadmCmd) -> CmdResult {
             }
         }
         SvcadmCmd::Restart { fmris } => {
-            for f in resolve(&repo, &fmris)? {
+            for f in hull_svc::resolve(&repo, &fmris)? {
                 send(&p, Request::Restart { fmri: f.to_string() })?;
             }
         }
         SvcadmCmd::Refresh { fmris } => {
-            for f in resolve(&repo, &fmris)? {
+            for f in hull_svc::resolve(&repo, &fmris)? {
                 send(&p, Request::Refresh { fmri: f.to_string() })?;
             }
         }
         SvcadmCmd::Clear { fmris } => {
-            for f in resolve(&repo, &fmris)? {
+            for f in hull_svc::resolve(&repo, &fmris)? {
                 send(&p, Request::Clear { fmri: f.to_string() })?;
             }
         }
@@ -598,7 +481,7 @@ pub fn svcadm(node: &Node, c: SvcadmCmd) -> CmdResult {
             if !matches!(state.as_str(), "maintenance" | "degraded") {
                 return Err(Failure::new(2, format!("cannot mark {state:?}: maintenance or degraded")));
             }
-            for f in resolve(&repo, &fmris)? {
+            for f in hull_svc::resolve(&repo, &fmris)? {
                 send(&p, Request::Mark { fmri: f.to_string(), state: state.clone(), temporary })?;
             }
         }
@@ -687,28 +570,10 @@ pub fn svccfg(node: &Node, c: SvccfgCmd) -> CmdResult {
             }
             let f = entity(&repo, &fmri)?;
             let (pg, name) = prop.split_once('/').ok_or_else(|| Failure::new(2, format!("{prop:?} is not pg/prop")))?;
-            let joined = value.join(" ");
-            let (ty, v) = match joined.split_once(':') {
-                Some((t, v))
-                    if ["astring", "ustring", "count", "integer", "boolean", "fmri", "time", "host", "net_address"]
-                        .contains(&t.trim()) =>
-                {
-                    (t.trim().to_string(), v.trim().to_string())
-                }
-                _ => ("astring".to_string(), joined.trim().to_string()),
-            };
-            let v = v.trim_matches('"').to_string();
-            let ok = match ty.as_str() {
-                "count" => v.parse::<u64>().is_ok(),
-                "integer" => v.parse::<i64>().is_ok(),
-                "boolean" => v == "true" || v == "false",
-                _ => true,
-            };
-            if !ok {
-                return Err(Failure::new(1, format!("{v:?} is not a valid {ty}")));
-            }
+            let prop_value =
+                hull_svc::repo::Prop::parse_typed(&value.join(" ")).map_err(|e| Failure::new(1, e.to_string()))?;
             let pgtype = repo.pgs(&f)?.get(pg).map(|g| g.ty.clone()).unwrap_or_else(|| "application".into());
-            repo.set_prop(&f, pg, &pgtype, name, &Prop { ty, values: vec![v] })?;
+            repo.set_prop(&f, pg, &pgtype, name, &prop_value)?;
             notify(&p);
         }
         SvccfgCmd::Listprop { fmri, pattern } => {
