@@ -20,7 +20,7 @@ impl Vmadm {
         }
         hull_exec::failpoint("vm-delete-stopped");
         self.rt.delete(uuid, &self.cgroup(uuid))?;
-        crate::network::down(&self.node, uuid)?;
+        self.host.net_down(uuid)?;
         let dir = self.run_dir(uuid);
         let n = self.load(uuid)?.get("disks").and_then(|d| d.as_array()).map(Vec::len).unwrap_or(0);
         for i in 0..n {

@@ -17,6 +17,7 @@
 
 mod create;
 mod delete;
+pub mod host;
 mod image;
 mod kvm;
 pub mod network;
@@ -26,6 +27,9 @@ mod snapshot;
 mod start;
 mod stop;
 mod update;
+
+#[cfg(test)]
+mod tests;
 
 pub use create::validate;
 pub use query::VmState;
@@ -135,18 +139,23 @@ pub struct Vmadm {
     node: Node,
     img: hull_img::Imgadm,
     rt: hull_zone::runtime::Runtime,
-    /// The binary that runs `zoneadmd` (this one, unless a test says otherwise).
-    exe: PathBuf,
+    /// zoneadmd, namespaces and links ([`host::NodeHost`]), or a test's fake.
+    host: Box<dyn host::Host>,
 }
 
 impl Vmadm {
     /// Opens the node's vmadm and repairs what a crashed command left (see [`Vmadm::repair`]).
     pub fn open(node: &Node, exe: PathBuf) -> Result<Vmadm> {
+        Vmadm::with_host(node, Box::new(host::NodeHost { node: node.clone(), exe }))
+    }
+
+    /// A vmadm whose host effects go through `host` (a test's fake).
+    pub fn with_host(node: &Node, host: Box<dyn host::Host>) -> Result<Vmadm> {
         let v = Vmadm {
             node: node.clone(),
             img: hull_img::Imgadm::new(node),
             rt: hull_zone::runtime::Runtime::new(&node.var_dir()),
-            exe,
+            host,
         };
         v.repair()?;
         Ok(v)
@@ -243,10 +252,10 @@ impl Vmadm {
             let Ok(_g) = self.lock(&uuid) else { continue };
             if rec.init_pid.is_some_and(hull_zone::supervisor::alive) {
                 tracing::info!(vm = %uuid, "the zone's supervisor died: attaching a new one");
-                self.spawn_zoneadmd(&uuid, true)?;
+                self.host.boot(&uuid, true)?;
             } else {
                 self.rt.delete(&uuid, &self.cgroup(&uuid))?;
-                network::down(&self.node, &uuid)?;
+                self.host.net_down(&uuid)?;
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }

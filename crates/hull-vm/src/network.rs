@@ -123,32 +123,21 @@ impl Vmadm {
             if !clashes.is_empty() {
                 return Err(bad_nics(uuid, clashes));
             }
-            // A namespace left by a zone that died without its supervisor goes first.
-            ns::remove(&path)?;
-            net.unplug_all(uuid)?;
-            match idmap {
-                Some(base) => {
-                    ns::create_with_userns(&path, &userns_path(&self.node, uuid), &hull_zone::idmap::map(base))?
-                }
-                None => ns::create(&path)?,
-            }
-            let guest = hull_spec::Brand::of(cfg).is_hvm();
-            for nic in &nics {
-                if guest {
-                    net.plug_for_guest(uuid, &path, nic)?;
-                } else {
-                    net.plug(uuid, &path, nic)?;
-                }
-            }
-            // A KVM guest sets its own addresses and routes.
-            if !guest {
-                net.route(&path, &nics, &routes_of(cfg))?;
-            }
+            let userns = userns_path(&self.node, uuid);
+            self.host.net_plug(&crate::host::NetPlan {
+                uuid,
+                netns: &path,
+                userns: idmap.map(|base| (userns.as_path(), base)),
+                nics: &nics,
+                // A KVM guest sets its own addresses and routes.
+                guest: hull_spec::Brand::of(cfg).is_hvm(),
+                routes: &routes_of(cfg),
+            })?;
             Ok(path.clone())
         })();
         // After the closure: its lock is released, and down takes it again.
         if r.is_err() {
-            let _ = down(&self.node, uuid);
+            let _ = self.host.net_down(uuid);
         }
         r
     }

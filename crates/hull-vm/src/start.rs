@@ -3,8 +3,6 @@
 use crate::{Result, VmError, Vmadm, ds};
 use hull_zone::{Limits, ZoneConfig};
 use serde_json::{Map, Value};
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 
 fn num(cfg: &Map<String, Value>, k: &str) -> Option<u64> {
     cfg.get(k).and_then(Value::as_u64)
@@ -137,15 +135,15 @@ impl Vmadm {
         z.netns = Some(self.net_up(uuid, &cfg, z.idmap.as_ref().map(|m| m.base))?);
         let zone_json = dir.join("zone.json");
         if let Err(e) = hull_exec::write_atomic(&zone_json, &serde_json::to_vec_pretty(&z).unwrap_or_default()) {
-            let _ = crate::network::down(&self.node, uuid);
+            let _ = self.host.net_down(uuid);
             return Err(VmError::Io { vm: uuid.into(), op: "write", path: zone_json, source: e });
         }
         hull_exec::failpoint("vm-start-prepared");
         let _ = std::fs::remove_file(dir.join("stopping"));
-        if let Err(e) = self.spawn_zoneadmd(uuid, false) {
+        if let Err(e) = self.host.boot(uuid, false) {
             // zoneadmd takes the network down when it started the zone; not when it did not.
             if self.rt.status(uuid).is_none() {
-                let _ = crate::network::down(&self.node, uuid);
+                let _ = self.host.net_down(uuid);
             }
             return Err(e);
         }
@@ -204,52 +202,6 @@ impl Vmadm {
             }
         }
         let _ = std::fs::remove_file(&mine);
-    }
-
-    /// Runs `hull zoneadmd UUID` in its own session and waits for its word that init runs.
-    pub(crate) fn spawn_zoneadmd(&self, uuid: &str, monitor: bool) -> Result<()> {
-        let dir = self.run_dir(uuid);
-        let log_path = dir.join("zoneadmd.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| VmError::Io {
-            vm: uuid.into(),
-            op: "open",
-            path: log_path.clone(),
-            source: e,
-        })?;
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("--root").arg(self.node.root()).arg("--node").arg(self.node.prefix()).arg("zoneadmd");
-        if monitor {
-            cmd.arg("--monitor");
-        }
-        let mut child = cmd
-            .arg(uuid)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| VmError::Io { vm: uuid.into(), op: "run zoneadmd", path: self.exe.clone(), source: e })?;
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        // zoneadmd lives on in its own session; it is not ours to wait for.
-        drop(child);
-        match line.trim().split_once(' ') {
-            Some(("ok", _)) => Ok(()),
-            _ if line.trim() == "ok" => Ok(()),
-            Some(("error", why)) => Err(VmError::Other { vm: uuid.into(), reason: format!("boot failed: {why}") }),
-            _ => {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                Err(VmError::Other {
-                    vm: uuid.into(),
-                    reason: format!(
-                        "zoneadmd exited before the zone ran: {}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    ),
-                })
-            }
-        }
     }
 }
 

@@ -161,7 +161,7 @@ impl Vmadm {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.rt.delete(uuid, &self.cgroup(uuid))?;
-        crate::network::down(&self.node, uuid)?;
+        self.host.net_down(uuid)?;
         Ok(())
     }
 

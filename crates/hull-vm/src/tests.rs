@@ -1,0 +1,180 @@
+//! create, start and their rollbacks against a fake host (no zoneadmd, no namespaces) and
+//! a real pool of the plain-directory backend: what each failure leaves behind.
+
+use crate::host::{Host, NetPlan};
+use crate::{Result, VmError, Vmadm};
+use hull_storage::Node;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+
+/// Records what hull-vm asked of the host; fails where told to.
+#[derive(Clone, Default)]
+struct Fake {
+    calls: Arc<Mutex<Vec<String>>>,
+    fail_boot: bool,
+    fail_net: bool,
+}
+
+impl Fake {
+    fn said(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+    fn note(&self, s: String) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(s);
+        }
+    }
+}
+
+impl Host for Fake {
+    fn boot(&self, uuid: &str, _monitor: bool) -> Result<()> {
+        self.note(format!("boot {uuid}"));
+        if self.fail_boot {
+            return Err(VmError::Other { vm: uuid.into(), reason: "boot failed: the fake said so".into() });
+        }
+        Ok(())
+    }
+    fn net_plug(&self, plan: &NetPlan) -> Result<()> {
+        self.note(format!("plug {} nics={} guest={}", plan.uuid, plan.nics.len(), plan.guest));
+        if self.fail_net {
+            return Err(VmError::Nics { vm: plan.uuid.into(), problems: vec!["the fake has no links".into()] });
+        }
+        Ok(())
+    }
+    fn net_down(&self, uuid: &str) -> Result<()> {
+        self.note(format!("down {uuid}"));
+        Ok(())
+    }
+}
+
+struct T {
+    _dir: tempfile::TempDir,
+    node: Node,
+}
+
+fn node() -> T {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::new(dir.path(), &format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..7])).expect("node");
+    node.create_pool(&hull_storage::host::PoolSpec {
+        backend: Some(hull_spec::PoolBackend::Dir),
+        file: None,
+        size: None,
+        device: None,
+        dir: None,
+        zpool: None,
+    })
+    .expect("dir pool");
+    // The accelerator as if probed: no qemu runs in these tests.
+    std::fs::create_dir_all(node.var_dir()).expect("var");
+    std::fs::write(
+        node.var_dir().join("accel.json"),
+        r#"{"accel":"tcg","reason":"unit test","kvm_ms":null,"tcg_ms":null}"#,
+    )
+    .expect("accel");
+    T { _dir: dir, node }
+}
+
+fn vmadm(t: &T, fake: &Fake) -> Vmadm {
+    Vmadm::with_host(&t.node, Box::new(fake.clone())).expect("vmadm")
+}
+
+fn datasets(v: &Vmadm) -> Vec<String> {
+    v.pool().expect("pool").list().expect("list").into_iter().map(|d| d.name).collect()
+}
+
+fn kvm(uuid: &str, autoboot: bool) -> serde_json::Value {
+    json!({"uuid": uuid, "brand": "kvm", "ram": 128, "autoboot": autoboot, "disks": [{"size": 8, "model": "virtio"}]})
+}
+
+#[test]
+fn a_boot_that_fails_at_create_leaves_the_vm_failed_and_its_network_down() {
+    let t = node();
+    let fake = Fake { fail_boot: true, ..Fake::default() };
+    let v = vmadm(&t, &fake);
+    let uuid = "7b0e0c38-4bb4-4c2b-9c0c-6a8d1c5e0f11";
+    let e = v.create(&kvm(uuid, true)).expect_err("boot fails");
+    assert!(matches!(e, VmError::BootFailed { .. }), "{e}");
+    // Stored, marked failed; the namespace it plugged was taken down again.
+    assert_eq!(v.load(uuid).expect("stored").get("failed"), Some(&json!(true)));
+    assert_eq!(v.get(uuid).expect("get")["state"], json!("failed"));
+    assert_eq!(fake.said(), [format!("plug {uuid} nics=0 guest=true"), format!("boot {uuid}"), format!("down {uuid}")]);
+}
+
+#[test]
+fn a_network_that_fails_at_start_boots_nothing() {
+    let t = node();
+    let fake = Fake { fail_net: true, ..Fake::default() };
+    let v = vmadm(&t, &fake);
+    let uuid = "0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5";
+    v.create(&kvm(uuid, false)).expect("created stopped");
+    assert!(fake.said().is_empty(), "a VM created stopped touches no host: {:?}", fake.said());
+    let e = v.start(uuid).expect_err("no network");
+    assert!(e.to_string().contains("the fake has no links"), "{e}");
+    assert_eq!(fake.said(), [format!("plug {uuid} nics=0 guest=true"), format!("down {uuid}")]);
+    // Still stopped, autoboot still as created.
+    assert_eq!(v.load(uuid).expect("stored").get("autoboot"), Some(&json!(false)));
+}
+
+#[test]
+fn a_start_that_succeeds_clears_failed_and_sets_autoboot() {
+    let t = node();
+    let failing = Fake { fail_boot: true, ..Fake::default() };
+    let uuid = "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9";
+    vmadm(&t, &failing).create(&kvm(uuid, true)).expect_err("first boot fails");
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    v.start(uuid).expect("starts");
+    let cfg = v.load(uuid).expect("stored");
+    assert_eq!(cfg.get("failed"), None);
+    assert_eq!(cfg.get("autoboot"), Some(&json!(true)));
+    assert_eq!(fake.said(), [format!("plug {uuid} nics=0 guest=true"), format!("boot {uuid}")]);
+}
+
+#[test]
+fn a_create_refused_part_way_leaves_no_dataset() {
+    let t = node();
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    let before = datasets(&v);
+    // An OS zone of an image the node does not have; a KVM disk of one.
+    let missing = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    assert!(v.create(&json!({"brand": "joyent-minimal", "image_uuid": missing})).is_err());
+    assert!(v.create(&json!({"brand": "kvm", "disks": [{"image_uuid": missing, "boot": true}]})).is_err());
+    // A VM that would take more memory than the node has.
+    assert!(v.create(&json!({"brand": "kvm", "ram": 1_u64 << 40, "disks": [{"size": 8}]})).is_err());
+    assert_eq!(datasets(&v), before, "a refused create left datasets");
+    assert!(v.uuids().expect("uuids").is_empty());
+    assert!(fake.said().is_empty());
+}
+
+#[test]
+fn a_second_create_of_the_same_uuid_changes_nothing() {
+    let t = node();
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    let uuid = "2a3b4c5d-6e7f-4a8b-9c0d-1e2f3a4b5c6d";
+    v.create(&kvm(uuid, false)).expect("first");
+    let cfg = v.load(uuid).expect("stored");
+    let e = v.create(&json!({"uuid": uuid, "brand": "kvm", "ram": 512, "disks": [{"size": 16}]})).expect_err("exists");
+    assert!(matches!(e, VmError::Exists(_)), "{e}");
+    assert_eq!(v.load(uuid).expect("stored"), cfg);
+}
+
+#[test]
+fn a_refused_update_changes_nothing_and_a_stopped_vm_s_update_touches_no_host() {
+    let t = node();
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    let uuid = "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f";
+    v.create(&kvm(uuid, false)).expect("created");
+    let cfg = v.load(uuid).expect("stored");
+    // A NIC on a tag the node does not have, with a good alias beside it: all or nothing.
+    let bad =
+        json!({"alias": "renamed", "add_nics": [{"nic_tag": "nosuch", "ips": ["10.0.0.2/24"], "model": "virtio"}]});
+    assert!(v.update(uuid, &bad).is_err());
+    assert_eq!(v.load(uuid).expect("stored"), cfg, "a refused update changed the config");
+    v.update(uuid, &json!({"alias": "renamed", "ram": 256})).expect("update");
+    let after = v.load(uuid).expect("stored");
+    assert_eq!((after.get("alias"), after.get("ram")), (Some(&json!("renamed")), Some(&json!(256))));
+    assert!(fake.said().is_empty(), "{:?}", fake.said());
+}
