@@ -172,6 +172,18 @@ impl Tree {
         Ok(f)
     }
 
+    /// Opens the regular file `rel` for reading and writing (to resize a disk the tree's
+    /// owner can reach); a link anywhere on the way, there included, is an error.
+    pub fn open_file_rw(&self, rel: &Path) -> io::Result<File> {
+        check(rel)?;
+        let h = self.root.resolve_nofollow(rel).map_err(io_err)?;
+        let f = h.reopen(OpenFlags::O_RDWR | OpenFlags::O_NOFOLLOW).map_err(io_err)?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file", rel.display())));
+        }
+        Ok(f)
+    }
+
     /// Removes `rel` and everything below it; a link is removed, never followed. Nothing
     /// there is fine.
     pub fn remove_all(&self, rel: &Path) -> io::Result<()> {

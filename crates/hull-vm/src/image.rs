@@ -23,12 +23,20 @@ impl Vmadm {
         let i = disks.iter().position(|d| d.boot.unwrap_or(false)).or((!disks.is_empty()).then_some(0)).ok_or_else(
             || VmError::Other { vm: uuid.into(), reason: "the VM has no disk to make an image of".into() },
         )?;
-        let pool = self.pool()?;
-        let disk = if disks[i].from_image() {
-            pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?).join(hull_img::ZVOL_FILE)
-        } else {
-            pool.dataset_path(&ds(uuid)?).join("disks").join(format!("disk{i}.raw"))
+        let stored = cfg.get("disks").and_then(Value::as_array).and_then(|a| a.get(i)).cloned().unwrap_or_default();
+        let Some((top, rel)) = self.own_disk_file(uuid, i, &stored)? else {
+            return Err(VmError::Other { vm: uuid.into(), reason: format!("disks.{i} is a cdrom, not a disk") });
         };
+        // Opened through the dataset's tree (the VM's zone can write its disks directory:
+        // a link there must not put a host file into the image), then read by the builder
+        // through this process's descriptor, which names the file opened, not a path.
+        let file = hull_exec::tree::Tree::open(&top).and_then(|t| t.open_file(&rel)).map_err(|e| VmError::Io {
+            vm: uuid.into(),
+            op: "open",
+            path: top.join(&rel),
+            source: e,
+        })?;
+        let disk = std::path::PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)));
         let built = hull_img::build::build(&BuildSpec {
             source: RootSource::Disk(disk),
             name: name.to_string(),

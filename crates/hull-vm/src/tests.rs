@@ -178,3 +178,63 @@ fn a_refused_update_changes_nothing_and_a_stopped_vm_s_update_touches_no_host() 
     assert_eq!((after.get("alias"), after.get("ram")), (Some(&json!("renamed")), Some(&json!(256))));
     assert!(fake.said().is_empty(), "{:?}", fake.said());
 }
+
+#[test]
+fn a_disk_resize_reaches_only_the_vm_s_own_disk_file() {
+    let t = node();
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    let uuid = "4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a";
+    v.create(&json!({"uuid": uuid, "brand": "bhyve", "ram": 128, "autoboot": false,
+        "disks": [{"size": 8, "model": "virtio"}, {"size": 8, "model": "virtio"}]}))
+        .expect("created");
+    let disks = v.load(uuid).expect("stored")["disks"].clone();
+    let path = |i: usize| disks[i]["path"].as_str().expect("path").to_string();
+    // A resize of the VM's own disk grows its file.
+    v.update(uuid, &json!({"update_disks": [{"path": path(0), "size": 16}]})).expect("grow");
+    assert_eq!(std::fs::metadata(path(0)).expect("disk").len(), 16 << 20);
+    // The VM's zone can write its disks directory: a disk file swapped for a link to a host
+    // file must not carry the resize to that file.
+    let canary = t._dir.path().join("canary");
+    std::fs::write(&canary, b"host data").expect("canary");
+    std::fs::remove_file(path(1)).expect("rm");
+    std::os::unix::fs::symlink(&canary, path(1)).expect("link");
+    assert!(v.update(uuid, &json!({"update_disks": [{"path": path(1), "size": 1}]})).is_err());
+    assert_eq!(std::fs::read(&canary).expect("canary"), b"host data");
+    // A path that is not one of its disks is refused by name.
+    let e = v.update(uuid, &json!({"update_disks": [{"path": canary.to_string_lossy(), "size": 1}]}));
+    assert!(e.is_err());
+    assert_eq!(std::fs::read(&canary).expect("canary"), b"host data");
+}
+
+#[test]
+fn links_in_a_vm_s_disks_directory_reach_no_host_file() {
+    let t = node();
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    let uuid = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b";
+    v.create(&json!({"uuid": uuid, "brand": "kvm", "ram": 128, "autoboot": false,
+        "disks": [{"size": 1, "model": "virtio", "boot": true}]}))
+        .expect("created");
+    let disk0 = v.load(uuid).expect("stored")["disks"][0]["path"].as_str().expect("path").to_string();
+    let disks_dir = std::path::Path::new(&disk0).parent().expect("dir").to_path_buf();
+    let canary = t._dir.path().join("canary");
+    std::fs::write(&canary, b"host secret").expect("canary");
+    // The zone plants the next disk's file as a link: add_disks replaces it.
+    std::os::unix::fs::symlink(&canary, disks_dir.join("disk1.raw")).expect("link");
+    v.update(uuid, &json!({"add_disks": [{"size": 2, "model": "virtio"}]})).expect("add");
+    assert_eq!(std::fs::read(&canary).expect("canary"), b"host secret");
+    assert!(std::fs::symlink_metadata(disks_dir.join("disk1.raw")).expect("disk1").is_file());
+    // The boot disk swapped for a link to a host file: no image is made of the host file.
+    std::fs::remove_file(&disk0).expect("rm");
+    std::os::unix::fs::symlink(&canary, &disk0).expect("link");
+    let out = t._dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let r = v.image_create(uuid, "leak", "1", false, hull_spec::Compression::None, &out);
+    assert!(r.is_err(), "an image was made through a link");
+    let leaked = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .any(|e| std::fs::read(e.path()).is_ok_and(|b| b.windows(11).any(|w| w == b"host secret")));
+    assert!(!leaked);
+}

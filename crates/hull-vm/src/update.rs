@@ -69,7 +69,8 @@ impl Vmadm {
     /// create.
     fn add_blank_disks(&self, uuid: &str, cfg: &Map<String, Value>, v: &Value) -> Result<Vec<Value>> {
         let have = cfg.get("disks").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-        let base = self.pool()?.dataset_path(&ds(uuid)?).join("disks");
+        let top = self.pool()?.dataset_path(&ds(uuid)?);
+        let base = top.join("disks");
         let mut out = Vec::new();
         for (j, d) in v.as_array().into_iter().flatten().enumerate() {
             let Value::Object(d) = d else { continue };
@@ -89,13 +90,10 @@ impl Vmadm {
                 let (vm, path) = (uuid.to_string(), file.clone());
                 move |e| VmError::Io { vm, op, path, source: e }
             };
-            // No disk of the VM has this file: one left there is a failed update's, reused.
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&file)
-                .map_err(io("create"))?;
+            // No disk of the VM has this file: one left there (a failed update's, or
+            // anything the VM's zone put there, a link included) is replaced, never opened.
+            let rel = std::path::Path::new("disks").join(format!("disk{i}.raw"));
+            let f = hull_exec::tree::Tree::open(&top).and_then(|t| t.create_file(&rel, 0o644)).map_err(io("create"))?;
             f.set_len(size << 20).map_err(io("size"))?;
             let mut d = d.clone();
             d.insert("path".into(), Value::from(file.to_string_lossy().into_owned()));
@@ -104,6 +102,26 @@ impl Vmadm {
             out.push(Value::Object(d));
         }
         Ok(out)
+    }
+
+    /// Where hull keeps disk `i` of a VM, as (dataset directory, file within it): its
+    /// clone's file for a disk from an image, else the VM's own `disks/diskI.raw`. None
+    /// for a cdrom.
+    pub(crate) fn own_disk_file(
+        &self,
+        uuid: &str,
+        i: usize,
+        d: &Value,
+    ) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>> {
+        if !hull_spec::vm::Disk::is_disk_value(d) {
+            return Ok(None);
+        }
+        let pool = self.pool()?;
+        Ok(Some(if d.get("image_uuid").is_some() {
+            (pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?), hull_img::ZVOL_FILE.into())
+        } else {
+            (pool.dataset_path(&ds(uuid)?), std::path::Path::new("disks").join(format!("disk{i}.raw")))
+        }))
     }
 
     /// bhyve's `update_disks` with a `size` (MiB): the disk's file grows (shrinking needs
@@ -121,12 +139,24 @@ impl Vmadm {
                     reason: format!("update_disks: no disk with path {path:?}"),
                 });
             };
+            // Only a disk hull made, at the file hull made for it: a cdrom's path is the
+            // payload's (it may name any host file), and a path is only what the config
+            // says. The file is opened through the dataset's tree: the VM's zone can write
+            // its disks directory, and a link there must not send the resize to the host.
+            let own = self.own_disk_file(uuid, i, &disks[i])?;
+            let Some((top, rel)) = own.filter(|(top, rel)| top.join(rel) == std::path::Path::new(path)) else {
+                return Err(VmError::Other {
+                    vm: uuid.into(),
+                    reason: format!("disks.{i}: {path:?} is not a disk hull made for this VM; it cannot be resized"),
+                });
+            };
             let file = std::path::Path::new(path);
             let io = |op| {
                 let (vm, path) = (uuid.to_string(), file.to_path_buf());
                 move |e| VmError::Io { vm, op, path, source: e }
             };
-            let old = std::fs::metadata(file).map_err(io("inspect"))?.len();
+            let opened = hull_exec::tree::Tree::open(&top).and_then(|t| t.open_file_rw(&rel)).map_err(io("open"))?;
+            let old = opened.metadata().map_err(io("inspect"))?.len();
             let new = size << 20;
             let shrink_ok = u.get("dangerous_allow_shrink").and_then(Value::as_bool).unwrap_or(false);
             if new < old && !shrink_ok {
@@ -138,7 +168,7 @@ impl Vmadm {
             if new == old {
                 continue;
             }
-            std::fs::OpenOptions::new().write(true).open(file).and_then(|f| f.set_len(new)).map_err(io("resize"))?;
+            opened.set_len(new).map_err(io("resize"))?;
             if running {
                 let args = serde_json::json!({"device": format!("disk{i}"), "size": new});
                 self.qmp(uuid)?

@@ -103,6 +103,11 @@ impl Disk {
     pub fn is_disk(&self) -> bool {
         self.media.as_deref().is_none_or(|m| m == "disk")
     }
+
+    /// [`Disk::is_disk`] of a disk as stored JSON.
+    pub fn is_disk_value(d: &Value) -> bool {
+        d.get("media").and_then(Value::as_str).is_none_or(|m| m == "disk")
+    }
 }
 
 /// One filesystem mounted into an OS zone (`filesystems`).
