@@ -254,6 +254,22 @@ impl Tree {
         Ok(())
     }
 
+    /// Connects to the unix socket `rel` in this tree: the socket itself, never where a link
+    /// in its place points. A zone that can write the directory of a socket hull connects to
+    /// (qemu's monitor, a console, a relayed VNC socket) could otherwise send hull to any
+    /// socket on the host (another VM's monitor, a container engine's).
+    pub fn connect_unix(&self, rel: &Path) -> io::Result<std::os::unix::net::UnixStream> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileTypeExt;
+        let fd = self.handle(rel)?;
+        let meta = File::from(fd.try_clone()?).metadata()?;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a socket", rel.display())));
+        }
+        // connect(2) through the descriptor's magic link reaches the inode it holds.
+        std::os::unix::net::UnixStream::connect(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    }
+
     /// Opens whatever is at `rel` as an `O_PATH` descriptor, without following it.
     pub fn handle(&self, rel: &Path) -> io::Result<std::os::fd::OwnedFd> {
         check(rel)?;
@@ -265,6 +281,23 @@ impl Tree {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_socket_is_reached_only_where_it_is() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let zone = tempfile::tempdir().expect("tempdir");
+        // A host socket the zone must not reach, and the zone's own.
+        let _host_sock = std::os::unix::net::UnixListener::bind(host.path().join("engine.sock")).expect("bind");
+        let own = std::os::unix::net::UnixListener::bind(zone.path().join("qmp.sock")).expect("bind");
+        symlink(host.path().join("engine.sock"), zone.path().join("vnc.sock")).expect("link");
+        std::fs::write(zone.path().join("file.sock"), b"").expect("file");
+        let t = Tree::open(zone.path()).expect("tree");
+        t.connect_unix(Path::new("qmp.sock")).expect("its own socket");
+        assert!(own.accept().is_ok());
+        assert!(t.connect_unix(Path::new("vnc.sock")).is_err(), "followed a link to a host socket");
+        assert!(t.connect_unix(Path::new("file.sock")).is_err());
+        assert!(t.connect_unix(Path::new("../x.sock")).is_err());
+    }
 
     #[test]
     fn links_are_never_followed() {

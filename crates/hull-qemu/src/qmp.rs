@@ -23,11 +23,17 @@ fn err(op: &str, e: impl std::fmt::Display) -> QemuError {
 impl Qmp {
     /// Connects, waiting up to `wait` for the socket to appear (qemu makes it as it starts).
     pub fn connect(path: &Path, wait: Duration) -> Result<Qmp> {
+        Qmp::connect_with(&path.display().to_string(), wait, &|| UnixStream::connect(path))
+    }
+
+    /// Connects by `open` (a caller's way to reach the socket, such as one that follows no
+    /// link), retried for up to `wait`; `what` names the socket in errors.
+    pub fn connect_with(what: &str, wait: Duration, open: &dyn Fn() -> std::io::Result<UnixStream>) -> Result<Qmp> {
         let t = Instant::now();
         let stream = loop {
-            match UnixStream::connect(path) {
+            match open() {
                 Ok(s) => break s,
-                Err(e) if t.elapsed() >= wait => return Err(err(&format!("connect {}", path.display()), e)),
+                Err(e) if t.elapsed() >= wait => return Err(err(&format!("connect {what}"), e)),
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         };

@@ -241,8 +241,12 @@ impl Vmadm {
     }
 
     pub(crate) fn qmp(&self, uuid: &str) -> Result<hull_qemu::qmp::Qmp> {
-        let sock = self.run_dir(uuid).join("qmp.sock");
-        hull_qemu::qmp::Qmp::connect(&sock, Duration::from_secs(5))
+        // The run directory is bound into the VM's zone, writable: the socket is reached
+        // without following a link qemu could put in its place.
+        let dir = self.run_dir(uuid);
+        let sock = dir.join("qmp.sock");
+        let open = || hull_exec::tree::Tree::open(&dir)?.connect_unix(Path::new("qmp.sock"));
+        hull_qemu::qmp::Qmp::connect_with(&sock.display().to_string(), Duration::from_secs(5), &open)
             .map_err(|source| VmError::Qmp { vm: uuid.into(), source })
     }
 
