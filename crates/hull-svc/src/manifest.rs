@@ -121,9 +121,19 @@ pub struct InstanceDef {
     pub methods: BTreeMap<String, MethodDef>,
     #[serde(default)]
     pub property_groups: BTreeMap<String, BTreeMap<String, String>>,
+    /// Declared types: `pg` → the group's type, `pg/prop` → the property's.
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
     /// `<restarter>`: the FMRI of the restarter that runs it, when not svc.startd.
     #[serde(default)]
     pub restarter: Option<String>,
+    /// The instance's own template (identity's `node` and `domain` each have one).
+    #[serde(default)]
+    pub common_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub documentation: Vec<DocDef>,
 }
 
 /// A template's documentation: a man page or a link.
@@ -166,6 +176,9 @@ pub struct ServiceDef {
     pub context: ContextDef,
     #[serde(default)]
     pub property_groups: BTreeMap<String, BTreeMap<String, String>>,
+    /// Declared types: `pg` → the group's type, `pg/prop` → the property's.
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstanceDef>,
     #[serde(skip)]
@@ -296,26 +309,45 @@ impl<'a> X<'a> {
         Ok((name, m))
     }
 
-    fn property_group(&self, n: roxmltree::Node) -> Result<(String, BTreeMap<String, String>)> {
+    /// A property group: its name, its properties, and the types it declares (`pg` and
+    /// `pg/prop` keys, as [`ServiceDef::types`]).
+    #[allow(clippy::type_complexity)]
+    fn property_group(
+        &self,
+        n: roxmltree::Node,
+    ) -> Result<(String, BTreeMap<String, String>, BTreeMap<String, String>)> {
+        let name = self.attr(n, "name")?;
         let mut props = BTreeMap::new();
+        let mut types = BTreeMap::new();
+        if let Some(t) = n.attribute("type") {
+            types.insert(name.clone(), t.to_string());
+        }
         for c in self.children(n) {
             match c.tag_name().name() {
                 "propval" => {
-                    props.insert(self.attr(c, "name")?, self.attr(c, "value")?);
+                    let p = self.attr(c, "name")?;
+                    if let Some(t) = c.attribute("type") {
+                        types.insert(format!("{name}/{p}"), t.to_string());
+                    }
+                    props.insert(p, self.attr(c, "value")?);
                 }
                 "property" => {
+                    let p = self.attr(c, "name")?;
+                    if let Some(t) = c.attribute("type") {
+                        types.insert(format!("{name}/{p}"), t.to_string());
+                    }
                     let values: Vec<String> = self
                         .children(c)
                         .flat_map(|list| list.children().filter(|v| v.has_tag_name("value_node")))
                         .filter_map(|v| v.attribute("value").map(String::from))
                         .collect();
-                    props.insert(self.attr(c, "name")?, values.join(" "));
+                    props.insert(p, values.join(" "));
                 }
                 "stability" => {}
                 other => return Err(self.err(c, format!("unknown element <{other}> in <property_group>"))),
             }
         }
-        Ok((self.attr(n, "name")?, props))
+        Ok((name, props, types))
     }
 
     /// The children a service and an instance share.
@@ -326,6 +358,7 @@ impl<'a> X<'a> {
         methods: &mut BTreeMap<String, MethodDef>,
         context: &mut ContextDef,
         pgs: &mut BTreeMap<String, BTreeMap<String, String>>,
+        types: &mut BTreeMap<String, String>,
     ) -> Result<bool> {
         match c.tag_name().name() {
             "dependency" => deps.push(self.dependency(c)?),
@@ -335,8 +368,9 @@ impl<'a> X<'a> {
             }
             "method_context" => self.context(c, context)?,
             "property_group" => {
-                let (name, props) = self.property_group(c)?;
+                let (name, props, t) = self.property_group(c)?;
                 pgs.entry(name).or_default().extend(props);
+                types.extend(t);
             }
             "stability" | "template" | "restarter" => {}
             _ => return Ok(false),
@@ -353,7 +387,7 @@ impl<'a> X<'a> {
                 std::mem::take(&mut s.context),
                 std::mem::take(&mut s.property_groups),
             );
-            let known = self.common(c, &mut deps, &mut methods, &mut ctx, &mut pgs)?;
+            let known = self.common(c, &mut deps, &mut methods, &mut ctx, &mut pgs, &mut s.types)?;
             (s.dependencies, s.methods, s.context, s.property_groups) = (deps, methods, ctx, pgs);
             if known {
                 if c.has_tag_name("template") {
@@ -427,11 +461,16 @@ impl<'a> X<'a> {
         let mut i = InstanceDef { name: self.attr(n, "name")?, enabled, ..Default::default() };
         let mut ctx = ContextDef::default();
         for c in self.children(n) {
-            if !self.common(c, &mut i.dependencies, &mut i.methods, &mut ctx, &mut i.property_groups)? {
+            if !self.common(c, &mut i.dependencies, &mut i.methods, &mut ctx, &mut i.property_groups, &mut i.types)? {
                 return Err(self.err(c, format!("unknown element <{}> in <instance>", c.tag_name().name())));
             }
             if c.has_tag_name("restarter") {
                 i.restarter = Some(self.restarter(c)?);
+            }
+            if c.has_tag_name("template") {
+                let mut t = ServiceDef::default();
+                self.template(c, &mut t)?;
+                (i.common_name, i.description, i.documentation) = (t.common_name, t.description, t.documentation);
             }
         }
         // An instance-level method context applies to its methods.
@@ -591,14 +630,54 @@ fn general_restarter(pgs: &mut BTreeMap<String, Pg>, fmri: &str) {
         .insert("restarter".into(), Prop { ty: "fmri".into(), values: vec![fmri.to_string()] });
 }
 
-fn user_pgs(into: &mut BTreeMap<String, Pg>, pgs: &BTreeMap<String, BTreeMap<String, String>>) {
+/// Property groups as declared: their types and their properties' (application and
+/// astring where the manifest says none; `startd` is framework).
+fn user_pgs(
+    into: &mut BTreeMap<String, Pg>,
+    pgs: &BTreeMap<String, BTreeMap<String, String>>,
+    types: &BTreeMap<String, String>,
+) {
     for (name, props) in pgs {
-        let pg = into
-            .entry(name.clone())
-            .or_insert_with(|| Pg::new(if name == "startd" { "framework" } else { "application" }));
+        let ty = types
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| if name == "startd" { "framework" } else { "application" }.into());
+        let pg = into.entry(name.clone()).or_insert_with(|| Pg::new(&ty));
         for (k, v) in props {
-            pg.props.insert(k.clone(), s(v));
+            let pty = types.get(&format!("{name}/{k}")).cloned().unwrap_or_else(|| "astring".into());
+            pg.props.insert(k.clone(), Prop { ty: pty, values: vec![v.clone()] });
         }
+    }
+}
+
+/// A template's groups, as svccfg stores them: tm_common_name/C, tm_description/C,
+/// tm_man_TITLE_SECTION and tm_doc_NAME.
+fn template_pgs(pgs: &mut BTreeMap<String, Pg>, cn: Option<&String>, desc: Option<&String>, docs: &[DocDef]) {
+    if let Some(cn) = cn {
+        pgs.entry("tm_common_name".into()).or_insert_with(|| Pg::new("template")).props.insert("C".into(), s(cn));
+    }
+    if let Some(d) = desc {
+        pgs.entry("tm_description".into()).or_insert_with(|| Pg::new("template")).props.insert("C".into(), s(d));
+    }
+    for d in docs {
+        let (name, pg) = match d {
+            DocDef::Manpage { title, section, manpath } => {
+                let mut pg = Pg::new("template_doc_manpage");
+                pg.props.insert("title".into(), s(title));
+                pg.props.insert("section".into(), s(section));
+                if let Some(m) = manpath {
+                    pg.props.insert("manpath".into(), s(m));
+                }
+                (format!("tm_man_{}_{}", pg_safe(title), pg_safe(section)), pg)
+            }
+            DocDef::DocLink { name, uri } => {
+                let mut pg = Pg::new("template_doc_link");
+                pg.props.insert("name".into(), s(name));
+                pg.props.insert("uri".into(), s(uri));
+                (format!("tm_doc_{}", pg_safe(name)), pg)
+            }
+        };
+        pgs.insert(name, pg);
     }
 }
 
@@ -616,37 +695,11 @@ pub fn entities(b: &Bundle) -> (Vec<Entity>, Vec<(Fmri, String, Pg)>) {
         for (name, m) in &sd.methods {
             pgs.insert(name.clone(), method_pg(m, &sd.context));
         }
-        user_pgs(&mut pgs, &sd.property_groups);
+        user_pgs(&mut pgs, &sd.property_groups, &sd.types);
         if let Some(d) = &sd.duration {
             pgs.entry("startd".into()).or_insert_with(|| Pg::new("framework")).props.insert("duration".into(), s(d));
         }
-        if let Some(cn) = &sd.common_name {
-            pgs.entry("tm_common_name".into()).or_insert_with(|| Pg::new("template")).props.insert("C".into(), s(cn));
-        }
-        if let Some(d) = &sd.description {
-            pgs.entry("tm_description".into()).or_insert_with(|| Pg::new("template")).props.insert("C".into(), s(d));
-        }
-        // As svccfg stores them: tm_man_TITLE_SECTION and tm_doc_NAME groups.
-        for d in &sd.documentation {
-            let (name, pg) = match d {
-                DocDef::Manpage { title, section, manpath } => {
-                    let mut pg = Pg::new("template_doc_manpage");
-                    pg.props.insert("title".into(), s(title));
-                    pg.props.insert("section".into(), s(section));
-                    if let Some(m) = manpath {
-                        pg.props.insert("manpath".into(), s(m));
-                    }
-                    (format!("tm_man_{}_{}", pg_safe(title), pg_safe(section)), pg)
-                }
-                DocDef::DocLink { name, uri } => {
-                    let mut pg = Pg::new("template_doc_link");
-                    pg.props.insert("name".into(), s(name));
-                    pg.props.insert("uri".into(), s(uri));
-                    (format!("tm_doc_{}", pg_safe(name)), pg)
-                }
-            };
-            pgs.insert(name, pg);
-        }
+        template_pgs(&mut pgs, sd.common_name.as_ref(), sd.description.as_ref(), &sd.documentation);
         if let Some(r) = &sd.restarter {
             general_restarter(&mut pgs, r);
         }
@@ -696,7 +749,8 @@ pub fn entities(b: &Bundle) -> (Vec<Entity>, Vec<(Fmri, String, Pg)>) {
             for (name, m) in &i.methods {
                 pgs.insert(name.clone(), method_pg(m, &sd.context));
             }
-            user_pgs(&mut pgs, &i.property_groups);
+            user_pgs(&mut pgs, &i.property_groups, &i.types);
+            template_pgs(&mut pgs, i.common_name.as_ref(), i.description.as_ref(), &i.documentation);
             out.push(Entity { fmri: Fmri::instance(&sd.name, &i.name), pgs });
         }
     }
@@ -839,6 +893,51 @@ mod tests {
         let i = crate::graph::Inst::from_pgs(&ents[1].fmri, &pgs).expect("inst");
         assert_eq!(i.restarter.map(|r| r.to_string()).as_deref(), Some("svc:/network/inetd:default"));
         assert!(i.start.is_none() && i.restart.is_some());
+    }
+
+    #[test]
+    fn declared_types_and_each_instance_s_template_are_kept() {
+        // In the style of illumos's identity and network/physical manifests (our own text).
+        let xml = r#"<?xml version="1.0"?>
+<service_bundle type='manifest' name='site:ident'>
+<service name='site/ident' type='service' version='1'>
+  <exec_method type='method' name='stop' exec=':true' timeout_seconds='60' />
+  <property_group name='firewall_config' type='com.sun,fw_configuration'>
+    <propval name='policy' type='astring' value='use_global' />
+  </property_group>
+  <instance name='node' enabled='true'>
+    <exec_method type='method' name='start' exec='/lib/svc/method/ident node' timeout_seconds='60'>
+      <method_context><method_credential user='root' group='root' supp_groups='netadm' privileges='zone' /></method_context>
+    </exec_method>
+    <property_group name='tune' type='application'>
+      <stability value='Unstable' />
+      <propval name='debug' type='boolean' value='false' />
+      <propval name='wait' type='count' value='60' />
+    </property_group>
+    <template>
+      <common_name><loctext xml:lang='C'>
+        site identity (node)
+      </loctext></common_name>
+      <documentation><doc_link name='Project Page' uri='http://example.org/ident/' /></documentation>
+    </template>
+  </instance>
+  <instance name='domain' enabled='false'>
+    <exec_method type='method' name='start' exec='/lib/svc/method/ident domain' timeout_seconds='60' />
+  </instance>
+  <stability value='Unstable' />
+</service>
+</service_bundle>"#;
+        let b = parse_xml("ident.xml", xml).expect("parses");
+        let (ents, _) = entities(&b);
+        let svc = &ents[0].pgs;
+        assert_eq!(svc["firewall_config"].ty, "com.sun,fw_configuration");
+        let node = ents.iter().find(|e| e.fmri.instance.as_deref() == Some("node")).expect("node");
+        assert_eq!(node.pgs["tune"].props["debug"].ty, "boolean");
+        assert_eq!(node.pgs["tune"].props["wait"].ty, "count");
+        assert_eq!(node.pgs["tm_common_name"].props["C"].values, ["site identity (node)"]);
+        assert_eq!(node.pgs["tm_doc_Project_Page"].props["uri"].values, ["http://example.org/ident/"]);
+        let domain = ents.iter().find(|e| e.fmri.instance.as_deref() == Some("domain")).expect("domain");
+        assert!(!domain.pgs.contains_key("tm_common_name"));
     }
 
     #[test]

@@ -100,17 +100,31 @@ impl Startd {
                     && let Some(m) = refresh
                     && !self.run.get(&f).is_some_and(Run::busy)
                 {
-                    match self.spawn(&f, Kind::Refresh, &m) {
-                        Ok(pid) => {
-                            if let Some(r) = self.run.get_mut(&f) {
-                                r.method = Some(MethodRun {
-                                    kind: Kind::Refresh,
-                                    pid,
-                                    deadline: m.timeout.map(|t| Instant::now() + t),
-                                });
+                    // The method tokens work here as in stop: `:kill [-SIG]` signals the
+                    // contract (cron's refresh is `:kill -THAW`), `:true` does nothing.
+                    let exec = m.exec.trim();
+                    if let Some(sig) = exec.strip_prefix(":kill") {
+                        match parse_signal(sig.trim()).or(sig.trim().is_empty().then_some(libc::SIGTERM)) {
+                            Some(n) => {
+                                self.log(&f, &format!("Refreshing: sending signal {n} to the contract."));
+                                self.contracts.kill(&f, n);
                             }
+                            None => self
+                                .log(&f, &format!("Refresh method {exec:?}: no such signal on Linux; nothing sent.")),
                         }
-                        Err(e) => self.log(&f, &e),
+                    } else if exec != ":true" {
+                        match self.spawn(&f, Kind::Refresh, &m) {
+                            Ok(pid) => {
+                                if let Some(r) = self.run.get_mut(&f) {
+                                    r.method = Some(MethodRun {
+                                        kind: Kind::Refresh,
+                                        pid,
+                                        deadline: m.timeout.map(|t| Instant::now() + t),
+                                    });
+                                }
+                            }
+                            Err(e) => self.log(&f, &e),
+                        }
                     }
                 }
                 self.propagate(&f, Cause::Refresh);
