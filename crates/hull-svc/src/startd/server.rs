@@ -68,17 +68,8 @@ impl Startd {
                     && let Some(m) = restart
                     && !self.run.get(&f).is_some_and(Run::busy)
                 {
-                    match self.spawn(&f, Kind::Restart, &m) {
-                        Ok(pid) => {
-                            if let Some(r) = self.run.get_mut(&f) {
-                                r.method = Some(MethodRun {
-                                    kind: Kind::Restart,
-                                    pid,
-                                    deadline: m.timeout.map(|t| Instant::now() + t),
-                                });
-                            }
-                        }
-                        Err(e) => self.fault(&f, &e),
+                    if let Err(e) = self.run_in_place(&f, Kind::Restart, &m) {
+                        self.fault(&f, &e);
                     }
                     self.propagate(&f, Cause::Restart);
                 } else if self.up(&f) {
@@ -99,33 +90,9 @@ impl Startd {
                 if self.up(&f)
                     && let Some(m) = refresh
                     && !self.run.get(&f).is_some_and(Run::busy)
+                    && let Err(e) = self.run_in_place(&f, Kind::Refresh, &m)
                 {
-                    // The method tokens work here as in stop: `:kill [-SIG]` signals the
-                    // contract (cron's refresh is `:kill -THAW`), `:true` does nothing.
-                    let exec = m.exec.trim();
-                    if let Some(sig) = exec.strip_prefix(":kill") {
-                        match parse_signal(sig.trim()).or(sig.trim().is_empty().then_some(libc::SIGTERM)) {
-                            Some(n) => {
-                                self.log(&f, &format!("Refreshing: sending signal {n} to the contract."));
-                                self.contracts.kill(&f, n);
-                            }
-                            None => self
-                                .log(&f, &format!("Refresh method {exec:?}: no such signal on Linux; nothing sent.")),
-                        }
-                    } else if exec != ":true" {
-                        match self.spawn(&f, Kind::Refresh, &m) {
-                            Ok(pid) => {
-                                if let Some(r) = self.run.get_mut(&f) {
-                                    r.method = Some(MethodRun {
-                                        kind: Kind::Refresh,
-                                        pid,
-                                        deadline: m.timeout.map(|t| Instant::now() + t),
-                                    });
-                                }
-                            }
-                            Err(e) => self.log(&f, &e),
-                        }
-                    }
+                    self.log(&f, &e);
                 }
                 self.propagate(&f, Cause::Refresh);
             }
@@ -284,6 +251,35 @@ impl Startd {
         self.persist();
         let _ = std::fs::remove_file(&self.paths.socket);
         self.contracts.remove_all_empty();
+        Ok(())
+    }
+
+    /// Runs a method that leaves the instance online (refresh, restart): the method tokens
+    /// work as in stop (`:kill [-SIG]` signals the contract, as cron's refresh `:kill -THAW`
+    /// asks; `:true` does nothing); anything else is spawned and its exit awaited.
+    fn run_in_place(&mut self, f: &Fmri, kind: Kind, m: &Method) -> std::result::Result<(), String> {
+        let exec = m.exec.trim();
+        if let Some(sig) = exec.strip_prefix(":kill") {
+            let sig = sig.trim();
+            let n = if sig.is_empty() { Some(libc::SIGTERM) } else { parse_signal(sig) };
+            match n {
+                Some(n) => {
+                    self.log(f, &format!("{} method: sending signal {n} to the contract.", kind.name()));
+                    self.contracts.kill(f, n);
+                }
+                None => {
+                    self.log(f, &format!("{} method {exec:?}: no such signal on Linux; nothing sent.", kind.name()))
+                }
+            }
+            return Ok(());
+        }
+        if exec == ":true" {
+            return Ok(());
+        }
+        let pid = self.spawn(f, kind, m)?;
+        if let Some(r) = self.run.get_mut(f) {
+            r.method = Some(MethodRun { kind, pid, deadline: m.timeout.map(|t| Instant::now() + t) });
+        }
         Ok(())
     }
 }
