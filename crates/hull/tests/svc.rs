@@ -766,3 +766,36 @@ fn another_restarter_s_service_imports_and_svcs_says_why_it_does_not_run() {
     std::fs::write(&back, &xml).expect("write");
     s.run(&["svccfg", "validate", &back.to_string_lossy()]).ok();
 }
+
+#[test]
+fn a_refresh_method_that_is_a_token_signals_the_contract() {
+    let mut s = Smf::new();
+    s.start_daemon();
+    let mark = s.file("hupped");
+    // The service writes a file when it gets SIGHUP; its refresh is `:kill -HUP`, as cron's
+    // is `:kill -THAW`.
+    let start =
+        format!("/bin/sh -c 'trap &quot;echo hup &gt;&gt; {}&quot; HUP; while :; do sleep 0.1; done'", mark.display());
+    let extra = "    <exec_method type='method' name='refresh' exec=':kill -HUP' timeout_seconds='5'/>\n";
+    s.import("hup.xml", &manifest("site/hup", &start, ":kill", "child", &[], extra)).ok();
+    s.wait_state("svc:/site/hup:default", "online");
+    std::thread::sleep(Duration::from_millis(200));
+    s.run(&["svcadm", "refresh", "svc:/site/hup:default"]).ok();
+    let t = Instant::now();
+    while !mark.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&mark).unwrap_or_default().trim(), "hup");
+    assert_eq!(s.state("svc:/site/hup:default"), "online");
+    // A signal Linux does not have is said in the log, and nothing is sent.
+    let extra = "    <exec_method type='method' name='refresh' exec=':kill -THAW' timeout_seconds='5'/>\n";
+    s.import("thaw.xml", &manifest("site/thaw", "/bin/sleep 600", ":kill", "child", &[], extra)).ok();
+    s.wait_state("svc:/site/thaw:default", "online");
+    s.run(&["svcadm", "refresh", "svc:/site/thaw:default"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.state("svc:/site/thaw:default"), "online");
+    let log = s.run(&["svcs", "-xv", "svc:/site/thaw:default"]).stdout;
+    let logfile = s.root().join("var/svc/log/site-thaw:default.log");
+    let text = std::fs::read_to_string(logfile).unwrap_or_default();
+    assert!(text.contains("no such signal on Linux"), "{text}\n{log}");
+}
