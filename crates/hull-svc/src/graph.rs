@@ -29,6 +29,10 @@ pub struct Method {
     pub timeout: Option<std::time::Duration>,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// Supplementary group names.
+    pub supp_groups: Vec<String>,
+    /// An RBAC profile the manifest names (not applied: logged when the method runs).
+    pub profile: Option<String>,
     pub working_directory: Option<String>,
     pub environment: Vec<(String, String)>,
 }
@@ -103,6 +107,10 @@ fn method(pgs: &BTreeMap<String, Pg>, name: &str) -> Option<Method> {
         timeout: timeout.map(|t| std::time::Duration::from_secs(t as u64)),
         user: get("user"),
         group: get("group"),
+        supp_groups: get("supp_groups")
+            .map(|g| g.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
+        profile: get("profile"),
         working_directory: get("working_directory"),
         environment: pg
             .props

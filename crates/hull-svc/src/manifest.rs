@@ -93,6 +93,12 @@ pub struct DepDef {
 pub struct ContextDef {
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `method_credential`'s supplementary groups, comma-separated names (`netadm,sys`).
+    #[serde(default)]
+    pub supp_groups: Option<String>,
+    /// `method_profile`: an RBAC profile, kept and shown; Linux has no RBAC to apply it.
+    #[serde(default)]
+    pub profile: Option<String>,
     pub working_directory: Option<String>,
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
@@ -273,6 +279,7 @@ impl<'a> X<'a> {
                 "method_credential" => {
                     into.user = c.attribute("user").map(String::from);
                     into.group = c.attribute("group").map(String::from);
+                    into.supp_groups = c.attribute("supp_groups").map(String::from);
                 }
                 "method_environment" => {
                     for e in self.children(c) {
@@ -283,7 +290,7 @@ impl<'a> X<'a> {
                         into.environment.insert(self.attr(e, "name")?, self.attr(e, "value")?);
                     }
                 }
-                "method_profile" => return Err(self.err(c, "<method_profile> (RBAC profiles) is not supported")),
+                "method_profile" => into.profile = Some(self.attr(c, "name")?),
                 other => return Err(self.err(c, format!("unknown element <{other}> in <method_context>"))),
             }
         }
@@ -486,6 +493,8 @@ impl<'a> X<'a> {
 fn merge_context(into: &mut ContextDef, from: &ContextDef) {
     into.user = into.user.take().or(from.user.clone());
     into.group = into.group.take().or(from.group.clone());
+    into.supp_groups = into.supp_groups.take().or(from.supp_groups.clone());
+    into.profile = into.profile.take().or(from.profile.clone());
     into.working_directory = into.working_directory.take().or(from.working_directory.clone());
     for (k, v) in &from.environment {
         into.environment.entry(k.clone()).or_insert(v.clone());
@@ -603,7 +612,13 @@ fn method_pg(m: &MethodDef, service_ctx: &ContextDef) -> Pg {
         "timeout_seconds".into(),
         Prop { ty: "count".into(), values: vec![m.timeout_seconds.unwrap_or(0).max(0).to_string()] },
     );
-    for (k, v) in [("user", &ctx.user), ("group", &ctx.group), ("working_directory", &ctx.working_directory)] {
+    for (k, v) in [
+        ("user", &ctx.user),
+        ("group", &ctx.group),
+        ("supp_groups", &ctx.supp_groups),
+        ("profile", &ctx.profile),
+        ("working_directory", &ctx.working_directory),
+    ] {
         if let Some(v) = v {
             p.props.insert(k.into(), s(v));
         }

@@ -26,6 +26,8 @@ pub struct Spawn<'a> {
     pub cwd: &'a str,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Supplementary groups (with a gid: none means none).
+    pub groups: Vec<u32>,
     /// Where stdout and stderr go.
     pub log: &'a std::fs::File,
     /// The contract's `cgroup.procs`, open for writing.
@@ -42,6 +44,7 @@ struct Prepared {
     cwd: CString,
     uid: Option<u32>,
     gid: Option<u32>,
+    groups: Vec<libc::gid_t>,
     stdin: RawFd,
     log: RawFd,
     procs: RawFd,
@@ -104,6 +107,7 @@ fn prepare(s: &Spawn, stdin: RawFd) -> std::io::Result<Prepared> {
         cwd: cstr(s.cwd)?,
         uid: s.uid,
         gid: s.gid,
+        groups: s.groups.clone(),
         stdin,
         log: s.log.as_raw_fd(),
         procs: s.procs.as_raw_fd(),
@@ -141,7 +145,7 @@ extern "C" fn child(arg: *mut c_void) -> libc::c_int {
             fail(3);
         }
         if let Some(g) = p.gid {
-            if libc::setgroups(0, std::ptr::null()) < 0 && p.uid.is_some() {
+            if libc::setgroups(p.groups.len(), p.groups.as_ptr()) < 0 && p.uid.is_some() {
                 fail(4);
             }
             if libc::setgid(g) < 0 {
@@ -246,6 +250,7 @@ mod tests {
             cwd,
             uid: None,
             gid: None,
+            groups: Vec::new(),
             log: &log,
             procs: &procs,
         };

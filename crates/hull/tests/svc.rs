@@ -799,3 +799,37 @@ fn a_refresh_method_that_is_a_token_signals_the_contract() {
     let text = std::fs::read_to_string(logfile).unwrap_or_default();
     assert!(text.contains("no such signal on Linux"), "{text}\n{log}");
 }
+
+#[test]
+fn method_credentials_give_supplementary_groups_and_a_profile_is_kept() {
+    let mut s = Smf::new();
+    s.start_daemon();
+    let out = s.file("ids");
+    let xml = format!(
+        r#"<?xml version="1.0"?>
+<service_bundle type='manifest' name='site:creds'>
+<service name='site/creds' type='service' version='1'>
+  <create_default_instance enabled='true'/>
+  <exec_method type='method' name='start' exec='/bin/sh -c "id -G &gt; {}"' timeout_seconds='10'>
+    <method_context>
+      <method_credential user='daemon' group='daemon' supp_groups='adm' privileges='basic'/>
+    </method_context>
+  </exec_method>
+  <exec_method type='method' name='stop' exec=':true' timeout_seconds='10'>
+    <method_context><method_profile name='Network Management'/></method_context>
+  </exec_method>
+  <property_group name='startd' type='framework'><propval name='duration' type='astring' value='transient'/></property_group>
+</service>
+</service_bundle>"#,
+        out.display()
+    );
+    // The output file is written by daemon (uid 1): give it a place it may write.
+    std::fs::set_permissions(s.root(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    s.import("creds.xml", &xml).ok();
+    s.wait_state("svc:/site/creds:default", "online");
+    let ids: Vec<String> =
+        std::fs::read_to_string(&out).unwrap_or_default().split_whitespace().map(String::from).collect();
+    assert_eq!(ids, ["1", "4"], "daemon's group, then adm");
+    let props = s.run(&["svcprop", "svc:/site/creds:default"]).ok();
+    assert!(props.contains("stop/profile") && props.contains("Network Management"), "{props}");
+}

@@ -299,6 +299,17 @@ impl Startd {
             let group = nix::unistd::Group::from_name(g).ok().flatten().ok_or(format!("no group {g:?}"))?;
             gid = Some(group.gid.as_raw());
         }
+        let mut groups = Vec::new();
+        for g in &m.supp_groups {
+            let group = nix::unistd::Group::from_name(g).ok().flatten().ok_or(format!("no group {g:?}"))?;
+            groups.push(group.gid.as_raw());
+        }
+        if !groups.is_empty() && gid.is_none() {
+            gid = Some(0);
+        }
+        if let Some(p) = &m.profile {
+            self.log(f, &format!("method_profile {p:?} is not applied: Linux has no RBAC profiles."));
+        }
         let t = Instant::now();
         let pid = crate::spawn::spawn(&crate::spawn::Spawn {
             exec: &exec,
@@ -306,6 +317,7 @@ impl Startd {
             cwd: m.working_directory.as_deref().unwrap_or("/"),
             uid,
             gid,
+            groups,
             log: &log,
             procs: &procs,
         })
