@@ -76,7 +76,9 @@ pub struct Facts {
     /// It must stop because of its dependencies (a required one goes down on purpose, an
     /// excluded one runs).
     pub must_stop: bool,
-    /// Some instance that requires it still runs: it stops after them.
+    /// Some instance that requires it still runs: it stops after them. Read only when it
+    /// is up and must stop (disabled, or `must_stop`); the daemon may leave it false
+    /// otherwise.
     pub dependents_running: bool,
     /// The aux state it shows now (offline's reason).
     pub aux: String,
