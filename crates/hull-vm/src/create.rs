@@ -168,20 +168,20 @@ impl Vmadm {
         if !errs.is_empty() {
             return Err(VmError::Invalid(errs));
         }
-        let uuid = match cfg.get("uuid").and_then(Value::as_str) {
-            Some(u) => u.to_string(),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
+        // The payload, typed once it is valid: what create reads of it from here on.
+        let new_uuid = uuid::Uuid::new_v4().to_string();
+        let vm = crate::typed(cfg.get("uuid").and_then(Value::as_str).unwrap_or(&new_uuid), &cfg)?;
+        let uuid = if vm.uuid.is_empty() { new_uuid } else { vm.uuid.clone() };
         if !brand.is_os() {
             return self.create_hvm(uuid, cfg);
         }
-        let image: uuid::Uuid = cfg
-            .get("image_uuid")
-            .and_then(Value::as_str)
+        let image: uuid::Uuid = vm
+            .image_uuid
+            .as_deref()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| VmError::Other { vm: uuid.clone(), reason: "no image_uuid".into() })?;
         let pool = self.pool()?;
-        if let Some(z) = cfg.get("zpool").or(cfg.get("zfs_storage_pool_name")).and_then(Value::as_str)
+        if let Some(z) = vm.rest.get("zpool").or(vm.rest.get("zfs_storage_pool_name")).and_then(Value::as_str)
             && z != pool.name()
         {
             return Err(VmError::Other {
