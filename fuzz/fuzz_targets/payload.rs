@@ -8,6 +8,24 @@ fuzz_target!(|data: &[u8]| {
         let _ = hull_spec::vm::validate(action, None, &v);
         let _ = hull_spec::vm::validate(action, Some(hull_spec::Brand::Lx), &v);
     }
+    // What validation keeps is what hull stores: it reads as a typed Vm, and a Vm read
+    // back writes the same JSON.
+    // As vmadm create does: no brand means joyent.
+    let mut with_brand = v.clone();
+    if let Some(m) = with_brand.as_object_mut() {
+        m.entry("brand").or_insert(serde_json::json!("joyent"));
+    }
+    if let Ok((cfg, _)) = hull_spec::vm::validate_lenient(hull_spec::Action::Create, None, &with_brand) {
+        let vm = match hull_spec::Vm::from_map(&cfg) {
+            Ok(vm) => vm,
+            Err(e) => panic!("a valid payload does not fit the model: {e}: {cfg:?}"),
+        };
+        let again = hull_spec::Vm::from_map(&vm.to_map()).expect("a written Vm reads back");
+        assert_eq!(again, vm, "a Vm changed through its own JSON");
+    }
+    if let Some(m) = v.as_object() {
+        let _ = hull_spec::Vm::from_map(m);
+    }
     // The nics, checked against a node with one tag of each kind and an overlay.
     if let Some(nics) = v.get("nics").and_then(|n| n.as_array()) {
         let mut cfg = hull_spec::NodeConfig::default();

@@ -130,7 +130,8 @@ pub struct Filesystem {
 /// A VM: its stored config, with what hull acts on typed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Vm {
-    #[serde(default)]
+    /// Empty in a payload that names none (create makes one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uuid: String,
     /// `joyent` when the config names none, as create fills in.
     #[serde(default)]
@@ -307,6 +308,44 @@ mod tests {
         assert_eq!(vm(json!({"alias": "web0"})).hostname(), Some("web0"));
         assert_eq!(vm(json!({"alias": "not a name"})).hostname(), None);
         assert_eq!(vm(json!({"alias": "a", "hostname": "h"})).hostname(), Some("h"));
+    }
+
+    #[test]
+    fn every_property_that_validates_fits_the_model() {
+        use crate::vm::props::{self, PropType};
+        // One sample of each type, in the forms validation normalises from.
+        let samples = |ty: PropType| -> Vec<Value> {
+            match ty {
+                PropType::Boolean => vec![json!(true), json!("false"), json!(1)],
+                PropType::Integer { min, max } => vec![json!(min), json!(max.min(1 << 40)), json!(min.to_string())],
+                PropType::String => vec![json!("x"), json!("")],
+                PropType::Uuid => vec![json!("6bb5ed8a-9d0b-4d92-9e3e-7d5a0d6c52a1")],
+                PropType::List => vec![json!(["a", 1]), json!("a,b"), json!(["10.0.0.1"])],
+                PropType::FlatObject => vec![json!({"k": "v", "n": 1})],
+                PropType::ObjectArray => vec![json!([])],
+                PropType::Zpool => vec![json!("zones")],
+            }
+        };
+        let mut checked = 0;
+        for (brand, base) in [
+            ("joyent", json!({"brand": "joyent", "image_uuid": "0b5c9f8e-2f8b-4f41-9a51-0d4b7a3c2e11"})),
+            ("kvm", json!({"brand": "kvm"})),
+            ("bhyve", json!({"brand": "bhyve"})),
+        ] {
+            for p in props::PROPS.iter().filter(|p| !p.name.contains('*')) {
+                for v in samples(p.ty) {
+                    let mut payload = base.clone();
+                    payload[p.name] = v.clone();
+                    let Ok((cfg, _)) = crate::vm::validate_lenient(crate::vm::Action::Create, None, &payload) else {
+                        continue;
+                    };
+                    let vm = Vm::from_map(&cfg).unwrap_or_else(|e| panic!("{brand} {}={v}: {e}", p.name));
+                    assert_eq!(Value::Object(vm.to_map()), Value::Object(cfg), "{brand} {}={v}", p.name);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 200, "only {checked} payloads validated");
     }
 
     #[test]
