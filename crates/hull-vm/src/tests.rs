@@ -238,3 +238,35 @@ fn links_in_a_vm_s_disks_directory_reach_no_host_file() {
         .any(|e| std::fs::read(e.path()).is_ok_and(|b| b.windows(11).any(|w| w == b"host secret")));
     assert!(!leaked);
 }
+
+#[test]
+fn remove_disks_takes_a_disk_away_and_moves_the_later_ones_down() {
+    let t = node();
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    let uuid = "6f7a8b9c-0d1e-4f2a-8b3c-4d5e6f7a8b9c";
+    v.create(&json!({"uuid": uuid, "brand": "bhyve", "ram": 128, "autoboot": false,
+        "disks": [{"size": 8, "model": "virtio"}, {"size": 9, "model": "virtio"}, {"size": 10, "model": "virtio"}]}))
+        .expect("created");
+    let disks = v.load(uuid).expect("stored")["disks"].clone();
+    let path = |d: &serde_json::Value, i: usize| d[i]["path"].as_str().expect("path").to_string();
+    let (p0, p1, p2) = (path(&disks, 0), path(&disks, 1), path(&disks, 2));
+    // A path the VM does not have is refused by name, and nothing changes.
+    let e = v.update(uuid, &json!({"remove_disks": ["/no/such/disk"]})).expect_err("no such disk");
+    assert!(e.to_string().contains("/no/such/disk"), "{e}");
+    assert_eq!(v.load(uuid).expect("stored")["disks"], disks);
+    let r = v.update(uuid, &json!({"remove_disks": [p1.clone()]})).expect("removed");
+    assert!(r.reboot.contains(&"remove_disks".to_string()), "{r:?}");
+    let after = v.load(uuid).expect("stored")["disks"].clone();
+    assert_eq!(after.as_array().map(Vec::len), Some(2));
+    // disk0 stays; the 10 MiB disk is disk1 now, at disk1's path; disk2's file is gone.
+    assert_eq!(path(&after, 0), p0);
+    assert_eq!(path(&after, 1), p1);
+    assert_eq!(std::fs::metadata(&p1).expect("disk1").len(), 10 << 20);
+    assert!(std::fs::metadata(&p2).is_err());
+    // With a snapshot, which holds the old numbering, it is refused.
+    v.create_snapshot(uuid, "before").expect("snapshot");
+    let e = v.update(uuid, &json!({"remove_disks": [p1]})).expect_err("snapshots");
+    assert!(e.to_string().contains("snapshots"), "{e}");
+    assert_eq!(v.load(uuid).expect("stored")["disks"], after);
+}

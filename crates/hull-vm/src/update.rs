@@ -104,6 +104,71 @@ impl Vmadm {
         Ok(out)
     }
 
+    /// Takes disks `removing` (indexes into `cfg`'s disks) off a stopped VM: their files (or
+    /// their clones' datasets) go, and the disks after them move down one place each, file
+    /// and dataset renamed and path rewritten, so that disk N is always `diskN`. Refused
+    /// while the VM has snapshots, which hold the old numbering. Returns the disks left.
+    fn remove_disks(&self, uuid: &str, cfg: &Map<String, Value>, removing: &[usize]) -> Result<Vec<Value>> {
+        let pool = self.pool()?;
+        let listing = pool.list()?;
+        if snapshots_of(uuid, &listing) {
+            return Err(VmError::Other {
+                vm: uuid.into(),
+                reason: "remove_disks: the VM has snapshots, which hold its disks as they are; delete them first"
+                    .into(),
+            });
+        }
+        let disks = cfg.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+        let top = pool.dataset_path(&ds(uuid)?);
+        let tree = hull_exec::tree::Tree::open(&top).map_err(|e| VmError::Io {
+            vm: uuid.into(),
+            op: "open",
+            path: top.clone(),
+            source: e,
+        })?;
+        let io = |op: &'static str, path: std::path::PathBuf| {
+            let vm = uuid.to_string();
+            move |source| VmError::Io { vm, op, path, source }
+        };
+        let file = |i: usize| std::path::Path::new("disks").join(format!("disk{i}.raw"));
+        let mut out = Vec::new();
+        for (i, d) in disks.iter().enumerate() {
+            let from_image = d.get("image_uuid").is_some();
+            if removing.contains(&i) {
+                if from_image {
+                    let clone = ds(&Self::disk_dataset(uuid, i))?;
+                    if pool.exists(&clone) {
+                        hull_storage::destroy(pool, &clone, true)?;
+                    }
+                }
+                // A disk from an image has a placeholder file here too.
+                tree.remove_all(&file(i)).map_err(io("remove", top.join(file(i))))?;
+                continue;
+            }
+            let j = out.len();
+            let mut d = d.clone();
+            if j != i {
+                if tree.kind(&file(i)).ok().flatten().is_some() {
+                    std::fs::rename(top.join(file(i)), top.join(file(j))).map_err(io("rename", top.join(file(i))))?;
+                }
+                if from_image {
+                    let (old, new) = (ds(&Self::disk_dataset(uuid, i))?, ds(&Self::disk_dataset(uuid, j))?);
+                    if pool.exists(&old) {
+                        pool.rename(&old, &new)?;
+                    }
+                    if let Value::Object(o) = &mut d {
+                        o.insert("zfs_filesystem".into(), Value::from(format!("{}/{new}", pool.name())));
+                    }
+                }
+                if let (Some((dir, rel)), Value::Object(o)) = (self.own_disk_file(uuid, j, &d)?, &mut d) {
+                    o.insert("path".into(), Value::from(dir.join(rel).to_string_lossy().into_owned()));
+                }
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
     /// Where hull keeps disk `i` of a VM, as (dataset directory, file within it): its
     /// clone's file for a disk from an image, else the VM's own `disks/diskI.raw`. None
     /// for a cdrom.
@@ -198,6 +263,8 @@ impl Vmadm {
         }
         let mut report = UpdateReport::default();
         let mut next = cfg.clone();
+        // Indexes of the disks remove_disks takes away.
+        let mut removing: Vec<usize> = Vec::new();
         for (k, v) in &changes {
             match k.as_str() {
                 "set_tags" | "remove_tags" => {
@@ -302,10 +369,38 @@ impl Vmadm {
                     merge_members(&mut next, "disks", "path", k, v)
                 }
                 "remove_disks" => {
-                    return Err(VmError::Other {
-                        vm: uuid.into(),
-                        reason: "remove_disks: removing a disk from a VM is not supported yet".into(),
-                    });
+                    // Taken out of the config here; the files go, and the disks after them
+                    // move down, once every other change has been checked (below).
+                    let disks = next.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+                    let gone: Vec<&str> =
+                        v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                    for path in &gone {
+                        if !disks.iter().any(|d| d.get("path").and_then(Value::as_str) == Some(path)) {
+                            return Err(VmError::Other {
+                                vm: uuid.into(),
+                                reason: format!("remove_disks: the VM has no disk with path {path:?}"),
+                            });
+                        }
+                    }
+                    if self.state(uuid, &cfg).state.is_running() {
+                        return Err(VmError::Other {
+                            vm: uuid.into(),
+                            reason: "remove_disks: stop the VM first (its guest has the disk open)".into(),
+                        });
+                    }
+                    removing = disks
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, d)| d.get("path").and_then(Value::as_str).is_some_and(|p| gone.contains(&p)))
+                        .map(|(i, _)| i)
+                        .collect();
+                    let kept: Vec<Value> = disks
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !removing.contains(i))
+                        .map(|(_, d)| d.clone())
+                        .collect();
+                    next.insert("disks".into(), Value::Array(kept));
                 }
                 // null or blank: the property is unset (SmartOS's `alias: null`).
                 _ if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) => {
@@ -422,6 +517,10 @@ impl Vmadm {
                 report.not_yet.push("quota".into());
             }
         }
+        if !removing.is_empty() {
+            let disks = self.remove_disks(uuid, &cfg, &removing)?;
+            next.insert("disks".into(), Value::Array(disks));
+        }
         hull_exec::failpoint("vm-update-applied");
         let changed: Vec<Value> = next
             .iter()
@@ -433,6 +532,12 @@ impl Vmadm {
         hull_zone::events::emit(&self.node.var_dir(), "modify", uuid, changed);
         Ok(report)
     }
+}
+
+/// Whether the VM (or any of its disks' datasets) has a snapshot.
+fn snapshots_of(uuid: &str, all: &[hull_storage::DatasetInfo]) -> bool {
+    all.iter()
+        .any(|d| d.name.split_once('@').is_some_and(|(ds, _)| ds == uuid || ds.starts_with(&format!("{uuid}-disk"))))
 }
 
 fn has_mac(cfg: &Map<String, Value>, mac: &str) -> bool {
