@@ -233,6 +233,14 @@ impl Tree {
         done
     }
 
+    /// Renames `from` to `to` within the tree; a link on either path's way is an error (a
+    /// link at `from` itself is moved, not followed).
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        check(from)?;
+        check(to)?;
+        self.root.rename(from, to, pathrs::flags::RenameFlags::empty()).map_err(io_err)
+    }
+
     /// Creates a symlink at `rel` pointing to `target` (not checked: it is never followed
     /// by the host).
     pub fn symlink(&self, rel: &Path, target: &Path) -> io::Result<()> {
@@ -281,6 +289,22 @@ impl Tree {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_rename_goes_through_no_link() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let zone = tempfile::tempdir().expect("tempdir");
+        std::fs::write(host.path().join("disk2.raw"), b"host").expect("host file");
+        // The zone made its disks directory a link to a host directory.
+        symlink(host.path(), zone.path().join("disks")).expect("link");
+        let t = Tree::open(zone.path()).expect("tree");
+        assert!(t.rename(Path::new("disks/disk2.raw"), Path::new("disks/disk1.raw")).is_err());
+        assert!(host.path().join("disk2.raw").exists() && !host.path().join("disk1.raw").exists());
+        std::fs::create_dir(zone.path().join("real")).expect("dir");
+        std::fs::write(zone.path().join("real/a"), b"a").expect("a");
+        t.rename(Path::new("real/a"), Path::new("real/b")).expect("rename inside");
+        assert!(zone.path().join("real/b").exists());
+    }
 
     #[test]
     fn a_socket_is_reached_only_where_it_is() {

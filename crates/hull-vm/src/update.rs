@@ -149,7 +149,7 @@ impl Vmadm {
             let mut d = d.clone();
             if j != i {
                 if tree.kind(&file(i)).ok().flatten().is_some() {
-                    std::fs::rename(top.join(file(i)), top.join(file(j))).map_err(io("rename", top.join(file(i))))?;
+                    tree.rename(&file(i), &file(j)).map_err(io("rename", top.join(file(i))))?;
                 }
                 if from_image {
                     let (old, new) = (ds(&Self::disk_dataset(uuid, i))?, ds(&Self::disk_dataset(uuid, j))?);
