@@ -12,7 +12,7 @@ impl Vmadm {
         // As SmartOS: an operator's guard against deleting the wrong VM; unset it first.
         for flag in ["indestructible_zoneroot", "indestructible_delegated"] {
             if cfg.get(flag).and_then(serde_json::Value::as_bool) == Some(true) {
-                return Err(crate::VmError::Other { vm: uuid.into(), reason: format!("{flag} is set, cannot delete") });
+                return Err(crate::VmError::Indestructible { vm: uuid.into(), flag });
             }
         }
         if self.running_or_false(uuid) {

@@ -76,13 +76,13 @@ impl Host for NodeHost {
         match line.trim().split_once(' ') {
             Some(("ok", _)) => Ok(()),
             _ if line.trim() == "ok" => Ok(()),
-            Some(("error", why)) => Err(VmError::Other { vm: uuid.into(), reason: format!("boot failed: {why}") }),
+            Some(("error", why)) => Err(VmError::Boot { vm: uuid.into(), why: why.into() }),
             _ => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                Err(VmError::Other {
+                Err(VmError::Boot {
                     vm: uuid.into(),
-                    reason: format!(
+                    why: format!(
                         "zoneadmd exited before the zone ran: {}",
                         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                     ),

@@ -65,6 +65,15 @@ pub enum VmError {
     NoCommand { vm: String, cmd: String },
     #[error("VM {vm}: {reason}")]
     Other { vm: String, reason: String },
+    /// `update_disks` / `remove_disks` name a disk the VM does not have.
+    #[error("VM {vm}: {verb}: the VM has no disk with path {path:?}")]
+    NoDisk { vm: String, verb: &'static str, path: String },
+    /// The zone's supervisor said why it could not boot the zone, or died first.
+    #[error("VM {vm}: boot failed: {why}")]
+    Boot { vm: String, why: String },
+    /// An `indestructible_*` flag is set.
+    #[error("VM {vm}: {flag} is set, cannot delete")]
+    Indestructible { vm: String, flag: &'static str },
     /// The VM was made and stored, and its first boot failed (it is marked `failed`).
     #[error("VM {vm}: created, but failed to boot")]
     BootFailed {

@@ -199,10 +199,7 @@ impl Vmadm {
             let Some(size) = u.get("size").and_then(Value::as_u64) else { continue };
             let path = u.get("path").and_then(Value::as_str).unwrap_or_default();
             let Some(i) = disks.iter().position(|d| d.get("path").and_then(Value::as_str) == Some(path)) else {
-                return Err(VmError::Other {
-                    vm: uuid.into(),
-                    reason: format!("update_disks: no disk with path {path:?}"),
-                });
+                return Err(VmError::NoDisk { vm: uuid.into(), verb: "update_disks", path: path.into() });
             };
             // Only a disk hull made, at the file hull made for it: a cdrom's path is the
             // payload's (it may name any host file), and a path is only what the config
@@ -360,9 +357,10 @@ impl Vmadm {
                     for u in v.as_array().into_iter().flatten() {
                         let path = u.get("path").and_then(Value::as_str);
                         if !disks.iter().any(|d| path.is_some() && d.get("path").and_then(Value::as_str) == path) {
-                            return Err(VmError::Other {
+                            return Err(VmError::NoDisk {
                                 vm: uuid.into(),
-                                reason: format!("update_disks: the VM has no disk with path {:?}", path.unwrap_or("")),
+                                verb: "update_disks",
+                                path: path.unwrap_or("").into(),
                             });
                         }
                     }
@@ -376,16 +374,18 @@ impl Vmadm {
                         v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
                     for path in &gone {
                         if !disks.iter().any(|d| d.get("path").and_then(Value::as_str) == Some(path)) {
-                            return Err(VmError::Other {
+                            return Err(VmError::NoDisk {
                                 vm: uuid.into(),
-                                reason: format!("remove_disks: the VM has no disk with path {path:?}"),
+                                verb: "remove_disks",
+                                path: path.to_string(),
                             });
                         }
                     }
                     if self.state(uuid, &cfg).state.is_running() {
-                        return Err(VmError::Other {
+                        return Err(VmError::WrongState {
                             vm: uuid.into(),
-                            reason: "remove_disks: stop the VM first (its guest has the disk open)".into(),
+                            state: hull_spec::State::Running,
+                            verb: "remove a disk from (stop it first: its guest has the disk open)",
                         });
                     }
                     removing = disks
