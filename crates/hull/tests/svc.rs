@@ -833,3 +833,37 @@ fn method_credentials_give_supplementary_groups_and_a_profile_is_kept() {
     let props = s.run(&["svcprop", "svc:/site/creds:default"]).ok();
     assert!(props.contains("stop/profile") && props.contains("Network Management"), "{props}");
 }
+
+#[test]
+fn only_root_drives_svc_startd() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = Smf::new();
+    s.start_daemon();
+    s.import("web.xml", &manifest("site/web", "/bin/sleep 600", ":kill", "child", &[], "")).ok();
+    s.wait_state("svc:/site/web:default", "online");
+    let sock = s.root().join("var/hull/svc/startd.sock");
+    assert_eq!(std::fs::metadata(&sock).expect("socket").permissions().mode() & 0o777, 0o600);
+    // Even with the way open (every directory and the socket opened up, as a careless
+    // umask or chmod would), an unprivileged user is answered no.
+    let mut p = sock.clone();
+    while let Some(d) = p.parent().map(Path::to_path_buf) {
+        if !d.starts_with(s.root()) {
+            break;
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p = d;
+    }
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", HULL])
+        .env("HULL_ROOT", s.root())
+        .env("HULL_NODE", &s.prefix)
+        .args(["svcadm", "disable", "svc:/site/web:default"])
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success(), "nobody disabled a service");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("permission denied: root only"), "{said}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(s.state("svc:/site/web:default"), "online");
+}

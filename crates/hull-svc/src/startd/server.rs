@@ -178,6 +178,9 @@ impl Startd {
             path: self.paths.socket.clone(),
             source: e,
         })?;
+        // Root's alone: the socket enables, disables and stops every service of the node.
+        std::fs::set_permissions(&self.paths.socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| SvcError::Io { op: "chmod", path: self.paths.socket.clone(), source: e })?;
         listener.set_nonblocking(true).map_err(|e| SvcError::Daemon(e.to_string()))?;
         self.reap();
         self.reconcile();
@@ -229,6 +232,18 @@ impl Startd {
                 // starve the children's exits and the contracts' events.
                 for _ in 0..8 {
                     let Ok((stream, _)) = listener.accept() else { break };
+                    // And checked again by who is asking, whatever the socket's mode became.
+                    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials);
+                    if !peer.is_ok_and(|c| c.uid() == 0) {
+                        let mut s = &stream;
+                        let _ = writeln!(
+                            s,
+                            "{}",
+                            serde_json::to_string(&err_response("permission denied: root only".into()))
+                                .unwrap_or_default()
+                        );
+                        continue;
+                    }
                     let _ = stream.set_nonblocking(false);
                     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
                     let mut line = String::new();
