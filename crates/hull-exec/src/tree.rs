@@ -36,6 +36,16 @@ fn io_err(e: pathrs::error::Error) -> io::Error {
     }
 }
 
+/// Connects to the unix socket at `path`, whose directory is the host's but whose last name
+/// a tenant may have replaced (a VM's run directory is bound into its zone): the socket
+/// itself is reached, never where a link in its place points ([`Tree::connect_unix`]).
+pub fn connect_socket(path: &Path) -> io::Result<std::os::unix::net::UnixStream> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Tree::open(dir)?.connect_unix(Path::new(name)),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a socket path", path.display()))),
+    }
+}
+
 /// A path made only of plain names (no `..`, no root); `.` is allowed and ignored.
 pub fn plain_relative(p: &Path) -> bool {
     p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
@@ -163,21 +173,19 @@ impl Tree {
 
     /// Opens the regular file `rel` for reading; a link there is an error.
     pub fn open_file(&self, rel: &Path) -> io::Result<File> {
-        check(rel)?;
-        let h = self.root.resolve_nofollow(rel).map_err(io_err)?;
-        let f = h.reopen(OpenFlags::O_RDONLY | OpenFlags::O_NOFOLLOW).map_err(io_err)?;
-        if !f.metadata()?.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file", rel.display())));
-        }
-        Ok(f)
+        self.open_regular(rel, OpenFlags::O_RDONLY)
     }
 
     /// Opens the regular file `rel` for reading and writing (to resize a disk the tree's
     /// owner can reach); a link anywhere on the way, there included, is an error.
     pub fn open_file_rw(&self, rel: &Path) -> io::Result<File> {
+        self.open_regular(rel, OpenFlags::O_RDWR)
+    }
+
+    fn open_regular(&self, rel: &Path, mode: OpenFlags) -> io::Result<File> {
         check(rel)?;
         let h = self.root.resolve_nofollow(rel).map_err(io_err)?;
-        let f = h.reopen(OpenFlags::O_RDWR | OpenFlags::O_NOFOLLOW).map_err(io_err)?;
+        let f = h.reopen(mode | OpenFlags::O_NOFOLLOW).map_err(io_err)?;
         if !f.metadata()?.is_file() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file", rel.display())));
         }

@@ -88,6 +88,17 @@ impl Vmadm {
         format!("{uuid}-disk{i}")
     }
 
+    /// Where hull keeps disk `i` of a VM, as (dataset directory, file within it): its
+    /// clone's file for a disk from an image, else the VM's own `disks/diskI.raw`.
+    pub(crate) fn disk_file(&self, uuid: &str, i: usize, from_image: bool) -> Result<(PathBuf, PathBuf)> {
+        let pool = self.pool()?;
+        Ok(if from_image {
+            (pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?), hull_img::ZVOL_FILE.into())
+        } else {
+            (pool.dataset_path(&ds(uuid)?), Path::new("disks").join(format!("disk{i}.raw")))
+        })
+    }
+
     /// Clones the VM's image disks from their images' `@final`; returns the datasets made.
     pub(crate) fn clone_disks(
         &self,
@@ -142,11 +153,8 @@ impl Vmadm {
             f.set_len(size << 20).map_err(io("size", &file))?;
             // The disk's file on the host (SmartOS's path is its zvol's device): the
             // VM's own dataset for a blank disk, the clone's for an image's.
-            let host = if d.from_image() {
-                pool.dataset_path(&ds(&Self::disk_dataset(&uuid, i))?).join("disk.raw")
-            } else {
-                pool.dataset_path(&ds(&uuid)?).join("disks").join(format!("disk{i}.raw"))
-            };
+            let (dir, rel) = self.disk_file(&uuid, i, d.from_image())?;
+            let host = dir.join(rel);
             d.path = Some(host.to_string_lossy().into_owned());
             d.model.get_or_insert_with(|| "virtio".into());
             d.media.get_or_insert_with(|| "disk".into());
@@ -243,9 +251,8 @@ impl Vmadm {
     pub(crate) fn qmp(&self, uuid: &str) -> Result<hull_qemu::qmp::Qmp> {
         // The run directory is bound into the VM's zone, writable: the socket is reached
         // without following a link qemu could put in its place.
-        let dir = self.run_dir(uuid);
-        let sock = dir.join("qmp.sock");
-        let open = || hull_exec::tree::Tree::open(&dir)?.connect_unix(Path::new("qmp.sock"));
+        let sock = self.run_dir(uuid).join("qmp.sock");
+        let open = || hull_exec::tree::connect_socket(&sock);
         hull_qemu::qmp::Qmp::connect_with(&sock.display().to_string(), Duration::from_secs(5), &open)
             .map_err(|source| VmError::Qmp { vm: uuid.into(), source })
     }

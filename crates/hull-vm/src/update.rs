@@ -181,12 +181,7 @@ impl Vmadm {
         if !hull_spec::vm::Disk::is_disk_value(d) {
             return Ok(None);
         }
-        let pool = self.pool()?;
-        Ok(Some(if d.get("image_uuid").is_some() {
-            (pool.dataset_path(&ds(&Self::disk_dataset(uuid, i))?), hull_img::ZVOL_FILE.into())
-        } else {
-            (pool.dataset_path(&ds(uuid)?), std::path::Path::new("disks").join(format!("disk{i}.raw")))
-        }))
+        self.disk_file(uuid, i, d.get("image_uuid").is_some()).map(Some)
     }
 
     /// bhyve's `update_disks` with a `size` (MiB): the disk's file grows (shrinking needs

@@ -263,10 +263,7 @@ fn relay(id: &str, r: crate::Relay) {
                 // The socket's directory is the zone's to write: no link in its place is
                 // followed (a relay to the host's other sockets would be anyone's on
                 // 127.0.0.1).
-                let (Some(dir), Some(name)) = (sock.parent(), sock.file_name()) else { return };
-                let Ok(unix) = hull_exec::tree::Tree::open(dir).and_then(|t| t.connect_unix(Path::new(name))) else {
-                    return;
-                };
+                let Ok(unix) = hull_exec::tree::connect_socket(&sock) else { return };
                 let (Ok(mut tcp_r), Ok(mut unix_w)) = (conn.try_clone(), unix.try_clone()) else { return };
                 let up = std::thread::spawn(move || {
                     let _ = std::io::copy(&mut tcp_r, &mut unix_w);

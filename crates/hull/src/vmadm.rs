@@ -454,13 +454,8 @@ fn events(node: &Node, follow: bool, json: bool, only: Option<&str>) -> CmdResul
 pub fn console(sock: &std::path::Path) -> CmdResult {
     use std::io::Write;
     // The socket's directory is bound into the VM's zone: no link in its place is followed.
-    let stream = match (sock.parent(), sock.file_name()) {
-        (Some(dir), Some(name)) => {
-            hull_exec::tree::Tree::open(dir).and_then(|t| t.connect_unix(std::path::Path::new(name)))
-        }
-        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a socket path")),
-    }
-    .map_err(|e| Failure::new(1, format!("cannot attach to {}: {e}", sock.display())))?;
+    let stream = hull_exec::tree::connect_socket(sock)
+        .map_err(|e| Failure::new(1, format!("cannot attach to {}: {e}", sock.display())))?;
     let mut to_zone = stream.try_clone().map_err(|e| Failure::new(1, e))?;
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
