@@ -270,3 +270,22 @@ fn remove_disks_takes_a_disk_away_and_moves_the_later_ones_down() {
     assert!(e.to_string().contains("snapshots"), "{e}");
     assert_eq!(v.load(uuid).expect("stored")["disks"], after);
 }
+
+#[test]
+fn a_link_in_place_of_qemu_s_monitor_reaches_no_host_socket() {
+    let t = node();
+    let fake = Fake::default();
+    let v = vmadm(&t, &fake);
+    let uuid = "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d";
+    v.create(&kvm(uuid, false)).expect("created");
+    // A host socket (another VM's monitor, a container engine's), and the VM's run
+    // directory, which its zone can write, holding a link to it as qmp.sock.
+    let host = t._dir.path().join("engine.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&host).expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let run = v.run_dir(uuid);
+    std::fs::create_dir_all(&run).expect("run dir");
+    std::os::unix::fs::symlink(&host, run.join("qmp.sock")).expect("link");
+    assert!(v.qmp(uuid).is_err(), "a monitor was reached through the link");
+    assert!(listener.accept().is_err(), "hull connected to the host socket through the link");
+}
