@@ -73,9 +73,15 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response> {
     s.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(down)?;
     let mut line = serde_json::to_string(req).map_err(|e| SvcError::Daemon(e.to_string()))?;
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(down)?;
+    // A daemon that refuses the caller answers and closes before reading the request: the
+    // write then fails with EPIPE, and the answer is still there to read.
+    let sent = s.write_all(line.as_bytes());
     let mut reply = String::new();
-    BufReader::new(&s).read_line(&mut reply).map_err(down)?;
+    match BufReader::new(&s).read_line(&mut reply) {
+        Ok(n) if n > 0 => {}
+        Ok(_) => return Err(down(sent.err().unwrap_or_else(|| std::io::ErrorKind::UnexpectedEof.into()))),
+        Err(e) => return Err(down(sent.err().unwrap_or(e))),
+    }
     let r: Response =
         serde_json::from_str(&reply).map_err(|e| SvcError::Daemon(format!("bad reply {reply:?}: {e}")))?;
     match (&r.ok, &r.error) {

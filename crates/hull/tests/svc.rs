@@ -476,12 +476,7 @@ fn svccfg_and_svcprop_read_and_change_properties() {
     assert!(lp.contains("config/port") && lp.contains("9090"), "{lp}");
     s.start_daemon();
     s.wait_state("svc:/test/web:default", "online");
-    let t = Instant::now();
-    while !out.exists() && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(std::fs::read_to_string(&out).expect("out").trim(), "9090 test/web default svc:/test/web:default hello");
+    assert_eq!(written_line(&out).trim(), "9090 test/web default svc:/test/web:default hello");
     let exported = s.run(&["svccfg", "export", "test/web"]).ok();
     assert!(exported.contains("<exec_method name='start'") && exported.contains("name='port'"), "{exported}");
     // What svccfg export writes, svccfg import reads.
@@ -584,12 +579,7 @@ fn method_contexts_exit_codes_refresh_and_the_rate_override() {
     .ok();
     s.start_daemon();
     s.wait_state("svc:/test/who:default", "online");
-    let t = Instant::now();
-    while !who.exists() && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(std::fs::read_to_string(&who).expect("who").trim(), "nobody:nogroup:/tmp");
+    assert_eq!(written_line(&who).trim(), "nobody:nogroup:/tmp");
     s.wait_state("svc:/test/conf:default", "maintenance");
     assert_eq!(lines(&conf).len(), 1, "exit 96 is not retried");
     s.wait_state("svc:/test/quick:default", "maintenance");
@@ -657,6 +647,19 @@ fn one_vm_that_fails_to_boot_stops_no_other() {
     assert_eq!(get(&s.node, &good)["pid"], before, "the zone survived the service manager's restart");
 }
 
+/// What a method wrote to `path`, once a whole line is there: a shell's `>` creates the file
+/// before `echo` writes to it, so the file's name alone says nothing (a CI run read it empty).
+fn written_line(path: &Path) -> String {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.ends_with('\n') || t.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn manifests_as_smf_takes_them_absent_dependencies_restart_methods_and_expansion() {
     let mut s = Smf::new();
@@ -682,11 +685,7 @@ fn manifests_as_smf_takes_them_absent_dependencies_restart_methods_and_expansion
     s.wait_state("svc:/site/rs:default", "online");
     let before = s.pids("svc:/site/rs:default");
     s.run(&["svcadm", "restart", "svc:/site/rs:default"]).ok();
-    let t = Instant::now();
-    while !mark.exists() && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(std::fs::read_to_string(&mark).unwrap_or_default().trim(), "restart again");
+    assert_eq!(written_line(&mark).trim(), "restart again");
     s.wait_state("svc:/site/rs:default", "online");
     assert!(before.iter().all(|p| s.pids("svc:/site/rs:default").contains(p)), "stopped, not restarted in place");
 
@@ -781,11 +780,7 @@ fn a_refresh_method_that_is_a_token_signals_the_contract() {
     s.wait_state("svc:/site/hup:default", "online");
     std::thread::sleep(Duration::from_millis(200));
     s.run(&["svcadm", "refresh", "svc:/site/hup:default"]).ok();
-    let t = Instant::now();
-    while !mark.exists() && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(std::fs::read_to_string(&mark).unwrap_or_default().trim(), "hup");
+    assert_eq!(written_line(&mark).trim(), "hup");
     assert_eq!(s.state("svc:/site/hup:default"), "online");
     // A signal Linux does not have is said in the log, and nothing is sent.
     let extra = "    <exec_method type='method' name='refresh' exec=':kill -THAW' timeout_seconds='5'/>\n";
