@@ -1,8 +1,9 @@
 //! A VM's `nics[]` entries, read and checked against the node's nic tags and overlays.
 
 use hull_spec::NodeConfig;
+use hull_spec::vm::model::Nic as VmNic;
 use ipnet::IpNet;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::net::IpAddr;
 
 /// SmartOS allows 13 extra addresses per NIC (`allowed_ips`).
@@ -146,14 +147,6 @@ pub fn random_mac() -> [u8; 6] {
     mac
 }
 
-fn flag(o: &Map<String, Value>, k: &str) -> bool {
-    o.get(k).and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn strings<'a>(o: &'a Map<String, Value>, k: &str) -> Vec<&'a str> {
-    o.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
-}
-
 /// An address or a network: `10.0.0.5`, `10.0.0.0/24`, `fd00::1`.
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
@@ -165,12 +158,12 @@ fn netmask_len(mask: &str) -> Option<u8> {
     (bits.leading_ones() + bits.trailing_zeros() == 32).then_some(bits.leading_ones() as u8)
 }
 
-fn check_network(o: &Map<String, Value>, cfg: &NodeConfig, p: &mut impl FnMut(&str, String)) -> Option<Network> {
-    let Some(tag) = o.get("nic_tag").and_then(Value::as_str) else {
+fn check_network(n: &VmNic, cfg: &NodeConfig, p: &mut impl FnMut(&str, String)) -> Option<Network> {
+    let Some(tag) = n.nic_tag.as_deref() else {
         p("nic_tag", "is required".into());
         return None;
     };
-    let vlan = o.get("vlan_id").and_then(Value::as_u64).unwrap_or(0);
+    let vlan = n.vlan_id.unwrap_or(0);
     let vlan_ok = vlan <= 4095;
     if !vlan_ok {
         p("vlan_id", format!("{vlan} is out of range 0-4095"));
@@ -188,7 +181,7 @@ fn check_network(o: &Map<String, Value>, cfg: &NodeConfig, p: &mut impl FnMut(&s
             }
         }
     } else if cfg.nic_tags.contains_key(tag) {
-        Some(Network::Tag { tag: tag.to_string(), vlan: vlan as u16 })
+        Some(Network::Tag { tag: tag.to_string(), vlan })
     } else {
         p("nic_tag", format!("no nic tag named {tag:?} on this node (see nictagadm list)"));
         None
@@ -196,35 +189,32 @@ fn check_network(o: &Map<String, Value>, cfg: &NodeConfig, p: &mut impl FnMut(&s
     network.filter(|_| vlan_ok)
 }
 
-/// Reads one NIC. Problems name the field as `key.index.field`.
-pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<Nic, Vec<NicProblem>> {
+/// Reads one NIC of the typed model against the node: its network, addresses and link
+/// protection. Problems name the field as `key.index.field`.
+pub fn parse(key: &str, index: usize, nic: &VmNic, cfg: &NodeConfig) -> Result<Nic, Vec<NicProblem>> {
     let mut problems = Vec::new();
     let mut p =
         |field: &str, reason: String| problems.push(NicProblem { field: format!("{key}.{index}.{field}"), reason });
-    let Value::Object(o) = nic else {
-        p("", "is not an object".into());
-        return Err(problems);
-    };
-    let network = check_network(o, cfg, &mut p);
-    let interface = o.get("interface").and_then(Value::as_str).unwrap_or_default().to_string();
+    let network = check_network(nic, cfg, &mut p);
+    let interface = nic.interface.clone().unwrap_or_default();
     if interface.is_empty()
         || interface.len() > 15
         || !interface.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         p("interface", format!("{interface:?} is not a usable interface name"));
     }
-    let mac = o.get("mac").and_then(Value::as_str).and_then(crate::parse_mac);
+    let mac = nic.mac.as_deref().and_then(crate::parse_mac);
     match mac {
         Some([0, 0, 0, 0, 0, 0]) => p("mac", "is all zeros".into()),
         Some(_) => {}
         None => p("mac", "is missing or not six hex octets".into()),
     }
     let (mut addrs, mut dhcp, mut addrconf) = (Vec::new(), false, false);
-    let mut ips: Vec<String> = strings(o, "ips").into_iter().map(String::from).collect();
+    let mut ips: Vec<String> = nic.ips.clone().unwrap_or_default();
     // The older form: `ip` and `netmask`, used only when `ips` is absent (nic.js: `vmadm get`
     // shows both, and a payload copied from it carries both).
-    if let Some(ip) = o.get("ip").and_then(Value::as_str).filter(|_| !o.contains_key("ips")) {
-        match o.get("netmask").and_then(Value::as_str) {
+    if let Some(ip) = nic.ip.as_deref().filter(|_| nic.ips.is_none()) {
+        match nic.netmask.as_deref() {
             _ if ip == "dhcp" => ips.push(ip.to_string()),
             Some(mask) => match netmask_len(mask) {
                 Some(len) => ips.push(format!("{ip}/{len}")),
@@ -250,9 +240,9 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
         }
     }
     let mut gateways = Vec::new();
-    let mut gws: Vec<&str> = strings(o, "gateways");
-    if let Some(g) = o.get("gateway").and_then(Value::as_str).filter(|_| !o.contains_key("gateways")) {
-        gws.push(g);
+    let mut gws: Vec<String> = nic.gateways.clone().unwrap_or_default();
+    if let Some(g) = nic.gateway.as_ref().filter(|_| nic.gateways.is_none()) {
+        gws.push(g.clone());
     }
     for g in gws {
         match g.parse::<IpAddr>() {
@@ -260,7 +250,7 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
             Err(_) => p("gateways", format!("{g:?} is not an IP address")),
         }
     }
-    let listed = strings(o, "allowed_ips");
+    let listed = nic.allowed_ips.as_deref().unwrap_or_default();
     let mut allowed_ips = Vec::new();
     if listed.len() > MAX_ALLOWED_IPS {
         p("allowed_ips", format!("lists {} addresses; at most {MAX_ALLOWED_IPS} are allowed", listed.len()));
@@ -271,14 +261,14 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
             None => p("allowed_ips", format!("{a:?} is not an address or network")),
         }
     }
-    let mtu = o.get("mtu").and_then(Value::as_u64).map(|m| m as u32);
+    let mtu = nic.mtu;
     if let Some(m) = mtu
         && !(576..=9000).contains(&m)
     {
         p("mtu", format!("{m} is out of range 576-9000"));
     }
-    let maxbw = match o.get("maxbw") {
-        None => None,
+    let maxbw = match nic.rest.get("maxbw") {
+        None | Some(Value::Null) => None,
         Some(v) => {
             let r = crate::tc::parse_maxbw(v);
             if r.is_none() {
@@ -287,6 +277,7 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
             r
         }
     };
+    let on = |b: Option<bool>| b.unwrap_or(false);
     match (network, mac, problems.is_empty()) {
         (Some(network), Some(mac), true) => Ok(Nic {
             interface,
@@ -296,13 +287,13 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
             dhcp,
             addrconf,
             gateways,
-            primary: flag(o, "primary"),
+            primary: on(nic.primary),
             mtu,
             allowed_ips,
-            allow_ip_spoofing: flag(o, "allow_ip_spoofing"),
-            allow_mac_spoofing: flag(o, "allow_mac_spoofing"),
-            allow_dhcp_spoofing: flag(o, "allow_dhcp_spoofing"),
-            allow_restricted_traffic: flag(o, "allow_restricted_traffic"),
+            allow_ip_spoofing: on(nic.allow_ip_spoofing),
+            allow_mac_spoofing: on(nic.allow_mac_spoofing),
+            allow_dhcp_spoofing: on(nic.allow_dhcp_spoofing),
+            allow_restricted_traffic: on(nic.allow_restricted_traffic),
             maxbw,
         }),
         _ => Err(problems),
@@ -311,7 +302,7 @@ pub fn parse(key: &str, index: usize, nic: &Value, cfg: &NodeConfig) -> Result<N
 
 /// Reads every NIC of a VM and checks them against each other: interfaces, MACs and
 /// addresses are each used once.
-pub fn parse_all(nics: &[Value], cfg: &NodeConfig) -> Result<Vec<Nic>, Vec<NicProblem>> {
+pub fn parse_all(nics: &[VmNic], cfg: &NodeConfig) -> Result<Vec<Nic>, Vec<NicProblem>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (i, n) in nics.iter().enumerate() {
@@ -360,10 +351,14 @@ mod tests {
         c
     }
 
+    fn typed(list: Vec<Value>) -> Vec<VmNic> {
+        serde_json::from_value(Value::Array(list)).expect("fits the model")
+    }
+
     fn one(v: Value) -> Result<Vec<Nic>, Vec<NicProblem>> {
         let mut list = vec![v];
         assign(&mut list, &[]);
-        parse_all(&list, &cfg())
+        parse_all(&typed(list), &cfg())
     }
 
     #[test]
@@ -434,7 +429,7 @@ mod tests {
             json!({"nic_tag": "admin", "ips": ["10.0.0.5/24"], "mac": "02:00:00:00:00:01"}),
         ];
         assign(&mut list, &[]);
-        let e = parse_all(&list, &cfg()).expect_err("duplicates");
+        let e = parse_all(&typed(list), &cfg()).expect_err("duplicates");
         let fields: Vec<&str> = e.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, vec!["nics.1.mac", "nics.1.ips"]);
     }
@@ -458,7 +453,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn parse_never_panics(text in ".{0,200}") {
-            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            if let Ok(v) = serde_json::from_str::<VmNic>(&text) {
                 let _ = parse("nics", 0, &v, &cfg());
             }
         }

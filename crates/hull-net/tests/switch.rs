@@ -55,7 +55,8 @@ fn ping(zone: &Path, ip: &str) -> bool {
 fn nics(v: Vec<Value>, cfg: &NodeConfig) -> Vec<hull_net::Nic> {
     let mut v = v;
     nic::assign(&mut v, &[]);
-    nic::parse_all(&v, cfg).expect("valid nics")
+    let typed: Vec<hull_spec::vm::model::Nic> = serde_json::from_value(Value::Array(v)).expect("fits the model");
+    nic::parse_all(&typed, cfg).expect("valid nics")
 }
 
 #[test]

@@ -48,6 +48,17 @@ fn nics_of(cfg: &Map<String, Value>) -> Vec<Value> {
     cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
+/// A config's NICs in the typed model; one that does not fit names its field.
+fn typed_nics(uuid: &str, nics: &[Value]) -> Result<Vec<hull_spec::vm::model::Nic>> {
+    hull_spec::vm::model::Nic::from_values(nics)
+        .map_err(|e| bad_nics(uuid, vec![NicProblem { field: e.path, reason: e.reason }]))
+}
+
+/// The NICs of a stored config, read against the node.
+fn parsed_nics(uuid: &str, cfg: &Map<String, Value>, node_cfg: &hull_spec::NodeConfig) -> Result<Vec<Nic>> {
+    hull_net::nic::parse_all(&typed_nics(uuid, &nics_of(cfg))?, node_cfg).map_err(|p| bad_nics(uuid, p))
+}
+
 fn routes_of(cfg: &Map<String, Value>) -> BTreeMap<String, String> {
     cfg.get("routes")
         .and_then(Value::as_object)
@@ -81,7 +92,7 @@ impl Vmadm {
         }
         hull_net::nic::assign(&mut nics, &[]);
         let node_cfg = self.node.load_config()?;
-        let parsed = hull_net::nic::parse_all(&nics, &node_cfg).map_err(|p| bad_nics(uuid, p))?;
+        let parsed = hull_net::nic::parse_all(&typed_nics(uuid, &nics)?, &node_cfg).map_err(|p| bad_nics(uuid, p))?;
         let clashes = hull_net::nic::conflicts(&parsed, &self.others_nics(uuid, &node_cfg, false));
         if !clashes.is_empty() {
             return Err(bad_nics(uuid, clashes));
@@ -100,7 +111,7 @@ impl Vmadm {
             if running && !self.state(&other, &cfg).state.is_running() {
                 continue;
             }
-            if let Ok(nics) = hull_net::nic::parse_all(&nics_of(&cfg), node_cfg) {
+            if let Ok(nics) = parsed_nics(&other, &cfg, node_cfg) {
                 out.extend(nics.into_iter().map(|n| (other.clone(), n)));
             }
         }
@@ -116,7 +127,7 @@ impl Vmadm {
         let r = (|| {
             let _lock = net_lock(&self.node)?;
             let net = net(&self.node)?;
-            let nics = hull_net::nic::parse_all(&nics_of(cfg), &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+            let nics = parsed_nics(uuid, cfg, &net.cfg)?;
             // Checked again under the lock, against the VMs that run: two creates at once
             // cannot both plug the same MAC or address.
             let clashes = hull_net::nic::conflicts(&nics, &self.others_nics(uuid, &net.cfg, true));
@@ -147,8 +158,8 @@ impl Vmadm {
     pub(crate) fn net_update(&self, uuid: &str, before: &[Value], after: &[Value]) -> Result<()> {
         let _lock = net_lock(&self.node)?;
         let net = net(&self.node)?;
-        let old = hull_net::nic::parse_all(before, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
-        let new = hull_net::nic::parse_all(after, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+        let old = hull_net::nic::parse_all(&typed_nics(uuid, before)?, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+        let new = hull_net::nic::parse_all(&typed_nics(uuid, after)?, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
         let path = netns_path(&self.node, uuid);
         for o in old.iter().filter(|o| !new.iter().any(|n| n.interface == o.interface)) {
             net.unplug(uuid, &o.interface)?;

@@ -62,9 +62,33 @@ pub struct Nic {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    /// The rest of nic.js's properties (spoofing switches, VRRP, ...), as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub allowed_ips: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_ip_spoofing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_mac_spoofing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_dhcp_spoofing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_restricted_traffic: Option<bool>,
+    /// The rest of nic.js's properties (`maxbw`, VRRP, ...), as stored.
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+impl Nic {
+    /// NICs as stored or validated (a `nics` array); one that does not fit is named by its
+    /// path, `nics.1.vlan_id`.
+    pub fn from_values(nics: &[Value]) -> Result<Vec<Nic>, ModelError> {
+        nics.iter()
+            .enumerate()
+            .map(|(i, n)| {
+                serde_path_to_error::deserialize(n)
+                    .map_err(|e| ModelError { path: format!("nics.{i}.{}", e.path()), reason: e.inner().to_string() })
+            })
+            .collect()
+    }
 }
 
 /// One disk of a KVM or bhyve VM (`disks`).
