@@ -42,6 +42,8 @@ fuzz_target!(|data: &[u8]| {
         );
         let mut nics = nics.clone();
         hull_net::nic::assign(&mut nics, &[]);
-        let _ = hull_net::nic::parse_all(&nics, &cfg);
+        if let Ok(typed) = hull_spec::vm::model::Nic::from_values(&nics) {
+            let _ = hull_net::nic::parse_all(&typed, &cfg);
+        }
     }
 });
