@@ -19,6 +19,7 @@ pub mod nft;
 pub mod nic;
 pub mod nl;
 pub mod ns;
+pub mod routed;
 pub mod tap;
 pub mod tc;
 pub mod vnic;

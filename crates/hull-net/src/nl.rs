@@ -38,6 +38,28 @@ pub struct Link {
     pub up: bool,
 }
 
+/// One route of the main table.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub dst: IpAddr,
+    pub prefix: u8,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    /// Made by the kernel for an address (its subnet's route): goes and comes with it.
+    pub kernel: bool,
+    msg: RouteMessage,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.dst, self.prefix)?;
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A netlink route socket bound in the current thread's network namespace.
 pub struct Netlink {
     sock: Socket,
@@ -334,6 +356,70 @@ impl Netlink {
         match self.ack(&op, RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL) {
             Err(NetError::Kernel { errno: libc::EEXIST, .. }) => Ok(()),
             r => r,
+        }
+    }
+
+    /// The main table's routes of both families, as the kernel reports them.
+    pub fn routes(&mut self) -> Result<Vec<Route>> {
+        let mut out = Vec::new();
+        for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut m = RouteMessage::default();
+            m.header.address_family = fam;
+            for r in self.request("list routes", RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)? {
+                let RouteNetlinkMessage::NewRoute(msg) = r else { continue };
+                let table = msg
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(msg.header.table));
+                if table != u32::from(libc::RT_TABLE_MAIN) {
+                    continue;
+                }
+                let addr = |a: &RouteAddress| match a {
+                    RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+                    RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+                    _ => None,
+                };
+                let mut route = Route {
+                    dst: if fam == AddressFamily::Inet { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) },
+                    prefix: msg.header.destination_prefix_length,
+                    gateway: None,
+                    oif: None,
+                    kernel: msg.header.protocol == RouteProtocol::Kernel,
+                    msg: msg.clone(),
+                };
+                for a in &msg.attributes {
+                    match a {
+                        RouteAttribute::Destination(d) => route.dst = addr(d).unwrap_or(route.dst),
+                        RouteAttribute::Gateway(g) => route.gateway = addr(g),
+                        RouteAttribute::Oif(i) => route.oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                out.push(route);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn del_route(&mut self, r: &Route) -> Result<()> {
+        match self.ack(&format!("delete route {r}"), RouteNetlinkMessage::DelRoute(r.msg.clone()), 0) {
+            Err(NetError::Kernel { errno: libc::ESRCH, .. }) => Ok(()),
+            x => x,
+        }
+    }
+
+    /// Adds `r` again, out of link `oif` (a route moved from one link to another).
+    pub fn add_route_via(&mut self, r: &Route, oif: u32) -> Result<()> {
+        let mut m = r.msg.clone();
+        m.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+        m.attributes.push(RouteAttribute::Oif(oif));
+        match self.ack(&format!("add route {r}"), RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL) {
+            Err(NetError::Kernel { errno: libc::EEXIST, .. }) => Ok(()),
+            x => x,
         }
     }
 

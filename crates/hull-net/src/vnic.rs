@@ -153,6 +153,12 @@ impl Net {
                         link_of(nl, &name)?
                     };
                     if port.master != Some(sw.index) {
+                        if *vlan == 0 {
+                            // The host's own address on its uplink moves to the switch with its
+                            // routes, as Proxmox's vmbr0 holds it: a port of a bridge
+                            // receives nothing for itself.
+                            take_host_config(nl, &port, &sw)?;
+                        }
                         nl.set_master(port.index, sw.index)?;
                     }
                     if !port.up {
@@ -182,6 +188,16 @@ impl Net {
                 }
                 Ok((sw, mtu))
             }
+        }
+    }
+
+    /// The name of the switch a network's NICs plug into.
+    pub fn switch_name(&self, network: &Network) -> String {
+        match network {
+            Network::Tag { tag, vlan: 0 } if self.cfg.nic_tags.get(tag).is_some_and(|t| t.local) => {
+                self.etherstub_link(tag)
+            }
+            n => link_name(&self.prefix, 'b', &n.key()),
         }
     }
 
@@ -225,6 +241,7 @@ impl Net {
     fn plug_inner(&self, vm: &str, netns: &Path, nic: &Nic, host_if: &str, guest: bool) -> Result<Plugged> {
         let mut nl = Netlink::open()?;
         let (sw, max_mtu) = self.ensure_switch(&mut nl, &nic.network)?;
+        self.ensure_network_of(&mut nl, &sw, &nic.network)?;
         let mtu = nic.mtu.unwrap_or(max_mtu).min(max_mtu.max(576));
         if let Some(stale) = nl.link(host_if)? {
             nl.del_link(stale.index)?;
@@ -389,7 +406,8 @@ impl Net {
                 .iter()
                 .filter(|o| matches!(o.role, Role::Vnic { .. }) && o.link.master == Some(sw.link.index))
                 .count();
-            if vnics > 0 {
+            // A switch that holds the host's address stays until its tag is deleted.
+            if vnics > 0 || !host_addresses(&mut nl, sw.link.index)?.is_empty() {
                 continue;
             }
             for port in all.iter().filter(|l| l.master == Some(sw.link.index)) {
@@ -412,6 +430,9 @@ impl Net {
         }
         let mut nl = Netlink::open()?;
         let owned = self.owned()?;
+        for o in owned.iter().filter(|o| matches!(o.role, Role::Switch { .. })) {
+            give_back_host_config(&mut nl, &o.link)?;
+        }
         // Ports before switches, so nothing is deleted twice.
         for o in owned.iter().filter(|o| !matches!(o.role, Role::Switch { .. } | Role::Etherstub { .. })) {
             nl.del_link(o.link.index)?;
@@ -421,6 +442,93 @@ impl Net {
         }
         nft::destroy(&self.prefix)
     }
+
+    /// Makes a tag's switch now when its uplink carries the host's addresses (they move to
+    /// the switch once, at `nictagadm add`, not at the first VM's boot).
+    pub fn adopt_uplink(&self, tag: &str) -> Result<()> {
+        let Some(up) = self.cfg.nic_tags.get(tag).and_then(|t| t.uplink.clone()) else { return Ok(()) };
+        let mut nl = Netlink::open()?;
+        let uplink = link_of(&mut nl, &up)?;
+        if !host_addresses(&mut nl, uplink.index)?.is_empty() {
+            self.ensure_switch(&mut nl, &Network::Tag { tag: tag.to_string(), vlan: 0 })?;
+        }
+        Ok(())
+    }
+
+    /// Undoes a tag's switches: the host's addresses and routes go back to the uplink, then
+    /// the switches (and their 802.1Q links) go; the uplink is released, never deleted.
+    pub fn release_tag(&self, tag: &str) -> Result<()> {
+        let mut nl = Netlink::open()?;
+        let owned = self.owned()?;
+        let all = nl.links()?;
+        for sw in owned
+            .iter()
+            .filter(|o| matches!(&o.role, Role::Switch { key } if key.split_once('/').is_some_and(|(t, _)| t == tag)))
+        {
+            give_back_host_config(&mut nl, &sw.link)?;
+            for port in all.iter().filter(|l| l.master == Some(sw.link.index)) {
+                if owned.iter().any(|o| o.link.index == port.index && matches!(o.role, Role::Vlan { .. })) {
+                    nl.del_link(port.index)?;
+                }
+            }
+            nl.del_link(sw.link.index)?;
+        }
+        Ok(())
+    }
+}
+
+/// The host's addresses on a link: all but IPv6 link-local ones, which each link has.
+fn host_addresses(nl: &mut Netlink, index: u32) -> Result<Vec<(IpAddr, u8)>> {
+    Ok(nl
+        .addresses(index)?
+        .into_iter()
+        .filter(|(a, _)| match a {
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .collect())
+}
+
+/// Moves the addresses of `from` to `to`, and the routes out of `from` that the kernel did
+/// not make for an address. Addresses first: a route's gateway must be reachable on `to`.
+fn move_host_config(nl: &mut Netlink, from: u32, to: u32) -> Result<()> {
+    let addrs = host_addresses(nl, from)?;
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let routes: Vec<_> = nl.routes()?.into_iter().filter(|r| r.oif == Some(from) && !r.kernel).collect();
+    for (a, len) in &addrs {
+        nl.add_address(to, *a, *len)?;
+    }
+    for (a, len) in &addrs {
+        nl.del_address(from, *a, *len)?;
+    }
+    for r in &routes {
+        nl.add_route_via(r, to)?;
+        nl.del_route(r)?;
+    }
+    Ok(())
+}
+
+/// Before the uplink joins the switch: the switch takes the uplink's MAC (neighbours' ARP
+/// caches and a DHCP server's lease stay right), its addresses and routes.
+fn take_host_config(nl: &mut Netlink, uplink: &Link, sw: &Link) -> Result<()> {
+    if host_addresses(nl, uplink.index)?.is_empty() {
+        return Ok(());
+    }
+    if let Some(mac) = uplink.mac {
+        nl.set_mac(sw.index, mac)?;
+    }
+    move_host_config(nl, uplink.index, sw.index)
+}
+
+/// The other way: the host's addresses and routes on a switch go back to its uplink port.
+fn give_back_host_config(nl: &mut Netlink, sw: &Link) -> Result<()> {
+    let hull_made = |l: &Link| l.alias.as_deref().is_some_and(|a| a.starts_with("hull:"));
+    let Some(uplink) = nl.links()?.into_iter().find(|l| l.master == Some(sw.index) && !hull_made(l)) else {
+        return Ok(());
+    };
+    move_host_config(nl, sw.index, uplink.index)
 }
 
 /// A bridge named `name`, made (with its alias) if missing, and up.

@@ -19,6 +19,34 @@ pub struct NodeConfig {
     /// VXLAN overlays by name; a nic tag `NAME/VNI` puts a NIC on one of their networks.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub overlays: BTreeMap<String, Overlay>,
+    /// Routed networks by name (`hull network`): a subnet whose gateway is the host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, Network>,
+}
+
+/// A network hull routes for: the host holds `gateway` on the switch of `nic_tag` (a local
+/// nic tag of the network's name, or an overlay's `NAME/VNI`), masquerades the subnet out of
+/// the host when `nat` is set, and answers DHCP on its NICs when `dhcp` gives a range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// What a NIC names to be on this network.
+    pub nic_tag: String,
+    pub subnet: ipnet::Ipv4Net,
+    pub gateway: std::net::Ipv4Addr,
+    /// Masquerade the subnet's traffic out of the host.
+    #[serde(default)]
+    pub nat: bool,
+    /// Masquerade only out of this link (default: out of any link but the subnet's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// Addresses handed out to `dhcp` NICs, first and last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// DNS resolvers given with each lease (default: the gateway's own resolvers are not
+    /// assumed; none are given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<std::net::IpAddr>,
 }
 
 /// A nic tag: the name a VM's NIC asks for, and the host link it stands for.

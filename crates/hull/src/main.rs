@@ -60,6 +60,9 @@ enum Cmd {
     /// The node's whole network.
     #[command(subcommand)]
     Net(net::NetCmd),
+    /// Networks the host routes for: NAT, DHCP, a gateway per network.
+    #[command(subcommand)]
+    Network(net::NetworkCmd),
     /// The node: its pool, its accelerator, its service manager.
     #[command(subcommand)]
     Node(node::NodeCmd),
@@ -195,6 +198,7 @@ fn main() {
         Cmd::Nictagadm(c) => net::nictagadm(&node, c),
         Cmd::Dladm(c) => net::dladm(&node, c),
         Cmd::Overlay(c) => net::overlay(&node, c),
+        Cmd::Network(c) => net::network(&node, c),
         Cmd::Net(c) => net::run(&node, c),
         Cmd::Node(c) => node::run(&node, c),
         Cmd::Startd(a) => svc::startd(&node, a),

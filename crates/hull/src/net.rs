@@ -192,21 +192,41 @@ pub fn nictagadm(node: &Node, c: NictagCmd) -> CmdResult {
                 n.ensure_etherstub(&mut hull_net::nl::Netlink::open()?, &name)?;
                 cfg.etherstubs.insert(name.clone());
             }
-            cfg.nic_tags.insert(name, tag);
+            cfg.nic_tags.insert(name.clone(), tag);
             node.save_config(&cfg)?;
+            if !local {
+                // An uplink with the host's address gets its switch now, and the address
+                // moves onto it; undone if that fails, so the tag is not half made.
+                if let Err(e) = Net::new(node.prefix(), cfg.clone()).adopt_uplink(&name) {
+                    let _ = Net::new(node.prefix(), cfg.clone()).release_tag(&name);
+                    cfg.nic_tags.remove(&name);
+                    node.save_config(&cfg)?;
+                    return Err(Failure::new(1, format!("nic tag {name}: taking the uplink's addresses: {e}")));
+                }
+            }
         }
         NictagCmd::Update { props: p, name, uplink } => {
             let mut tag =
                 cfg.nic_tags.get(&name).cloned().ok_or_else(|| Failure::new(1, format!("no nic tag {name}")))?;
+            let mut moved = false;
             if let Some(u) = uplink {
                 if tag.local {
                     return Err(Failure::new(1, format!("{name} is a local tag: it has no uplink")));
                 }
-                tag.uplink = Some(resolve_uplink(&u)?);
+                let u = resolve_uplink(&u)?;
+                moved = tag.uplink.as_deref() != Some(u.as_str());
+                tag.uplink = Some(u);
             }
             apply_tag_props(&mut tag, &p)?;
-            cfg.nic_tags.insert(name, tag);
+            if moved {
+                // The old uplink gets the host's addresses back before the new one is taken.
+                net(node)?.release_tag(&name)?;
+            }
+            cfg.nic_tags.insert(name.clone(), tag);
             node.save_config(&cfg)?;
+            if moved {
+                Net::new(node.prefix(), cfg.clone()).adopt_uplink(&name)?;
+            }
         }
         NictagCmd::Delete { force, name } => {
             let Some(tag) = cfg.nic_tags.get(&name).cloned() else {
@@ -219,6 +239,9 @@ pub fn nictagadm(node: &Node, c: NictagCmd) -> CmdResult {
             if tag.local {
                 net(node)?.delete_etherstub(&name)?;
                 cfg.etherstubs.remove(&name);
+            } else {
+                // The host's addresses and routes go back to the uplink.
+                net(node)?.release_tag(&name)?;
             }
             cfg.nic_tags.remove(&name);
             node.save_config(&cfg)?;
@@ -467,6 +490,222 @@ pub fn run(node: &Node, c: NetCmd) -> CmdResult {
     match c {
         NetCmd::Destroy => {
             net(node)?.destroy(&hull_net::vnic::netns_dir(&node.var_dir()))?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- routed networks
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Adds a network the host routes for: a local nic tag NAME (or an overlay's VNI with
+    /// --overlay), the host's gateway address on its switch, NAT out of the host and DHCP.
+    Add(NetworkAdd),
+    /// Lists the networks: NAME NIC_TAG SUBNET GATEWAY NAT DHCP.
+    List {
+        /// As JSON.
+        #[arg(short = 'j')]
+        json: bool,
+    },
+    /// Prints one network as JSON.
+    Get { name: String },
+    /// Deletes a network (refused while VMs use it); the host's routes and rules for it go.
+    Delete { name: String },
+}
+
+#[derive(Args)]
+pub struct NetworkAdd {
+    name: String,
+    /// The subnet (IPv4, CIDR); by default a free /24 in 10.0.0.0/8 that no route of the
+    /// host's and no other network touches.
+    #[arg(long)]
+    subnet: Option<ipnet::Ipv4Net>,
+    /// The host's address on the network (the zones' gateway); by default the subnet's first.
+    #[arg(long)]
+    gateway: Option<std::net::Ipv4Addr>,
+    /// A routed network without NAT (the operator routes the subnet to this host).
+    #[arg(long)]
+    no_nat: bool,
+    /// Masquerade only out of this link (by default out of any but the network's own).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// The addresses DHCP hands out, FIRST-LAST; by default the subnet from its 10th host.
+    #[arg(long, conflicts_with = "no_dhcp")]
+    dhcp_range: Option<String>,
+    /// No DHCP on this network: NICs need static `ips`.
+    #[arg(long)]
+    no_dhcp: bool,
+    /// DNS resolvers given with each lease (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    resolvers: Vec<std::net::IpAddr>,
+    /// Put the network on an overlay's VNI (`OVERLAY/VNI`) in place of a local nic tag: one
+    /// NAT gateway per tenant network, as Triton's fabrics have.
+    #[arg(long)]
+    overlay: Option<String>,
+}
+
+fn network_add(node: &Node, cfg: &mut hull_spec::NodeConfig, a: NetworkAdd) -> Result<(), Failure> {
+    use hull_spec::node::Network;
+    check_tag_name(&a.name)?;
+    if cfg.networks.contains_key(&a.name) {
+        return Err(Failure::new(1, format!("network {} already exists", a.name)));
+    }
+    let nic_tag = match &a.overlay {
+        Some(o) => {
+            let (ovl, vni) =
+                o.split_once('/').ok_or_else(|| Failure::new(1, format!("--overlay {o:?} is not OVERLAY/VNI")))?;
+            if !cfg.overlays.contains_key(ovl) {
+                return Err(Failure::new(1, format!("no overlay {ovl} (see hull overlay list)")));
+            }
+            match vni.parse::<u32>() {
+                Ok(v) if (1..=hull_net::nic::MAX_VNI).contains(&v) => {}
+                _ => return Err(Failure::new(1, format!("VNI {vni:?} is out of range 1-{}", hull_net::nic::MAX_VNI))),
+            }
+            if cfg.networks.values().any(|n| n.nic_tag == *o) {
+                return Err(Failure::new(1, format!("{o} already has a network")));
+            }
+            o.clone()
+        }
+        None => {
+            if cfg.nic_tags.contains_key(&a.name) || cfg.overlays.contains_key(&a.name) {
+                return Err(Failure::new(1, format!("{} is already a nic tag or overlay", a.name)));
+            }
+            a.name.clone()
+        }
+    };
+    if let Some(u) = &a.uplink {
+        resolve_uplink(u)?;
+    }
+    let mut nl = hull_net::nl::Netlink::open()?;
+    let routes = hull_net::routed::host_routes(&mut nl)?;
+    let others: Vec<(String, ipnet::Ipv4Net)> = cfg.networks.iter().map(|(k, n)| (k.clone(), n.subnet)).collect();
+    let subnet = match a.subnet {
+        Some(s) => {
+            let s = s.trunc();
+            let clash = hull_net::routed::collisions(&s, &routes, &others);
+            if !clash.is_empty() {
+                return Err(Failure::new(1, format!("subnet {s} overlaps {}", clash.join(", "))));
+            }
+            s
+        }
+        None => hull_net::routed::pick_subnet(&a.name, &routes, &others)
+            .ok_or_else(|| Failure::new(1, "no free /24 in 10.0.0.0/8: give --subnet"))?,
+    };
+    if subnet.prefix_len() > 30 {
+        return Err(Failure::new(1, format!("subnet {subnet} leaves no room for a gateway and zones")));
+    }
+    let hosts: Vec<std::net::Ipv4Addr> = subnet.hosts().take(1 << 20).collect();
+    let gateway = a.gateway.or(hosts.first().copied()).unwrap_or(subnet.network());
+    if !subnet.contains(&gateway) || gateway == subnet.network() || gateway == subnet.broadcast() {
+        return Err(Failure::new(1, format!("gateway {gateway} is not a host address of {subnet}")));
+    }
+    let dhcp = if a.no_dhcp {
+        None
+    } else {
+        let (first, last) = match &a.dhcp_range {
+            Some(r) => {
+                let (f, l) = r
+                    .split_once('-')
+                    .ok_or_else(|| Failure::new(1, format!("--dhcp-range {r:?} is not FIRST-LAST")))?;
+                let p = |s: &str| {
+                    s.trim()
+                        .parse::<std::net::Ipv4Addr>()
+                        .map_err(|_| Failure::new(1, format!("{s:?} is not an IPv4 address")))
+                };
+                (p(f)?, p(l)?)
+            }
+            None => {
+                let from = hosts.get(9).or(hosts.get(1)).copied().unwrap_or(gateway);
+                (from, hosts.last().copied().unwrap_or(gateway))
+            }
+        };
+        if !subnet.contains(&first) || !subnet.contains(&last) || first > last {
+            return Err(Failure::new(1, format!("DHCP range {first}-{last} is not within {subnet}")));
+        }
+        Some((first, last))
+    };
+    let n = Network {
+        nic_tag: nic_tag.clone(),
+        subnet,
+        gateway,
+        nat: !a.no_nat,
+        uplink: a.uplink,
+        dhcp,
+        resolvers: a.resolvers,
+    };
+    if a.overlay.is_none() {
+        cfg.nic_tags.insert(a.name.clone(), NicTag { local: true, ..Default::default() });
+        cfg.etherstubs.insert(a.name.clone());
+    }
+    cfg.networks.insert(a.name.clone(), n);
+    let applied = Net::new(node.prefix(), cfg.clone()).apply_networks();
+    if let Err(e) = applied {
+        // Nothing half made: the rules as they were, the switch and the tag gone.
+        let n = cfg.networks.remove(&a.name);
+        let before = Net::new(node.prefix(), cfg.clone());
+        if let Some(n) = n {
+            let _ = Net::new(node.prefix(), {
+                let mut c = cfg.clone();
+                c.networks.insert(a.name.clone(), n.clone());
+                c
+            })
+            .remove_network(&n, &before);
+        }
+        if a.overlay.is_none() {
+            let _ = before.delete_etherstub(&a.name);
+            cfg.nic_tags.remove(&a.name);
+            cfg.etherstubs.remove(&a.name);
+        }
+        return Err(Failure::new(1, format!("network {}: {}", a.name, crate::chain(&e))));
+    }
+    node.save_config(cfg)?;
+    Ok(())
+}
+
+fn network_row(name: &str, n: &hull_spec::node::Network) -> Value {
+    json!({
+        "name": name, "nic_tag": n.nic_tag, "subnet": n.subnet.to_string(), "gateway": n.gateway.to_string(),
+        "nat": n.nat, "uplink": n.uplink,
+        "dhcp": n.dhcp.map(|(f, l)| format!("{f}-{l}")), "resolvers": n.resolvers,
+    })
+}
+
+pub fn network(node: &Node, c: NetworkCmd) -> CmdResult {
+    let _lock = hull_storage::lock::lock(&node.lock_path("node-config"))?;
+    let mut cfg = node.load_config()?;
+    match c {
+        NetworkCmd::Add(a) => network_add(node, &mut cfg, a)?,
+        NetworkCmd::List { json } => {
+            let rows: Vec<Value> = cfg.networks.iter().map(|(k, n)| network_row(k, n)).collect();
+            if json {
+                crate::print_json(&rows);
+            } else {
+                print!("{}", table::render(&rows, &table::fields("name,nic_tag,subnet,gateway,nat,dhcp"), false));
+            }
+        }
+        NetworkCmd::Get { name } => {
+            let n = cfg.networks.get(&name).ok_or_else(|| Failure::new(1, format!("no network {name}")))?;
+            crate::print_json(&network_row(&name, n));
+        }
+        NetworkCmd::Delete { name } => {
+            let n = cfg.networks.get(&name).cloned().ok_or_else(|| Failure::new(1, format!("no network {name}")))?;
+            let users = vms_on_tag(node, &n.nic_tag)?;
+            if !users.is_empty() {
+                return Err(Failure::new(1, format!("network {name} is used by VMs: {}", users.join(", "))));
+            }
+            let with = Net::new(node.prefix(), cfg.clone());
+            cfg.networks.remove(&name);
+            if n.nic_tag == name {
+                cfg.nic_tags.remove(&name);
+                cfg.etherstubs.remove(&name);
+            }
+            let without = Net::new(node.prefix(), cfg.clone());
+            with.remove_network(&n, &without)?;
+            if n.nic_tag == name {
+                without.delete_etherstub(&name)?;
+            }
+            node.save_config(&cfg)?;
         }
     }
     Ok(())

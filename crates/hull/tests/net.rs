@@ -758,3 +758,146 @@ fn the_primary_flag_moves_as_smartos_moves_it() {
     assert_eq!(now.iter().filter(|x| x.get("primary").is_some()).count(), 1, "{now:?}");
     assert_eq!(now[2]["primary"], true);
 }
+
+// ------------------------------------------------------------------ a way out
+
+/// The outside world for a node: a namespace behind a veth, with `far_ip`/24 on its end;
+/// the node's end is `up0` with `node_ip`/24 and a default route through the far end, as a
+/// host's only NIC would be. Removed when dropped.
+struct Outside {
+    path: PathBuf,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = hull_net::ns::remove(&self.path);
+    }
+}
+
+fn outside(n: &TestNode, node_ip: &'static str, far_ip: &'static str) -> Outside {
+    let far = n.root().join("outside.netns");
+    hull_net::ns::create(&far).expect("outside netns");
+    let guard = Outside { path: far.clone() };
+    let far_file = std::fs::File::open(&far).expect("open");
+    n.in_node(move || {
+        use std::os::fd::AsRawFd;
+        let mut nl = hull_net::nl::Netlink::open().expect("netlink");
+        nl.add_veth("up0", [2, 0, 0, 0, 9, 1], "eth0", [2, 0, 0, 0, 9, 2], far_file.as_raw_fd(), 1500).expect("veth");
+        let l = nl.link("up0").expect("links").expect("up0");
+        nl.add_address(l.index, node_ip.parse().expect("ip"), 24).expect("address");
+        nl.set_up(l.index, true).expect("up");
+        nl.add_route("0.0.0.0".parse().expect("ip"), 0, Some(far_ip.parse().expect("ip")), None).expect("default");
+    });
+    hull_net::ns::run_in(&far, move || {
+        let mut nl = hull_net::nl::Netlink::open()?;
+        let l = nl.link("eth0")?.expect("eth0");
+        nl.add_address(l.index, far_ip.parse().expect("ip"), 24)?;
+        let lo = nl.link("lo")?.expect("lo");
+        nl.set_up(lo.index, true)?;
+        nl.set_up(l.index, true)
+    })
+    .expect("far end");
+    guard
+}
+
+/// A command in the node's own namespace (the host, as far as the node knows).
+fn on_host(n: &TestNode, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net={}", n.netns_path().display()))
+        .args(args)
+        .output()
+        .expect("nsenter")
+}
+
+/// The host's addresses and routes on its links, as `ip` prints them, less what the kernel
+/// names per link (link-local addresses).
+fn host_config(n: &TestNode) -> (Vec<String>, Vec<String>) {
+    let addrs = String::from_utf8_lossy(&on_host(n, &["ip", "-o", "addr", "show"]).stdout)
+        .lines()
+        .filter(|l| !l.contains(" lo ") && !l.contains("fe80::"))
+        .map(|l| l.split_whitespace().skip(1).take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    let routes =
+        String::from_utf8_lossy(&on_host(n, &["ip", "route", "show"]).stdout).lines().map(String::from).collect();
+    (addrs, routes)
+}
+
+#[test]
+fn an_uplink_with_the_host_s_address_keeps_the_host_reachable() {
+    let n = TestNode::in_netns("512M");
+    let _far = outside(&n, "192.0.2.2", "192.0.2.1");
+    assert!(on_host(&n, &["ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1"]).status.success());
+    let before = host_config(&n);
+    assert!(before.0.iter().any(|a| a.starts_with("up0 inet 192.0.2.2/24")), "{before:?}");
+
+    n.hull(&["nictagadm", "add", "ext", "up0"]).ok();
+    let (addrs, routes) = host_config(&n);
+    assert!(!addrs.iter().any(|a| a.starts_with("up0 ")), "the address left the bridge's port: {addrs:?}");
+    assert!(routes.iter().any(|r| r.starts_with("default via 192.0.2.1") && !r.contains("up0")), "{routes:?}");
+    assert!(routes.iter().any(|r| r.starts_with("198.51.100.0/24 via 192.0.2.1") && !r.contains("up0")), "{routes:?}");
+    let host_ping = |n: &TestNode| on_host(n, &["busybox", "ping", "-c", "1", "-W", "2", "192.0.2.1"]).status.success();
+    assert!(host_ping(&n), "the host still reaches the outside");
+
+    // A zone on the tag is on the host's LAN and meets the host there.
+    let img = n.busybox();
+    let z = create(&n, payload(&img, json!([{"nic_tag": "ext", "ips": ["192.0.2.10/24"], "gateways": ["192.0.2.1"]}])));
+    assert!(ping_gets_through(&n, &z, &["192.0.2.1"]), "the zone reaches the outside");
+    assert!(ping_gets_through(&n, &z, &["192.0.2.2"]), "and the host");
+    n.hull(&["vmadm", "delete", &z]).ok();
+    assert!(host_ping(&n), "the switch stays with the host's address after the last VM");
+
+    n.hull(&["nictagadm", "delete", "ext"]).ok();
+    assert_eq!(host_config(&n), before, "the host's addresses and routes are back as they were");
+    assert!(host_ping(&n));
+    assert_eq!(leftovers(&n), (vec![], vec![]));
+}
+
+/// Whether a TCP connection from the zone to `addr` is answered.
+fn zone_connects(n: &TestNode, uuid: &str, addr: &str, port: &str) -> bool {
+    n.hull(&["zlogin", uuid, "sh", "-c", &format!("echo x | nc -w 2 {addr} {port}")]).code == 0
+}
+
+#[test]
+fn zones_on_nat_networks_reach_the_outside_as_the_host_and_not_each_other() {
+    let n = TestNode::in_netns("512M");
+    let _far = outside(&n, "192.0.2.2", "192.0.2.1");
+    // A subnet the host already routes is refused, by the route's name.
+    let r = n.hull(&["network", "add", "clash", "--subnet", "192.0.2.128/25"]);
+    assert!(r.code == 1 && r.stderr.contains("192.0.2.0/24"), "{}", r.stderr);
+    assert!(n.hull(&["nictagadm", "list", "-p"]).ok().is_empty(), "a refused network leaves no tag");
+    n.hull(&["network", "add", "web", "--subnet", "10.77.0.0/24", "--no-dhcp"]).ok();
+    n.hull(&["network", "add", "db"]).ok();
+    let db: Value = serde_json::from_str(&n.hull(&["network", "get", "db"]).ok()).expect("json");
+    let db_net: ipnet::Ipv4Net = db["subnet"].as_str().expect("subnet").parse().expect("net");
+    assert!(!db_net.contains(&"10.77.0.1".parse::<std::net::Ipv4Addr>().expect("ip")), "{db}");
+    let gw_db = db["gateway"].as_str().expect("gw").to_string();
+    let ip_db = format!("{}/24", db_net.hosts().nth(4).expect("host"));
+
+    let img = n.busybox();
+    let a = create(&n, payload(&img, json!([{"nic_tag": "web", "ips": ["10.77.0.5/24"], "gateways": ["10.77.0.1"]}])));
+    let b = create(&n, payload(&img, json!([{"nic_tag": "db", "ips": [ip_db.clone()], "gateways": [gw_db.clone()]}])));
+    // The outside has no route to either subnet: an answer means the host masqueraded.
+    assert!(ping_gets_through(&n, &a, &["192.0.2.1"]), "web reaches the outside");
+    assert!(ping_gets_through(&n, &b, &["192.0.2.1"]), "db reaches the outside");
+    let b_ip = ip_db.split('/').next().expect("ip");
+    assert!(!ping(&n, &a, &[b_ip]), "one network reaches into another");
+    assert!(!ping(&n, &b, &["10.77.0.5"]), "one network reaches into another");
+    // The host's own services are not a tenant's: its gateway answers ping, nothing else.
+    let listener = n.in_node(|| std::net::TcpListener::bind("0.0.0.0:7777").expect("listen"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    assert!(ping_gets_through(&n, &a, &["10.77.0.1"]));
+    assert!(!zone_connects(&n, &a, "10.77.0.1", "7777"), "a tenant reached a host service through its gateway");
+    assert!(!zone_connects(&n, &a, "192.0.2.2", "7777"), "a tenant reached a host service through another address");
+    assert!(listener.accept().is_err(), "the host accepted a tenant's connection");
+    // While VMs use it, a network stays.
+    assert_eq!(n.hull(&["network", "delete", "web"]).code, 1);
+    for z in [&a, &b] {
+        n.hull(&["vmadm", "delete", z]).ok();
+    }
+    n.hull(&["network", "delete", "web"]).ok();
+    n.hull(&["network", "delete", "db"]).ok();
+    assert_eq!(leftovers(&n), (vec![], vec![]));
+    let rules = String::from_utf8_lossy(&on_host(&n, &["nft", "list", "ruleset"]).stdout).to_string();
+    assert!(!rules.contains(&format!("table inet hull_{}", n.prefix)), "{rules}");
+    assert_eq!(host_config(&n).0, vec!["up0 inet 192.0.2.2/24".to_string()]);
+}
