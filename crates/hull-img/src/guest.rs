@@ -4,7 +4,8 @@
 //! ACPI power button need; `.ci/deps` puts both in /var/cache/hull/guest.
 //!
 //! The guest's init loads the modules, sets `hull.ip=ADDR/LEN` from the kernel command line
-//! on eth0 when it is there, prints `HULL-GUEST-UP` on the serial console, and powers off
+//! on eth0 when it is there (or with `hull.dhcp` asks DHCP for it, as a cloud image would,
+//! and prints `HULL-GUEST-DHCP ADDR/LEN ROUTER`), prints `HULL-GUEST-UP` on the serial console, and powers off
 //! when the power button is pressed.
 
 use crate::{ImgError, Result};
@@ -30,6 +31,12 @@ if [ -n "$root" ]; then
 fi
 ip=$(sed -n 's/.*hull.ip=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -n "$ip" ] && ip addr add $ip dev eth0 && ip link set eth0 up
+if grep -q hull.dhcp /proc/cmdline; then
+  printf '#!/bin/sh\n[ "$1" = bound ] || exit 0\nip addr add $ip/$mask dev $interface\n[ -n "$router" ] && ip route add default via ${router%%%% *}\necho HULL-GUEST-DHCP $ip/$mask $router\n' > /bin/dhcp.sh
+  chmod +x /bin/dhcp.sh
+  ip link set eth0 up
+  udhcpc -i eth0 -n -q -t 10 -T 1 -s /bin/dhcp.sh
+fi
 for e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done
 # Up only once every reader has the device open: a button press before would be lost.
 for i in 1 2 3 4 5 6 7 8 9 10; do [ "$(pidof dd | wc -w)" -ge "$(ls /dev/input/event* | wc -w)" ] && break; sleep 0.2; done

@@ -15,6 +15,8 @@
 //! says what they are (`hull:<prefix>:<what>:...`), and the nftables table is
 //! `hull_<prefix>`. Nothing else on the host is touched.
 
+pub mod dhcp;
+pub mod lease;
 pub mod nft;
 pub mod nic;
 pub mod nl;

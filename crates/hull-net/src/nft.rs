@@ -32,6 +32,10 @@ pub struct Protection {
     pub dhcp4: bool,
     /// The NIC configures IPv6 itself (SLAAC): IPv6 sources cannot be known in advance.
     pub addrconf6: bool,
+    /// `dhcp_server`: the zone's DHCP answers pass (its requests are still checked).
+    pub dhcp_server: bool,
+    /// hull answered the NIC's DHCP at its port: requests stop there.
+    pub answered: bool,
 }
 
 pub fn table(prefix: &str) -> String {
@@ -129,9 +133,19 @@ pub fn rules(p: &Protection) -> Vec<Vec<Value>> {
             ]);
         }
     }
+    if p.answered {
+        // hull answered at the port: the request reaches no other server.
+        out.push(vec![
+            json!({"match": {"op": "==", "left": payload("udp", "dport"), "right": 67}}),
+            json!({"drop": null}),
+        ]);
+    }
     if p.dhcp_nospoof {
-        // The zone may not answer as a DHCP server (v4 or v6)...
+        // The zone may not answer as a DHCP server (v4 or v6), unless it is one...
         for (proto, port) in [("udp", 67), ("udp", 547)] {
+            if p.dhcp_server {
+                break;
+            }
             out.push(vec![
                 json!({"match": {"op": "==", "left": payload(proto, "sport"), "right": port}}),
                 json!({"drop": null}),
@@ -263,6 +277,8 @@ mod tests {
             allowed: vec!["10.0.0.5/32".parse().expect("ip"), "10.1.0.0/16".parse().expect("net")],
             dhcp4: false,
             addrconf6: false,
+            dhcp_server: false,
+            answered: false,
         }
     }
 

@@ -52,12 +52,20 @@ pub struct Nic {
     pub allow_restricted_traffic: bool,
     /// A cap in bits per second, both directions.
     pub maxbw: Option<u64>,
+    /// `dhcp_server`: the zone may answer DHCP on its network.
+    pub dhcp_server: bool,
+    /// The address hull leased this `dhcp` NIC from its network's range: link protection
+    /// allows exactly it (not any IPv4 source, as for a DHCP server hull does not know).
+    pub leased: Option<ipnet::Ipv4Net>,
+    /// hull answers this NIC's DHCP at its port: its requests go no further.
+    pub answered: bool,
 }
 
 impl Nic {
     pub fn protection(&self) -> crate::nft::Protection {
         let mut allowed = self.addrs.iter().map(|a| IpNet::from(a.addr())).collect::<Vec<_>>();
         allowed.extend(self.allowed_ips.iter().cloned());
+        allowed.extend(self.leased.map(|l| IpNet::from(IpAddr::V4(l.addr()))));
         crate::nft::Protection {
             mac: self.mac,
             mac_nospoof: !self.allow_mac_spoofing,
@@ -65,8 +73,10 @@ impl Nic {
             dhcp_nospoof: !self.allow_dhcp_spoofing,
             restricted: !self.allow_restricted_traffic,
             allowed,
-            dhcp4: self.dhcp,
+            dhcp4: self.dhcp && self.leased.is_none(),
             addrconf6: self.addrconf,
+            dhcp_server: self.dhcp_server,
+            answered: self.answered,
         }
     }
 }
@@ -295,6 +305,9 @@ pub fn parse(key: &str, index: usize, nic: &VmNic, cfg: &NodeConfig) -> Result<N
             allow_dhcp_spoofing: on(nic.allow_dhcp_spoofing),
             allow_restricted_traffic: on(nic.allow_restricted_traffic),
             maxbw,
+            dhcp_server: on(nic.dhcp_server),
+            leased: None,
+            answered: false,
         }),
         _ => Err(problems),
     }

@@ -77,15 +77,20 @@ pub fn batch(prefix_: &str, nets: &[(String, Network)]) -> Value {
     let established = m(json!({"ct": {"key": "state"}}), "in", json!(["established", "related"]));
     let all: Vec<Value> = nets.iter().map(|(sw, _)| json!(sw)).collect();
     for (sw, n) in nets {
-        // No network routes into another of the node's.
+        // Within one network: where br_netfilter is loaded, frames bridged between its own
+        // ports pass the inet hooks too, with the switch as both ends.
         cmds.push(rule(
             "forward",
-            vec![
-                m(meta("iifname"), "==", set(all.clone())),
-                m(meta("oifname"), "==", json!(sw)),
-                json!({"drop": null}),
-            ],
+            vec![m(meta("iifname"), "==", json!(sw)), m(meta("oifname"), "==", json!(sw)), json!({"accept": null})],
         ));
+        // No network routes into another of the node's.
+        let others: Vec<Value> = all.iter().filter(|o| *o != &json!(sw)).cloned().collect();
+        if !others.is_empty() {
+            cmds.push(rule(
+                "forward",
+                vec![m(meta("iifname"), "==", set(others)), m(meta("oifname"), "==", json!(sw)), json!({"drop": null})],
+            ));
+        }
         if n.nat {
             cmds.push(rule(
                 "forward",
@@ -249,7 +254,15 @@ mod tests {
             .to_string();
         assert!(b.contains("\"masquerade\":null"), "{b}");
         assert_eq!(b.matches("masquerade").count(), 1, "only the NAT network: {b}");
-        assert!(b.contains("\"set\":[\"p1b1\",\"p1b2\"]"), "no network routes into another: {b}");
+        let v: Value = serde_json::from_str(&b).expect("json");
+        let drops_into = |from: &str, to: &str| {
+            v["nftables"].as_array().expect("list").iter().any(|c| {
+                let e = &c["add"]["rule"]["expr"];
+                e[0]["match"]["right"] == from && e[1]["match"]["right"] == to && e[2] == json!({"drop": null})
+            })
+        };
+        assert!(drops_into("p1b2", "p1b1") && drops_into("p1b1", "p1b2"), "no network routes into another: {b}");
+        assert!(!drops_into("p1b1", "p1b1"), "a network's own traffic passes: {b}");
         assert!(b.contains("\"hook\":\"input\""), "{b}");
         let empty = batch("p1", &[]).to_string();
         assert!(empty.contains("delete") && !empty.contains("chain"), "{empty}");

@@ -127,13 +127,14 @@ impl Vmadm {
         let r = (|| {
             let _lock = net_lock(&self.node)?;
             let net = net(&self.node)?;
-            let nics = parsed_nics(uuid, cfg, &net.cfg)?;
+            let mut nics = parsed_nics(uuid, cfg, &net.cfg)?;
             // Checked again under the lock, against the VMs that run: two creates at once
             // cannot both plug the same MAC or address.
             let clashes = hull_net::nic::conflicts(&nics, &self.others_nics(uuid, &net.cfg, true));
             if !clashes.is_empty() {
                 return Err(bad_nics(uuid, clashes));
             }
+            self.dhcp_plan(uuid, cfg, &mut nics, &net)?;
             let userns = userns_path(&self.node, uuid);
             self.host.net_plug(&crate::host::NetPlan {
                 uuid,
@@ -153,13 +154,151 @@ impl Vmadm {
         r
     }
 
+    /// What hull answers when the VM's NICs ask for DHCP, written where its zoneadmd reads
+    /// it (`dhcp.json` in the zone's run directory): a `dhcp` NIC on a network with a DHCP
+    /// range gets a lease from it, a KVM guest's NIC with a static IPv4 address gets that
+    /// address (SmartOS's qemu does the same). Such NICs are marked, so link protection
+    /// allows the leased address and keeps their requests off the switch.
+    fn dhcp_plan(&self, uuid: &str, cfg: &Map<String, Value>, nics: &mut [Nic], net: &hull_net::Net) -> Result<()> {
+        use hull_net::dhcp::Answer;
+        use std::net::{IpAddr, Ipv4Addr};
+        let vm = hull_spec::vm::model::Vm::from_map(cfg).ok();
+        let hostname = vm.as_ref().and_then(|v| v.hostname()).map(String::from);
+        let v4 = |list: &[String]| list.iter().filter_map(|r| r.parse::<Ipv4Addr>().ok()).collect::<Vec<_>>();
+        let vm_resolvers = vm.as_ref().and_then(|v| v.resolvers.as_deref()).map(v4).unwrap_or_default();
+        let routes: Vec<(Ipv4Addr, u8, Ipv4Addr)> = routes_of(cfg)
+            .iter()
+            .filter_map(|(dst, gw)| {
+                let gw: Ipv4Addr = gw.parse().ok()?;
+                let dst = dst
+                    .parse::<ipnet::Ipv4Net>()
+                    .ok()
+                    .or_else(|| dst.parse::<Ipv4Addr>().ok().map(ipnet::Ipv4Net::from))?;
+                Some((dst.network(), dst.prefix_len(), gw))
+            })
+            .collect();
+        let guest = hull_spec::Brand::of(cfg).is_hvm();
+        let others = self.others_nics(uuid, &net.cfg, false);
+        let mut answers = Vec::new();
+        for i in 0..nics.len() {
+            let nic = &nics[i];
+            let host_if = net.host_if(uuid, &nic.interface);
+            let gateways: Vec<Ipv4Addr> =
+                nic.gateways.iter().filter_map(|g| if let IpAddr::V4(a) = g { Some(*a) } else { None }).collect();
+            let static4 = nic.addrs.iter().find_map(|a| match a {
+                ipnet::IpNet::V4(n) => Some(*n),
+                ipnet::IpNet::V6(_) => None,
+            });
+            let on_network = net
+                .cfg
+                .networks
+                .iter()
+                .find(|(_, n)| hull_net::routed::attach(n).is_ok_and(|a| a == nic.network) && n.dhcp.is_some());
+            let answer = match (nic.dhcp, on_network, static4) {
+                (true, Some((name, n)), _) => {
+                    let Some(range) = n.dhcp else { continue };
+                    // Static addresses on the network and its gateway are never leased.
+                    let mut taken: Vec<Ipv4Addr> = vec![n.gateway];
+                    for (_, o) in others.iter().filter(|(_, o)| o.network == nic.network) {
+                        taken.extend(
+                            o.addrs.iter().filter_map(|a| if let IpAddr::V4(x) = a.addr() { Some(x) } else { None }),
+                        );
+                    }
+                    let mut live: Vec<[u8; 6]> = others.iter().map(|(_, o)| o.mac).collect();
+                    live.extend(nics.iter().map(|n| n.mac));
+                    let path = self.node.var_dir().join("dhcp").join(format!("{name}.json"));
+                    let addr = hull_net::lease::lease(&path, &nic.mac, range, &taken, &live).map_err(|e| {
+                        bad_nics(uuid, vec![NicProblem { field: format!("nics.{i}.ips"), reason: e.to_string() }])
+                    })?;
+                    let prefix = n.subnet.prefix_len();
+                    nics[i].leased = ipnet::Ipv4Net::new(addr, prefix).ok();
+                    if !guest && let Some(l) = nics[i].leased {
+                        // A zone has no CAP_NET_ADMIN to apply what its client is told: hull
+                        // puts the lease on the NIC before the zone boots, as for a static
+                        // address, and answers the zone's client with the same.
+                        nics[i].addrs.push(ipnet::IpNet::V4(l));
+                        if nics[i].gateways.is_empty() {
+                            nics[i].gateways.push(IpAddr::V4(n.gateway));
+                        }
+                    }
+                    Answer {
+                        host_if,
+                        mac: nics[i].mac,
+                        addr,
+                        prefix,
+                        server: n.gateway,
+                        routers: vec![n.gateway],
+                        resolvers: if vm_resolvers.is_empty() {
+                            n.resolvers
+                                .iter()
+                                .filter_map(|r| if let IpAddr::V4(a) = r { Some(*a) } else { None })
+                                .collect()
+                        } else {
+                            vm_resolvers.clone()
+                        },
+                        hostname: hostname.clone(),
+                        mtu: nics[i].mtu.and_then(|m| u16::try_from(m).ok()),
+                        routes: routes.clone(),
+                        lease_secs: 3600,
+                    }
+                }
+                (false, _, Some(addr)) if guest => Answer {
+                    host_if,
+                    mac: nic.mac,
+                    addr: addr.addr(),
+                    prefix: addr.prefix_len(),
+                    // The guest's gateway speaks for the server; without one, an address of
+                    // the subnet the guest does not have.
+                    server: gateways
+                        .first()
+                        .copied()
+                        .unwrap_or_else(|| addr.hosts().find(|h| *h != addr.addr()).unwrap_or(addr.network())),
+                    routers: gateways.clone(),
+                    resolvers: vm_resolvers.clone(),
+                    hostname: hostname.clone(),
+                    mtu: nic.mtu.and_then(|m| u16::try_from(m).ok()),
+                    routes: routes.clone(),
+                    lease_secs: 86400,
+                },
+                _ => continue,
+            };
+            nics[i].answered = true;
+            answers.push(answer);
+        }
+        let dir = self.node.var_dir().join("z").join(uuid);
+        let path = dir.join("dhcp.json");
+        let io =
+            |op: &'static str, e: std::io::Error| VmError::Io { vm: uuid.into(), op, path: path.clone(), source: e };
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
+        let text = serde_json::to_vec(&answers).map_err(|e| io("encode", std::io::Error::other(e)))?;
+        let tmp = dir.join("dhcp.json.tmp");
+        std::fs::write(&tmp, text).map_err(|e| io("write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+        Ok(())
+    }
+
     /// Applies `nics` changes to a running VM: NICs in `before` and not `after` are
     /// unplugged, new ones plugged, changed ones changed.
-    pub(crate) fn net_update(&self, uuid: &str, before: &[Value], after: &[Value]) -> Result<()> {
+    pub(crate) fn net_update(
+        &self,
+        uuid: &str,
+        cfg: &Map<String, Value>,
+        before: &[Value],
+        after: &[Value],
+    ) -> Result<()> {
         let _lock = net_lock(&self.node)?;
         let net = net(&self.node)?;
-        let old = hull_net::nic::parse_all(&typed_nics(uuid, before)?, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
-        let new = hull_net::nic::parse_all(&typed_nics(uuid, after)?, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+        let mut old = hull_net::nic::parse_all(&typed_nics(uuid, before)?, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+        let mut new = hull_net::nic::parse_all(&typed_nics(uuid, after)?, &net.cfg).map_err(|p| bad_nics(uuid, p))?;
+        // The old NICs as they were plugged: with what the last plan answered for them.
+        let answered = hull_net::dhcp::load(&self.node.var_dir().join("z").join(uuid).join("dhcp.json"));
+        for o in &mut old {
+            if let Some(a) = answered.iter().find(|a| a.mac == o.mac && a.host_if == net.host_if(uuid, &o.interface)) {
+                o.answered = true;
+                o.leased = o.dhcp.then(|| ipnet::Ipv4Net::new(a.addr, a.prefix).ok()).flatten();
+            }
+        }
+        self.dhcp_plan(uuid, cfg, &mut new, &net)?;
         let path = netns_path(&self.node, uuid);
         for o in old.iter().filter(|o| !new.iter().any(|n| n.interface == o.interface)) {
             net.unplug(uuid, &o.interface)?;

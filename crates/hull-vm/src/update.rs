@@ -445,7 +445,7 @@ impl Vmadm {
                 tracing::warn!(vm = uuid, "a NIC has a multicast MAC: not plugged into the running zone");
             }
             if running && !guest && !multicast {
-                self.net_update(uuid, &before, &after)?;
+                self.net_update(uuid, &checked, &before, &after)?;
             } else if running {
                 // qemu's NICs are fixed at its start: the change waits for the next boot.
                 for k in ["add_nics", "remove_nics", "update_nics"] {

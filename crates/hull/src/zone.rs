@@ -61,6 +61,17 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
             tracing::warn!(zone = %a.uuid, "taking the network down: {e}");
         }
     };
+    // DHCP for the VM's NICs that hull answers (vmadm wrote what to answer): a thread of
+    // this supervisor, not a process of its own, seeing only DHCP requests.
+    let answers = dir.join("dhcp.json");
+    if answers.exists() {
+        let uuid = a.uuid.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = hull_net::dhcp::serve(&answers) {
+                tracing::warn!(zone = %uuid, "DHCP responder: {e}");
+            }
+        });
+    }
     if a.monitor {
         if let Some(mut r) = ready {
             let _ = std::io::Write::write_all(&mut r, b"ok monitor\n");

@@ -901,3 +901,66 @@ fn zones_on_nat_networks_reach_the_outside_as_the_host_and_not_each_other() {
     assert!(!rules.contains(&format!("table inet hull_{}", n.prefix)), "{rules}");
     assert_eq!(host_config(&n).0, vec!["up0 inet 192.0.2.2/24".to_string()]);
 }
+
+/// Asks for a DHCP lease from inside a zone with busybox's udhcpc; the script it runs
+/// configures what it was given and writes it down. Returns what the zone was told.
+fn dhcp_in_zone(n: &TestNode, uuid: &str) -> String {
+    let script = "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add $ip/$mask dev $interface\n[ -n \"$router\" ] && ip route add default via ${router%% *}\necho $ip/$mask $router $dns > /tmp/lease\n";
+    n.hull(&["zlogin", uuid, "sh", "-c", &format!("printf '%s' '{script}' > /tmp/dhcp.sh && chmod +x /tmp/dhcp.sh")])
+        .ok();
+    let r = n.hull(&["zlogin", uuid, "udhcpc", "-i", "net0", "-n", "-q", "-t", "5", "-T", "1", "-s", "/tmp/dhcp.sh"]);
+    let dir = n.root().join("var/hull/z").join(uuid);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    assert_eq!(r.code, 0, "{}\nanswers: {}\nzoneadmd: {}", r.stderr, read("dhcp.json"), read("zoneadmd.log"));
+    n.hull(&["zlogin", uuid, "cat", "/tmp/lease"]).ok().trim().to_string()
+}
+
+#[test]
+fn a_dhcp_nic_on_a_network_gets_its_lease_and_only_that_address_passes() {
+    let n = TestNode::in_netns("512M");
+    let _far = outside(&n, "192.0.2.2", "192.0.2.1");
+    n.hull(&[
+        "network",
+        "add",
+        "lan",
+        "--subnet",
+        "10.79.0.0/24",
+        "--dhcp-range",
+        "10.79.0.50-10.79.0.60",
+        "--resolvers",
+        "192.0.2.53",
+    ])
+    .ok();
+    let img = n.busybox();
+    // A static address inside the range is never leased to another.
+    let fixed =
+        create(&n, payload(&img, json!([{"nic_tag": "lan", "ips": ["10.79.0.50/24"], "gateways": ["10.79.0.1"]}])));
+    let z = create(&n, payload(&img, json!([{"nic_tag": "lan", "ips": ["dhcp"]}])));
+    let lease = dhcp_in_zone(&n, &z);
+    assert_eq!(lease, "10.79.0.51/24 10.79.0.1 192.0.2.53", "what the zone was told");
+    let mac = mac_of(&n, &z, 0);
+    let leases: Value =
+        serde_json::from_str(&std::fs::read_to_string(n.root().join("var/hull/dhcp/lan.json")).expect("leases"))
+            .expect("json");
+    assert_eq!(leases[&mac], "10.79.0.51", "{leases}");
+    assert!(
+        ping_gets_through(&n, &z, &["192.0.2.1"]),
+        "the leased zone reaches the outside through NAT: {}",
+        n.hull(&["zlogin", &z, "sh", "-c", "ip addr; ip route"]).stdout
+    );
+    assert!(ping_gets_through(&n, &z, &["10.79.0.50"]), "and its neighbour");
+    // An address it was not leased does not pass, even inside the range.
+    in_zone_ns(&n, &z, &["ip", "addr", "add", "10.79.0.55/24", "dev", "net0"]);
+    assert!(!ping(&n, &z, &["-I", "10.79.0.55", "10.79.0.50"]), "a source outside the lease got through");
+    // A zone answering DHCP itself is dropped unless its NIC says dhcp_server.
+    assert!(ping_gets_through(&n, &fixed, &["10.79.0.51"]));
+    // The same MAC keeps its address across a reboot.
+    n.hull(&["vmadm", "stop", &z]).ok();
+    n.hull(&["vmadm", "start", &z]).ok();
+    assert_eq!(dhcp_in_zone(&n, &z), lease);
+    for v in [&z, &fixed] {
+        n.hull(&["vmadm", "delete", v]).ok();
+    }
+    n.hull(&["network", "delete", "lan"]).ok();
+    assert_eq!(leftovers(&n), (vec![], vec![]));
+}

@@ -72,6 +72,8 @@ pub struct Nic {
     pub allow_dhcp_spoofing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_restricted_traffic: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_server: Option<bool>,
     /// The rest of nic.js's properties (`maxbw`, VRRP, ...), as stored.
     #[serde(flatten)]
     pub rest: Map<String, Value>,
