@@ -232,6 +232,9 @@ pub fn nictagadm(node: &Node, c: NictagCmd) -> CmdResult {
             let Some(tag) = cfg.nic_tags.get(&name).cloned() else {
                 return Err(Failure::new(1, format!("no nic tag {name}")));
             };
+            if cfg.networks.contains_key(&name) {
+                return Err(Failure::new(1, format!("nic tag {name} is network {name}'s: hull network delete {name}")));
+            }
             let users = vms_on_tag(node, &name)?;
             if !users.is_empty() && !force {
                 return Err(Failure::new(1, format!("nic tag {name} is used by VMs: {} (use -f)", users.join(", "))));
@@ -467,6 +470,14 @@ pub fn overlay(node: &Node, c: OverlayCmd) -> CmdResult {
             o.peers.insert(vni.to_string(), peers);
         }
         OverlayCmd::Delete { name } => {
+            if let Some((net, _)) =
+                cfg.networks.iter().find(|(_, n)| n.nic_tag.split_once('/').is_some_and(|(o, _)| o == name))
+            {
+                return Err(Failure::new(
+                    1,
+                    format!("overlay {name} carries network {net}: hull network delete {net}"),
+                ));
+            }
             if cfg.overlays.remove(&name).is_none() {
                 return Err(Failure::new(1, format!("no overlay {name}")));
             }

@@ -497,3 +497,41 @@ fn a_bhyve_disk_grows_under_its_running_guest() {
     assert_eq!(std::fs::metadata(&path).expect("disk").len(), 32 << 20);
     n.hull(&["vmadm", "delete", &u]).ok();
 }
+
+#[test]
+fn a_kvm_guest_gets_its_static_address_by_dhcp() {
+    let n = TestNode::in_netns("1G");
+    n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
+    let img = n.busybox();
+    // The guest is not told its address on the command line: it asks DHCP, as a cloud
+    // image does, and hull answers at its port with the NIC's `ips` and `gateways`.
+    let guest = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "kvm", "ram": 256, "autoboot": false, "resolvers": ["10.8.1.53"],
+                "nics": [{"nic_tag": "t0", "ips": ["10.8.1.2/24"], "gateways": ["10.8.1.1"], "model": "virtio"}],
+                "qemu_extra_opts": "-kernel /vm/boot/vmlinuz -initrd /vm/boot/initrd.gz -append 'console=ttyS0 quiet hull.dhcp'"}),
+        )
+        .ok(),
+    );
+    install_guest(&n, &guest);
+    n.hull(&["vmadm", "start", &guest]).ok();
+    let zone = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64,
+            "nics": [{"nic_tag": "t0", "ips": ["10.8.1.1/24"]}]}),
+        )
+        .ok(),
+    );
+    wait_console(&n, &guest, "HULL-GUEST-UP", 90);
+    let text = console(&n, &guest);
+    assert!(text.contains("HULL-GUEST-DHCP 10.8.1.2/24 10.8.1.1"), "the guest was not told its address:\n{text}");
+    let ping = |ip: &str| n.hull(&["zlogin", &zone, "ping", "-c", "1", "-W", "3", ip]).code == 0;
+    let t = Instant::now();
+    while !ping("10.8.1.2") && t.elapsed() < Duration::from_secs(20) {}
+    assert!(ping("10.8.1.2"), "the guest answers at its address:\n{text}");
+    for v in [&guest, &zone] {
+        n.hull(&["vmadm", "delete", v]).ok();
+    }
+}

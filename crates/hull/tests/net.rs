@@ -385,6 +385,15 @@ fn forged_sources_and_odd_ethertypes_are_dropped_until_allowed() {
     let cap = capture(&nb, "net0", Duration::from_millis(800));
     send_frame(&na, "net0", dhcp_offer(mac_bytes(&mac), [10, 1, 0, 1]));
     assert!(!saw_probe(&cap.join().expect("capture")), "a DHCP server answer got through");
+    // dhcp_server: the zone is its network's DHCP server (SmartOS stores it; hull acts on it).
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "dhcp_server": true}]})).ok();
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", dhcp_offer(mac_bytes(&mac), [10, 1, 0, 1]));
+    assert!(saw_probe(&cap.join().expect("capture")), "dhcp_server did not let its answers through");
+    update(&n, &a, json!({"update_nics": [{"mac": mac, "dhcp_server": false}]})).ok();
+    let cap = capture(&nb, "net0", Duration::from_millis(800));
+    send_frame(&na, "net0", dhcp_offer(mac_bytes(&mac), [10, 1, 0, 1]));
+    assert!(!saw_probe(&cap.join().expect("capture")), "answers pass once dhcp_server is off");
     update(&n, &a, json!({"update_nics": [{"mac": mac, "allow_dhcp_spoofing": true}]})).ok();
     let cap = capture(&nb, "net0", Duration::from_millis(800));
     send_frame(&na, "net0", dhcp_offer(mac_bytes(&mac), [10, 1, 0, 1]));
@@ -866,7 +875,11 @@ fn zones_on_nat_networks_reach_the_outside_as_the_host_and_not_each_other() {
     assert!(r.code == 1 && r.stderr.contains("192.0.2.0/24"), "{}", r.stderr);
     assert!(n.hull(&["nictagadm", "list", "-p"]).ok().is_empty(), "a refused network leaves no tag");
     n.hull(&["network", "add", "web", "--subnet", "10.77.0.0/24", "--no-dhcp"]).ok();
-    n.hull(&["network", "add", "db"]).ok();
+    // The second tenant's network is an overlay's VNI, with its own NAT gateway on this node
+    // (Triton's fabric network with its NAT zone).
+    n.hull(&["overlay", "add", "ovl", "--underlay", "192.0.2.2"]).ok();
+    assert_eq!(n.hull(&["network", "add", "db", "--overlay", "nope/100"]).code, 1);
+    n.hull(&["network", "add", "db", "--overlay", "ovl/100"]).ok();
     let db: Value = serde_json::from_str(&n.hull(&["network", "get", "db"]).ok()).expect("json");
     let db_net: ipnet::Ipv4Net = db["subnet"].as_str().expect("subnet").parse().expect("net");
     assert!(!db_net.contains(&"10.77.0.1".parse::<std::net::Ipv4Addr>().expect("ip")), "{db}");
@@ -875,7 +888,8 @@ fn zones_on_nat_networks_reach_the_outside_as_the_host_and_not_each_other() {
 
     let img = n.busybox();
     let a = create(&n, payload(&img, json!([{"nic_tag": "web", "ips": ["10.77.0.5/24"], "gateways": ["10.77.0.1"]}])));
-    let b = create(&n, payload(&img, json!([{"nic_tag": "db", "ips": [ip_db.clone()], "gateways": [gw_db.clone()]}])));
+    let b =
+        create(&n, payload(&img, json!([{"nic_tag": "ovl/100", "ips": [ip_db.clone()], "gateways": [gw_db.clone()]}])));
     // The outside has no route to either subnet: an answer means the host masqueraded.
     assert!(ping_gets_through(&n, &a, &["192.0.2.1"]), "web reaches the outside");
     assert!(ping_gets_through(&n, &b, &["192.0.2.1"]), "db reaches the outside");
