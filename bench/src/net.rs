@@ -7,7 +7,10 @@
 //! times, `HULL_BENCH_SECS` (4) seconds each, and the medians reported. iperf3 runs in the
 //! zones' network namespaces with the host's binary (the busybox image has none). Then
 //! `vmadm update add_nics` and `remove_nics` on the running zone, `HULL_BENCH_NICS` (20)
-//! times each, end to end as an operator sees them. Prints one JSON line. Needs root,
+//! times each, end to end as an operator sees them. Then the way out (issue 13): iperf3 from
+//! a zone on a NAT network to a namespace standing for the outside world, beside the same
+//! from a zone on a routed network without NAT (the peer), and the time a zone's DHCP client
+//! (busybox udhcpc) takes to be bound by hull's responder. Prints one JSON line. Needs root,
 //! iperf3 and `target/release/hull`.
 
 use hull_bench::{Hull, env_n, pct};
@@ -88,6 +91,35 @@ fn raw_pair(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     Ok((x, y))
 }
 
+/// The outside world behind the node's "uplink": namespace `outside` with 192.0.2.1 on its
+/// end, the node's end `up0` with 192.0.2.2 and the node's default route through it. The
+/// outside knows a route back to `routed` (a network hull routes without NAT) only.
+fn outside(dir: &Path, routed: &str) -> Result<PathBuf, String> {
+    let (node, out) = (dir.join("node.netns"), dir.join("outside"));
+    hull_net::ns::create(&out).map_err(|e| e.to_string())?;
+    let of = std::fs::File::open(&out).map_err(|e| e.to_string())?;
+    hull_net::ns::run_in(&node, move || {
+        use std::os::fd::AsRawFd;
+        let mut nl = hull_net::nl::Netlink::open()?;
+        nl.add_veth("up0", [2, 0, 0, 0, 78, 1], "eth0", [2, 0, 0, 0, 78, 2], of.as_raw_fd(), 1500)?;
+        let l = nl.link("up0")?.ok_or(hull_net::NetError::NoLink("up0".into()))?;
+        nl.add_address(l.index, "192.0.2.2".parse().expect("literal"), 24)?;
+        nl.set_up(l.index, true)?;
+        nl.add_route("0.0.0.0".parse().expect("literal"), 0, Some("192.0.2.1".parse().expect("literal")), None)
+    })
+    .map_err(|e| e.to_string())?;
+    let net: ipnet::Ipv4Net = routed.parse().map_err(|e| format!("{routed}: {e}"))?;
+    hull_net::ns::run_in(&out, move || {
+        let mut nl = hull_net::nl::Netlink::open()?;
+        let l = nl.link("eth0")?.ok_or(hull_net::NetError::NoLink("eth0".into()))?;
+        nl.add_address(l.index, "192.0.2.1".parse().expect("literal"), 24)?;
+        nl.set_up(l.index, true)?;
+        nl.add_route(net.network().into(), net.prefix_len(), Some("192.0.2.2".parse().expect("literal")), None)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     pct(v, 0.5)
 }
@@ -115,7 +147,7 @@ fn bench() -> Result<String, String> {
     }
     let _ = h.run(&["net", "destroy"]);
     let _ = h.run(&["pool", "destroy"]);
-    for name in ["raw-x", "raw-y", "node.netns"] {
+    for name in ["raw-x", "raw-y", "outside", "node.netns"] {
         let _ = hull_net::ns::remove(&dir.path().join(name));
     }
     result
@@ -156,6 +188,37 @@ fn measure(h: &Hull, dir: &Path, rounds: usize, secs: usize, adds: usize) -> Res
         raw.push(iperf(&rx, &ry, "10.77.0.2", secs)?);
     }
     protection(true)?;
+
+    // A way out: a zone on a NAT network and one on a routed network (no NAT), each to the
+    // outside namespace; and how long a zone's DHCP client takes to be bound.
+    let out = outside(dir, "10.61.0.0/24")?;
+    h.run(&["network", "add", "natnet", "--subnet", "10.60.0.0/24"])?;
+    h.run(&["network", "add", "routed", "--subnet", "10.61.0.0/24", "--no-nat"])?;
+    let on_net =
+        |nic: Value| json!({"brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 128, "nics": [nic]});
+    let (c, _) = h.create(&on_net(json!({"nic_tag": "natnet", "ips": ["dhcp"]})))?;
+    let (d, _) = h.create(&on_net(json!({"nic_tag": "routed", "ips": ["10.61.0.5/24"], "gateways": ["10.61.0.1"]})))?;
+    let zl = |u: &str, args: &[&str]| -> Result<f64, String> {
+        let mut all = vec!["zlogin", u];
+        all.extend_from_slice(args);
+        let t = std::time::Instant::now();
+        h.run(&all)?;
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let (mut nat, mut routed, mut lease_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        nat.push(iperf(&ns(&c), &out, "192.0.2.1", secs)?);
+        routed.push(iperf(&ns(&d), &out, "192.0.2.1", secs)?);
+    }
+    for _ in 0..adds {
+        // zlogin's own cost, measured beside it, is taken off.
+        let base = zl(&c, &["true"])?;
+        let whole = zl(&c, &["udhcpc", "-i", "net0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-s", "/bin/true"])?;
+        lease_ms.push((whole - base).max(0.0));
+    }
+    let _ = hull_net::ns::remove(&out);
+    let (nat, routed) = (median(&mut nat), median(&mut routed));
+
     let (mut add_ms, mut remove_ms) = (Vec::new(), Vec::new());
     for i in 0..adds {
         let m = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
@@ -174,6 +237,10 @@ fn measure(h: &Hull, dir: &Path, rounds: usize, secs: usize, adds: usize) -> Res
         "nic_add_p50_ms": (pct(&mut add_ms, 0.5) * 10.0).round() / 10.0,
         "nic_add_p99_ms": (pct(&mut add_ms, 0.99) * 10.0).round() / 10.0,
         "nic_remove_p50_ms": (pct(&mut remove_ms, 0.5) * 10.0).round() / 10.0,
+        "nat_gbps": (nat * 100.0).round() / 100.0,
+        "peer_routed_no_nat_gbps": (routed * 100.0).round() / 100.0,
+        "nat_over_routed": (nat / routed * 100.0).round() / 100.0,
+        "dhcp_lease_p50_ms": (pct(&mut lease_ms, 0.5) * 10.0).round() / 10.0,
         "rounds": rounds,
         "secs": secs,
     })

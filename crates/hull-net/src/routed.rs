@@ -140,6 +140,11 @@ fn apply(batch: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Removes the node's `inet` table (`hull net destroy`).
+pub fn destroy(prefix: &str) -> Result<()> {
+    apply(&batch(prefix, &[]))
+}
+
 /// Whether two networks share any address.
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())

@@ -440,6 +440,7 @@ impl Net {
         for o in owned.iter().filter(|o| matches!(o.role, Role::Switch { .. } | Role::Etherstub { .. })) {
             nl.del_link(o.link.index)?;
         }
+        crate::routed::destroy(&self.prefix)?;
         nft::destroy(&self.prefix)
     }
 
