@@ -18,13 +18,24 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-/// What one NIC is told.
+/// What hull answers at one VNIC's port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
     /// The VNIC's host end, where requests arrive and answers leave.
     pub host_if: String,
     /// The client's MAC: requests from any other are not answered.
     pub mac: [u8; 6],
+    /// DHCPv4.
+    #[serde(default)]
+    pub v4: Option<Lease>,
+    /// IPv6 router advertisements (SLAAC).
+    #[serde(default)]
+    pub ra: Option<Ra>,
+}
+
+/// What a DHCPv4 client is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
     pub addr: Ipv4Addr,
     pub prefix: u8,
     /// The server's own address in the answer (the gateway, or one the subnet does not use).
@@ -41,6 +52,17 @@ pub struct Answer {
     #[serde(default)]
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     pub lease_secs: u32,
+}
+
+/// A router advertisement: the network's /64 for SLAAC, from the switch's link-local
+/// address and MAC (the host, which routes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ra {
+    pub prefix: ipnet::Ipv6Net,
+    pub router: std::net::Ipv6Addr,
+    pub router_mac: [u8; 6],
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// A client's message, as far as answering needs it.
@@ -117,7 +139,7 @@ pub fn parse(msg: &[u8]) -> Option<Request> {
 
 /// The reply's kind for a request, or none when it is not ours to answer (a REQUEST for
 /// another server, a RELEASE, a DECLINE).
-pub fn reply_kind(r: &Request, a: &Answer) -> Option<u8> {
+pub fn reply_kind(r: &Request, a: &Lease) -> Option<u8> {
     match r.kind {
         DISCOVER => Some(OFFER),
         REQUEST => {
@@ -137,7 +159,7 @@ fn mask(prefix: u8) -> Ipv4Addr {
 }
 
 /// The BOOTP reply (the UDP payload).
-pub fn reply(r: &Request, a: &Answer, kind: u8) -> Vec<u8> {
+pub fn reply(r: &Request, a: &Lease, kind: u8) -> Vec<u8> {
     let mut m = vec![0u8; 240];
     m[0] = 2;
     m[1] = 1;
@@ -218,7 +240,7 @@ fn checksum(data: &[u8]) -> u16 {
 /// An Ethernet frame carrying `payload` from the server (port 67) to the client (port 68):
 /// to the client's MAC, and to its new address or, when it asked for broadcast or is told
 /// no, to everyone.
-pub fn frame(r: &Request, a: &Answer, src_mac: [u8; 6], kind: u8, payload: &[u8]) -> Vec<u8> {
+pub fn frame(r: &Request, a: &Lease, src_mac: [u8; 6], kind: u8, payload: &[u8]) -> Vec<u8> {
     let broadcast = r.flags & 0x8000 != 0 || kind == NAK;
     let dst_ip = if broadcast {
         Ipv4Addr::BROADCAST
@@ -276,21 +298,77 @@ pub fn load(path: &Path) -> Vec<Answer> {
     std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
-/// A classic BPF program: IPv4, UDP, not a fragment, destination port 67 (tcpdump's
-/// `udp dst port 67`). Everything else a VM sends never reaches the responder.
-const FILTER: [libc::sock_filter; 11] = [
+/// A classic BPF program: IPv4 UDP to port 67, not a fragment (tcpdump's `udp dst port
+/// 67`), or an ICMPv6 router solicitation. Everything else a VM sends never reaches the
+/// responder.
+const FILTER: [libc::sock_filter; 16] = [
     libc::sock_filter { code: 0x28, jt: 0, jf: 0, k: 12 },
-    libc::sock_filter { code: 0x15, jt: 0, jf: 8, k: 0x0800 },
+    libc::sock_filter { code: 0x15, jt: 0, jf: 7, k: 0x0800 },
     libc::sock_filter { code: 0x30, jt: 0, jf: 0, k: 23 },
-    libc::sock_filter { code: 0x15, jt: 0, jf: 6, k: 17 },
+    libc::sock_filter { code: 0x15, jt: 0, jf: 11, k: 17 },
     libc::sock_filter { code: 0x28, jt: 0, jf: 0, k: 20 },
-    libc::sock_filter { code: 0x45, jt: 4, jf: 0, k: 0x1fff },
+    libc::sock_filter { code: 0x45, jt: 9, jf: 0, k: 0x1fff },
     libc::sock_filter { code: 0xb1, jt: 0, jf: 0, k: 14 },
     libc::sock_filter { code: 0x48, jt: 0, jf: 0, k: 16 },
-    libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: 67 },
+    libc::sock_filter { code: 0x15, jt: 5, jf: 6, k: 67 },
+    libc::sock_filter { code: 0x15, jt: 0, jf: 5, k: 0x86dd },
+    libc::sock_filter { code: 0x30, jt: 0, jf: 0, k: 20 },
+    libc::sock_filter { code: 0x15, jt: 0, jf: 3, k: 58 },
+    libc::sock_filter { code: 0x30, jt: 0, jf: 0, k: 54 },
+    libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: 133 },
     libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0x0004_0000 },
     libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 },
 ];
+
+/// Whether an Ethernet frame is an ICMPv6 router solicitation.
+pub fn is_rs(frame: &[u8]) -> bool {
+    frame.len() >= 14 + 40 + 8 && frame[12..14] == [0x86, 0xdd] && frame[20] == 58 && frame[54] == 133
+}
+
+fn checksum6(src: &std::net::Ipv6Addr, dst: &std::net::Ipv6Addr, body: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + body.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(body);
+    checksum(&pseudo)
+}
+
+/// A router advertisement of `ra` to all nodes on the port (`to`: the soliciting MAC, or
+/// the all-nodes group's).
+pub fn ra_frame(ra: &Ra, to: [u8; 6]) -> Vec<u8> {
+    let mut icmp = vec![134u8, 0, 0, 0, 64, 0];
+    icmp.extend_from_slice(&1800u16.to_be_bytes());
+    icmp.extend_from_slice(&[0; 8]);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&ra.router_mac);
+    if let Some(mtu) = ra.mtu {
+        icmp.extend_from_slice(&[5, 1, 0, 0]);
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+    }
+    icmp.extend_from_slice(&[3, 4, ra.prefix.prefix_len(), 0xc0]);
+    icmp.extend_from_slice(&86400u32.to_be_bytes());
+    icmp.extend_from_slice(&14400u32.to_be_bytes());
+    icmp.extend_from_slice(&[0; 4]);
+    icmp.extend_from_slice(&ra.prefix.network().octets());
+    let all_nodes: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let c = checksum6(&ra.router, &all_nodes, &icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::with_capacity(14 + 40 + icmp.len());
+    f.extend_from_slice(&to);
+    f.extend_from_slice(&ra.router_mac);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&ra.router.octets());
+    f.extend_from_slice(&all_nodes.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 
 fn ifindex(name: &str) -> Option<i32> {
     let c = std::ffi::CString::new(name).ok()?;
@@ -368,15 +446,30 @@ fn answer_one(sock: &std::os::fd::OwnedFd, buf: &mut [u8], a: &Answer) {
         return;
     }
     let got = &buf[..n as usize];
-    let Some(req) = bootp_of(got).and_then(parse) else { return };
-    // The NIC's own MAC, as the frame's source and as the client's hardware address.
-    if got[6..12] != a.mac || req.chaddr != a.mac {
+    // The NIC's own MAC as the frame's source.
+    if got.len() < 14 || got[6..12] != a.mac {
         return;
     }
-    let Some(kind) = reply_kind(&req, a) else { return };
-    let payload = reply(&req, a, kind);
-    let out = frame(&req, a, SERVER_MAC, kind, &payload);
-    let mut to = from;
+    if is_rs(got) {
+        if let Some(ra) = &a.ra {
+            send(sock, &from, &ra_frame(ra, ALL_NODES_MAC));
+        }
+        return;
+    }
+    let (Some(lease), Some(req)) = (&a.v4, bootp_of(got).and_then(parse)) else { return };
+    // And as the client's hardware address.
+    if req.chaddr != a.mac {
+        return;
+    }
+    let Some(kind) = reply_kind(&req, lease) else { return };
+    let payload = reply(&req, lease, kind);
+    send(sock, &from, &frame(&req, lease, SERVER_MAC, kind, &payload));
+}
+
+/// Sends a frame down the port a request came in on.
+fn send(sock: &std::os::fd::OwnedFd, from: &libc::sockaddr_ll, out: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let mut to = *from;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&out[..6]);
     // SAFETY: out and to are valid for the lengths given.
@@ -392,7 +485,17 @@ fn answer_one(sock: &std::os::fd::OwnedFd, buf: &mut [u8], a: &Answer) {
     }
 }
 
-/// Answers DHCP for the NICs `answers` lists, until the process ends: one socket per NIC's
+/// An unsolicited advertisement down a port (at its start and every minute after).
+fn advertise(sock: &std::os::fd::OwnedFd, index: i32, ra: &Ra) {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = (libc::ETH_P_IPV6 as u16).to_be();
+    to.sll_ifindex = index;
+    send(sock, &to, &ra_frame(ra, ALL_NODES_MAC));
+}
+
+/// Answers DHCP and router solicitations for the NICs `answers` lists, until the process ends: one socket per NIC's
 /// port, matched again to the list every two seconds (NICs added or replugged live). Run on
 /// a thread of the VM's zoneadmd, in the host's network namespace.
 pub fn serve(answers: &Path) -> std::io::Result<()> {
@@ -400,6 +503,7 @@ pub fn serve(answers: &Path) -> std::io::Result<()> {
     let mut ports: Vec<(Answer, i32, OwnedFd)> = Vec::new();
     let mut buf = vec![0u8; 2048];
     let mut checked = std::time::Instant::now() - std::time::Duration::from_secs(10);
+    let mut advertised = std::time::Instant::now();
     loop {
         if checked.elapsed() >= std::time::Duration::from_secs(2) {
             checked = std::time::Instant::now();
@@ -412,7 +516,18 @@ pub fn serve(answers: &Path) -> std::io::Result<()> {
                 if let Some(i) = ifindex(&a.host_if)
                     && let Ok(s) = port_socket(i)
                 {
+                    if let Some(ra) = &a.ra {
+                        advertise(&s, i, ra);
+                    }
                     ports.push((a, i, s));
+                }
+            }
+            if advertised.elapsed() >= std::time::Duration::from_secs(60) {
+                advertised = std::time::Instant::now();
+                for (a, i, s) in &ports {
+                    if let Some(ra) = &a.ra {
+                        advertise(s, *i, ra);
+                    }
                 }
             }
         }
@@ -436,10 +551,8 @@ pub fn serve(answers: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn answer() -> Answer {
-        Answer {
-            host_if: "v0".into(),
-            mac: [2, 0, 0, 0, 0, 5],
+    fn answer() -> Lease {
+        Lease {
             addr: "10.3.0.5".parse().expect("ip"),
             prefix: 24,
             server: "10.3.0.1".parse().expect("ip"),
@@ -519,6 +632,30 @@ mod tests {
         assert!(parse(&request(0, &[])).is_none(), "no message type");
     }
 
+    #[test]
+    fn a_router_advertisement_carries_the_prefix_from_the_switch_and_checks_out() {
+        let mac = [2, 0x68, 0x75, 0, 0, 9];
+        let ra = Ra {
+            prefix: "fd12:3456:789a::/64".parse().expect("net"),
+            router: crate::routed::link_local(&mac),
+            router_mac: mac,
+            mtu: Some(1500),
+        };
+        let f = ra_frame(&ra, ALL_NODES_MAC);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(f[20], 58);
+        assert_eq!(f[21], 255, "hop limit 255, or clients ignore it");
+        assert_eq!(f[54], 134);
+        let icmp = &f[54..];
+        assert_eq!(checksum6(&ra.router, &"ff02::1".parse().expect("ip"), icmp), 0, "the checksum holds");
+        let prefix = [0xfdu8, 0x12, 0x34, 0x56, 0x78, 0x9a, 0, 0];
+        assert!(icmp.windows(8).any(|w| w == prefix), "{icmp:?}");
+        assert!(!is_rs(&f));
+        let mut rs = f.clone();
+        rs[54] = 133;
+        assert!(is_rs(&rs));
+    }
+
     proptest::proptest! {
         #[test]
         fn no_bytes_make_the_codec_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
@@ -530,6 +667,7 @@ mod tests {
                 }
             }
             let _ = bootp_of(&bytes);
+            let _ = is_rs(&bytes);
         }
     }
 }

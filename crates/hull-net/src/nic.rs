@@ -59,6 +59,9 @@ pub struct Nic {
     pub leased: Option<ipnet::Ipv4Net>,
     /// hull answers this NIC's DHCP at its port: its requests go no further.
     pub answered: bool,
+    /// The SLAAC address an `addrconf` NIC forms from hull's router advertisements (its
+    /// MAC's EUI-64 in the network's /64): link protection allows exactly it.
+    pub slaac: Option<std::net::Ipv6Addr>,
 }
 
 impl Nic {
@@ -66,6 +69,7 @@ impl Nic {
         let mut allowed = self.addrs.iter().map(|a| IpNet::from(a.addr())).collect::<Vec<_>>();
         allowed.extend(self.allowed_ips.iter().cloned());
         allowed.extend(self.leased.map(|l| IpNet::from(IpAddr::V4(l.addr()))));
+        allowed.extend(self.slaac.map(|a| IpNet::from(IpAddr::V6(a))));
         crate::nft::Protection {
             mac: self.mac,
             mac_nospoof: !self.allow_mac_spoofing,
@@ -74,7 +78,7 @@ impl Nic {
             restricted: !self.allow_restricted_traffic,
             allowed,
             dhcp4: self.dhcp && self.leased.is_none(),
-            addrconf6: self.addrconf,
+            addrconf6: self.addrconf && self.slaac.is_none(),
             dhcp_server: self.dhcp_server,
             answered: self.answered,
         }
@@ -308,6 +312,7 @@ pub fn parse(key: &str, index: usize, nic: &VmNic, cfg: &NodeConfig) -> Result<N
             dhcp_server: on(nic.dhcp_server),
             leased: None,
             answered: false,
+            slaac: None,
         }),
         _ => Err(problems),
     }

@@ -106,6 +106,24 @@ pub fn batch(prefix_: &str, nets: &[(String, Network)]) -> Value {
             }
             expr.push(json!({"masquerade": null}));
             cmds.push(rule("postrouting", expr));
+            if let Some(s6) = &n.subnet6 {
+                let p6 = json!({"prefix": {"addr": s6.network().to_string(), "len": s6.prefix_len()}});
+                let mut expr = vec![
+                    m(json!({"payload": {"protocol": "ip6", "field": "saddr"}}), "==", p6.clone()),
+                    m(json!({"payload": {"protocol": "ip6", "field": "daddr"}}), "!=", p6),
+                    // Neither link-local nor multicast traffic is routed, let alone NATed.
+                    m(
+                        json!({"payload": {"protocol": "ip6", "field": "daddr"}}),
+                        "!=",
+                        json!({"prefix": {"addr": "fe80::", "len": 10}}),
+                    ),
+                ];
+                if let Some(up) = &n.uplink {
+                    expr.push(m(meta("oifname"), "==", json!(up)));
+                }
+                expr.push(json!({"masquerade": null}));
+                cmds.push(rule("postrouting", expr));
+            }
         }
         let from = || m(meta("iifname"), "==", json!(sw));
         cmds.push(rule("input", vec![from(), established.clone(), json!({"accept": null})]));
@@ -152,26 +170,24 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 
 /// What `subnet` would collide with: the host's routes (but default routes) and the other
 /// networks' subnets. Each is said as an operator reads it.
-pub fn collisions(subnet: &Ipv4Net, routes: &[(IpNet, String)], others: &[(String, Ipv4Net)]) -> Vec<String> {
-    let mine = IpNet::V4(*subnet);
+pub fn collisions(subnet: &IpNet, routes: &[(IpNet, String)], others: &[(String, IpNet)]) -> Vec<String> {
+    let mine = *subnet;
     let mut out: Vec<String> = routes
         .iter()
         .filter(|(r, _)| r.prefix_len() > 0 && overlaps(r, &mine))
         .map(|(r, dev)| format!("the host's route to {r} on {dev}"))
         .collect();
-    out.extend(
-        others.iter().filter(|(_, o)| overlaps(&IpNet::V4(*o), &mine)).map(|(n, o)| format!("network {n} ({o})")),
-    );
+    out.extend(others.iter().filter(|(_, o)| overlaps(o, &mine)).map(|(n, o)| format!("network {n} ({o})")));
     out
 }
 
 /// A free /24 in 10.0.0.0/8, starting from a place the name picks (so two nodes seldom pick
 /// the same for different names, and the same name picks the same where it is free).
-pub fn pick_subnet(name: &str, routes: &[(IpNet, String)], others: &[(String, Ipv4Net)]) -> Option<Ipv4Net> {
+pub fn pick_subnet(name: &str, routes: &[(IpNet, String)], others: &[(String, IpNet)]) -> Option<Ipv4Net> {
     let start = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)) % 65536;
     (0..65536u32).map(|i| (start + i) % 65536).find_map(|i| {
         let net = Ipv4Net::new(Ipv4Addr::new(10, (i >> 8) as u8, (i & 0xff) as u8, 0), 24).ok()?;
-        collisions(&net, routes, others).is_empty().then_some(net)
+        collisions(&IpNet::V4(net), routes, others).is_empty().then_some(net)
     })
 }
 
@@ -207,6 +223,10 @@ impl crate::Net {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(|e| NetError::Invalid(format!("turning on IPv4 forwarding: {e}")))?;
         }
+        if self.cfg.networks.values().any(|n| n.subnet6.is_some()) {
+            std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+                .map_err(|e| NetError::Invalid(format!("turning on IPv6 forwarding: {e}")))?;
+        }
         Ok(())
     }
 
@@ -227,6 +247,9 @@ impl crate::Net {
         let mut nl = Netlink::open()?;
         if let Some(sw) = nl.link(&self.switch_name(&attach(n)?))? {
             nl.del_address(sw.index, n.gateway.into(), n.subnet.prefix_len())?;
+            if let (Some(s6), Some(g6)) = (n.subnet6, n.gateway6) {
+                nl.del_address(sw.index, g6.into(), s6.prefix_len())?;
+            }
         }
         apply(&batch(&rest.prefix, &rest.switches()?))?;
         rest.collect_switches()
@@ -234,7 +257,48 @@ impl crate::Net {
 }
 
 fn ensure_gateway(nl: &mut Netlink, sw: &Link, n: &Network) -> Result<()> {
-    nl.add_address(sw.index, n.gateway.into(), n.subnet.prefix_len())
+    nl.add_address(sw.index, n.gateway.into(), n.subnet.prefix_len())?;
+    if let (Some(s6), Some(g6)) = (n.subnet6, n.gateway6) {
+        // The switch's MAC, set once so that a port joining cannot change it, and its
+        // link-local address from it: what router advertisements name as the router.
+        if let Some(mac) = sw.mac {
+            nl.set_mac(sw.index, mac)?;
+            nl.add_address(sw.index, link_local(&mac).into(), 64)?;
+        }
+        nl.add_address(sw.index, g6.into(), s6.prefix_len())?;
+    }
+    Ok(())
+}
+
+/// The link-local address a MAC gives (`fe80::/64` and its EUI-64).
+pub fn link_local(mac: &[u8; 6]) -> std::net::Ipv6Addr {
+    let ll = ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64).unwrap_or_default();
+    eui64(&ll, mac)
+}
+
+/// The modified EUI-64 interface identifier of `mac` in `prefix` (RFC 4291): the address a
+/// SLAAC client with that MAC forms, and a switch's link-local address under `fe80::/64`.
+pub fn eui64(prefix: &ipnet::Ipv6Net, mac: &[u8; 6]) -> std::net::Ipv6Addr {
+    let mut b = prefix.network().octets();
+    b[8] = mac[0] ^ 0x02;
+    b[9] = mac[1];
+    b[10] = mac[2];
+    b[11] = 0xff;
+    b[12] = 0xfe;
+    b[13] = mac[3];
+    b[14] = mac[4];
+    b[15] = mac[5];
+    std::net::Ipv6Addr::from(b)
+}
+
+/// A unique local /64 (RFC 4193) that the name picks: `fdXX:XXXX:XXXX::/64`.
+pub fn ula_for(name: &str) -> ipnet::Ipv6Net {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let g = h.to_be_bytes();
+    let mut b = [0u8; 16];
+    b[0] = 0xfd;
+    b[1..6].copy_from_slice(&g[..5]);
+    ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(b), 64).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -250,6 +314,8 @@ mod tests {
             uplink: None,
             dhcp: None,
             resolvers: vec![],
+            subnet6: None,
+            gateway6: None,
         }
     }
 
@@ -276,7 +342,7 @@ mod tests {
     #[test]
     fn subnets_avoid_the_host_s_routes_and_each_other() {
         let routes = vec![("10.0.0.0/8".parse().expect("net"), "eth0".to_string())];
-        let sub: Ipv4Net = "10.40.0.0/24".parse().expect("net");
+        let sub: IpNet = "10.40.0.0/24".parse().expect("net");
         assert_eq!(collisions(&sub, &routes, &[]).len(), 1);
         assert!(pick_subnet("x", &routes, &[]).is_none(), "all of 10/8 is the host's");
         let routes = vec![
@@ -286,7 +352,7 @@ mod tests {
         let others = vec![("a".to_string(), "10.2.0.0/16".parse().expect("net"))];
         for name in ["a", "b", "tenant-7", ""] {
             let p = pick_subnet(name, &routes, &others).expect("room");
-            assert!(collisions(&p, &routes, &others).is_empty(), "{p}");
+            assert!(collisions(&IpNet::V4(p), &routes, &others).is_empty(), "{p}");
             assert_eq!(pick_subnet(name, &routes, &others), Some(p), "stable");
         }
     }

@@ -47,6 +47,12 @@ pub struct Network {
     /// assumed; none are given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolvers: Vec<std::net::IpAddr>,
+    /// An IPv6 /64 for SLAAC: the host advertises it (router advertisements) from
+    /// `gateway6` and masquerades it with the IPv4 subnet when `nat` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<ipnet::Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
 }
 
 /// A nic tag: the name a VM's NIC asks for, and the host link it stands for.

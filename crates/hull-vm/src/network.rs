@@ -160,7 +160,7 @@ impl Vmadm {
     /// address (SmartOS's qemu does the same). Such NICs are marked, so link protection
     /// allows the leased address and keeps their requests off the switch.
     fn dhcp_plan(&self, uuid: &str, cfg: &Map<String, Value>, nics: &mut [Nic], net: &hull_net::Net) -> Result<()> {
-        use hull_net::dhcp::Answer;
+        use hull_net::dhcp::{Answer, Lease};
         use std::net::{IpAddr, Ipv4Addr};
         let vm = hull_spec::vm::model::Vm::from_map(cfg).ok();
         let hostname = vm.as_ref().and_then(|v| v.hostname()).map(String::from);
@@ -189,12 +189,31 @@ impl Vmadm {
                 ipnet::IpNet::V4(n) => Some(*n),
                 ipnet::IpNet::V6(_) => None,
             });
-            let on_network = net
-                .cfg
-                .networks
-                .iter()
-                .find(|(_, n)| hull_net::routed::attach(n).is_ok_and(|a| a == nic.network) && n.dhcp.is_some());
-            let answer = match (nic.dhcp, on_network, static4) {
+            let network =
+                net.cfg.networks.iter().find(|(_, n)| hull_net::routed::attach(n).is_ok_and(|a| a == nic.network));
+            let on_network = network.filter(|(_, n)| n.dhcp.is_some());
+            // IPv6 on the network: router advertisements down this NIC's port, from the
+            // switch's link-local address; an `addrconf` NIC may send from its SLAAC address.
+            let ra = match network.and_then(|(_, n)| n.subnet6) {
+                Some(prefix) => {
+                    let mut nl = hull_net::nl::Netlink::open()?;
+                    let (sw, _) = net.ensure_switch(&mut nl, &nic.network)?;
+                    sw.mac.map(|router_mac| hull_net::dhcp::Ra {
+                        prefix,
+                        router: hull_net::routed::link_local(&router_mac),
+                        router_mac,
+                        mtu: nic.mtu,
+                    })
+                }
+                None => None,
+            };
+            if let Some(r) = &ra
+                && nic.addrconf
+            {
+                nics[i].slaac = Some(hull_net::routed::eui64(&r.prefix, &nics[i].mac));
+            }
+            let nic = &nics[i];
+            let v4 = match (nic.dhcp, on_network, static4) {
                 (true, Some((name, n)), _) => {
                     let Some(range) = n.dhcp else { continue };
                     // Static addresses on the network and its gateway are never leased.
@@ -221,9 +240,7 @@ impl Vmadm {
                             nics[i].gateways.push(IpAddr::V4(n.gateway));
                         }
                     }
-                    Answer {
-                        host_if,
-                        mac: nics[i].mac,
+                    Some(Lease {
                         addr,
                         prefix,
                         server: n.gateway,
@@ -240,11 +257,9 @@ impl Vmadm {
                         mtu: nics[i].mtu.and_then(|m| u16::try_from(m).ok()),
                         routes: routes.clone(),
                         lease_secs: 3600,
-                    }
+                    })
                 }
-                (false, _, Some(addr)) if guest => Answer {
-                    host_if,
-                    mac: nic.mac,
+                (false, _, Some(addr)) if guest => Some(Lease {
                     addr: addr.addr(),
                     prefix: addr.prefix_len(),
                     // The guest's gateway speaks for the server; without one, an address of
@@ -259,11 +274,14 @@ impl Vmadm {
                     mtu: nic.mtu.and_then(|m| u16::try_from(m).ok()),
                     routes: routes.clone(),
                     lease_secs: 86400,
-                },
-                _ => continue,
+                }),
+                _ => None,
             };
-            nics[i].answered = true;
-            answers.push(answer);
+            if v4.is_none() && ra.is_none() {
+                continue;
+            }
+            nics[i].answered = v4.is_some();
+            answers.push(Answer { host_if, mac: nics[i].mac, v4, ra });
         }
         let dir = self.node.var_dir().join("z").join(uuid);
         let path = dir.join("dhcp.json");
@@ -294,8 +312,9 @@ impl Vmadm {
         let answered = hull_net::dhcp::load(&self.node.var_dir().join("z").join(uuid).join("dhcp.json"));
         for o in &mut old {
             if let Some(a) = answered.iter().find(|a| a.mac == o.mac && a.host_if == net.host_if(uuid, &o.interface)) {
-                o.answered = true;
-                o.leased = o.dhcp.then(|| ipnet::Ipv4Net::new(a.addr, a.prefix).ok()).flatten();
+                o.answered = a.v4.is_some();
+                o.leased = a.v4.as_ref().filter(|_| o.dhcp).and_then(|l| ipnet::Ipv4Net::new(l.addr, l.prefix).ok());
+                o.slaac = a.ra.as_ref().filter(|_| o.addrconf).map(|r| hull_net::routed::eui64(&r.prefix, &o.mac));
             }
         }
         self.dhcp_plan(uuid, cfg, &mut new, &net)?;

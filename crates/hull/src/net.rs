@@ -550,6 +550,13 @@ pub struct NetworkAdd {
     /// DNS resolvers given with each lease (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     resolvers: Vec<std::net::IpAddr>,
+    /// IPv6 too: the host advertises this /64 for SLAAC (router advertisements) and
+    /// masquerades it with the IPv4 subnet.
+    #[arg(long, conflicts_with = "ipv6")]
+    subnet6: Option<ipnet::Ipv6Net>,
+    /// IPv6 too, on a unique local /64 (fdXX:...) the name picks.
+    #[arg(long)]
+    ipv6: bool,
     /// Put the network on an overlay's VNI (`OVERLAY/VNI`) in place of a local nic tag: one
     /// NAT gateway per tenant network, as Triton's fabrics have.
     #[arg(long)]
@@ -590,11 +597,27 @@ fn network_add(node: &Node, cfg: &mut hull_spec::NodeConfig, a: NetworkAdd) -> R
     }
     let mut nl = hull_net::nl::Netlink::open()?;
     let routes = hull_net::routed::host_routes(&mut nl)?;
-    let others: Vec<(String, ipnet::Ipv4Net)> = cfg.networks.iter().map(|(k, n)| (k.clone(), n.subnet)).collect();
+    let mut others: Vec<(String, ipnet::IpNet)> =
+        cfg.networks.iter().map(|(k, n)| (k.clone(), ipnet::IpNet::V4(n.subnet))).collect();
+    others.extend(cfg.networks.iter().filter_map(|(k, n)| Some((k.clone(), ipnet::IpNet::V6(n.subnet6?)))));
+    let subnet6 = match (a.subnet6, a.ipv6) {
+        (Some(s), _) => Some(s.trunc()),
+        (None, true) => Some(hull_net::routed::ula_for(&a.name)),
+        (None, false) => None,
+    };
+    if let Some(s6) = subnet6 {
+        if s6.prefix_len() != 64 {
+            return Err(Failure::new(1, format!("IPv6 subnet {s6} is not a /64 (SLAAC needs one)")));
+        }
+        let clash = hull_net::routed::collisions(&ipnet::IpNet::V6(s6), &routes, &others);
+        if !clash.is_empty() {
+            return Err(Failure::new(1, format!("IPv6 subnet {s6} overlaps {}", clash.join(", "))));
+        }
+    }
     let subnet = match a.subnet {
         Some(s) => {
             let s = s.trunc();
-            let clash = hull_net::routed::collisions(&s, &routes, &others);
+            let clash = hull_net::routed::collisions(&ipnet::IpNet::V4(s), &routes, &others);
             if !clash.is_empty() {
                 return Err(Failure::new(1, format!("subnet {s} overlaps {}", clash.join(", "))));
             }
@@ -644,6 +667,9 @@ fn network_add(node: &Node, cfg: &mut hull_spec::NodeConfig, a: NetworkAdd) -> R
         uplink: a.uplink,
         dhcp,
         resolvers: a.resolvers,
+        subnet6,
+        // `::1` of the prefix.
+        gateway6: subnet6.and_then(|s| s.hosts().nth(1)),
     };
     if a.overlay.is_none() {
         cfg.nic_tags.insert(a.name.clone(), NicTag { local: true, ..Default::default() });
@@ -679,6 +705,7 @@ fn network_row(name: &str, n: &hull_spec::node::Network) -> Value {
         "name": name, "nic_tag": n.nic_tag, "subnet": n.subnet.to_string(), "gateway": n.gateway.to_string(),
         "nat": n.nat, "uplink": n.uplink,
         "dhcp": n.dhcp.map(|(f, l)| format!("{f}-{l}")), "resolvers": n.resolvers,
+        "subnet6": n.subnet6.map(|s| s.to_string()), "gateway6": n.gateway6.map(|g| g.to_string()),
     })
 }
 
