@@ -978,3 +978,45 @@ fn a_dhcp_nic_on_a_network_gets_its_lease_and_only_that_address_passes() {
     n.hull(&["network", "delete", "lan"]).ok();
     assert_eq!(leftovers(&n), (vec![], vec![]));
 }
+
+#[test]
+fn ipv6_on_a_nat_network_is_slaac_with_link_protection_on() {
+    let n = TestNode::in_netns("512M");
+    let _far = outside(&n, "192.0.2.2", "192.0.2.1");
+    // The outside world has IPv6 too; the host's default IPv6 route goes there.
+    assert!(on_host(&n, &["ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "up0", "nodad"]).status.success());
+    assert!(on_host(&n, &["ip", "-6", "route", "add", "default", "via", "2001:db8:1::1"]).status.success());
+    let far = n.root().join("outside.netns");
+    let st = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", far.display()))
+        .args(["ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
+        .status()
+        .expect("nsenter");
+    assert!(st.success());
+    n.hull(&["network", "add", "six", "--subnet", "10.81.0.0/24", "--ipv6"]).ok();
+    let net: Value = serde_json::from_str(&n.hull(&["network", "get", "six"]).ok()).expect("json");
+    let prefix: ipnet::Ipv6Net = net["subnet6"].as_str().expect("subnet6").parse().expect("net");
+    assert!(prefix.addr().segments()[0] & 0xff00 == 0xfd00 && prefix.prefix_len() == 64, "{net}");
+    let gw6 = net["gateway6"].as_str().expect("gateway6").to_string();
+
+    let img = n.busybox();
+    let z = create(&n, payload(&img, json!([{"nic_tag": "six", "ips": ["dhcp", "addrconf"]}])));
+    let mac = hull_net::parse_mac(&mac_of(&n, &z, 0)).expect("mac");
+    let slaac = hull_net::routed::eui64(&prefix, &mac).to_string();
+    // The zone's kernel forms its address from hull's advertisement, with no help.
+    let t = Instant::now();
+    let addrs = || n.hull(&["zlogin", &z, "ip", "-6", "addr", "show", "dev", "net0"]).stdout;
+    while !addrs().contains(&slaac) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(addrs().contains(&slaac), "no SLAAC address {slaac}:\n{}", addrs());
+    assert!(ping_gets_through(&n, &z, &[&gw6]), "the zone reaches its IPv6 gateway");
+    assert!(ping_gets_through(&n, &z, &["2001:db8:1::1"]), "and the outside, masqueraded");
+    // Another address of the prefix, taken by hand, does not pass.
+    let forged = format!("{}", hull_net::routed::eui64(&prefix, &[2, 0, 0, 0, 0, 0x99]));
+    in_zone_ns(&n, &z, &["ip", "-6", "addr", "add", &format!("{forged}/64"), "dev", "net0", "nodad"]);
+    assert!(!ping(&n, &z, &["-I", &forged, &gw6]), "a source outside the NIC's SLAAC address got through");
+    n.hull(&["vmadm", "delete", &z]).ok();
+    n.hull(&["network", "delete", "six"]).ok();
+    assert_eq!(leftovers(&n), (vec![], vec![]));
+}
