@@ -179,12 +179,12 @@ impl Vmadm {
             .image_uuid
             .as_deref()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| VmError::Other { vm: uuid.clone(), reason: "no image_uuid".into() })?;
+            .ok_or_else(|| VmError::Refused { vm: uuid.clone(), reason: "no image_uuid".into() })?;
         let pool = self.pool()?;
         if let Some(z) = vm.rest.get("zpool").or(vm.rest.get("zfs_storage_pool_name")).and_then(Value::as_str)
             && z != pool.name()
         {
-            return Err(VmError::Other {
+            return Err(VmError::Refused {
                 vm: uuid,
                 reason: format!("zpool {z:?} does not exist (this node's pool is {:?})", pool.name()),
             });

@@ -21,11 +21,11 @@ impl Vmadm {
         let vm = crate::typed(uuid, cfg)?;
         let disks = vm.disks();
         let i = disks.iter().position(|d| d.boot.unwrap_or(false)).or((!disks.is_empty()).then_some(0)).ok_or_else(
-            || VmError::Other { vm: uuid.into(), reason: "the VM has no disk to make an image of".into() },
+            || VmError::Refused { vm: uuid.into(), reason: "the VM has no disk to make an image of".into() },
         )?;
         let stored = cfg.get("disks").and_then(Value::as_array).and_then(|a| a.get(i)).cloned().unwrap_or_default();
         let Some((top, rel)) = self.own_disk_file(uuid, i, &stored)? else {
-            return Err(VmError::Other { vm: uuid.into(), reason: format!("disks.{i} is a cdrom, not a disk") });
+            return Err(VmError::Refused { vm: uuid.into(), reason: format!("disks.{i} is a cdrom, not a disk") });
         };
         // Opened through the dataset's tree (the VM's zone can write its disks directory:
         // a link there must not put a host file into the image), then read by the builder
@@ -71,7 +71,7 @@ impl Vmadm {
         let pool = self.pool()?;
         if hull_spec::Brand::of(&cfg).is_hvm() {
             if incremental {
-                return Err(VmError::Other {
+                return Err(VmError::Refused {
                     vm: uuid.into(),
                     reason: "a KVM VM's image is a whole disk (no -i)".into(),
                 });
@@ -108,7 +108,7 @@ impl Vmadm {
             bootrom: None,
         });
         let built = if incremental {
-            let origin = origin.ok_or_else(|| VmError::Other {
+            let origin = origin.ok_or_else(|| VmError::Refused {
                 vm: uuid.into(),
                 reason: "the VM has no image to be incremental on".into(),
             })?;

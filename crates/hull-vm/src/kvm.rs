@@ -19,7 +19,7 @@ const OVERHEAD_MIB: u64 = 256;
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 
 fn bad(vm: &str, problems: Vec<String>) -> VmError {
-    VmError::Other { vm: vm.to_string(), reason: format!("invalid KVM payload: {}", problems.join("; ")) }
+    VmError::Refused { vm: vm.to_string(), reason: format!("invalid KVM payload: {}", problems.join("; ")) }
 }
 
 fn mem_total_mib() -> Option<u64> {
@@ -270,7 +270,7 @@ impl Vmadm {
         let cfg = self.load(uuid)?;
         let brand = hull_spec::Brand::of(&cfg);
         if !brand.is_hvm() {
-            return Err(VmError::Other {
+            return Err(VmError::Refused {
                 vm: uuid.into(),
                 reason: format!("info is not supported for brand {brand} (KVM VMs only)"),
             });
@@ -299,7 +299,7 @@ impl Vmadm {
                     continue;
                 }
                 other => {
-                    return Err(VmError::Other {
+                    return Err(VmError::Refused {
                         vm: uuid.into(),
                         reason: format!("unknown info type {other:?} ({})", all.join(", ")),
                     });

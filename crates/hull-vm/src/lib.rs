@@ -63,8 +63,10 @@ pub enum VmError {
     /// zlogin's command is not in the zone (a shell's 127).
     #[error("{cmd}: command not found in VM {vm}")]
     NoCommand { vm: String, cmd: String },
+    /// hull will not do what was asked of this VM, and says why (a rule, not a failure:
+    /// nothing below failed, so there is no source to carry).
     #[error("VM {vm}: {reason}")]
-    Other { vm: String, reason: String },
+    Refused { vm: String, reason: String },
     /// `update_disks` / `remove_disks` name a disk the VM does not have.
     #[error("VM {vm}: {verb}: the VM has no disk with path {path:?}")]
     NoDisk { vm: String, verb: &'static str, path: String },
@@ -97,6 +99,13 @@ pub enum VmError {
     NoSnapshot { vm: String, name: String },
     #[error("VM {vm} already has a snapshot {name}")]
     SnapshotExists { vm: String, name: String },
+    /// A validated update payload that does not fit the update type (a validation gap).
+    #[error("VM {vm}: the update payload")]
+    Payload {
+        vm: String,
+        #[source]
+        source: hull_spec::vm::ModelError,
+    },
     /// A stored config that is not a JSON object.
     #[error("VM {vm}: {} is corrupt", path.display())]
     Corrupt {

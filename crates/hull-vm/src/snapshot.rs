@@ -9,7 +9,7 @@ const PREFIX: &str = "vmsnap-";
 
 fn check_name(uuid: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
-        return Err(VmError::Other {
+        return Err(VmError::Refused {
             vm: uuid.into(),
             reason: format!("invalid snapshot name {name:?}: 1 to 64 of [A-Za-z0-9_.:-]"),
         });

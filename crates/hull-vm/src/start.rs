@@ -55,7 +55,7 @@ impl Vmadm {
     /// root, so every name in it is resolved without following links (`hull_exec::tree`):
     /// a planted link is replaced, never written through.
     fn prepare_root(&self, uuid: &str, z: &ZoneConfig, vm: &hull_spec::Vm) -> Result<()> {
-        let refuse = |reason: String| VmError::Other { vm: uuid.into(), reason };
+        let refuse = |reason: String| VmError::Refused { vm: uuid.into(), reason };
         let dataset = z.rootfs.parent().unwrap_or(&z.rootfs);
         let tree = hull_exec::tree::Tree::open(dataset)
             .and_then(|t| t.subtree(std::path::Path::new("root")))
@@ -98,7 +98,7 @@ impl Vmadm {
     /// path is resolved as the zone would (its links followed inside its root only).
     fn check_init(&self, uuid: &str, z: &ZoneConfig) -> Result<()> {
         let Some(init) = z.init.first() else { return Ok(()) };
-        let refuse = |why: String| VmError::Other { vm: uuid.into(), reason: format!("init_name {init}: {why}") };
+        let refuse = |why: String| VmError::Refused { vm: uuid.into(), reason: format!("init_name {init}: {why}") };
         let meta = hull_exec::tree::Tree::open_scoped(&z.rootfs)
             .and_then(|t| t.metadata(std::path::Path::new(init)))
             .map_err(|e| refuse(format!("not found in the zone's root ({e})")))?;
@@ -188,7 +188,7 @@ impl Vmadm {
                 Err(e) => return Err(io("create", &p)(e)),
             }
         }
-        Err(VmError::Other { vm: uuid.into(), reason: format!("every one of the node's {slots} id ranges is taken") })
+        Err(VmError::Refused { vm: uuid.into(), reason: format!("every one of the node's {slots} id ranges is taken") })
     }
 
     /// Gives the VM's id range back (at delete).

@@ -141,7 +141,7 @@ impl Vmadm {
         // The container may be going away under us; a failed kill is judged by the wait.
         let _ = self.rt.kill(uuid, &self.cgroup(uuid), nix::sys::signal::Signal::SIGKILL as i32, true);
         if !self.wait_stopped(uuid, Duration::from_secs(20))? {
-            return Err(VmError::Other { vm: uuid.into(), reason: "the zone did not die after SIGKILL".into() });
+            return Err(VmError::Refused { vm: uuid.into(), reason: "the zone did not die after SIGKILL".into() });
         }
         self.settle(uuid)
     }

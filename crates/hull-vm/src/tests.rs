@@ -30,7 +30,7 @@ impl Host for Fake {
     fn boot(&self, uuid: &str, _monitor: bool) -> Result<()> {
         self.note(format!("boot {uuid}"));
         if self.fail_boot {
-            return Err(VmError::Other { vm: uuid.into(), reason: "boot failed: the fake said so".into() });
+            return Err(VmError::Refused { vm: uuid.into(), reason: "boot failed: the fake said so".into() });
         }
         Ok(())
     }

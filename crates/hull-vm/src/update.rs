@@ -4,6 +4,8 @@
 use crate::{Result, VmError, Vmadm, ds};
 use hull_spec::vm::props::{self, Apply};
 use hull_spec::{Action, Brand};
+use hull_spec::vm::model::value;
+use hull_spec::vm::{Disk, Filesystem, Update};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -16,19 +18,24 @@ pub struct UpdateReport {
     pub not_yet: Vec<String>,
 }
 
-fn merge_object(cfg: &mut Map<String, Value>, key: &str, set: Option<&Value>, remove: Option<&Value>) {
-    let mut obj = cfg.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
-    if let Some(Value::Object(s)) = set {
-        for (k, v) in s {
-            obj.insert(k.clone(), v.clone());
-        }
+/// `set_X` and `remove_X` on the map property `key`; nothing when neither is given.
+fn merge_object(cfg: &mut Map<String, Value>, key: &str, set: Option<&Map<String, Value>>, remove: Option<&[String]>) {
+    if set.is_none() && remove.is_none() {
+        return;
     }
-    if let Some(Value::Array(r)) = remove {
-        for k in r.iter().filter_map(Value::as_str) {
-            obj.remove(k);
-        }
+    let mut obj = cfg.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
+    for (k, v) in set.into_iter().flatten() {
+        obj.insert(k.clone(), v.clone());
+    }
+    for k in remove.into_iter().flatten() {
+        obj.remove(k);
     }
     cfg.insert(key.into(), Value::Object(obj));
+}
+
+/// The list property `key` as stored (empty when unset).
+fn list_of(cfg: &Map<String, Value>, key: &str) -> Vec<Value> {
+    cfg.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 /// Takes the primary flag off every NIC (another is about to have it): a non-primary NIC
@@ -39,26 +46,38 @@ fn clear_primary(nics: &mut [Value]) {
     }
 }
 
-/// Applies `add_X`, `update_X` or `remove_X` (`verb`, its value `v`) to the list `list`,
-/// whose members are keyed by `key`: an update merges into the member with that key.
-fn merge_members(cfg: &mut Map<String, Value>, list: &str, key: &str, verb: &str, v: &Value) {
-    let mut items = cfg.get(list).and_then(Value::as_array).cloned().unwrap_or_default();
-    let key_of = |m: &Value| m.get(key).and_then(Value::as_str).map(String::from);
-    if verb.starts_with("add_") {
-        items.extend(v.as_array().cloned().unwrap_or_default());
-    } else if verb.starts_with("remove_") {
-        let gone: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        items.retain(|m| !key_of(m).is_some_and(|k| gone.contains(&k.as_str())));
-    } else {
-        for u in v.as_array().into_iter().flatten() {
-            if let Some(m) = items.iter_mut().find(|m| key_of(m).is_some() && key_of(m) == key_of(u))
-                && let (Value::Object(m), Value::Object(u)) = (m, u)
-            {
-                for (k, x) in u {
-                    m.insert(k.clone(), x.clone());
-                }
-            }
+/// Merges `update` into the member of `items` whose `key` is the same as its own.
+fn merge_into(items: &mut [Value], key: &str, update: &Value) {
+    let key_of = |m: &Value| m.get(key).and_then(Value::as_str).map(str::to_ascii_lowercase);
+    if let Some(m) = items.iter_mut().find(|m| key_of(m).is_some() && key_of(m) == key_of(update))
+        && let (Value::Object(m), Value::Object(u)) = (m, update)
+    {
+        for (k, x) in u {
+            m.insert(k.clone(), x.clone());
         }
+    }
+}
+
+/// `add_X`, `update_X` and `remove_X` on the list `list`, whose members are keyed by `key`:
+/// an update merges into the member with its key. Nothing when none is given.
+fn members(
+    cfg: &mut Map<String, Value>,
+    list: &str,
+    key: &str,
+    add: Option<Vec<Value>>,
+    update: Option<Vec<Value>>,
+    remove: Option<&[String]>,
+) {
+    if add.is_none() && update.is_none() && remove.is_none() {
+        return;
+    }
+    let mut items = list_of(cfg, list);
+    items.extend(add.into_iter().flatten());
+    if let Some(gone) = remove {
+        items.retain(|m| !m.get(key).and_then(Value::as_str).is_some_and(|k| gone.iter().any(|g| g == k)));
+    }
+    for u in update.iter().flatten() {
+        merge_into(&mut items, key, u);
     }
     cfg.insert(list.into(), Value::Array(items));
 }
@@ -67,20 +86,19 @@ impl Vmadm {
     /// `add_disks` on an existing KVM VM: each a blank disk of `size` MiB, made beside the
     /// others (the guest sees it from its next boot). A disk from an image is only made at
     /// create.
-    fn add_blank_disks(&self, uuid: &str, cfg: &Map<String, Value>, v: &Value) -> Result<Vec<Value>> {
-        let have = cfg.get("disks").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    fn add_blank_disks(&self, uuid: &str, cfg: &Map<String, Value>, added: &[Disk]) -> Result<Vec<Value>> {
+        let have = list_of(cfg, "disks").len();
         let top = self.pool()?.dataset_path(&ds(uuid)?);
         let base = top.join("disks");
         let mut out = Vec::new();
-        for (j, d) in v.as_array().into_iter().flatten().enumerate() {
-            let Value::Object(d) = d else { continue };
-            if d.contains_key("image_uuid") {
-                return Err(VmError::Other {
+        for (j, d) in added.iter().enumerate() {
+            if d.from_image() {
+                return Err(VmError::Refused {
                     vm: uuid.into(),
                     reason: format!("add_disks.{j}: a disk from an image is made at create only; give a size"),
                 });
             }
-            let size = d.get("size").and_then(Value::as_u64).filter(|s| *s > 0).ok_or_else(|| VmError::Other {
+            let size = d.size.filter(|s| *s > 0).ok_or_else(|| VmError::Refused {
                 vm: uuid.into(),
                 reason: format!("add_disks.{j}: needs a size (MiB)"),
             })?;
@@ -96,10 +114,10 @@ impl Vmadm {
             let f = hull_exec::tree::Tree::open(&top).and_then(|t| t.create_file(&rel, 0o644)).map_err(io("create"))?;
             f.set_len(size << 20).map_err(io("size"))?;
             let mut d = d.clone();
-            d.insert("path".into(), Value::from(file.to_string_lossy().into_owned()));
-            d.entry("model").or_insert(Value::from("virtio"));
-            d.entry("media").or_insert(Value::from("disk"));
-            out.push(Value::Object(d));
+            d.path = Some(file.to_string_lossy().into_owned());
+            d.model.get_or_insert_with(|| "virtio".into());
+            d.media.get_or_insert_with(|| "disk".into());
+            out.push(value(&d));
         }
         Ok(out)
     }
@@ -112,7 +130,7 @@ impl Vmadm {
         let pool = self.pool()?;
         let listing = pool.list()?;
         if snapshots_of(uuid, &listing) {
-            return Err(VmError::Other {
+            return Err(VmError::Refused {
                 vm: uuid.into(),
                 reason: "remove_disks: the VM has snapshots, which hold its disks as they are; delete them first"
                     .into(),
@@ -187,12 +205,12 @@ impl Vmadm {
     /// bhyve's `update_disks` with a `size` (MiB): the disk's file grows (shrinking needs
     /// `dangerous_allow_shrink`, as on SmartOS), and a running guest is told by qemu's
     /// `block_resize`, so the new size is live. Returns whether a running guest was resized.
-    fn resize_disks(&self, uuid: &str, cfg: &Map<String, Value>, updates: &[Value], running: bool) -> Result<bool> {
-        let disks = cfg.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+    fn resize_disks(&self, uuid: &str, cfg: &Map<String, Value>, updates: &[Disk], running: bool) -> Result<bool> {
+        let disks = list_of(cfg, "disks");
         let mut live = false;
         for u in updates {
-            let Some(size) = u.get("size").and_then(Value::as_u64) else { continue };
-            let path = u.get("path").and_then(Value::as_str).unwrap_or_default();
+            let Some(size) = u.size else { continue };
+            let path = u.path.as_deref().unwrap_or_default();
             let Some(i) = disks.iter().position(|d| d.get("path").and_then(Value::as_str) == Some(path)) else {
                 return Err(VmError::NoDisk { vm: uuid.into(), verb: "update_disks", path: path.into() });
             };
@@ -202,7 +220,7 @@ impl Vmadm {
             // its disks directory, and a link there must not send the resize to the host.
             let own = self.own_disk_file(uuid, i, &disks[i])?;
             let Some((top, rel)) = own.filter(|(top, rel)| top.join(rel) == std::path::Path::new(path)) else {
-                return Err(VmError::Other {
+                return Err(VmError::Refused {
                     vm: uuid.into(),
                     reason: format!("disks.{i}: {path:?} is not a disk hull made for this VM; it cannot be resized"),
                 });
@@ -215,9 +233,9 @@ impl Vmadm {
             let opened = hull_exec::tree::Tree::open(&top).and_then(|t| t.open_file_rw(&rel)).map_err(io("open"))?;
             let old = opened.metadata().map_err(io("inspect"))?.len();
             let new = size << 20;
-            let shrink_ok = u.get("dangerous_allow_shrink").and_then(Value::as_bool).unwrap_or(false);
+            let shrink_ok = u.rest.get("dangerous_allow_shrink").and_then(Value::as_bool).unwrap_or(false);
             if new < old && !shrink_ok {
-                return Err(VmError::Other {
+                return Err(VmError::Refused {
                     vm: uuid.into(),
                     reason: format!("disks.{i}: {size} MiB is smaller than the disk; set dangerous_allow_shrink"),
                 });
@@ -241,197 +259,176 @@ impl Vmadm {
         let _lock = self.lock(uuid)?;
         let mut cfg = self.load(uuid)?;
         let brand: Brand = Brand::of(&cfg);
-        let (changes, dropped) =
+        let (mut changes, dropped) =
             hull_spec::vm::validate_lenient(Action::Update, Some(brand), payload).map_err(VmError::Invalid)?;
         for p in &dropped {
             tracing::warn!(vm = uuid, "Warning, invalid update property: [{p}] removing from payload.");
         }
-        let mut changes = changes;
         let asked_locked = changes.contains_key("max_locked_memory");
         if brand.is_os() {
             for note in hull_spec::vm::memory::fix_os_zone_memory(&mut changes, &cfg) {
                 tracing::warn!(vm = uuid, "{note}");
             }
         }
-        let mut report = UpdateReport::default();
+        // The payload, typed once it is valid: what update reads of it from here on.
+        let upd = Update::from_map(&changes).map_err(|source| VmError::Payload { vm: uuid.into(), source })?;
+        let running = self.state(uuid, &cfg).state.is_running();
         let mut next = cfg.clone();
-        // Indexes of the disks remove_disks takes away.
-        let mut removing: Vec<usize> = Vec::new();
-        for (k, v) in &changes {
-            match k.as_str() {
-                "set_tags" | "remove_tags" => {
-                    merge_object(&mut next, "tags", changes.get("set_tags"), changes.get("remove_tags"))
-                }
-                "set_customer_metadata" | "remove_customer_metadata" => merge_object(
-                    &mut next,
-                    "customer_metadata",
-                    changes.get("set_customer_metadata"),
-                    changes.get("remove_customer_metadata"),
-                ),
-                "set_internal_metadata" | "remove_internal_metadata" => merge_object(
-                    &mut next,
-                    "internal_metadata",
-                    changes.get("set_internal_metadata"),
-                    changes.get("remove_internal_metadata"),
-                ),
-                "add_nics" => {
-                    let mut nics = next.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
-                    let taken: Vec<String> = nics
-                        .iter()
-                        .filter_map(|n| n.get("interface").and_then(Value::as_str))
-                        .map(String::from)
-                        .collect();
-                    let mut added = v.as_array().cloned().unwrap_or_default();
-                    hull_spec::vm::nics::fill_vrrp_macs(&mut added);
-                    hull_net::nic::assign(&mut added, &taken);
-                    // A new primary NIC takes the flag from the old one, as on SmartOS.
-                    if added.iter().any(|n| n.get("primary") == Some(&Value::Bool(true))) {
-                        clear_primary(&mut nics);
-                    }
-                    nics.extend(added);
-                    next.insert("nics".into(), Value::Array(nics));
-                }
-                "remove_nics" => {
-                    let macs: Vec<&str> =
-                        v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-                    for m in &macs {
-                        if !has_mac(&next, m) {
-                            return Err(crate::network::bad_nics(uuid, vec![no_such_nic("remove_nics", m)]));
-                        }
-                    }
-                    let nics: Vec<Value> = next
-                        .get("nics")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|n| !n.get("mac").and_then(Value::as_str).is_some_and(|m| macs.contains(&m)))
-                        .collect();
-                    next.insert("nics".into(), Value::Array(nics));
-                }
-                "update_nics" => {
-                    let mut nics = next.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
-                    for u in v.as_array().into_iter().flatten() {
-                        let mac = u.get("mac").and_then(Value::as_str);
-                        if !mac.is_some_and(|m| has_mac(&next, m)) {
-                            return Err(crate::network::bad_nics(
-                                uuid,
-                                vec![no_such_nic("update_nics", mac.unwrap_or("(none)"))],
-                            ));
-                        }
-                        if u.get("primary") == Some(&Value::Bool(true)) {
-                            clear_primary(&mut nics);
-                        }
-                        if let Some(n) =
-                            nics.iter_mut().find(|n| mac.is_some() && n.get("mac").and_then(Value::as_str) == mac)
-                            && let (Value::Object(n), Value::Object(u)) = (n, u)
-                        {
-                            for (k, v) in u {
-                                n.insert(k.clone(), v.clone());
-                            }
-                        }
-                    }
-                    next.insert("nics".into(), Value::Array(nics));
-                }
-                "set_routes" | "remove_routes" => {
-                    merge_object(&mut next, "routes", changes.get("set_routes"), changes.get("remove_routes"))
-                }
-                // Members of a list, keyed as SmartOS keys them (a filesystem by its target,
-                // a disk by its path): never stored under the verb's own name.
-                "add_filesystems" | "update_filesystems" | "remove_filesystems" => {
-                    merge_members(&mut next, "filesystems", "target", k, v)
-                }
-                "add_disks" => {
-                    let added = self.add_blank_disks(uuid, &next, v)?;
-                    let mut disks = next.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
-                    disks.extend(added);
-                    next.insert("disks".into(), Value::Array(disks));
-                }
-                "update_disks" => {
-                    let disks = next.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
-                    for u in v.as_array().into_iter().flatten() {
-                        let path = u.get("path").and_then(Value::as_str);
-                        if !disks.iter().any(|d| path.is_some() && d.get("path").and_then(Value::as_str) == path) {
-                            return Err(VmError::NoDisk {
-                                vm: uuid.into(),
-                                verb: "update_disks",
-                                path: path.unwrap_or("").into(),
-                            });
-                        }
-                    }
-                    merge_members(&mut next, "disks", "path", k, v)
-                }
-                "remove_disks" => {
-                    // Taken out of the config here; the files go, and the disks after them
-                    // move down, once every other change has been checked (below).
-                    let disks = next.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
-                    let gone: Vec<&str> =
-                        v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-                    for path in &gone {
-                        if !disks.iter().any(|d| d.get("path").and_then(Value::as_str) == Some(path)) {
-                            return Err(VmError::NoDisk {
-                                vm: uuid.into(),
-                                verb: "remove_disks",
-                                path: path.to_string(),
-                            });
-                        }
-                    }
-                    if self.state(uuid, &cfg).state.is_running() {
-                        return Err(VmError::WrongState {
-                            vm: uuid.into(),
-                            state: hull_spec::State::Running,
-                            verb: "remove a disk from (stop it first: its guest has the disk open)",
-                        });
-                    }
-                    removing = disks
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, d)| d.get("path").and_then(Value::as_str).is_some_and(|p| gone.contains(&p)))
-                        .map(|(i, _)| i)
-                        .collect();
-                    let kept: Vec<Value> = disks
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !removing.contains(i))
-                        .map(|(_, d)| d.clone())
-                        .collect();
-                    next.insert("disks".into(), Value::Array(kept));
-                }
-                // null or blank: the property is unset (SmartOS's `alias: null`).
-                _ if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) => {
-                    next.remove(k);
-                }
-                _ => {
-                    next.insert(k.clone(), v.clone());
+        merge_object(&mut next, "tags", upd.set_tags.as_ref(), upd.remove_tags.as_deref());
+        merge_object(
+            &mut next,
+            "customer_metadata",
+            upd.set_customer_metadata.as_ref(),
+            upd.remove_customer_metadata.as_deref(),
+        );
+        merge_object(
+            &mut next,
+            "internal_metadata",
+            upd.set_internal_metadata.as_ref(),
+            upd.remove_internal_metadata.as_deref(),
+        );
+        merge_object(&mut next, "routes", upd.set_routes.as_ref(), upd.remove_routes.as_deref());
+
+        let added_nics: Option<Vec<Value>> = upd.add_nics.as_ref().map(|a| a.iter().map(value).collect());
+        let updated_nics: Option<Vec<Value>> = upd.update_nics.as_ref().map(|a| a.iter().map(value).collect());
+        if let Some(added) = &added_nics {
+            let mut nics = list_of(&next, "nics");
+            let taken: Vec<String> =
+                nics.iter().filter_map(|n| n.get("interface").and_then(Value::as_str)).map(String::from).collect();
+            let mut added = added.clone();
+            hull_spec::vm::nics::fill_vrrp_macs(&mut added);
+            hull_net::nic::assign(&mut added, &taken);
+            // A new primary NIC takes the flag from the old one, as on SmartOS.
+            if added.iter().any(|n| n.get("primary") == Some(&Value::Bool(true))) {
+                clear_primary(&mut nics);
+            }
+            nics.extend(added);
+            next.insert("nics".into(), Value::Array(nics));
+        }
+        if let Some(macs) = &upd.remove_nics {
+            for m in macs {
+                if !has_mac(&next, m) {
+                    return Err(crate::network::bad_nics(uuid, vec![no_such_nic("remove_nics", m)]));
                 }
             }
+            let mut nics = list_of(&next, "nics");
+            nics.retain(|n| {
+                !n.get("mac").and_then(Value::as_str).is_some_and(|m| macs.iter().any(|x| x.eq_ignore_ascii_case(m)))
+            });
+            next.insert("nics".into(), Value::Array(nics));
+        }
+        if let Some(updates) = &updated_nics {
+            let mut nics = list_of(&next, "nics");
+            for u in updates {
+                let mac = u.get("mac").and_then(Value::as_str);
+                if !mac.is_some_and(|m| has_mac(&next, m)) {
+                    return Err(crate::network::bad_nics(
+                        uuid,
+                        vec![no_such_nic("update_nics", mac.unwrap_or("(none)"))],
+                    ));
+                }
+                if u.get("primary") == Some(&Value::Bool(true)) {
+                    clear_primary(&mut nics);
+                }
+                merge_into(&mut nics, "mac", u);
+            }
+            next.insert("nics".into(), Value::Array(nics));
+        }
+
+        // Members of a list, keyed as SmartOS keys them (a filesystem by its target, a disk
+        // by its path): never stored under the verb's own name.
+        let values = |l: &Option<Vec<Filesystem>>| l.as_ref().map(|a| a.iter().map(value).collect::<Vec<_>>());
+        members(
+            &mut next,
+            "filesystems",
+            "target",
+            values(&upd.add_filesystems),
+            values(&upd.update_filesystems),
+            upd.remove_filesystems.as_deref(),
+        );
+
+        if let Some(added) = &upd.add_disks {
+            let made = self.add_blank_disks(uuid, &next, added)?;
+            members(&mut next, "disks", "path", Some(made), None, None);
+        }
+        // Indexes of the disks remove_disks takes away.
+        let mut removing: Vec<usize> = Vec::new();
+        if let Some(gone) = &upd.remove_disks {
+            // Taken out of the config here; the files go, and the disks after them move
+            // down, once every other change has been checked (below).
+            let disks = list_of(&next, "disks");
+            for path in gone {
+                if !disks.iter().any(|d| d.get("path").and_then(Value::as_str) == Some(path)) {
+                    return Err(VmError::NoDisk { vm: uuid.into(), verb: "remove_disks", path: path.clone() });
+                }
+            }
+            if running {
+                return Err(VmError::WrongState {
+                    vm: uuid.into(),
+                    state: hull_spec::State::Running,
+                    verb: "remove a disk from (stop it first: its guest has the disk open)",
+                });
+            }
+            removing = disks
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.get("path").and_then(Value::as_str).is_some_and(|p| gone.iter().any(|g| g == p)))
+                .map(|(i, _)| i)
+                .collect();
+            members(&mut next, "disks", "path", None, None, Some(gone));
+        }
+        if let Some(updates) = &upd.update_disks {
+            let disks = list_of(&next, "disks");
+            for u in updates {
+                let path = u.path.as_deref();
+                if !disks.iter().any(|d| path.is_some() && d.get("path").and_then(Value::as_str) == path) {
+                    return Err(VmError::NoDisk {
+                        vm: uuid.into(),
+                        verb: "update_disks",
+                        path: path.unwrap_or("").into(),
+                    });
+                }
+            }
+            members(&mut next, "disks", "path", None, Some(updates.iter().map(value).collect()), None);
+        }
+
+        for (k, v) in &upd.set {
+            // null or blank: the property is unset (SmartOS's `alias: null`).
+            if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
+                next.remove(k);
+            } else {
+                next.insert(k.clone(), v.clone());
+            }
+        }
+
+        let mut report = UpdateReport::default();
+        for k in upd.keys() {
             let nic_change = matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics");
             let apply = if nic_change {
                 // Applied below: live on a running zone, at boot on a stopped one.
-                if self.state(uuid, &cfg).state.is_running() { Apply::Live } else { Apply::Reboot }
+                if running { Apply::Live } else { Apply::Reboot }
             } else {
-                props::lookup(k).map(|p| p.apply).unwrap_or(Apply::NotYet)
+                props::lookup(&k).map(|p| p.apply).unwrap_or(Apply::NotYet)
             };
             match apply {
-                Apply::Live => report.live.push(k.clone()),
-                Apply::Reboot => report.reboot.push(k.clone()),
-                Apply::NotYet => report.not_yet.push(k.clone()),
+                Apply::Live => report.live.push(k),
+                Apply::Reboot => report.reboot.push(k),
+                Apply::NotYet => report.not_yet.push(k),
             }
         }
         // Live changes are made before anything is stored: a change that fails is reported
         // as an error and not recorded.
-        let running = self.state(uuid, &cfg).state.is_running();
-        if let Some(Value::Array(updates)) = changes.get("update_disks")
+        if let Some(updates) = &upd.update_disks
             && self.resize_disks(uuid, &next, updates, running)?
         {
             // Grown under the running guest: qemu says so to it at once.
             report.reboot.retain(|k| k != "update_disks");
             report.live.push("update_disks".into());
         }
-        if changes.keys().any(|k| matches!(k.as_str(), "add_nics" | "remove_nics" | "update_nics")) {
+        if upd.touches_nics() {
             let mut checked = next.clone();
-            let added = changes.get("add_nics").and_then(Value::as_array).cloned().unwrap_or_default();
-            let updated = changes.get("update_nics").and_then(Value::as_array).cloned().unwrap_or_default();
+            let added = added_nics.unwrap_or_default();
+            let updated = updated_nics.unwrap_or_default();
             self.check_nics(uuid, &mut checked, Some(&added), &updated)?;
             let before = cfg.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
             let after = checked.get("nics").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -466,10 +463,10 @@ impl Vmadm {
             "max_lwps",
             "zfs_io_priority",
         ];
-        if running && changes.keys().any(|k| caps.contains(&k.as_str())) {
+        if running && caps.iter().any(|c| upd.set.contains_key(*c)) {
             let limits = crate::start::limits(&next);
             hull_zone::cgroup::apply(uuid, &self.cgroup(uuid), &limits)?;
-            if changes.contains_key("max_locked_memory") {
+            if upd.set.contains_key("max_locked_memory") {
                 let bytes = limits.locked_mib.unwrap_or(0) << 20;
                 let set = hull_zone::cgroup::set_memlock(uuid, &self.cgroup(uuid), bytes);
                 // Moved by a new memory cap rather than asked for: as far as this host lets
@@ -480,7 +477,7 @@ impl Vmadm {
                 }
             }
         }
-        if let Some(p) = changes.get("zfs_io_priority").and_then(Value::as_u64) {
+        if let Some(p) = upd.set.get("zfs_io_priority").and_then(Value::as_u64) {
             let applied = running && hull_zone::cgroup::set_io_weight(uuid, &self.cgroup(uuid), p)?;
             if !applied {
                 report.live.retain(|k| k != "zfs_io_priority");
@@ -497,13 +494,13 @@ impl Vmadm {
         if next.get("cpu_cap").and_then(Value::as_u64) == Some(0) {
             next.remove("cpu_cap");
         }
-        if changes.get("quota").is_some_and(Value::is_null) {
+        if upd.set.get("quota").is_some_and(Value::is_null) {
             let pool = self.pool()?;
             if pool.caps().quota {
                 pool.set_quota(&ds(uuid)?, None)?;
             }
         }
-        if let Some(q) = changes.get("quota").and_then(Value::as_u64) {
+        if let Some(q) = upd.set.get("quota").and_then(Value::as_u64) {
             let pool = self.pool()?;
             if pool.caps().quota {
                 pool.set_quota(&ds(uuid)?, (q > 0).then_some(q << 30))?;

@@ -7,7 +7,7 @@ pub mod props;
 pub mod state;
 mod validate;
 
-pub use model::{Disk, Filesystem, ModelError, Nic, Vm};
+pub use model::{Disk, Filesystem, ModelError, Nic, Update, Vm};
 pub use state::{State, Verb};
 pub use validate::{
     Action, Brand, ImageInfo, ValidationErrors, check_images, check_payload, normal_mac, route_mac, route_nic,

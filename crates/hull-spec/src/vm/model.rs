@@ -214,6 +214,76 @@ pub struct Vm {
     pub rest: Map<String, Value>,
 }
 
+/// A `vmadm update` payload once validated, typed: SmartOS's verbs on a VM's lists and maps
+/// carry their members; every plain property is in `set`, where null means unset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_tags: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub remove_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_customer_metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub remove_customer_metadata: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_internal_metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub remove_internal_metadata: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_routes: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub remove_routes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_nics: Option<Vec<Nic>>,
+    /// Each names its NIC by `mac`; the fields it has replace the NIC's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_nics: Option<Vec<Nic>>,
+    /// MACs.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub remove_nics: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_disks: Option<Vec<Disk>>,
+    /// Each names its disk by `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_disks: Option<Vec<Disk>>,
+    /// Paths.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub remove_disks: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_filesystems: Option<Vec<Filesystem>>,
+    /// Each names its filesystem by `target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_filesystems: Option<Vec<Filesystem>>,
+    /// Targets.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "list")]
+    pub remove_filesystems: Option<Vec<String>>,
+    /// Every other property: its new value, or null to unset it.
+    #[serde(flatten)]
+    pub set: Map<String, Value>,
+}
+
+impl Update {
+    /// Reads a validated update payload; what does not fit names the property.
+    pub fn from_map(changes: &Map<String, Value>) -> Result<Update, ModelError> {
+        serde_path_to_error::deserialize(Value::Object(changes.clone()))
+            .map_err(|e| ModelError { path: e.path().to_string(), reason: e.inner().to_string() })
+    }
+
+    /// The properties it changes, by name, in the order `vmadm update` reports them.
+    pub fn keys(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Adds, removes or changes a NIC.
+    pub fn touches_nics(&self) -> bool {
+        self.add_nics.is_some() || self.update_nics.is_some() || self.remove_nics.is_some()
+    }
+}
+
 /// A stored config that does not fit the model: which property, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -372,6 +442,67 @@ mod tests {
             }
         }
         assert!(checked > 200, "only {checked} payloads validated");
+    }
+
+    #[test]
+    fn every_update_property_that_validates_fits_the_update_type() {
+        use crate::vm::props::{self, PropType};
+        let samples = |ty: PropType| -> Vec<Value> {
+            match ty {
+                PropType::Boolean => vec![json!(true), json!("false")],
+                PropType::Integer { min, max } => vec![json!(min), json!(max.min(1 << 40))],
+                PropType::String => vec![json!("x"), json!(""), Value::Null],
+                PropType::Uuid => vec![json!("6bb5ed8a-9d0b-4d92-9e3e-7d5a0d6c52a1")],
+                PropType::List => vec![json!(["a", "b"]), json!("a,b")],
+                PropType::FlatObject => vec![json!({"k": "v", "n": 1})],
+                PropType::ObjectArray => vec![
+                    json!([]),
+                    json!([{"mac": "02:08:20:aa:bb:cc", "nic_tag": "admin", "ips": ["10.0.0.5/24"], "model": "virtio",
+                            "path": "/zones/x/disk1", "size": 2048, "target": "/data", "source": "/s", "type": "lofs"}]),
+                ],
+                PropType::Zpool => vec![json!("zones")],
+            }
+        };
+        let mut checked = 0;
+        for brand in [Brand::Joyent, Brand::Kvm, Brand::Bhyve] {
+            for p in props::PROPS.iter().filter(|p| !p.name.contains('*')) {
+                for v in samples(p.ty) {
+                    let payload = json!({ p.name: v.clone() });
+                    let Ok((changes, _)) =
+                        crate::vm::validate_lenient(crate::vm::Action::Update, Some(brand), &payload)
+                    else {
+                        continue;
+                    };
+                    let u = Update::from_map(&changes).unwrap_or_else(|e| panic!("{brand} {}={v}: {e}", p.name));
+                    // Typed and back, it is the same change.
+                    assert_eq!(value(&u), Value::Object(changes.clone()), "{brand} {}={v}", p.name);
+                    assert_eq!(u.keys(), changes.keys().cloned().collect::<Vec<_>>());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 150, "only {checked} update payloads validated");
+    }
+
+    #[test]
+    fn an_update_s_verbs_are_typed_and_plain_properties_are_set() {
+        let changes = json!({
+            "alias": null, "ram": 2048, "remove_tags": ["a"], "set_tags": {"b": 1},
+            "add_nics": [{"nic_tag": "admin", "ips": ["dhcp"]}],
+            "update_nics": [{"mac": "02:08:20:aa:bb:cc", "primary": true}],
+            "remove_disks": ["/zones/x/disk1"], "update_disks": [{"path": "/zones/x/disk0", "size": 4096}]
+        });
+        let u = Update::from_map(changes.as_object().expect("object")).expect("fits");
+        assert_eq!(u.add_nics.as_ref().map(|n| n[0].nic_tag.as_deref()), Some(Some("admin")));
+        assert_eq!(u.update_nics.as_ref().map(|n| n[0].primary), Some(Some(true)));
+        assert_eq!(u.update_disks.as_ref().map(|d| d[0].size), Some(Some(4096)));
+        assert_eq!(u.remove_tags.as_deref(), Some(&["a".to_string()][..]));
+        assert_eq!(u.set.get("alias"), Some(&Value::Null));
+        assert_eq!(u.set.get("ram"), Some(&json!(2048)));
+        assert!(u.touches_nics() && !u.set.contains_key("add_nics"));
+        let bad = json!({"add_nics": [{"vlan_id": "twelve"}]});
+        let e = Update::from_map(bad.as_object().expect("object")).expect_err("refused");
+        assert_eq!(e.path, "add_nics[0].vlan_id", "{e}");
     }
 
     #[test]
