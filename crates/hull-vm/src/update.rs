@@ -2,10 +2,10 @@
 //! next boot, or not yet acted on by hull.
 
 use crate::{Result, VmError, Vmadm, ds};
-use hull_spec::vm::props::{self, Apply};
-use hull_spec::{Action, Brand};
 use hull_spec::vm::model::value;
+use hull_spec::vm::props::{self, Apply};
 use hull_spec::vm::{Disk, Filesystem, Update};
+use hull_spec::{Action, Brand};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]

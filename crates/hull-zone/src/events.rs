@@ -11,7 +11,8 @@ pub fn path(var_dir: &Path) -> PathBuf {
     var_dir.join("events.jsonl")
 }
 
-fn now_rfc3339() -> String {
+/// Now, as the log dates its events (RFC 3339, milliseconds, UTC).
+pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
@@ -32,6 +33,11 @@ pub fn emit(var_dir: &Path, kind: &str, uuid: &str, changes: Vec<Value>) {
     if !changes.is_empty() {
         ev["changes"] = Value::Array(changes);
     }
+    append(var_dir, &ev);
+}
+
+/// Appends one event of any shape (the API's job events), as [`emit`] does.
+pub fn append(var_dir: &Path, ev: &Value) {
     let mut line = ev.to_string();
     line.push('\n');
     let p = path(var_dir);

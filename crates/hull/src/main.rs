@@ -1,6 +1,7 @@
 //! `hull`: one binary for every tool of the node. Run as `hull imgadm list` or, through a
 //! link named `imgadm`, as `imgadm list`.
 
+mod api;
 mod dataset;
 mod demo;
 mod docs;
@@ -84,6 +85,9 @@ enum Cmd {
     /// The supervisor of one running zone (started by vmadm start).
     #[command(hide = true)]
     Zoneadmd(zone::ZoneadmdArgs),
+    /// The node's REST API for orchestrators (docs/api.md).
+    #[command(subcommand)]
+    Api(api::ApiCmd),
     /// The main job: build an image, install it, clone twenty instances, report time and space.
     Demo(demo::DemoArgs),
     /// Write man pages for hull and each of its tools (vmadm.8 lists every property).
@@ -158,7 +162,7 @@ fn main() {
         .init();
 
     let cli = Cli::parse_from(args);
-    if !matches!(cli.cmd, Cmd::Zoneadmd(_) | Cmd::Startd(_)) {
+    if !matches!(cli.cmd, Cmd::Zoneadmd(_) | Cmd::Startd(_) | Cmd::Api(_)) {
         // A tool whose reader went away (`imgadm list -j | head`) ends quietly, as every
         // Unix tool does, instead of panicking in println!. The daemons keep Rust's
         // ignored SIGPIPE: a client that hangs up must not kill them.
@@ -195,6 +199,7 @@ fn main() {
         Cmd::Zlogin(a) => zone::zlogin(&node, a),
         Cmd::Zoneadmd(a) => zone::zoneadmd(&node, a),
         Cmd::Demo(a) => demo::run(&node, a),
+        Cmd::Api(c) => api::run(&node, c),
         Cmd::Nictagadm(c) => net::nictagadm(&node, c),
         Cmd::Dladm(c) => net::dladm(&node, c),
         Cmd::Overlay(c) => net::overlay(&node, c),

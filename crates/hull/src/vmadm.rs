@@ -174,7 +174,7 @@ pub fn read_payload(file: Option<&PathBuf>) -> Result<serde_json::Value, Failure
     serde_json::from_str(&text).map_err(|e| Failure::new(1, format!("payload is not valid JSON: {e}")))
 }
 
-fn parse_signal(s: &str) -> Result<i32, Failure> {
+pub(crate) fn parse_signal(s: &str) -> Result<i32, Failure> {
     let name = s.trim_start_matches("SIG").to_ascii_uppercase();
     if let Ok(n) = name.parse::<i32>() {
         return Ok(n);

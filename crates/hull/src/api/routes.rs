@@ -1,0 +1,411 @@
+//! The API's resources: Triton's VMAPI and IMGAPI paths where they overlap, over the same
+//! code vmadm and imgadm run (one place where a VM is created).
+
+use super::error::{ApiError, ApiResult};
+use super::jobs::{Ask, Job, Work};
+use super::{Api, Peer};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hull_spec::Action;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest request body: a VM payload with its metadata (SmartOS caps customer_metadata
+/// far below this).
+pub const BODY_LIMIT: usize = 1 << 20;
+
+type Q = Query<BTreeMap<String, String>>;
+
+pub fn router(api: Arc<Api>) -> axum::Router {
+    axum::Router::new()
+        .route("/ping", get(ping))
+        .route("/sysinfo", get(sysinfo))
+        .route("/vms", get(list_vms).post(create_vm))
+        .route("/vms/{uuid}", get(get_vm).post(vm_action).delete(delete_vm))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{uuid}", get(get_job))
+        .route("/jobs/{uuid}/wait", get(wait_job))
+        .route("/images", get(list_images).post(image_action))
+        .route("/images/{uuid}", get(get_image).delete(delete_image))
+        .route("/images/{uuid}/file", get(image_file))
+        .route("/events", get(events))
+        .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such resource") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "BadMethod", "this resource does not take that method")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(authorise))
+        .with_state(api)
+}
+
+/// Callers the listener did not authorise get 403 and nothing else.
+async fn authorise(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Peer>() {
+        Some(p) if p.authorised => next.run(req).await,
+        Some(p) => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("{} may not use this node's API", p.who))
+            .into_response(),
+        None => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "unknown caller").into_response(),
+    }
+}
+
+/// Runs blocking work (vmadm, imgadm) off the server's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(ApiError::internal(format!("worker: {e}"))))
+}
+
+/// A request's JSON body, an object; bad JSON, another type or too large a body is a 4xx.
+fn body_object(body: Result<Bytes, BytesRejection>, required: bool) -> ApiResult<Map<String, Value>> {
+    let bytes = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BodyTooLarge",
+            format!("the request body is over {BODY_LIMIT} bytes"),
+        ),
+        e => ApiError::bad_request("BadBody", e.body_text()),
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if required {
+            return Err(ApiError::bad_request("InvalidJson", "the request needs a JSON object body"));
+        }
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("InvalidJson", "the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request("InvalidJson", format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// A uuid in a path; anything else names nothing here.
+fn path_uuid(s: &str, code: &str) -> ApiResult<String> {
+    s.parse::<uuid::Uuid>()
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::not_found(code, format!("{s:?} is not a uuid, so names nothing here")))
+}
+
+fn accepted(job: &Job) -> Response {
+    let mut body = json!({"job_uuid": job.uuid, "job": job});
+    if let Some(vm) = &job.vm_uuid {
+        body["vm_uuid"] = json!(vm);
+    }
+    if let Some(img) = &job.image_uuid {
+        body["image_uuid"] = json!(img);
+    }
+    if !job.warnings.is_empty() {
+        body["warnings"] = json!(job.warnings);
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+async fn ping() -> Json<Value> {
+    Json(json!({"ping": "pong", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn sysinfo(State(api): State<Arc<Api>>) -> ApiResult<Json<Value>> {
+    let node = api.node.clone();
+    blocking(move || super::sysinfo::sysinfo(&node)).await.map(Json)
+}
+
+async fn list_vms(State(api): State<Arc<Api>>, Query(q): Q) -> ApiResult<Json<Vec<Value>>> {
+    let mut filters = Vec::new();
+    for (k, v) in &q {
+        let f: crate::table::Filter =
+            format!("{k}={v}").parse().map_err(|e: String| ApiError::bad_request("BadFilter", e))?;
+        filters.push(f);
+    }
+    blocking(move || {
+        let vm = api.vmadm()?;
+        let rows: Vec<Value> =
+            vm.list(true)?.into_iter().map(Value::Object).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+        Ok(rows)
+    })
+    .await
+    .map(Json)
+}
+
+async fn get_vm(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Json<Map<String, Value>>> {
+    let uuid = path_uuid(&uuid, "VmNotFound")?;
+    blocking(move || Ok(api.vmadm()?.get(&uuid)?)).await.map(Json)
+}
+
+async fn create_vm(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+    let mut payload = body_object(body, true)?;
+    // The same checks vmadm create makes first, answered now; the job runs vmadm's create.
+    payload.entry("brand").or_insert(json!("joyent"));
+    let (_, dropped) = hull_spec::vm::validate_lenient(Action::Create, None, &Value::Object(payload.clone()))
+        .map_err(|e| ApiError::invalid(&e))?;
+    let uuid = match payload.get("uuid").and_then(Value::as_str) {
+        Some(u) => u.to_string(),
+        None => {
+            let u = uuid::Uuid::new_v4().to_string();
+            payload.insert("uuid".into(), json!(u));
+            u
+        }
+    };
+    let api2 = Arc::clone(&api);
+    let exists = {
+        let uuid = uuid.clone();
+        blocking(move || Ok(api2.vmadm()?.uuids()?.contains(&uuid))).await?
+    };
+    if exists {
+        return Err(ApiError::new(StatusCode::CONFLICT, "VmExists", format!("VM {uuid} already exists")));
+    }
+    let payload = Value::Object(payload);
+    let work_api = Arc::clone(&api);
+    let work: Work = Box::new(move || {
+        let vm = work_api.vmadm()?;
+        let made = vm.create(&payload)?;
+        Ok(Value::Object(vm.get(&made)?))
+    });
+    let ask = Ask { action: "create".into(), vm_uuid: Some(uuid.clone()), image_uuid: None, warnings: dropped };
+    Ok(accepted(&api.jobs.submit(&uuid, ask, work)))
+}
+
+/// A parameter from the query, else from the body.
+fn param(q: &BTreeMap<String, String>, body: &Map<String, Value>, key: &str) -> Option<String> {
+    q.get(key).cloned().or_else(|| {
+        body.get(key).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        })
+    })
+}
+
+fn flag(q: &BTreeMap<String, String>, body: &Map<String, Value>, key: &str) -> ApiResult<bool> {
+    match param(q, body, key).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request("BadParameter", format!("{key}: {other:?} is not true or false"))),
+    }
+}
+
+fn seconds(q: &BTreeMap<String, String>, body: &Map<String, Value>, key: &str, default: u64) -> ApiResult<Duration> {
+    match param(q, body, key) {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= 86_400)
+            .map(Duration::from_secs)
+            .ok_or_else(|| ApiError::bad_request("BadParameter", format!("{key}: {s:?} is not 0 to 86400 seconds"))),
+    }
+}
+
+async fn vm_action(
+    State(api): State<Arc<Api>>,
+    Path(uuid): Path<String>,
+    Query(q): Q,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "VmNotFound")?;
+    let action = q.get("action").cloned().unwrap_or_default();
+    let body = body_object(body, action == "update")?;
+    let cfg = {
+        let (api, uuid) = (Arc::clone(&api), uuid.clone());
+        blocking(move || Ok(api.vmadm()?.load(&uuid)?)).await?
+    };
+    let mut warnings = Vec::new();
+    let w = Arc::clone(&api);
+    let u = uuid.clone();
+    let work: Work = match action.as_str() {
+        "start" => Box::new(move || {
+            w.vmadm()?.start(&u)?;
+            Ok(json!({}))
+        }),
+        "stop" => {
+            let force = flag(&q, &body, "force")?;
+            let timeout = seconds(&q, &body, "timeout", 60)?;
+            Box::new(move || {
+                w.vmadm()?.stop(&u, force, timeout)?;
+                Ok(json!({}))
+            })
+        }
+        "reboot" => {
+            let force = flag(&q, &body, "force")?;
+            let timeout = seconds(&q, &body, "timeout", 60)?;
+            Box::new(move || {
+                w.vmadm()?.reboot(&u, force, timeout)?;
+                Ok(json!({}))
+            })
+        }
+        "kill" => {
+            let name = param(&q, &body, "signal").unwrap_or_else(|| "SIGKILL".into());
+            let signal = crate::vmadm::parse_signal(&name)
+                .map_err(|f| ApiError::bad_request("BadParameter", format!("signal: {}", f.message)))?;
+            Box::new(move || {
+                w.vmadm()?.kill(&u, signal)?;
+                Ok(json!({}))
+            })
+        }
+        "update" => {
+            let payload = Value::Object(body);
+            let brand = hull_spec::Brand::of(&cfg);
+            let (_, dropped) = hull_spec::vm::validate_lenient(Action::Update, Some(brand), &payload)
+                .map_err(|e| ApiError::invalid(&e))?;
+            warnings = dropped;
+            Box::new(move || {
+                let report = w.vmadm()?.update(&u, &payload)?;
+                Ok(serde_json::to_value(report).unwrap_or_default())
+            })
+        }
+        "create_snapshot" | "rollback_snapshot" | "delete_snapshot" => {
+            let name = param(&q, &body, "snapshot_name")
+                .ok_or_else(|| ApiError::bad_request("MissingParameter", format!("{action} needs snapshot_name")))?;
+            let verb = action.clone();
+            Box::new(move || {
+                let vm = w.vmadm()?;
+                match verb.as_str() {
+                    "create_snapshot" => vm.create_snapshot(&u, &name)?,
+                    "rollback_snapshot" => vm.rollback_snapshot(&u, &name)?,
+                    _ => vm.delete_snapshot(&u, &name)?,
+                }
+                Ok(json!({"snapshot_name": name}))
+            })
+        }
+        "" => return Err(ApiError::bad_request("MissingParameter", "POST /vms/UUID needs ?action=")),
+        other => {
+            return Err(ApiError::bad_request(
+                "UnknownAction",
+                format!(
+                    "{other:?} is not an action (start, stop, reboot, kill, update, create_snapshot, \
+                     rollback_snapshot, delete_snapshot)"
+                ),
+            ));
+        }
+    };
+    let ask = Ask { action, vm_uuid: Some(uuid.clone()), image_uuid: None, warnings };
+    Ok(accepted(&api.jobs.submit(&uuid, ask, work)))
+}
+
+async fn delete_vm(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "VmNotFound")?;
+    {
+        let (api, uuid) = (Arc::clone(&api), uuid.clone());
+        blocking(move || Ok(api.vmadm()?.load(&uuid).map(|_| ())?)).await?;
+    }
+    let (w, u) = (Arc::clone(&api), uuid.clone());
+    let work: Work = Box::new(move || {
+        w.vmadm()?.delete(&u)?;
+        Ok(json!({}))
+    });
+    let ask = Ask { action: "delete".into(), vm_uuid: Some(uuid.clone()), image_uuid: None, warnings: Vec::new() };
+    Ok(accepted(&api.jobs.submit(&uuid, ask, work)))
+}
+
+async fn list_jobs(State(api): State<Arc<Api>>, Query(q): Q) -> Json<Vec<Job>> {
+    Json(api.jobs.list(q.get("vm_uuid").map(String::as_str)))
+}
+
+async fn get_job(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Json<Job>> {
+    api.jobs.get(&uuid).map(Json).ok_or_else(|| ApiError::not_found("JobNotFound", format!("no job {uuid}")))
+}
+
+async fn wait_job(State(api): State<Arc<Api>>, Path(uuid): Path<String>, Query(q): Q) -> ApiResult<Json<Job>> {
+    let timeout = seconds(&q, &Map::new(), "timeout", 60)?.min(Duration::from_secs(600));
+    api.jobs
+        .wait(&uuid, timeout)
+        .await
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("JobNotFound", format!("no job {uuid}")))
+}
+
+async fn list_images(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<Value>>> {
+    blocking(move || {
+        let img = hull_img::Imgadm::new(&api.node);
+        Ok(img.list()?.into_iter().map(|i| serde_json::to_value(i.manifest).unwrap_or_default()).collect())
+    })
+    .await
+    .map(Json)
+}
+
+async fn get_image(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Json<Value>> {
+    let uuid: uuid::Uuid =
+        uuid.parse().map_err(|_| ApiError::not_found("ImageNotFound", format!("{uuid:?} is not a uuid")))?;
+    blocking(move || {
+        let img = hull_img::Imgadm::new(&api.node);
+        Ok(serde_json::to_value(img.get(&uuid)?.manifest).unwrap_or_default())
+    })
+    .await
+    .map(Json)
+}
+
+async fn image_file(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
+    let uuid: uuid::Uuid =
+        uuid.parse().map_err(|_| ApiError::not_found("ImageNotFound", format!("{uuid:?} is not a uuid")))?;
+    blocking(move || {
+        hull_img::Imgadm::new(&api.node).get(&uuid)?;
+        Err(ApiError::not_found(
+            "ImageFileNotKept",
+            format!("image {uuid} is installed, but this node keeps no copy of its file to serve"),
+        ))
+    })
+    .await
+}
+
+async fn image_action(
+    State(api): State<Arc<Api>>,
+    Query(q): Q,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body_object(body, false)?;
+    match q.get("action").map(String::as_str) {
+        Some("import") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request("UnknownAction", format!("{other:?} is not an action (import)")));
+        }
+        None => return Err(ApiError::bad_request("MissingParameter", "POST /images needs ?action=import")),
+    }
+    let raw = param(&q, &body, "uuid")
+        .ok_or_else(|| ApiError::bad_request("MissingParameter", "import needs the image's uuid"))?;
+    let uuid: uuid::Uuid =
+        raw.parse().map_err(|_| ApiError::bad_request("BadParameter", format!("uuid: {raw:?} is not a uuid")))?;
+    let w = Arc::clone(&api);
+    let work: Work = Box::new(move || {
+        let img = hull_img::Imgadm::new(&w.node);
+        img.import(&uuid)?;
+        Ok(serde_json::to_value(img.get(&uuid)?.manifest).unwrap_or_default())
+    });
+    let ask =
+        Ask { action: "import_image".into(), vm_uuid: None, image_uuid: Some(uuid.to_string()), warnings: vec![] };
+    Ok(accepted(&api.jobs.submit(&format!("image:{uuid}"), ask, work)))
+}
+
+async fn delete_image(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
+    let uuid: uuid::Uuid =
+        uuid.parse().map_err(|_| ApiError::not_found("ImageNotFound", format!("{uuid:?} is not a uuid")))?;
+    {
+        let api = Arc::clone(&api);
+        blocking(move || Ok(hull_img::Imgadm::new(&api.node).get(&uuid).map(|_| ())?)).await?;
+    }
+    let w = Arc::clone(&api);
+    let work: Work = Box::new(move || {
+        hull_img::Imgadm::new(&w.node).delete(&uuid)?;
+        Ok(json!({}))
+    });
+    let ask =
+        Ask { action: "delete_image".into(), vm_uuid: None, image_uuid: Some(uuid.to_string()), warnings: vec![] };
+    Ok(accepted(&api.jobs.submit(&format!("image:{uuid}"), ask, work)))
+}
+
+async fn events(State(api): State<Arc<Api>>, Query(q): Q) -> ApiResult<Response> {
+    let since = match q.get("since") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("BadGeneration", format!("since: {s:?} is not a generation")))?,
+        ),
+    };
+    let path = hull_zone::events::path(&api.node.var_dir());
+    let from = super::events::start(&path, since).await?;
+    let body = Body::from_stream(super::events::stream(path, from));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}

@@ -1,0 +1,369 @@
+//! The node API (`hull api serve`) over its unix socket, driven with curl as an operator
+//! would: a VM's life through jobs, the events stream and its replay, bad requests, who may
+//! call, and a server killed in the middle of a job.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `hull api serve` of a test node, killed and reaped on drop.
+struct Server {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Server {
+    fn start(n: &TestNode, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let sock = n.root().join("var/run/hull/api.sock");
+        let mut c = n.cmd();
+        c.args(["api", "serve"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("start hull api serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
+                panic!("hull api serve exited ({st}) before listening: {err}");
+            }
+            assert!(Instant::now() < deadline, "hull api serve did not listen on {}", sock.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, sock }
+    }
+
+    /// One request with curl; (status, body as JSON or as a string).
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call_as(&[], method, path, body)
+    }
+
+    fn call_as(&self, prefix: &[&str], method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let mut c = Command::new(prefix.first().copied().unwrap_or("curl"));
+        if !prefix.is_empty() {
+            c.args(&prefix[1..]).arg("curl");
+        }
+        c.args(["-sS", "--max-time", "300", "--unix-socket"]).arg(&self.sock).args(["-X", method]);
+        // The body from a file: a large one would not fit on a command line.
+        let file = tempfile::NamedTempFile::new().expect("body file");
+        if let Some(b) = body {
+            std::fs::write(file.path(), b).expect("write body");
+            std::fs::set_permissions(file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .expect("chmod body");
+            c.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", file.path().display()));
+        }
+        c.args(["-w", "\n%{http_code}"]).arg(format!("http://hull{path}"));
+        let out = c.output().expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code: u16 = code.trim().parse().unwrap_or_else(|_| panic!("curl said {text:?} {:?}", out.stderr));
+        (code, serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())))
+    }
+
+    /// Waits for a job to finish and returns it.
+    fn wait(&self, job: &str) -> Value {
+        let (code, j) = self.call("GET", &format!("/jobs/{job}/wait?timeout=240"), None);
+        assert_eq!(code, 200, "{j}");
+        assert!(matches!(j["execution"].as_str(), Some("succeeded" | "failed")), "job not done: {j}");
+        j
+    }
+
+    /// Asks for a change; checks the 202 and waits for its job, which must succeed.
+    fn change(&self, method: &str, path: &str, body: Option<&str>) -> Value {
+        let (code, v) = self.call(method, path, body);
+        assert_eq!(code, 202, "{method} {path}: {v}");
+        let job = self.wait(v["job_uuid"].as_str().expect("job_uuid"));
+        assert_eq!(job["execution"], "succeeded", "{method} {path}: {job}");
+        job
+    }
+
+    /// The events a stream gives within `secs` (curl stops it).
+    fn events(&self, query: &str, secs: &str) -> Vec<Value> {
+        let out = Command::new("curl")
+            .args(["-sSN", "--max-time", secs, "--unix-socket"])
+            .arg(&self.sock)
+            .arg(format!("http://hull/events{query}"))
+            .output()
+            .expect("curl events");
+        lines(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("an event is JSON")).collect()
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn generation(e: &Value) -> u64 {
+    e["generation"].as_u64().expect("generation")
+}
+
+#[test]
+fn a_vm_s_life_through_the_api_with_its_events_in_order() {
+    let n = TestNode::new("512M");
+    let image = n.busybox();
+    let api = Server::start(&n, &[], &[]);
+    let (code, ping) = api.call("GET", "/ping", None);
+    assert_eq!((code, ping["ping"].as_str()), (200, Some("pong")));
+    let (code, info) = api.call("GET", "/sysinfo", None);
+    assert_eq!(code, 200);
+    assert_eq!(info["Zpool"], "zones");
+    assert!(info["UUID"].as_str().is_some_and(|u| u.len() == 36) && info["MiB of Memory"].as_u64() > Some(0));
+
+    // A live stream from now, beside the calls.
+    let mut live = Command::new("curl")
+        .args(["-sSN", "--max-time", "200", "--unix-socket"])
+        .arg(&api.sock)
+        .arg("http://hull/events")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl events");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let payload = json!({"brand": "joyent-minimal", "image_uuid": image, "alias": "api0", "max_physical_memory": 128,
+                         "no_such_property": 1});
+    let (code, made) = api.call("POST", "/vms", Some(&payload.to_string()));
+    assert_eq!(code, 202, "{made}");
+    // Dropped as vmadm create drops it, and said so.
+    assert_eq!(made["warnings"], json!(["no_such_property"]), "{made}");
+    let vm = made["vm_uuid"].as_str().expect("vm_uuid").to_string();
+    let job = api.wait(made["job_uuid"].as_str().expect("job"));
+    assert_eq!(job["execution"], "succeeded", "{job}");
+    assert_eq!(job["result"]["state"], "running", "{job}");
+    let (code, got) = api.call("GET", &format!("/vms/{vm}"), None);
+    assert_eq!((code, got["alias"].as_str(), got["state"].as_str()), (200, Some("api0"), Some("running")), "{got}");
+    // The same VM vmadm sees.
+    let cli: Value = serde_json::from_str(&n.hull(&["vmadm", "get", &vm]).ok()).expect("vmadm get");
+    assert_eq!(cli["uuid"], got["uuid"]);
+    assert!(cli.get("no_such_property").is_none());
+    let (_, running) = api.call("GET", "/vms?state=running&alias=api0", None);
+    assert_eq!(running.as_array().map(Vec::len), Some(1), "{running}");
+    let (_, none) = api.call("GET", "/vms?state=stopped", None);
+    assert_eq!(none, json!([]));
+
+    api.change("POST", &format!("/vms/{vm}?action=update"), Some(r#"{"alias": "api1"}"#));
+    api.change("POST", &format!("/vms/{vm}?action=stop&force=true"), None);
+    assert_eq!(api.call("GET", &format!("/vms/{vm}"), None).1["state"], "stopped");
+    api.change("DELETE", &format!("/vms/{vm}"), None);
+    let (code, gone) = api.call("GET", &format!("/vms/{vm}"), None);
+    assert_eq!((code, gone["code"].as_str()), (404, Some("VmNotFound")), "{gone}");
+
+    // Everything that happened, from the log's start: each change once, in order.
+    let all = api.events("?since=0", "2");
+    let gens: Vec<u64> = all.iter().map(generation).collect();
+    assert!(gens.windows(2).all(|w| w[0] < w[1]), "generations do not rise: {gens:?}");
+    let mine: Vec<String> = all
+        .iter()
+        .filter(|e| e["uuid"] == vm.as_str())
+        .map(|e| match e["type"].as_str() {
+            Some("job") => format!("{}:{}", e["action"].as_str().unwrap_or(""), e["execution"].as_str().unwrap_or("")),
+            Some("modify") => {
+                let state = e["changes"].as_array().and_then(|c| c.iter().find(|c| c["prettyPath"] == "state"));
+                match state {
+                    Some(c) => format!("state:{}", c["newValue"].as_str().unwrap_or("")),
+                    None => "modify".into(),
+                }
+            }
+            other => other.unwrap_or("").to_string(),
+        })
+        .collect();
+    let want = [
+        "create:queued",
+        "create:running",
+        "create",
+        "state:running",
+        "create:succeeded",
+        "update:queued",
+        "update:running",
+        "modify",
+        "update:succeeded",
+        "stop:queued",
+        "stop:running",
+        "state:stopped",
+        "stop:succeeded",
+        "delete:queued",
+        "delete:running",
+        "delete",
+        "delete:succeeded",
+    ];
+    assert_eq!(mine, want, "{all:#?}");
+
+    // The live stream saw the same events, with the same generations.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = live.kill();
+    let out = live.wait_with_output().expect("live events");
+    let seen = lines(&String::from_utf8_lossy(&out.stdout));
+    let first = all.iter().position(|e| e["uuid"] == vm.as_str()).expect("the VM's first event");
+    assert_eq!(seen, all[first..].to_vec(), "live and replayed streams differ");
+
+    // A reconnect after the update's job replays from the next event exactly.
+    let at = all.iter().find(|e| e["action"] == "update" && e["execution"] == "succeeded").expect("update done");
+    let replay = api.events(&format!("?since={}", generation(at)), "1");
+    let after: Vec<Value> = all.iter().filter(|e| generation(e) > generation(at)).cloned().collect();
+    assert_eq!(replay, after);
+    // A generation this node never gave is refused, not guessed at.
+    let (code, e) = api.call("GET", &format!("/events?since={}", generation(at) - 1), None);
+    assert_eq!((code, e["code"].as_str()), (400, Some("BadGeneration")), "{e}");
+    let (code, e) = api.call("GET", "/events?since=99999999", None);
+    assert_eq!((code, e["code"].as_str()), (410, Some("EventsGone")), "{e}");
+}
+
+#[test]
+fn bad_requests_are_refused_with_one_shape_and_change_nothing() {
+    let n = TestNode::new("256M");
+    let api = Server::start(&n, &[], &[]);
+    let before = n.datasets();
+    let vm = "6f7a8b9c-0d1e-4f2a-8b3c-4d5e6f7a8b9c";
+    let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
+        ("POST", "/vms".into(), Some("{not json".into()), 400, "InvalidJson"),
+        ("POST", "/vms".into(), Some("[1, 2]".into()), 400, "InvalidJson"),
+        ("POST", "/vms".into(), None, 400, "InvalidJson"),
+        ("POST", "/vms".into(), Some(r#"{"brand": "kvm", "ram": "lots"}"#.into()), 422, "ValidationFailed"),
+        ("POST", "/vms".into(), Some(r#"{"brand": "solaris"}"#.into()), 422, "ValidationFailed"),
+        ("POST", "/vms".into(), Some(format!(r#"{{"alias": "{}"}}"#, "a".repeat(2 << 20))), 413, "BodyTooLarge"),
+        ("GET", format!("/vms/{vm}"), None, 404, "VmNotFound"),
+        ("GET", "/vms/..%2f..%2fetc".into(), None, 404, "VmNotFound"),
+        ("POST", format!("/vms/{vm}?action=start"), None, 404, "VmNotFound"),
+        ("DELETE", format!("/vms/{vm}"), None, 404, "VmNotFound"),
+        ("GET", format!("/jobs/{vm}"), None, 404, "JobNotFound"),
+        ("GET", format!("/images/{vm}"), None, 404, "ImageNotFound"),
+        ("DELETE", format!("/images/{vm}"), None, 404, "ImageNotFound"),
+        ("POST", "/images?action=import".into(), Some("{}".into()), 400, "MissingParameter"),
+        ("POST", "/images?action=export".into(), None, 400, "UnknownAction"),
+        ("GET", "/vms?=running".into(), None, 400, "BadFilter"),
+        ("PUT", "/vms".into(), None, 405, "BadMethod"),
+        ("GET", "/nowhere".into(), None, 404, "ResourceNotFound"),
+        ("GET", "/events?since=ten".into(), None, 400, "BadGeneration"),
+    ];
+    for (method, path, body, status, code) in &cases {
+        let (got, v) = api.call(method, path, body.as_deref());
+        assert_eq!((got, v["code"].as_str()), (*status, Some(*code)), "{method} {path}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {v}");
+    }
+    // vmadm's own lists, in vmadm's words.
+    let (_, v) = api.call("POST", "/vms", Some(r#"{"brand": "kvm", "ram": "lots", "vcpus": "x"}"#));
+    assert_eq!(v["bad_values"], json!(["ram", "vcpus"]), "{v}");
+    let file = n.root().join("bad.json");
+    std::fs::write(&file, r#"{"brand": "kvm", "ram": "lots", "vcpus": "x"}"#).expect("write payload");
+    let r = n.hull(&["vmadm", "create", "-f", &file.to_string_lossy()]);
+    assert_ne!(r.code, 0);
+    let cli: Value = serde_json::Deserializer::from_str(&r.stderr)
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("vmadm create printed no JSON first: {}", r.stderr));
+    assert_eq!(cli["bad_values"], v["bad_values"]);
+    // Nothing was made, queued or left behind.
+    assert_eq!(api.call("GET", "/jobs", None).1, json!([]));
+    assert_eq!(api.call("GET", "/vms", None).1, json!([]));
+    assert_eq!(n.datasets(), before);
+}
+
+#[test]
+fn only_root_and_the_api_s_group_may_use_the_unix_socket() {
+    let n = TestNode::new("256M");
+    // The path to the socket is open to all; the peer's credentials decide.
+    for dir in [n.root().to_path_buf(), n.root().join("var"), n.root().join("var/run")] {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    // The same user, running without that group: the process's groups count, not the user's.
+    let daemon_group = ["setpriv", "--reuid=65534", "--regid=1", "--clear-groups"];
+    let supplementary = ["setpriv", "--reuid=65534", "--regid=1", "--groups=65534"];
+    {
+        let api = Server::start(&n, &[], &[]);
+        let (code, v) = api.call_as(&nobody, "GET", "/vms", None);
+        assert_eq!((code, v["code"].as_str()), (403, Some("Forbidden")), "{v}");
+        let (code, v) = api.call_as(&nobody, "POST", "/vms", Some(r#"{"brand": "kvm"}"#));
+        assert_eq!(code, 403, "{v}");
+        assert_eq!(api.call("GET", "/vms", None).0, 200);
+    }
+    // 65534's group is nogroup: with --group nogroup it may; someone of another group may not.
+    let api = Server::start(&n, &["--group", "nogroup"], &[]);
+    assert_eq!(api.call_as(&nobody, "GET", "/ping", None).0, 200);
+    assert_eq!(api.call_as(&daemon_group, "GET", "/ping", None).0, 403);
+    assert_eq!(api.call_as(&supplementary, "GET", "/ping", None).0, 200);
+    assert_eq!(api.call("GET", "/jobs", None).1, json!([]));
+}
+
+#[test]
+fn a_server_killed_in_the_middle_of_a_create_leaves_no_half_vm_and_marks_the_job() {
+    let n = TestNode::new("512M");
+    let image = n.busybox();
+    let payload = json!({"brand": "joyent-minimal", "image_uuid": image, "autoboot": false}).to_string();
+    let job = {
+        // The server dies (abort, as kill -9) once the VM's dataset is cloned.
+        let mut api = Server::start(&n, &[], &[("HULL_FAILPOINT", "vm-create-cloned")]);
+        let (code, made) = api.call("POST", "/vms", Some(&payload));
+        assert_eq!(code, 202, "{made}");
+        let status = api.child.wait().expect("server exits");
+        assert!(!status.success(), "the failpoint did not stop the server");
+        made["job_uuid"].as_str().expect("job").to_string()
+    };
+    let api = Server::start(&n, &[], &[]);
+    let (code, j) = api.call("GET", &format!("/jobs/{job}"), None);
+    assert_eq!(code, 200, "{j}");
+    assert_eq!((j["execution"].as_str(), j["error"]["code"].as_str()), (Some("failed"), Some("Interrupted")), "{j}");
+    assert_eq!(api.call("GET", "/vms", None).1, json!([]));
+    assert!(n.datasets().iter().all(|d| !d.contains("provisioning")), "{:?}", n.datasets());
+    // And the node works: the same create succeeds.
+    let job = api.change("POST", "/vms", Some(&payload));
+    assert_eq!(job["result"]["state"], "stopped", "{job}");
+}
+
+#[test]
+fn fifty_creates_at_once_leave_fifty_whole_vms_and_one_vm_s_jobs_run_in_order() {
+    let n = TestNode::new("1G");
+    let image = n.busybox();
+    let api = std::sync::Arc::new(Server::start(&n, &[], &[]));
+    let payload = json!({"brand": "joyent-minimal", "image_uuid": image, "autoboot": false}).to_string();
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let (api, payload) = (std::sync::Arc::clone(&api), payload.clone());
+            std::thread::spawn(move || {
+                let (code, v) = api.call("POST", "/vms", Some(&payload));
+                assert_eq!(code, 202, "{v}");
+                v["job_uuid"].as_str().expect("job").to_string()
+            })
+        })
+        .collect();
+    let jobs: Vec<String> = handles.into_iter().map(|h| h.join().expect("create thread")).collect();
+    for j in &jobs {
+        assert_eq!(api.wait(j)["execution"], "succeeded");
+    }
+    let (_, vms) = api.call("GET", "/vms", None);
+    let vms = vms.as_array().cloned().unwrap_or_default();
+    assert_eq!(vms.len(), 50);
+    assert!(vms.iter().all(|v| v["state"] == "stopped"), "{vms:?}");
+    let listed = n.hull(&["vmadm", "list", "-H", "-o", "uuid"]).ok();
+    assert_eq!(listed.lines().count(), 50);
+
+    // Three changes to one VM asked at once run in the order they were asked.
+    let vm = vms[0]["uuid"].as_str().expect("uuid").to_string();
+    let asked: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|alias| {
+            let (code, v) =
+                api.call("POST", &format!("/vms/{vm}?action=update"), Some(&format!(r#"{{"alias": "{alias}"}}"#)));
+            assert_eq!(code, 202, "{v}");
+            v["job_uuid"].as_str().expect("job").to_string()
+        })
+        .collect();
+    let done: Vec<Value> = asked.iter().map(|j| api.wait(j)).collect();
+    for w in done.windows(2) {
+        assert!(w[0]["ended"].as_str() <= w[1]["started"].as_str(), "jobs overlapped: {w:?}");
+    }
+    assert_eq!(api.call("GET", &format!("/vms/{vm}"), None).1["alias"], "c");
+}
