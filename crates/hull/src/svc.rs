@@ -25,6 +25,7 @@ pub fn paths(node: &Node) -> Paths {
 pub const BUILTIN: &[(&str, &str)] = &[
     ("manifests/system-pool.xml", include_str!("../../../manifests/system-pool.xml")),
     ("manifests/system-zones.xml", include_str!("../../../manifests/system-zones.xml")),
+    ("manifests/system-hull-api.xml", include_str!("../../../manifests/system-hull-api.xml")),
 ];
 
 #[derive(Args)]

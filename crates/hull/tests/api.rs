@@ -367,3 +367,87 @@ fn fifty_creates_at_once_leave_fifty_whole_vms_and_one_vm_s_jobs_run_in_order() 
     }
     assert_eq!(api.call("GET", &format!("/vms/{vm}"), None).1["alias"], "c");
 }
+
+/// curl over TLS to the API; (curl's exit status, HTTP status or 0, body).
+fn tls_get(port: u16, dir: &std::path::Path, cert: Option<(&str, &str)>, path: &str) -> (i32, u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "20", "--cacert"]).arg(dir.join("ca.crt"));
+    if let Some((crt, key)) = cert {
+        c.arg("--cert").arg(dir.join(crt)).arg("--key").arg(dir.join(key));
+    }
+    c.args(["-w", "\n%{http_code}"]).arg(format!("https://127.0.0.1:{port}{path}"));
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (out.status.code().unwrap_or(-1), code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn tls_lets_in_only_client_certificates_the_node_signed_and_trusts() {
+    let n = TestNode::new("256M");
+    let dir = n.root().join("client");
+    let d = dir.to_string_lossy().into_owned();
+    n.hull(&["api", "trust", "add", "ops", "--out", &d]).ok();
+    // A client with its own key: the node signs its request, and never sees the key. The
+    // request asks to be a CA; what comes back is a client's certificate all the same.
+    let key = dir.join("own.key");
+    let csr = dir.join("own.csr");
+    let made = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=root"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let own = dir.join("own");
+    n.hull(&["api", "trust", "add", "own", "--csr", &csr.to_string_lossy(), "--out", &own.to_string_lossy()]).ok();
+    assert!(!own.join("own.key").exists(), "a key was made for a CSR");
+    std::fs::copy(&key, own.join("own.key")).expect("client key");
+    let text = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(own.join("own.crt")).output();
+    let text = String::from_utf8_lossy(&text.expect("openssl x509").stdout).into_owned();
+    assert!(text.contains("CA:FALSE") && text.contains("TLS Web Client Authentication"), "{text}");
+    assert!(text.contains("CN = own") || text.contains("CN=own"), "{text}");
+    // A certificate of another CA, with the same name.
+    let other = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=ops"])
+        .args(["-days", "2", "-keyout"])
+        .arg(dir.join("other.key"))
+        .arg("-out")
+        .arg(dir.join("other.crt"))
+        .output()
+        .expect("openssl req -x509");
+    assert!(other.status.success());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let _api = Server::start(&n, &["--tls", &format!("127.0.0.1:{port}")], &[]);
+    let (rc, code, body) = tls_get(port, &dir, Some(("ops.crt", "ops.key")), "/ping");
+    assert_eq!((rc, code), (0, 200), "{body}");
+    let (rc, code, body) = tls_get(port, &own, Some(("own.crt", "own.key")), "/vms");
+    assert_eq!((rc, code, body.as_str()), (0, 200, "[]"));
+    // No certificate, or one the node did not sign: the handshake fails, no HTTP at all.
+    let (rc, code, _) = tls_get(port, &dir, None, "/ping");
+    assert!(rc != 0 && code == 0, "no certificate got an answer: {rc} {code}");
+    let (rc, code, _) = tls_get(port, &dir, Some(("other.crt", "other.key")), "/ping");
+    assert!(rc != 0 && code == 0, "a stranger's certificate got an answer: {rc} {code}");
+    // Plain HTTP to the TLS port is no way in either.
+    let out =
+        Command::new("curl").args(["-sS", "--max-time", "5"]).arg(format!("http://127.0.0.1:{port}/ping")).output();
+    assert!(!out.expect("curl").status.success());
+    // Taken back: signed by the node, but no longer trusted.
+    n.hull(&["api", "trust", "remove", "ops"]).ok();
+    let (rc, code, body) = tls_get(port, &dir, Some(("ops.crt", "ops.key")), "/vms");
+    assert_eq!((rc, code), (0, 403), "{body}");
+    assert!(body.contains("Forbidden"), "{body}");
+    let listed = n.hull(&["api", "trust", "list", "-j"]).ok();
+    let listed: Value = serde_json::from_str(&listed).expect("trust list -j");
+    assert_eq!(
+        listed.as_array().map(|a| a.iter().map(|t| t["name"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("own")])
+    );
+    // A name that is not one is refused before anything is made.
+    let bad = n.hull(&["api", "trust", "add", "../x", "--out", &d]);
+    assert_ne!(bad.code, 0);
+    assert!(!dir.join("../x.crt").exists());
+}

@@ -516,6 +516,24 @@ fn hull_s_own_services_boot_and_stop_the_zones() {
     s.wait_state("svc:/system/hull/pool:default", "online");
     s.wait_state("svc:/system/zones:default", "online");
     assert_eq!(vm_state(&s.node), "running", "boot-all ran once the pool was up");
+    // The API is a service of the node too, answering on its socket.
+    s.wait_state("svc:/system/hull/api:default", "online");
+    let sock = s.root().join("var/run/hull/api.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ping = loop {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--unix-socket"])
+            .arg(&sock)
+            .arg("http://hull/ping")
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ping.contains("pong"), "the API service does not answer: {ping}");
     // Let busybox's init set its signal handlers before it is asked to power off: a zone's
     // PID 1 ignores signals it has no handler for yet, and the stop would wait its timeout.
     s.node.hull(&["zlogin", &uuid, "true"]).ok();

@@ -1,6 +1,8 @@
-//! `hull api`: the node's REST API, for an orchestrator. One server; a unix socket for local
-//! callers (authorised by their credentials: root, or a member of `--group`). Jobs, events
-//! and the error shape are in their own modules; docs/api.md says how to drive it.
+//! `hull api`: the node's REST API, for an orchestrator. One server, two listeners: a unix
+//! socket for local callers (authorised by their credentials: root, or a member of
+//! `--group`), and with `--tls ADDR` TLS over TCP for callers with a client certificate the
+//! node CA signed and `hull api trust` lists. There is no plain-HTTP TCP listener. Jobs,
+//! events and the error shape are in their own modules; docs/api.md says how to drive it.
 //!
 //! The HTTP stack is axum over hyper on tokio: axum serves any stream hyper can (a unix
 //! socket here, TLS later) with per-connection facts (the peer's credentials) handed to every
@@ -12,6 +14,7 @@ mod events;
 mod jobs;
 mod routes;
 mod sysinfo;
+mod tls;
 
 use crate::{CmdResult, Failure};
 use clap::{Args, Subcommand};
@@ -25,6 +28,33 @@ use std::sync::Arc;
 pub enum ApiCmd {
     /// Serve the API in the foreground (svc:/system/hull/api:default runs this).
     Serve(ServeArgs),
+    /// Client certificates the TLS listener lets in.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// Print the node CA's certificate (clients verify the server with it).
+    Ca,
+}
+
+#[derive(Subcommand)]
+pub enum TrustCmd {
+    /// Sign a client certificate for NAME with the node CA and trust it: a new key made here,
+    /// or the key of a certificate signing request (--csr). Writes NAME.crt, NAME.key and
+    /// ca.crt into --out.
+    Add {
+        name: String,
+        /// A PEM certificate signing request; its key stays with the client.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// List trusted client certificates.
+    List {
+        #[arg(short = 'j')]
+        json: bool,
+    },
+    /// Stop trusting a client certificate (by name or fingerprint); effective at once.
+    Remove { what: String },
 }
 
 #[derive(Args)]
@@ -33,8 +63,16 @@ pub struct ServeArgs {
     #[arg(long)]
     unix: Option<PathBuf>,
     /// Members of this group may use the unix socket too (root always may).
-    #[arg(long)]
+    #[arg(long, env = "HULL_API_GROUP")]
     group: Option<String>,
+    /// Also listen with TLS on this address (`0.0.0.0:4443`, `[::]:4443`); clients must
+    /// present a certificate from `hull api trust add`.
+    #[arg(long, env = "HULL_API_TLS")]
+    tls: Option<std::net::SocketAddr>,
+    /// Names and addresses the server's certificate carries (default: the host's name,
+    /// localhost, 127.0.0.1, ::1 and the --tls address).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
 }
 
 /// Who is calling, as its listener decided; every request carries it.
@@ -65,8 +103,50 @@ impl Api {
 }
 
 pub fn run(node: &Node, cmd: ApiCmd) -> CmdResult {
+    let pki = tls::Pki::new(node);
     match cmd {
         ApiCmd::Serve(a) => serve(node, a),
+        ApiCmd::Ca => {
+            print!("{}", pki.ca_pem()?);
+            Ok(())
+        }
+        ApiCmd::Trust(TrustCmd::Add { name, csr, out }) => {
+            tls::check_name(&name)?;
+            if pki.trusted()?.iter().any(|t| t.name == name) {
+                return Err(Failure::new(1, format!("a client named {name} is already trusted")));
+            }
+            let csr = match &csr {
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).map_err(|e| Failure::new(1, format!("{}: {e}", p.display())))?)
+                }
+                None => None,
+            };
+            let (cert, key) = pki.issue_client(&name, csr.as_deref())?;
+            let files = tls::write_client(&out, &name, &cert, key.as_deref(), &pki.ca_pem()?)?;
+            let t = pki.trust(&name, &cert)?;
+            println!("Trusted {} ({})", t.name, t.fingerprint);
+            for f in files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
+        ApiCmd::Trust(TrustCmd::List { json }) => {
+            let list = pki.trusted()?;
+            if json {
+                crate::print_json(&list);
+            } else {
+                println!("{:<24} {:<26} FINGERPRINT", "NAME", "ADDED");
+                for t in list {
+                    println!("{:<24} {:<26} {}", t.name, t.added, t.fingerprint);
+                }
+            }
+            Ok(())
+        }
+        ApiCmd::Trust(TrustCmd::Remove { what }) => {
+            let t = pki.untrust(&what)?;
+            println!("No longer trusted: {} ({})", t.name, t.fingerprint);
+            Ok(())
+        }
     }
 }
 
@@ -92,11 +172,88 @@ fn serve(node: &Node, args: ServeArgs) -> CmdResult {
     // What a killed server left half done is put right before anything new starts.
     api.vmadm().and_then(|v| Ok(v.repair()?)).map_err(|e| Failure::new(1, format!("repair: {}", e.message)))?;
     let sock = args.unix.unwrap_or_else(|| default_socket(node));
+    let tls = match args.tls {
+        None => None,
+        Some(addr) => {
+            let mut names = args.tls_names.clone();
+            if names.is_empty() {
+                if let Ok(h) = nix::unistd::gethostname() {
+                    names.push(h.to_string_lossy().into_owned());
+                }
+                names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+                if !addr.ip().is_unspecified() {
+                    names.push(addr.ip().to_string());
+                }
+            }
+            let pki = tls::Pki::new(node);
+            Some((addr, pki.server_config(&names)?, pki))
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(1, format!("runtime: {e}")))?;
-    rt.block_on(listen_unix(api, sock))
+    rt.block_on(async move {
+        let router = routes::router(Arc::clone(&api));
+        if let Some((addr, config, pki)) = tls {
+            let l =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::new(1, format!("--tls {addr}: {e}")))?;
+            tracing::info!(
+                "hull api: listening with TLS on {}",
+                l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+            tokio::spawn(listen_tls(l, config, pki, router.clone()));
+        }
+        listen_unix(api, sock, router).await
+    })
+}
+
+/// Accepts TLS connections: the handshake (client certificate required, chained to the node
+/// CA) on a task of its own, bounded in time; then the certificate decides.
+async fn listen_tls(
+    l: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    pki: tls::Pki,
+    router: axum::Router,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let pki = Arc::new(pki);
+    loop {
+        let (tcp, from) = match l.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, pki, router) = (acceptor.clone(), Arc::clone(&pki), router.clone());
+        tokio::spawn(async move {
+            let shake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
+            let stream = match shake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!("TLS from {from} refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("TLS from {from}: no handshake within 10 s");
+                    return;
+                }
+            };
+            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+            let pki2 = Arc::clone(&pki);
+            let trusted = match cert {
+                Some(der) => tokio::task::spawn_blocking(move || pki2.lookup(&der)).await.ok().flatten(),
+                None => None,
+            };
+            let peer = match trusted {
+                Some(t) => Peer { who: format!("client {} from {from}", t.name), authorised: true },
+                None => Peer { who: format!("an untrusted certificate from {from}"), authorised: false },
+            };
+            serve_connection(stream, router, peer);
+        });
+    }
 }
 
 /// Binds the socket: a stale socket is replaced, anything else in its place is an error.
@@ -121,9 +278,8 @@ fn bind(sock: &std::path::Path) -> Result<tokio::net::UnixListener, Failure> {
     Ok(l)
 }
 
-async fn listen_unix(api: Arc<Api>, sock: PathBuf) -> CmdResult {
+async fn listen_unix(api: Arc<Api>, sock: PathBuf, router: axum::Router) -> CmdResult {
     let listener = bind(&sock)?;
-    let router = routes::router(Arc::clone(&api));
     tracing::info!("hull api: listening on {}", sock.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::new(1, format!("signals: {e}")))?;
