@@ -451,3 +451,38 @@ fn tls_lets_in_only_client_certificates_the_node_signed_and_trusts() {
     assert_ne!(bad.code, 0);
     assert!(!dir.join("../x.crt").exists());
 }
+
+/// docs/api/openapi.json is what the code generates (`HULL_BLESS=1` rewrites it), and every
+/// operation it lists is one the server routes.
+#[test]
+fn the_openapi_document_is_the_code_s_and_lists_what_is_served() {
+    let n = TestNode::new("256M");
+    let doc = n.hull(&["api", "openapi"]).ok();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api/openapi.json");
+    if std::env::var_os("HULL_BLESS").is_some() {
+        std::fs::write(&path, &doc).expect("bless openapi.json");
+    }
+    let kept = std::fs::read_to_string(&path).expect("docs/api/openapi.json");
+    assert!(
+        kept == doc,
+        "docs/api/openapi.json is stale: run HULL_BLESS=1 cargo nextest run -p hull --test api openapi"
+    );
+    let doc: Value = serde_json::from_str(&doc).expect("JSON");
+    let api = Server::start(&n, &[], &[]);
+    let some = "6f7a8b9c-0d1e-4f2a-8b3c-4d5e6f7a8b9c";
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, _) in ops.as_object().expect("operations") {
+            let concrete = path.replace("{uuid}", some);
+            // Never wait on a stream or a job here.
+            let concrete = if concrete == "/events" { "/events?since=99999999999".into() } else { concrete };
+            let (code, v) = api.call(&method.to_uppercase(), &concrete, None);
+            assert!(
+                !matches!(v["code"].as_str(), Some("ResourceNotFound" | "BadMethod")),
+                "{method} {path} is documented but not served: {code} {v}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 16, "{checked}");
+}

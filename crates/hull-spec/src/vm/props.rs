@@ -595,3 +595,54 @@ mod tests {
         assert!(lookup("colour").is_none());
     }
 }
+
+/// The JSON Schema (OpenAPI 3.0's dialect) of a payload for `action` (C for create, U for
+/// update), from the table: every property some brand takes for it, each in its canonical
+/// form (validation also takes `"512"` for 512, `"a,b"` for a list), with its doc; members of
+/// `nics`, `disks` and `filesystems` (and their add_/update_ verbs) from their `X.*.Y` rows.
+/// The API's OpenAPI document is built from it, so it cannot drift from what validates.
+pub fn json_schema(action: u8) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let any_brand = ALL;
+    let of = |ty: PropType| -> Value {
+        match ty {
+            PropType::Boolean => json!({"type": "boolean"}),
+            PropType::Integer { min, max } => {
+                let mut s = json!({"type": "integer", "minimum": min});
+                if max != i64::MAX {
+                    s["maximum"] = json!(max);
+                }
+                s
+            }
+            PropType::String | PropType::Zpool => json!({"type": "string"}),
+            PropType::Uuid => json!({"type": "string", "format": "uuid"}),
+            PropType::List => json!({"type": "array", "items": {"type": "string"}}),
+            PropType::FlatObject => json!({"type": "object", "additionalProperties": true}),
+            PropType::ObjectArray => json!({"type": "array", "items": {"type": "object"}}),
+        }
+    };
+    // Members of a list, by the list's name: `nics.*.mac` gives nics' item property `mac`.
+    let mut members: std::collections::BTreeMap<&str, Map<String, Value>> = Default::default();
+    for p in PROPS.iter().filter(|p| p.allows(any_brand, action | ADD | UPD)) {
+        if let Some((list, rest)) = p.name.split_once(".*.") {
+            let mut s = of(p.ty);
+            s["description"] = json!(p.doc);
+            members.entry(list).or_default().insert(rest.to_string(), s);
+        }
+    }
+    let mut props = Map::new();
+    for p in PROPS.iter().filter(|p| !p.name.contains('*') && p.allows(any_brand, action)) {
+        let mut s = of(p.ty);
+        // add_nics and update_nics hold NICs; add_disks, update_disks disks, ...
+        let list = p.check_as.unwrap_or(p.name);
+        if p.ty == PropType::ObjectArray
+            && let Some(m) = members.get(list)
+        {
+            s["items"] = json!({"type": "object", "properties": m, "additionalProperties": true});
+        }
+        s["description"] = json!(p.doc);
+        props.insert(p.name.to_string(), s);
+    }
+    // Unknown properties are dropped with a warning, as vmadm does: allowed here.
+    json!({"type": "object", "properties": props, "additionalProperties": true})
+}

@@ -9,7 +9,7 @@ use hull_vm::VmError;
 use serde::{Deserialize, Serialize};
 
 /// An error as the API answers it (and as a failed job records it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: u16,
@@ -22,7 +22,7 @@ pub struct ApiError {
 }
 
 /// What vmadm prints of a payload that did not validate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Invalid {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bad_brand: Option<String>,

@@ -12,6 +12,7 @@
 mod error;
 mod events;
 mod jobs;
+mod openapi;
 mod routes;
 mod sysinfo;
 mod tls;
@@ -33,6 +34,8 @@ pub enum ApiCmd {
     Trust(TrustCmd),
     /// Print the node CA's certificate (clients verify the server with it).
     Ca,
+    /// Print the API's OpenAPI document (generated from the code; docs/api/openapi.json).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +109,10 @@ pub fn run(node: &Node, cmd: ApiCmd) -> CmdResult {
     let pki = tls::Pki::new(node);
     match cmd {
         ApiCmd::Serve(a) => serve(node, a),
+        ApiCmd::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&openapi::document()).unwrap_or_default());
+            Ok(())
+        }
         ApiCmd::Ca => {
             print!("{}", pki.ca_pem()?);
             Ok(())
