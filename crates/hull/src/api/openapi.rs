@@ -167,7 +167,22 @@ pub fn document() -> Value {
     for (method, path, id, summary, ok) in OPERATIONS {
         let mut responses = Map::new();
         let desc = if *ok == 202 { "Accepted: the job that does it" } else { "OK" };
-        responses.insert(ok.to_string(), json!({"description": desc, "content": success(id)}));
+        let mut ok_response = json!({"description": desc, "content": success(id)});
+        if *ok == 202 {
+            // Where the answer leads: the job, and for a VM the VM (OpenAPI links, which
+            // stateful testers such as schemathesis follow).
+            let mut links = json!({
+                "GetJob": {"operationId": "GetJob", "parameters": {"uuid": "$response.body#/job_uuid"}},
+                "WaitJob": {"operationId": "WaitJob", "parameters": {"uuid": "$response.body#/job_uuid"}},
+            });
+            if *id == "CreateVm" {
+                for target in ["GetVm", "VmAction", "DeleteVm"] {
+                    links[target] = json!({"operationId": target, "parameters": {"uuid": "$response.body#/vm_uuid"}});
+                }
+            }
+            ok_response["links"] = links;
+        }
+        responses.insert(ok.to_string(), ok_response);
         for (status, why) in errors(id) {
             responses.insert(status.to_string(), error_response(why));
         }
