@@ -56,6 +56,14 @@ impl Vmadm {
         self.get_with(uuid, Some(&all))
     }
 
+    /// `get` without `snapshots`: a VM just made has none, and listing them costs a walk of
+    /// the whole pool (the API's create answers with this).
+    pub fn get_unlisted(&self, uuid: &str) -> Result<Map<String, Value>> {
+        let mut v = self.get_with(uuid, None)?;
+        v.insert("snapshots".into(), json!([]));
+        Ok(v)
+    }
+
     /// `get`, given the pool's listing (one listing serves a whole `list`).
     fn get_with(&self, uuid: &str, all: Option<&[hull_storage::DatasetInfo]>) -> Result<Map<String, Value>> {
         let mut cfg = self.load(uuid)?;

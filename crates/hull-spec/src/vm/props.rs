@@ -554,48 +554,6 @@ pub fn markdown() -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docs_properties_md_is_the_table() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/properties.md");
-        let want = markdown();
-        if std::env::var_os("HULL_BLESS").is_some() {
-            std::fs::write(&path, &want).expect("write docs/properties.md");
-        }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(have == want, "docs/properties.md drifted from the table: HULL_BLESS=1 cargo test -p hull-spec");
-    }
-
-    #[test]
-    fn defaults_and_columns_are_smartos_s() {
-        for p in PROPS {
-            if let Some((_, v)) = p.default {
-                assert!(serde_json::from_str::<serde_json::Value>(v).is_ok(), "{}: default {v} is not JSON", p.name);
-            }
-            assert!(!p.doc.is_empty() && !p.doc.contains('\n'), "{}: one line of doc", p.name);
-        }
-        assert_eq!(list_columns(), ["uuid", "type", "ram", "state", "alias"]);
-        let os: std::collections::BTreeMap<_, _> = defaults(J).collect();
-        assert_eq!(os["max_lwps"], serde_json::json!(2000));
-        assert_eq!(os["dns_domain"], serde_json::json!("local"));
-        let kvm: std::collections::BTreeMap<_, _> = defaults(K).collect();
-        assert_eq!(kvm.keys().copied().collect::<Vec<_>>(), ["autoboot", "quota"]);
-    }
-
-    #[test]
-    fn table_is_sorted_and_unique() {
-        for w in PROPS.windows(2) {
-            assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
-        }
-        assert!(lookup("max_physical_memory").is_some());
-        assert!(lookup("nics.*.vlan_id").is_some());
-        assert!(lookup("colour").is_none());
-    }
-}
-
 /// The JSON Schema (OpenAPI 3.0's dialect) of a payload for `action` (C for create, U for
 /// update), from the table: every property some brand takes for it, each in its canonical
 /// form (validation also takes `"512"` for 512, `"a,b"` for a list), with its doc; members of
@@ -645,4 +603,46 @@ pub fn json_schema(action: u8) -> serde_json::Value {
     }
     // Unknown properties are dropped with a warning, as vmadm does: allowed here.
     json!({"type": "object", "properties": props, "additionalProperties": true})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_properties_md_is_the_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/properties.md");
+        let want = markdown();
+        if std::env::var_os("HULL_BLESS").is_some() {
+            std::fs::write(&path, &want).expect("write docs/properties.md");
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "docs/properties.md drifted from the table: HULL_BLESS=1 cargo test -p hull-spec");
+    }
+
+    #[test]
+    fn defaults_and_columns_are_smartos_s() {
+        for p in PROPS {
+            if let Some((_, v)) = p.default {
+                assert!(serde_json::from_str::<serde_json::Value>(v).is_ok(), "{}: default {v} is not JSON", p.name);
+            }
+            assert!(!p.doc.is_empty() && !p.doc.contains('\n'), "{}: one line of doc", p.name);
+        }
+        assert_eq!(list_columns(), ["uuid", "type", "ram", "state", "alias"]);
+        let os: std::collections::BTreeMap<_, _> = defaults(J).collect();
+        assert_eq!(os["max_lwps"], serde_json::json!(2000));
+        assert_eq!(os["dns_domain"], serde_json::json!("local"));
+        let kvm: std::collections::BTreeMap<_, _> = defaults(K).collect();
+        assert_eq!(kvm.keys().copied().collect::<Vec<_>>(), ["autoboot", "quota"]);
+    }
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for w in PROPS.windows(2) {
+            assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
+        }
+        assert!(lookup("max_physical_memory").is_some());
+        assert!(lookup("nics.*.vlan_id").is_some());
+        assert!(lookup("colour").is_none());
+    }
 }

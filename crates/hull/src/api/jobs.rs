@@ -237,10 +237,21 @@ impl Jobs {
     }
 }
 
+/// Records a job: always atomically (a reader sees the old record or the new); synced to
+/// disk only once the job is done. A queued or running record lost to a power cut belongs to
+/// a job that never finished (its end is synced), and a restarted server marks every record
+/// it finds unfinished as Interrupted; a kill of the server loses nothing (the page cache
+/// stays). Syncing each step cost more than the rest of a job's bookkeeping.
 fn write(dir: &Path, job: &Job) {
     let path = dir.join(format!("{}.json", job.uuid));
     let text = serde_json::to_vec_pretty(job).unwrap_or_default();
-    if let Err(e) = hull_exec::write_atomic(&path, &text) {
+    let written = if job.execution.done() {
+        hull_exec::write_atomic(&path, &text)
+    } else {
+        let tmp = dir.join(format!(".{}.tmp", job.uuid));
+        std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, &path))
+    };
+    if let Err(e) = written {
         tracing::warn!("job {}: cannot record it at {}: {e}", job.uuid, path.display());
     }
 }

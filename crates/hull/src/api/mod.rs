@@ -90,11 +90,44 @@ pub struct Api {
     exe: PathBuf,
     pub jobs: Arc<jobs::Jobs>,
     group: Option<nix::unistd::Gid>,
+    /// Opened vmadms, kept between requests: opening one opens and checks the pool (a
+    /// mount check and a repair pass), which was most of a `GET /vms/UUID`.
+    idle: std::sync::Mutex<Vec<Vmadm>>,
+}
+
+/// A vmadm lent to one request or job; back to the server's idle list when dropped.
+pub struct Lent<'a> {
+    api: &'a Api,
+    vm: Option<Vmadm>,
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = Vmadm;
+    fn deref(&self) -> &Vmadm {
+        // Taken only in drop.
+        self.vm.as_ref().unwrap_or_else(|| unreachable!("a lent vmadm is present until dropped"))
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(vm) = self.vm.take() {
+            let mut idle = self.api.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < 32 {
+                idle.push(vm);
+            }
+        }
+    }
 }
 
 impl Api {
-    pub fn vmadm(&self) -> error::ApiResult<Vmadm> {
-        Ok(Vmadm::open(&self.node, self.exe.clone())?)
+    pub fn vmadm(&self) -> error::ApiResult<Lent<'_>> {
+        let kept = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let vm = match kept {
+            Some(vm) => vm,
+            None => Vmadm::open(&self.node, self.exe.clone())?,
+        };
+        Ok(Lent { api: self, vm: Some(vm) })
     }
 
     /// Root, or a process whose group or one of whose supplementary groups is the API's:
@@ -175,7 +208,7 @@ fn serve(node: &Node, args: ServeArgs) -> CmdResult {
     };
     let jobs = jobs::Jobs::open(&node.var_dir())
         .map_err(|e| Failure::new(1, format!("job records in {}: {e}", node.var_dir().display())))?;
-    let api = Arc::new(Api { node: node.clone(), exe, jobs, group });
+    let api = Arc::new(Api { node: node.clone(), exe, jobs, group, idle: std::sync::Mutex::new(Vec::new()) });
     // What a killed server left half done is put right before anything new starts.
     api.vmadm().and_then(|v| Ok(v.repair()?)).map_err(|e| Failure::new(1, format!("repair: {}", e.message)))?;
     let sock = args.unix.unwrap_or_else(|| default_socket(node));

@@ -47,7 +47,7 @@ fn query(name: &str, schema: Value, desc: &str) -> Value {
 /// What an operation answers on success.
 fn success(id: &str) -> Value {
     let json_of = |schema: Value| json!({"application/json": {"schema": schema}});
-    let content = match id {
+    match id {
         "Ping" => json_of(
             json!({"type": "object", "required": ["ping"], "properties": {"ping": {"type": "string"}, "version": {"type": "string"}}}),
         ),
@@ -61,8 +61,7 @@ fn success(id: &str) -> Value {
         "GetImageFile" => json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
         "Events" => json!({"application/x-ndjson": {"schema": {"type": "string"}}}),
         _ => json_of(json!({"$ref": "#/components/schemas/Accepted"})),
-    };
-    content
+    }
 }
 
 fn parameters(id: &str) -> Vec<Value> {

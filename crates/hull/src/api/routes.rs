@@ -163,7 +163,7 @@ async fn create_vm(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejecti
     let work: Work = Box::new(move || {
         let vm = work_api.vmadm()?;
         let made = vm.create(&payload)?;
-        Ok(Value::Object(vm.get(&made)?))
+        Ok(Value::Object(vm.get_unlisted(&made)?))
     });
     let ask = Ask { action: "create".into(), vm_uuid: Some(uuid.clone()), image_uuid: None, warnings: dropped };
     Ok(accepted(&api.jobs.submit(&uuid, ask, work)))
