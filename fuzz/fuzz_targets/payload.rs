@@ -25,6 +25,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(m) = v.as_object() {
         let _ = hull_spec::Vm::from_map(m);
+        let _ = hull_spec::vm::Update::from_map(m);
+    }
+    // What update validation keeps reads as a typed Update (the API and vmadm update both
+    // apply it through that type).
+    for brand in [hull_spec::Brand::Joyent, hull_spec::Brand::Kvm] {
+        if let Ok((changes, _)) = hull_spec::vm::validate_lenient(hull_spec::Action::Update, Some(brand), &v) {
+            if let Err(e) = hull_spec::vm::Update::from_map(&changes) {
+                panic!("a valid update does not fit the Update type: {e}: {changes:?}");
+            }
+        }
     }
     // The nics, checked against a node with one tag of each kind and an overlay.
     if let Some(nics) = v.get("nics").and_then(|n| n.as_array()) {

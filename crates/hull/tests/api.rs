@@ -4,6 +4,9 @@
 
 mod common;
 use common::*;
+// The server's own types: answers are read into what the server serialised them from.
+use hull::api::error::ApiError;
+use hull::api::jobs::{Execution, Job};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -66,19 +69,20 @@ impl Server {
     }
 
     /// Waits for a job to finish and returns it.
-    fn wait(&self, job: &str) -> Value {
+    fn wait(&self, job: &str) -> Job {
         let (code, j) = self.call("GET", &format!("/jobs/{job}/wait?timeout=240"), None);
         assert_eq!(code, 200, "{j}");
-        assert!(matches!(j["execution"].as_str(), Some("succeeded" | "failed")), "job not done: {j}");
+        let j: Job = serde_json::from_value(j.clone()).unwrap_or_else(|e| panic!("not a Job: {e}: {j}"));
+        assert!(j.execution.done(), "job not done: {j:?}");
         j
     }
 
     /// Asks for a change; checks the 202 and waits for its job, which must succeed.
-    fn change(&self, method: &str, path: &str, body: Option<&str>) -> Value {
+    fn change(&self, method: &str, path: &str, body: Option<&str>) -> Job {
         let (code, v) = self.call(method, path, body);
         assert_eq!(code, 202, "{method} {path}: {v}");
         let job = self.wait(v["job_uuid"].as_str().expect("job_uuid"));
-        assert_eq!(job["execution"], "succeeded", "{method} {path}: {job}");
+        assert_eq!(job.execution, Execution::Succeeded, "{method} {path}: {job:?}");
         job
     }
 
@@ -139,8 +143,9 @@ fn a_vm_s_life_through_the_api_with_its_events_in_order() {
     assert_eq!(made["warnings"], json!(["no_such_property"]), "{made}");
     let vm = made["vm_uuid"].as_str().expect("vm_uuid").to_string();
     let job = api.wait(made["job_uuid"].as_str().expect("job"));
-    assert_eq!(job["execution"], "succeeded", "{job}");
-    assert_eq!(job["result"]["state"], "running", "{job}");
+    assert_eq!(job.execution, Execution::Succeeded, "{job:?}");
+    assert_eq!(job.result.as_ref().map(|r| r["state"].clone()), Some(json!("running")), "{job:?}");
+    assert_eq!((job.action.as_str(), job.vm_uuid.as_deref()), ("create", made["vm_uuid"].as_str()));
     let (code, got) = api.call("GET", &format!("/vms/{vm}"), None);
     assert_eq!((code, got["alias"].as_str(), got["state"].as_str()), (200, Some("api0"), Some("running")), "{got}");
     // The same VM vmadm sees.
@@ -248,8 +253,9 @@ fn bad_requests_are_refused_with_one_shape_and_change_nothing() {
     ];
     for (method, path, body, status, code) in &cases {
         let (got, v) = api.call(method, path, body.as_deref());
-        assert_eq!((got, v["code"].as_str()), (*status, Some(*code)), "{method} {path}: {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {v}");
+        let e: ApiError = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{method} {path}: {e}: {v}"));
+        assert_eq!((got, e.code.as_str()), (*status, *code), "{method} {path}: {v}");
+        assert!(!e.message.is_empty(), "{method} {path}: {v}");
     }
     // vmadm's own lists, in vmadm's words.
     let (_, v) = api.call("POST", "/vms", Some(r#"{"brand": "kvm", "ram": "lots", "vcpus": "x"}"#));
@@ -315,12 +321,17 @@ fn a_server_killed_in_the_middle_of_a_create_leaves_no_half_vm_and_marks_the_job
     let api = Server::start(&n, &[], &[]);
     let (code, j) = api.call("GET", &format!("/jobs/{job}"), None);
     assert_eq!(code, 200, "{j}");
-    assert_eq!((j["execution"].as_str(), j["error"]["code"].as_str()), (Some("failed"), Some("Interrupted")), "{j}");
+    let j: Job = serde_json::from_value(j).expect("a Job");
+    assert_eq!(
+        (j.execution, j.error.as_ref().map(|e| e.code.as_str())),
+        (Execution::Failed, Some("Interrupted")),
+        "{j:?}"
+    );
     assert_eq!(api.call("GET", "/vms", None).1, json!([]));
     assert!(n.datasets().iter().all(|d| !d.contains("provisioning")), "{:?}", n.datasets());
     // And the node works: the same create succeeds.
     let job = api.change("POST", "/vms", Some(&payload));
-    assert_eq!(job["result"]["state"], "stopped", "{job}");
+    assert_eq!(job.result.as_ref().map(|r| r["state"].clone()), Some(json!("stopped")), "{job:?}");
 }
 
 #[test]
@@ -341,7 +352,7 @@ fn fifty_creates_at_once_leave_fifty_whole_vms_and_one_vm_s_jobs_run_in_order() 
         .collect();
     let jobs: Vec<String> = handles.into_iter().map(|h| h.join().expect("create thread")).collect();
     for j in &jobs {
-        assert_eq!(api.wait(j)["execution"], "succeeded");
+        assert_eq!(api.wait(j).execution, Execution::Succeeded);
     }
     let (_, vms) = api.call("GET", "/vms", None);
     let vms = vms.as_array().cloned().unwrap_or_default();
@@ -361,9 +372,9 @@ fn fifty_creates_at_once_leave_fifty_whole_vms_and_one_vm_s_jobs_run_in_order() 
             v["job_uuid"].as_str().expect("job").to_string()
         })
         .collect();
-    let done: Vec<Value> = asked.iter().map(|j| api.wait(j)).collect();
+    let done: Vec<Job> = asked.iter().map(|j| api.wait(j)).collect();
     for w in done.windows(2) {
-        assert!(w[0]["ended"].as_str() <= w[1]["started"].as_str(), "jobs overlapped: {w:?}");
+        assert!(w[0].ended.is_some() && w[0].ended <= w[1].started, "jobs overlapped: {w:?}");
     }
     assert_eq!(api.call("GET", &format!("/vms/{vm}"), None).1["alias"], "c");
 }

@@ -130,3 +130,67 @@ pub fn stream(
     let tail = Tail { path, file: None, pos: since, buf: Vec::new(), done: false };
     futures_util::stream::unfold(tail, |mut t| async move { t.next().await.map(|b| (Ok(b), t)) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn line(b: &Bytes) -> Value {
+        serde_json::from_slice(b).expect("an event is JSON")
+    }
+
+    #[tokio::test]
+    async fn generations_are_line_ends_and_since_resumes_after_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.jsonl");
+        std::fs::write(&log, "{\"n\":1}\n{\"n\":2}\nnot json\n{\"n\":3}\n").expect("log");
+        let all: Vec<Value> = stream(log.clone(), 0).take(3).map(|b| line(&b.expect("ok"))).collect().await;
+        assert_eq!(all.iter().map(|e| e["n"].as_u64()).collect::<Vec<_>>(), [Some(1), Some(2), Some(3)]);
+        assert_eq!(all[0]["generation"], 8);
+        let g1 = all[0]["generation"].as_u64().expect("generation");
+        assert_eq!(start(&log, Some(g1)).await.expect("a generation"), g1);
+        let next: Vec<Value> = stream(log.clone(), g1).take(1).map(|b| line(&b.expect("ok"))).collect().await;
+        assert_eq!(next[0]["n"], 2);
+        // Not a line's end, and past the end: refused, differently.
+        assert_eq!(start(&log, Some(g1 - 1)).await.expect_err("mid-line").code, "BadGeneration");
+        assert_eq!(start(&log, Some(10_000)).await.expect_err("past the end").code, "EventsGone");
+        // A line still being written is not sent half.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(b"{\"n\":4")
+            })
+            .expect("append");
+        let end = std::fs::metadata(&log).expect("stat").len() - 6;
+        let mut s = Box::pin(stream(log.clone(), end));
+        let early = tokio::time::timeout(Duration::from_millis(200), s.next()).await;
+        assert!(early.is_err(), "half a line was sent: {early:?}");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(b"}\n")
+            })
+            .expect("append");
+        let ev = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("in time").expect("an event");
+        assert_eq!(line(&ev.expect("ok"))["n"], 4);
+    }
+
+    #[tokio::test]
+    async fn a_log_that_shrinks_under_a_client_tells_it_and_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.jsonl");
+        std::fs::write(&log, "{\"n\":1}\n{\"n\":2}\n").expect("log");
+        let mut s = Box::pin(stream(log.clone(), 0));
+        assert_eq!(line(&s.next().await.expect("one").expect("ok"))["n"], 1);
+        assert_eq!(line(&s.next().await.expect("two").expect("ok"))["n"], 2);
+        std::fs::write(&log, "").expect("truncate");
+        let gone = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("in time").expect("told");
+        assert_eq!(line(&gone.expect("ok"))["type"], "gone");
+        assert!(s.next().await.is_none(), "the stream went on after telling the client");
+    }
+}

@@ -9,9 +9,9 @@
 //! request as an extension. Dropshot was weighed and set aside: it binds TCP only and has no
 //! hook for a unix peer's credentials or a client certificate.
 
-mod error;
+pub mod error;
 mod events;
-mod jobs;
+pub mod jobs;
 mod openapi;
 mod routes;
 mod sysinfo;
@@ -380,7 +380,11 @@ where
     let svc = hyper_util::service::TowerToHyperService::new(router.layer(axum::Extension(peer)));
     tokio::spawn(async move {
         let io = hyper_util::rt::TokioIo::new(stream);
-        if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+        // A caller that opens a connection and sends nothing (or a header a byte a minute)
+        // is dropped rather than holding a descriptor for ever.
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(30));
+        if let Err(e) = http.serve_connection(io, svc).await {
             tracing::debug!("connection: {e}");
         }
     });
