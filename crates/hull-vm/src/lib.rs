@@ -238,10 +238,13 @@ impl Vmadm {
             Ok(rd) => rd,
             Err(_) => return Ok(Vec::new()),
         };
+        // A VM's dataset is named by its uuid alone: `<uuid>-provisioning` (a create in
+        // progress, with its config already written) and images' datasets are not VMs.
         let mut out: Vec<String> = rd
             .flatten()
-            .filter(|e| e.path().join("config/vm.json").is_file())
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<uuid::Uuid>().is_ok_and(|u| u.to_string() == *n))
+            .filter(|n| pool.mountpoint().join(n).join("config/vm.json").is_file())
             .collect();
         out.sort();
         Ok(out)
@@ -257,8 +260,18 @@ impl Vmadm {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(uuid) = name.strip_suffix(PROVISIONING) else { continue };
             if let Ok(_g) = self.lock(uuid) {
+                // Seen before the lock was taken: the create it belonged to may have finished
+                // (renamed it) and let go of the lock in between. Only what is still there
+                // under the lock is a remain.
+                let part = ds(&name)?;
+                if !pool.exists(&part) {
+                    continue;
+                }
                 tracing::info!(vm = %uuid, "removing the remains of an interrupted create");
-                hull_storage::destroy(pool, &ds(&name)?, true)?;
+                match hull_storage::destroy(pool, &part, true) {
+                    Ok(_) | Err(hull_storage::StorageError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         for uuid in self.uuids()? {

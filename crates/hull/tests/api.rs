@@ -352,7 +352,8 @@ fn fifty_creates_at_once_leave_fifty_whole_vms_and_one_vm_s_jobs_run_in_order() 
         .collect();
     let jobs: Vec<String> = handles.into_iter().map(|h| h.join().expect("create thread")).collect();
     for j in &jobs {
-        assert_eq!(api.wait(j).execution, Execution::Succeeded);
+        let job = api.wait(j);
+        assert_eq!(job.execution, Execution::Succeeded, "{job:?}");
     }
     let (_, vms) = api.call("GET", "/vms", None);
     let vms = vms.as_array().cloned().unwrap_or_default();
