@@ -221,19 +221,17 @@ async fn vm_action(
             w.vmadm()?.start(&u)?;
             Ok(json!({}))
         }),
-        "stop" => {
+        "stop" | "reboot" => {
             let force = flag(&q, &body, "force")?;
             let timeout = seconds(&q, &body, "timeout", 60)?;
+            let reboot = action == "reboot";
             Box::new(move || {
-                w.vmadm()?.stop(&u, force, timeout)?;
-                Ok(json!({}))
-            })
-        }
-        "reboot" => {
-            let force = flag(&q, &body, "force")?;
-            let timeout = seconds(&q, &body, "timeout", 60)?;
-            Box::new(move || {
-                w.vmadm()?.reboot(&u, force, timeout)?;
+                let vm = w.vmadm()?;
+                if reboot {
+                    vm.reboot(&u, force, timeout)?
+                } else {
+                    vm.stop(&u, force, timeout)?
+                }
                 Ok(json!({}))
             })
         }
