@@ -20,6 +20,7 @@ mod delete;
 pub mod host;
 mod image;
 mod kvm;
+pub mod metadata;
 pub mod network;
 mod query;
 pub mod revert;
@@ -183,11 +184,11 @@ impl Vmadm {
         Ok(self.img.pool()?)
     }
 
-    fn run_dir(&self, uuid: &str) -> PathBuf {
+    pub(crate) fn run_dir(&self, uuid: &str) -> PathBuf {
         self.node.var_dir().join("z").join(uuid)
     }
 
-    fn config_path(&self, uuid: &str) -> Result<PathBuf> {
+    pub(crate) fn config_path(&self, uuid: &str) -> Result<PathBuf> {
         Ok(self.pool()?.dataset_path(&ds(uuid)?).join("config/vm.json"))
     }
 

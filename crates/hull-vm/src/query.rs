@@ -128,7 +128,7 @@ impl Vmadm {
 
     /// The node's uuid, as SmartOS's `server_uuid`: the machine's DMI product uuid where the
     /// firmware gives one, else its machine id made a uuid.
-    fn node_uuid(&self) -> String {
+    pub(crate) fn node_uuid(&self) -> String {
         let dmi = std::fs::read_to_string("/sys/class/dmi/id/product_uuid").ok().map(|s| s.trim().to_ascii_lowercase());
         if let Some(u) = dmi.filter(|u| uuid::Uuid::parse_str(u).is_ok()) {
             return u;
@@ -190,7 +190,13 @@ impl Vmadm {
         }
         let cmd = args[0].clone();
         let executable = |p: &str| meta(p).is_some_and(|m| crate::start::executable(&m));
-        if cmd.contains('/') {
+        if let Some(rest) = cmd.strip_prefix("/.zonecontrol/") {
+            // hull's own bind (the mdata tools): not in the zone's root on disk.
+            let control = crate::metadata::control_dir(&self.run_dir(uuid));
+            if hull_exec::tree::Tree::open(&control).and_then(|t| t.metadata(std::path::Path::new(rest))).is_err() {
+                return Err(VmError::NoCommand { vm: uuid.into(), cmd });
+            }
+        } else if cmd.contains('/') {
             if meta(&cmd).is_none() {
                 return Err(VmError::NoCommand { vm: uuid.into(), cmd });
             }

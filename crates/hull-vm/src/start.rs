@@ -118,6 +118,12 @@ impl Vmadm {
         let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };
         if !hvm {
             self.prepare_root(uuid, &z, &vm)?;
+            // The metadata socket and the mdata tools, at /.zonecontrol as on SmartOS.
+            z.binds.push(hull_zone::Bind {
+                source: self.zone_control(uuid)?,
+                destination: "/.zonecontrol".into(),
+                writable: false,
+            });
             if !vm.privileged.unwrap_or(false) {
                 z.idmap = Some(hull_zone::Idmap {
                     base: hull_zone::idmap::base(self.idmap_slot(uuid)?),

@@ -72,6 +72,16 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
             }
         });
     }
+    // The zone's metadata service, when vmadm gave the zone a control directory (OS zones).
+    if hull_vm::metadata::control_dir(&dir).exists() {
+        let (node, uuid) = (node.clone(), a.uuid.clone());
+        let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
+        std::thread::spawn(move || {
+            if let Err(e) = hull_vm::metadata::serve(&node, exe, &uuid) {
+                tracing::warn!(zone = %uuid, "metadata service: {e}");
+            }
+        });
+    }
     if a.monitor {
         if let Some(mut r) = ready {
             let _ = std::io::Write::write_all(&mut r, b"ok monitor\n");

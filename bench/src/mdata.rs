@@ -1,0 +1,187 @@
+//! bench/mdata: the metadata service of a running zone, from the host side of its socket.
+//!
+//! GET and PUT latency (protocol version 2, one connection each) over `HULL_BENCH_REQUESTS`
+//! (10,000) requests with one client and with two at once; and the time from a `vmadm
+//! update set_customer_metadata` starting (a vmadm process) to the zone reading the new
+//! value. No peer runs here: the line is the baseline. Target: GET p50 under 0.5 ms. Needs
+//! root and `target/release/hull`.
+
+use hull_bench::{Hull, env_n, ms, pct};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+    n: u32,
+}
+
+impl Client {
+    fn open(sock: &Path) -> Result<Client, String> {
+        let s = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+        let w = s.try_clone().map_err(|e| e.to_string())?;
+        let mut c = Client { r: BufReader::new(s), w, n: 0 };
+        c.w.write_all(b"NEGOTIATE V2\n").map_err(|e| e.to_string())?;
+        let mut l = String::new();
+        c.r.read_line(&mut l).map_err(|e| e.to_string())?;
+        if l != "V2_OK\n" {
+            return Err(format!("negotiation: {l:?}"));
+        }
+        Ok(c)
+    }
+
+    /// One request; the answer's code.
+    fn call(&mut self, code: &str, payload: &str) -> Result<String, String> {
+        self.n += 1;
+        let body = format!("{:08x} {code} {}", self.n, b64(payload.as_bytes()));
+        let frame = format!("V2 {} {:08x} {body}\n", body.len(), crc32(body.as_bytes()));
+        self.w.write_all(frame.as_bytes()).map_err(|e| e.to_string())?;
+        let mut l = String::new();
+        self.r.read_line(&mut l).map_err(|e| e.to_string())?;
+        Ok(l.split(' ').nth(4).unwrap_or("").trim().to_string())
+    }
+}
+
+fn main() {
+    match bench() {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("bench/mdata: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn bench() -> Result<String, String> {
+    let bin = hull_bench::hull_bin()?;
+    let dir = tempfile::Builder::new().prefix("hull-bench-mdata-").tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
+    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
+    h.run(&["pool", "create", "--size", "1G"])?;
+    let result = measure(&h);
+    if let Ok(list) = h.run(&["vmadm", "list", "-H", "-o", "uuid"]) {
+        for u in list.lines() {
+            let _ = h.run(&["vmadm", "delete", u]);
+        }
+    }
+    if h.run(&["pool", "destroy"]).is_err() {
+        let _ = Command::new("umount").arg("-l").arg(dir.path().join("zones")).status();
+    }
+    result
+}
+
+/// `n` requests of each kind on one connection: GET and PUT latencies (ms).
+fn run_client(sock: PathBuf, n: usize, tag: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let mut c = Client::open(&sock)?;
+    let (mut gets, mut puts) = (Vec::with_capacity(n), Vec::new());
+    for i in 0..n {
+        let t = Instant::now();
+        let code = c.call("GET", "sdc:uuid")?;
+        gets.push(ms(t));
+        if code != "SUCCESS" {
+            return Err(format!("GET: {code}"));
+        }
+        // A PUT is a vmadm update (validated, stored atomically): one in ten requests.
+        if i % 10 == 0 {
+            let kv = format!("{} {}", b64(format!("k{tag}").as_bytes()), b64(i.to_string().as_bytes()));
+            let t = Instant::now();
+            let code = c.call("PUT", &kv)?;
+            puts.push(ms(t));
+            if code != "SUCCESS" {
+                return Err(format!("PUT: {code}"));
+            }
+        }
+    }
+    Ok((gets, puts))
+}
+
+fn measure(h: &Hull) -> Result<String, String> {
+    let n = env_n("HULL_BENCH_REQUESTS", 10_000);
+    let image = h.build_install(&["--busybox"], "bb")?;
+    let (uuid, _) =
+        h.create(&serde_json::json!({"brand": "joyent-minimal", "image_uuid": image, "max_physical_memory": 64}))?;
+    let sock = h.root.join(format!("var/hull/z/{uuid}/zonecontrol/metadata.sock"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&sock).is_err() {
+        if Instant::now() > deadline {
+            return Err("no metadata socket".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut g1, mut p1) = run_client(sock.clone(), n, 0)?;
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let sock = sock.clone();
+            std::thread::spawn(move || run_client(sock, n / 2, i + 1))
+        })
+        .collect();
+    let (mut g2, mut p2) = (Vec::new(), Vec::new());
+    for t in threads {
+        let (g, p) = t.join().map_err(|_| "a client panicked")??;
+        g2.extend(g);
+        p2.extend(p);
+    }
+    // An operator's change, seen by the next GET.
+    let mut c = Client::open(&sock)?;
+    let mut seen = Vec::new();
+    for i in 0..20 {
+        // From the operator's command (a vmadm process) to the zone's read of the value.
+        let t = Instant::now();
+        h.update(&uuid, &serde_json::json!({"set_customer_metadata": {"op": format!("v{i}")}}))?;
+        loop {
+            c.n += 1;
+            let body = format!("{:08x} GET {}", c.n, b64(b"op"));
+            let frame = format!("V2 {} {:08x} {body}\n", body.len(), crc32(body.as_bytes()));
+            c.w.write_all(frame.as_bytes()).map_err(|e| e.to_string())?;
+            let mut l = String::new();
+            c.r.read_line(&mut l).map_err(|e| e.to_string())?;
+            if l.trim_end().ends_with(&b64(format!("v{i}").as_bytes())) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                return Err("an update was not seen within 5 s".into());
+            }
+        }
+        seen.push(ms(t));
+    }
+    let r = |v: f64| (v * 1000.0).round() / 1000.0;
+    Ok(serde_json::json!({
+        "requests": n,
+        "get_1_client_p50_ms": r(pct(&mut g1, 0.5)),
+        "get_1_client_p99_ms": r(pct(&mut g1, 0.99)),
+        "put_1_client_p50_ms": r(pct(&mut p1, 0.5)),
+        "put_1_client_p99_ms": r(pct(&mut p1, 0.99)),
+        "get_2_clients_p50_ms": r(pct(&mut g2, 0.5)),
+        "get_2_clients_p99_ms": r(pct(&mut g2, 0.99)),
+        "put_2_clients_p50_ms": r(pct(&mut p2, 0.5)),
+        "put_2_clients_p99_ms": r(pct(&mut p2, 0.99)),
+        "update_to_seen_p50_ms": r(pct(&mut seen, 0.5)),
+        "peer": "none on this machine: a baseline",
+    })
+    .to_string())
+}

@@ -1,0 +1,21 @@
+//! Builds the in-zone tools (client/mdata.rs) as one static program: zones have no libc of
+//! the host's (a busybox zone has none at all). The same rustc that builds hull builds it,
+//! with the standard library only and glibc linked statically (`crt-static`), so it needs
+//! nothing beyond libc6-dev, which the build already needs.
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let src = "client/mdata.rs";
+    println!("cargo:rerun-if-changed={src}");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("mdata");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let status = Command::new(rustc)
+        .args(["--edition", "2024", "-C", "opt-level=s", "-C", "panic=abort", "-C", "strip=symbols"])
+        .args(["-C", "target-feature=+crt-static", "-o"])
+        .arg(&out)
+        .arg(src)
+        .status()
+        .expect("run rustc for the mdata tools");
+    assert!(status.success(), "building the static mdata tools failed");
+}

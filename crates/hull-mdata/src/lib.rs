@@ -1,0 +1,38 @@
+//! SmartOS's metadata protocol, the host's side: framing (version 1 lines and version 2
+//! frames, as the "Triton SmartOS Metadata Protocol Specification (Version 2)" and
+//! smartos-live's metadata agent define them) in [`proto`], and which keys a VM has and who
+//! may change them in [`keys`]. No I/O here: zoneadmd owns the sockets and the VM's config.
+
+pub mod keys;
+pub mod proto;
+
+pub use proto::{Session, Store};
+
+/// The in-zone tools (mdata-get, mdata-put, mdata-delete, mdata-list: one static program
+/// that acts by its name), built from client/mdata.rs by build.rs.
+pub const TOOLS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mdata"));
+
+/// The names the tools answer to.
+pub const TOOL_NAMES: &[&str] = &["mdata-get", "mdata-put", "mdata-delete", "mdata-list"];
+
+// The tools' own CRC32 and base64 (std only, for a static build) checked against the crates
+// the host side uses.
+#[cfg(test)]
+#[path = "../client/mdata.rs"]
+#[allow(dead_code)]
+mod client;
+
+#[cfg(test)]
+mod client_tests {
+    use base64::Engine;
+
+    proptest::proptest! {
+        #[test]
+        fn the_tools_crc32_and_base64_are_the_standard_ones(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            proptest::prop_assert_eq!(super::client::crc32(&data), crc32fast::hash(&data));
+            let ours = super::client::b64(&data);
+            proptest::prop_assert_eq!(&ours, &base64::engine::general_purpose::STANDARD.encode(&data));
+            proptest::prop_assert_eq!(super::client::unb64(&ours), Some(data));
+        }
+    }
+}

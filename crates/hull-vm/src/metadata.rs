@@ -1,0 +1,175 @@
+//! The metadata service of one running OS zone (SmartOS's mdata protocol, hull-mdata), run
+//! by the zone's zoneadmd: no process of its own. The zone sees it at
+//! `/.zonecontrol/metadata.sock`, with the tools beside it in `/.zonecontrol/bin`: a
+//! read-only bind of the host's `var/hull/z/UUID/zonecontrol`, which only host root can
+//! write (the zone may unmount its view of it; that changes nothing on the host).
+//!
+//! GET and KEYS read the VM's stored config at each request, so `vmadm update
+//! set_customer_metadata` is seen by the next GET. PUT and DELETE go through `vmadm update`
+//! (`set_customer_metadata`, or `set_internal_metadata` for `_pw` keys and operator-script),
+//! so they are validated, stored atomically, and shown by `vmadm get` and the event log.
+
+use crate::{Result, VmError, Vmadm};
+use hull_mdata::{Session, Store};
+use serde_json::{Map, Value, json};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Connections one zone may hold at once; more are closed at once. A tenant cannot make its
+/// zoneadmd start threads without end.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// The zone's control directory on the host.
+pub fn control_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("zonecontrol")
+}
+
+fn io(uuid: &str, op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VmError {
+    let (vm, path) = (uuid.to_string(), path.to_path_buf());
+    move |source| VmError::Io { vm, op, path, source }
+}
+
+impl Vmadm {
+    /// Makes the zone's control directory: the tools as hard links to one copy of them in
+    /// `var/hull/mdata` (written when missing or different), the socket made later by
+    /// zoneadmd. Returns the directory.
+    pub(crate) fn zone_control(&self, uuid: &str) -> Result<PathBuf> {
+        let shared = self.node.var_dir().join("mdata");
+        let tool = shared.join("mdata");
+        std::fs::create_dir_all(&shared).map_err(io(uuid, "create directory", &shared))?;
+        if std::fs::read(&tool).ok().as_deref() != Some(hull_mdata::TOOLS) {
+            hull_exec::write_atomic(&tool, hull_mdata::TOOLS).map_err(io(uuid, "write", &tool))?;
+        }
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", &tool))?;
+        let dir = control_dir(&self.run_dir(uuid));
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).map_err(io(uuid, "create directory", &bin))?;
+        for d in [&dir, &bin] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", d))?;
+        }
+        for name in hull_mdata::TOOL_NAMES {
+            let link = bin.join(name);
+            let _ = std::fs::remove_file(&link);
+            if std::fs::hard_link(&tool, &link).is_err() {
+                std::fs::copy(&tool, &link).map_err(io(uuid, "copy", &link))?;
+            }
+        }
+        Ok(dir)
+    }
+}
+
+/// One connection's view of the VM's metadata.
+struct ZoneStore {
+    node: hull_storage::Node,
+    exe: PathBuf,
+    uuid: String,
+    config: PathBuf,
+    server_uuid: String,
+    /// Opened at the first PUT or DELETE.
+    vm: Option<Vmadm>,
+}
+
+impl ZoneStore {
+    /// The VM as the metadata agent sees it: its stored config, running, on this server.
+    fn vm(&self) -> std::result::Result<Map<String, Value>, String> {
+        let text = std::fs::read(&self.config).map_err(|e| format!("the VM's config: {e}"))?;
+        let mut cfg: Map<String, Value> = serde_json::from_slice(&text).map_err(|e| format!("the VM's config: {e}"))?;
+        cfg.insert("state".into(), json!("running"));
+        cfg.entry("server_uuid").or_insert(json!(self.server_uuid));
+        // What `vmadm get` always shows, as the agent's VM object has it.
+        for (k, empty) in [("nics", json!([])), ("routes", json!({})), ("tags", json!({})), ("resolvers", json!([]))] {
+            cfg.entry(k).or_insert(empty);
+        }
+        Ok(cfg)
+    }
+
+    /// A change through vmadm update, waiting out another command that holds the VM.
+    fn change(&mut self, payload: Value) -> std::result::Result<(), String> {
+        if self.vm.is_none() {
+            self.vm = Some(Vmadm::open(&self.node, self.exe.clone()).map_err(|e| e.to_string())?);
+        }
+        let Some(vm) = &self.vm else { return Err("no vmadm".into()) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match vm.update(&self.uuid, &payload) {
+                Ok(_) => return Ok(()),
+                Err(VmError::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+impl Store for ZoneStore {
+    fn get(&mut self, key: &str) -> std::result::Result<Option<String>, String> {
+        hull_mdata::keys::get(&self.vm()?, key)
+    }
+
+    fn keys(&mut self) -> std::result::Result<Vec<String>, String> {
+        Ok(hull_mdata::keys::keys(&self.vm()?))
+    }
+
+    fn put(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
+        let which = hull_mdata::keys::writable(&self.vm()?, key)?;
+        self.change(json!({ format!("set_{which}"): { key: value } }))
+    }
+
+    fn delete(&mut self, key: &str) -> std::result::Result<(), String> {
+        let which = hull_mdata::keys::writable(&self.vm()?, key)?;
+        self.change(json!({ format!("remove_{which}"): [key] }))
+    }
+}
+
+/// Serves the zone's metadata socket until the process ends (zoneadmd runs it on a thread).
+pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> {
+    let vm = Vmadm::open(node, exe.clone())?;
+    let dir = control_dir(&vm.run_dir(uuid));
+    let sock = dir.join("metadata.sock");
+    let config = vm.config_path(uuid)?;
+    let server_uuid = vm.node_uuid();
+    drop(vm);
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(io(uuid, "bind", &sock))?;
+    // The zone's root is not the host's: anyone may connect; what a connection can reach is
+    // this VM's metadata and nothing else.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).map_err(io(uuid, "chmod", &sock))?;
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            tracing::warn!(vm = uuid, "metadata: {MAX_CONNECTIONS} connections already; one refused");
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let mut store = ZoneStore {
+            node: node.clone(),
+            exe: exe.clone(),
+            uuid: uuid.to_string(),
+            config: config.clone(),
+            server_uuid: server_uuid.clone(),
+            vm: None,
+        };
+        let active = Arc::clone(&active);
+        std::thread::spawn(move || {
+            let mut session = Session::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let out = session.feed(&buf[..n], &mut store);
+                if !out.is_empty() && conn.write_all(&out).is_err() {
+                    break;
+                }
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    Ok(())
+}
