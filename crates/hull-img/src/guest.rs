@@ -5,7 +5,9 @@
 //!
 //! The guest's init loads the modules, sets `hull.ip=ADDR/LEN` from the kernel command line
 //! on eth0 when it is there (or with `hull.dhcp` asks DHCP for it, as a cloud image would,
-//! and prints `HULL-GUEST-DHCP ADDR/LEN ROUTER`), prints `HULL-GUEST-UP` on the serial console, and powers off
+//! and prints `HULL-GUEST-DHCP ADDR/LEN ROUTER`; with `hull.mdata` reads `sdc:uuid` over its
+//! second serial port and prints `HULL-GUEST-MDATA SUCCESS UUID` and its DMI product name),
+//! prints `HULL-GUEST-UP` on the serial console, and powers off
 //! when the power button is pressed.
 
 use crate::{ImgError, Result};
@@ -36,6 +38,15 @@ if grep -q hull.dhcp /proc/cmdline; then
   chmod +x /bin/dhcp.sh
   ip link set eth0 up
   udhcpc -i eth0 -n -q -t 10 -T 1 -s /bin/dhcp.sh
+fi
+if grep -q hull.mdata /proc/cmdline; then
+  echo HULL-GUEST-DMI $(cat /sys/class/dmi/id/product_name 2>/dev/null)
+  stty -F /dev/ttyS1 raw -echo 2>/dev/null
+  exec 3<>/dev/ttyS1
+  printf '\nGET sdc:uuid\n' >&3
+  read -r junk <&3; read -r code <&3; read -r value <&3
+  echo HULL-GUEST-MDATA $code $value
+  exec 3>&-
 fi
 for e in /dev/input/event*; do (dd if=$e bs=24 count=1 >/dev/null 2>&1; echo HULL-GUEST-POWEROFF; poweroff -f) & done
 # Up only once every reader has the device open: a button press before would be lost.

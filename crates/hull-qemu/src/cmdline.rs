@@ -52,6 +52,9 @@ pub struct Sockets {
     pub serial_log: Option<PathBuf>,
     /// VNC on a unix socket instead of a TCP port.
     pub vnc: Option<PathBuf>,
+    /// The metadata service's serial port (the guest's second, ttyS1, as on SmartOS): a
+    /// socket qemu listens on and zoneadmd connects to.
+    pub metadata: Option<PathBuf>,
 }
 
 /// Reads the qemu part of a KVM payload. `disk_paths[i]` is where disk i's data lives.
@@ -196,9 +199,25 @@ pub fn args(spec: &Spec, accel: Accel, sockets: &Sockets) -> Vec<String> {
         ),
         "-serial".into(),
         "chardev:serial0".into(),
+    ];
+    if let Some(m) = &sockets.metadata {
+        a.extend([
+            "-chardev".into(),
+            format!("socket,id=mdata,path={},server=on,wait=off", m.display()),
+            "-serial".into(),
+            "chardev:mdata".into(),
+        ]);
+    }
+    // SmartOS's identity for its guests: cloud-init's SmartOS datasource looks for this
+    // product name before it talks to the second serial port.
+    let is_uuid = spec.name.len() == 36 && spec.name.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    let id = if is_uuid { format!(",serial={0},uuid={0}", spec.name) } else { String::new() };
+    a.extend([
+        "-smbios".into(),
+        format!("type=1,manufacturer=Joyent,product=SmartDC HVM{id}"),
         "-sandbox".into(),
         "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into(),
-    ];
+    ]);
     match &spec.qemu_opts {
         Some(o) => a.extend(split(o)),
         None => {
@@ -266,6 +285,7 @@ mod tests {
             serial: "/run/s.sock".into(),
             serial_log: Some("/run/c.log".into()),
             vnc: None,
+            metadata: Some("/run/m.sock".into()),
         }
     }
 

@@ -212,6 +212,7 @@ impl Vmadm {
             serial: "/run/hull/serial.sock".into(),
             serial_log: Some("/run/hull/console.log".into()),
             vnc: Some("/run/hull/vnc.sock".into()),
+            metadata: Some("/run/hull/mdata.sock".into()),
         };
         let mut init = vec![QEMU.to_string()];
         init.extend(hull_qemu::cmdline::args(&spec, accel, &sockets));

@@ -1,8 +1,14 @@
-//! The metadata service of one running OS zone (SmartOS's mdata protocol, hull-mdata), run
-//! by the zone's zoneadmd: no process of its own. The zone sees it at
-//! `/.zonecontrol/metadata.sock`, with the tools beside it in `/.zonecontrol/bin`: a
-//! read-only bind of the host's `var/hull/z/UUID/zonecontrol`, which only host root can
-//! write (the zone may unmount its view of it; that changes nothing on the host).
+//! The metadata service of one running VM (SmartOS's mdata protocol, hull-mdata), run by
+//! its zoneadmd: no process of its own.
+//!
+//! - An OS zone sees it at `/.zonecontrol/metadata.sock`, with the tools beside it in
+//!   `/.zonecontrol/bin`: a read-only bind of the host's `var/hull/z/UUID/zonecontrol`,
+//!   which only host root can write (the zone may unmount its view of it; that changes
+//!   nothing on the host).
+//! - A KVM or bhyve guest sees it on its second serial port (ttyS1, COM2), as on SmartOS:
+//!   qemu listens on `mdata.sock` in the VM's run directory and zoneadmd connects to it
+//!   (through the tree resolver: the qemu zone can write that directory), again whenever
+//!   qemu drops the link.
 //!
 //! GET and KEYS read the VM's stored config at each request, so `vmadm update
 //! set_customer_metadata` is seen by the next GET. PUT and DELETE go through `vmadm update`
@@ -125,14 +131,32 @@ impl Store for ZoneStore {
     }
 }
 
-/// Serves the zone's metadata socket until the process ends (zoneadmd runs it on a thread).
+/// Serves the VM's metadata until the process ends (zoneadmd runs it on a thread): on the
+/// OS zone's socket, or on the guest's serial port.
 pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> {
     let vm = Vmadm::open(node, exe.clone())?;
-    let dir = control_dir(&vm.run_dir(uuid));
+    let run = vm.run_dir(uuid);
+    let dir = control_dir(&run);
     let sock = dir.join("metadata.sock");
     let config = vm.config_path(uuid)?;
     let server_uuid = vm.node_uuid();
+    let hvm = vm.load_vm(uuid)?.brand.is_hvm();
     drop(vm);
+    let store = |_: ()| ZoneStore {
+        node: node.clone(),
+        exe: exe.clone(),
+        uuid: uuid.to_string(),
+        config: config.clone(),
+        server_uuid: server_uuid.clone(),
+        vm: None,
+    };
+    if hvm {
+        serve_serial(&run.join("mdata.sock"), store(()));
+        return Ok(());
+    }
+    if !dir.exists() {
+        return Ok(());
+    }
     let _ = std::fs::remove_file(&sock);
     let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(io(uuid, "bind", &sock))?;
     // The zone's root is not the host's: anyone may connect; what a connection can reach is
@@ -146,14 +170,7 @@ pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> 
             continue;
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let mut store = ZoneStore {
-            node: node.clone(),
-            exe: exe.clone(),
-            uuid: uuid.to_string(),
-            config: config.clone(),
-            server_uuid: server_uuid.clone(),
-            vm: None,
-        };
+        let mut store = store(());
         let active = Arc::clone(&active);
         std::thread::spawn(move || {
             let mut session = Session::new();
@@ -172,4 +189,29 @@ pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> 
         });
     }
     Ok(())
+}
+
+/// The guest's serial port: one long conversation with whatever the guest sends, over the
+/// socket qemu serves. A guest that powers off or reboots drops it; zoneadmd connects again
+/// while the socket is there, and stops trying when zoneadmd itself ends.
+fn serve_serial(sock: &Path, mut store: ZoneStore) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(mut conn) = hull_exec::tree::connect_socket(sock) else {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            continue;
+        };
+        let mut session = Session::new();
+        loop {
+            let n = match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let out = session.feed(&buf[..n], &mut store);
+            if !out.is_empty() && conn.write_all(&out).is_err() {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

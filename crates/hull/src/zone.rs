@@ -72,8 +72,8 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
             }
         });
     }
-    // The zone's metadata service, when vmadm gave the zone a control directory (OS zones).
-    if hull_vm::metadata::control_dir(&dir).exists() {
+    // The VM's metadata service: the OS zone's socket, or the guest's second serial port.
+    {
         let (node, uuid) = (node.clone(), a.uuid.clone());
         let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
         std::thread::spawn(move || {

@@ -535,3 +535,25 @@ fn a_kvm_guest_gets_its_static_address_by_dhcp() {
         n.hull(&["vmadm", "delete", v]).ok();
     }
 }
+
+#[test]
+fn a_kvm_guest_reads_its_metadata_on_its_second_serial_port_and_looks_like_smartos() {
+    let n = TestNode::new("1G");
+    let guest = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "kvm", "ram": 256, "autoboot": false,
+                "customer_metadata": {"user-script": "#!/bin/sh\n"},
+                "qemu_extra_opts": "-kernel /vm/boot/vmlinuz -initrd /vm/boot/initrd.gz -append 'console=ttyS0 quiet hull.mdata'"}),
+        )
+        .ok(),
+    );
+    install_guest(&n, &guest);
+    n.hull(&["vmadm", "start", &guest]).ok();
+    wait_console(&n, &guest, "HULL-GUEST-UP", 90);
+    let text = console(&n, &guest);
+    // cloud-init's SmartOS datasource takes a guest with this product name for a SmartOS one.
+    assert!(text.contains("HULL-GUEST-DMI SmartDC HVM"), "SMBIOS identity:\n{text}");
+    assert!(text.contains(&format!("HULL-GUEST-MDATA SUCCESS {guest}")), "metadata over ttyS1:\n{text}");
+    n.hull(&["vmadm", "delete", &guest]).ok();
+}
