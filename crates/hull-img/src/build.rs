@@ -368,6 +368,23 @@ const INITTAB: &str = "\
 
 const RCS: &str = "#!/bin/sh
 mkdir -p /run /var/run /var/log
+# The VM's metadata at boot (user-script once, root's keys), as SmartOS's mdata:execute.
+[ -x /.zonecontrol/bin/mdata-execute ] && (/.zonecontrol/bin/mdata-execute >>/var/log/mdata-execute.log 2>&1 &)
+";
+
+/// A Debian zone's first-boot step: hull's mdata-execute, as SmartOS's mdata:execute.
+const MDATA_UNIT: &str = "[Unit]
+Description=This VM's metadata at boot (user-script once, root's keys), as SmartOS's mdata:execute
+ConditionPathExists=/.zonecontrol/bin/mdata-execute
+After=network.target
+
+[Service]
+Type=oneshot
+ExecStart=/.zonecontrol/bin/mdata-execute
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
 ";
 
 /// A busybox root: the static binary, a link per applet, and the files a shell wants.
@@ -457,6 +474,15 @@ pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> 
         }
     }
     write_file(&root.join("etc/hostname"), "debian\n", 0o644)?;
+    // hull's first-boot unit, enabled (a KVM guest has no /.zonecontrol: it is skipped there).
+    write_file(&root.join("etc/systemd/system/hull-mdata-execute.service"), MDATA_UNIT, 0o644)?;
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).map_err(|e| ImgError::io("create directory", &wants, e))?;
+    let link = wants.join("hull-mdata-execute.service");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("/etc/systemd/system/hull-mdata-execute.service", &link)
+            .map_err(|e| ImgError::io("symlink", &link, e))?;
+    }
     // An image ships no machine id: each VM made from it gets its own.
     if root.join("etc/machine-id").is_file() {
         write_file(&root.join("etc/machine-id"), "", 0o444)?;

@@ -1,5 +1,5 @@
 //! mdata-get, mdata-put, mdata-delete, mdata-list: SmartOS's in-zone metadata tools, one
-//! program chosen by its name, speaking protocol version 2 to `/.zonecontrol/metadata.sock`.
+//! program chosen by its name (and mdata-execute, the first-boot step, below), speaking protocol version 2 to `/.zonecontrol/metadata.sock`.
 //! hull builds it statically (no libc in a busybox zone) from this one file, with the
 //! standard library only, so its CRC32 and base64 are written out here rather than taken from
 //! the crates the host side uses. Exit codes are mdata-client's: 0 done, 1 no such key,
@@ -110,6 +110,100 @@ fn request(code: &str, payload: Option<&[u8]>) -> (String, Vec<u8>) {
     }
 }
 
+/// A key's value, or None when the VM has no such key.
+fn get(key: &str) -> Option<Vec<u8>> {
+    let (code, p) = request("GET", Some(key.as_bytes()));
+    match code.as_str() {
+        "SUCCESS" => Some(p),
+        "NOTFOUND" => None,
+        _ => fail(2, &format!("Error getting metadata for key '{key}': {}", String::from_utf8_lossy(&p))),
+    }
+}
+
+const STATE: &str = "/var/lib/hull-mdata";
+
+/// Runs a script from the metadata once per provisioning: `STATE/NAME.UUID.done` says it
+/// ran for this VM (an image made from the VM and provisioned again is a new VM: it runs
+/// there again). Output goes to /var/log/NAME.log.
+fn run_once(name: &str, uuid: &str, script: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let done = format!("{STATE}/{name}.{uuid}.done");
+    if std::path::Path::new(&done).exists() {
+        return;
+    }
+    let path = format!("{STATE}/{name}");
+    if std::fs::write(&path, script).is_err()
+        || std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).is_err()
+    {
+        fail(2, &format!("ERROR: could not write {path}"));
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("/var/log/{name}.log"));
+    let mut cmd = if script.starts_with(b"#!") {
+        std::process::Command::new(&path)
+    } else {
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg(&path);
+        c
+    };
+    if let Ok(l) = log {
+        if let Ok(l2) = l.try_clone() {
+            cmd.stdout(l).stderr(l2);
+        }
+    }
+    match cmd.status() {
+        Ok(st) => eprintln!("mdata-execute: {name} exited with {st}"),
+        Err(e) => eprintln!("mdata-execute: {name} did not run: {e}"),
+    }
+    // Ran (whatever its status): not again for this VM.
+    let _ = std::fs::write(&done, b"");
+}
+
+/// The first-boot step a zone's image runs at each boot (an init script, a systemd unit):
+/// root's authorized keys from `root_authorized_keys` when the image has an SSH server
+/// (merged in, every boot); `sdc:operator-script`, then `user-script`, once per provisioning.
+fn execute() {
+    use std::os::unix::fs::PermissionsExt;
+    // At boot the service may come up a moment after init: wait for it, a while.
+    let path = std::env::var("MDATA_SOCKET").unwrap_or_else(|_| SOCKET.into());
+    for _ in 0..300 {
+        if UnixStream::connect(&path).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(uuid) = get("sdc:uuid").map(|u| String::from_utf8_lossy(&u).trim().to_string()) else {
+        fail(2, "ERROR: the metadata service has no sdc:uuid");
+    };
+    let _ = std::fs::create_dir_all(STATE);
+    let _ = std::fs::set_permissions(STATE, std::fs::Permissions::from_mode(0o700));
+    let sshd =
+        ["/usr/sbin/sshd", "/usr/bin/sshd", "/usr/sbin/dropbear"].iter().any(|p| std::path::Path::new(p).exists());
+    if let (true, Some(keys)) = (sshd, get("root_authorized_keys")) {
+        let _ = std::fs::create_dir_all("/root/.ssh");
+        let _ = std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700));
+        let file = "/root/.ssh/authorized_keys";
+        let mut have = std::fs::read_to_string(file).unwrap_or_default();
+        for k in String::from_utf8_lossy(&keys).lines().map(str::trim).filter(|k| !k.is_empty()) {
+            if !have.lines().any(|l| l.trim() == k) {
+                if !have.is_empty() && !have.ends_with('\n') {
+                    have.push('\n');
+                }
+                have.push_str(k);
+                have.push('\n');
+            }
+        }
+        if std::fs::write(file, &have).is_ok() {
+            let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    if let Some(s) = get("sdc:operator-script") {
+        run_once("operator-script", &uuid, &s);
+    }
+    if let Some(s) = get("user-script") {
+        run_once("user-script", &uuid, &s);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
@@ -178,6 +272,9 @@ fn main() {
                 _ => fail(2, &format!("Error getting metadata: {}", text(&p))),
             }
         }
-        other => fail(3, &format!("{other}: call me as mdata-get, mdata-put, mdata-delete or mdata-list")),
+        "mdata-execute" => execute(),
+        other => {
+            fail(3, &format!("{other}: call me as mdata-get, mdata-put, mdata-delete, mdata-list or mdata-execute"))
+        }
     }
 }

@@ -225,3 +225,54 @@ print(json.dumps(out))
     assert_eq!((subnet["type"].as_str(), subnet["address"].as_str()), (Some("static"), Some("10.77.0.5/24")), "{phys}");
     assert_eq!(get_vm(&n, &uuid)["customer_metadata"]["cloud-init-was-here"], "yes");
 }
+
+#[test]
+fn a_user_script_runs_once_per_provisioning_and_root_s_keys_land_when_there_is_sshd() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let payload = json!({
+        "brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64,
+        "customer_metadata": {
+            "user-script": "#!/bin/sh\necho ran >> /var/log/us-ran\n",
+            "root_authorized_keys": "ssh-ed25519 AAAAC3Nza test@hull"
+        },
+    });
+    let f = n.root().join("vm.json");
+    std::fs::write(&f, payload.to_string()).expect("payload");
+    let out = n.hull(&["vmadm", "create", "-f", &f.to_string_lossy()]).ok();
+    let uuid = out.trim().rsplit(' ').next().expect("uuid").to_string();
+    let ran = |n: &TestNode| n.hull(&["zlogin", &uuid, "cat", "/var/log/us-ran"]).stdout;
+    let wait_ran = |n: &TestNode| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ran(n).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the user-script did not run");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_ran(&n);
+    assert_eq!(ran(&n), "ran\n");
+    // No SSH server in the image: no keys written.
+    let keys = n.hull(&["zlogin", &uuid, "cat", "/root/.ssh/authorized_keys"]);
+    assert_ne!(keys.code, 0, "keys written with no sshd: {}", keys.stdout);
+    // An SSH server appears; after a reboot the keys are there, and the script did not run again.
+    n.hull(&[
+        "zlogin",
+        &uuid,
+        "sh",
+        "-c",
+        "mkdir -p /usr/sbin && printf '#!/bin/sh\\n' > /usr/sbin/sshd && chmod 755 /usr/sbin/sshd",
+    ])
+    .ok();
+    n.hull(&["vmadm", "reboot", &uuid, "-F"]).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let keys = loop {
+        let k = n.hull(&["zlogin", &uuid, "cat", "/root/.ssh/authorized_keys"]);
+        if k.code == 0 || std::time::Instant::now() > deadline {
+            break k;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(keys.stdout, "ssh-ed25519 AAAAC3Nza test@hull\n", "{}", keys.stderr);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ran(&n), "ran\n", "the user-script ran again after a reboot");
+}
