@@ -145,10 +145,10 @@ fn run_once(name: &str, uuid: &str, script: &[u8]) {
         c.arg(&path);
         c
     };
-    if let Ok(l) = log {
-        if let Ok(l2) = l.try_clone() {
-            cmd.stdout(l).stderr(l2);
-        }
+    if let Ok(l) = log
+        && let Ok(l2) = l.try_clone()
+    {
+        cmd.stdout(l).stderr(l2);
     }
     match cmd.status() {
         Ok(st) => eprintln!("mdata-execute: {name} exited with {st}"),
