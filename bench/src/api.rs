@@ -130,14 +130,7 @@ fn bench() -> Result<String, String> {
         let _ = s.kill();
         let _ = s.wait();
     }
-    if let Ok(list) = h.run(&["vmadm", "list", "-H", "-o", "uuid"]) {
-        for u in list.lines() {
-            let _ = h.run(&["vmadm", "delete", u]);
-        }
-    }
-    if h.run(&["pool", "destroy"]).is_err() {
-        let _ = Command::new("umount").arg("-l").arg(dir.path().join("zones")).status();
-    }
+    h.remove_all();
     result
 }
 

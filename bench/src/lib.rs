@@ -76,6 +76,19 @@ impl Hull {
         Ok(built["manifest"]["uuid"].as_str().unwrap_or_default().to_string())
     }
 
+    /// Deletes every VM and destroys the pool (lazily unmounting it if that fails): what a
+    /// bench leaves, whatever happened in it.
+    pub fn remove_all(&self) {
+        if let Ok(list) = self.run(&["vmadm", "list", "-H", "-o", "uuid"]) {
+            for u in list.lines() {
+                let _ = self.run(&["vmadm", "delete", u]);
+            }
+        }
+        if self.run(&["pool", "destroy"]).is_err() {
+            let _ = Command::new("umount").arg("-l").arg(self.root.join("zones")).status();
+        }
+    }
+
     /// `vmadm update UUID` with a payload; returns the milliseconds it took.
     pub fn update(&self, uuid: &str, payload: &serde_json::Value) -> Result<f64, String> {
         let f = self.root.join("update.json");

@@ -10,30 +10,11 @@ use hull_bench::{Hull, env_n, ms, pct};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            out.push(if i <= c.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 struct Client {
@@ -59,8 +40,7 @@ impl Client {
     /// One request; the answer's code.
     fn call(&mut self, code: &str, payload: &str) -> Result<String, String> {
         self.n += 1;
-        let body = format!("{:08x} {code} {}", self.n, b64(payload.as_bytes()));
-        let frame = format!("V2 {} {:08x} {body}\n", body.len(), crc32(body.as_bytes()));
+        let frame = hull_mdata::proto::frame(&format!("{:08x} {code} {}", self.n, b64(payload.as_bytes())));
         self.w.write_all(frame.as_bytes()).map_err(|e| e.to_string())?;
         let mut l = String::new();
         self.r.read_line(&mut l).map_err(|e| e.to_string())?;
@@ -84,14 +64,7 @@ fn bench() -> Result<String, String> {
     let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
     h.run(&["pool", "create", "--size", "1G"])?;
     let result = measure(&h);
-    if let Ok(list) = h.run(&["vmadm", "list", "-H", "-o", "uuid"]) {
-        for u in list.lines() {
-            let _ = h.run(&["vmadm", "delete", u]);
-        }
-    }
-    if h.run(&["pool", "destroy"]).is_err() {
-        let _ = Command::new("umount").arg("-l").arg(dir.path().join("zones")).status();
-    }
+    h.remove_all();
     result
 }
 
@@ -155,8 +128,7 @@ fn measure(h: &Hull) -> Result<String, String> {
         h.update(&uuid, &serde_json::json!({"set_customer_metadata": {"op": format!("v{i}")}}))?;
         loop {
             c.n += 1;
-            let body = format!("{:08x} GET {}", c.n, b64(b"op"));
-            let frame = format!("V2 {} {:08x} {body}\n", body.len(), crc32(body.as_bytes()));
+            let frame = hull_mdata::proto::frame(&format!("{:08x} GET {}", c.n, b64(b"op")));
             c.w.write_all(frame.as_bytes()).map_err(|e| e.to_string())?;
             let mut l = String::new();
             c.r.read_line(&mut l).map_err(|e| e.to_string())?;

@@ -103,7 +103,8 @@ impl ZoneStore {
             match vm.update(&self.uuid, &payload) {
                 Ok(_) => return Ok(()),
                 Err(VmError::Busy(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    // Another PUT or a vmadm command holds the VM for a few milliseconds.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
                 Err(e) => return Err(e.to_string()),
             }
@@ -128,6 +129,22 @@ impl Store for ZoneStore {
     fn delete(&mut self, key: &str) -> std::result::Result<(), String> {
         let which = hull_mdata::keys::writable(&self.vm()?, key)?;
         self.change(json!({ format!("remove_{which}"): [key] }))
+    }
+}
+
+/// Answers what comes in on `conn` until the other end goes away.
+fn converse(conn: &mut std::os::unix::net::UnixStream, store: &mut ZoneStore) {
+    let mut session = Session::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let out = session.feed(&buf[..n], store);
+        if !out.is_empty() && conn.write_all(&out).is_err() {
+            return;
+        }
     }
 }
 
@@ -173,18 +190,7 @@ pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> 
         let mut store = store(());
         let active = Arc::clone(&active);
         std::thread::spawn(move || {
-            let mut session = Session::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let out = session.feed(&buf[..n], &mut store);
-                if !out.is_empty() && conn.write_all(&out).is_err() {
-                    break;
-                }
-            }
+            converse(&mut conn, &mut store);
             active.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -195,22 +201,9 @@ pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> 
 /// socket qemu serves. A guest that powers off or reboots drops it; zoneadmd connects again
 /// while the socket is there, and stops trying when zoneadmd itself ends.
 fn serve_serial(sock: &Path, mut store: ZoneStore) {
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let Ok(mut conn) = hull_exec::tree::connect_socket(sock) else {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            continue;
-        };
-        let mut session = Session::new();
-        loop {
-            let n = match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let out = session.feed(&buf[..n], &mut store);
-            if !out.is_empty() && conn.write_all(&out).is_err() {
-                break;
-            }
+        if let Ok(mut conn) = hull_exec::tree::connect_socket(sock) {
+            converse(&mut conn, &mut store);
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
