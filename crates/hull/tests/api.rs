@@ -530,6 +530,8 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
         .args(["--exclude-operation-id", "Events", "--max-examples", "15", "--request-timeout", "120"])
         .args(["--phases", "examples,coverage,fuzzing,stateful", "--no-color"])
         .env("HOME", n.root())
+        // Its cache (.schemathesis/) goes with the test's node, not into the source tree.
+        .current_dir(n.root())
         .output()
         .expect("run schemathesis");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
