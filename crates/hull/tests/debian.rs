@@ -20,7 +20,8 @@ fn debootstrap_image_installs_and_clones() {
 
     // A Debian zone: systemd as PID 1 reaches running (or degraded), and powers off on stop.
     let f = n.root().join("debian.json");
-    let payload = serde_json::json!({"brand": "lx", "kernel_version": "6.1", "image_uuid": uuid, "alias": "deb", "max_physical_memory": 512});
+    let payload = serde_json::json!({"brand": "lx", "kernel_version": "6.1", "image_uuid": uuid, "alias": "deb", "max_physical_memory": 512,
+        "customer_metadata": {"user-script": "#!/bin/sh\necho ran >> /root/user-script-ran\n"}});
     std::fs::write(&f, payload.to_string()).expect("write");
     let out = n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok();
     let vm: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -35,6 +36,18 @@ fn debootstrap_image_installs_and_clones() {
     }
     assert!(state == "running" || state == "degraded", "systemd says {state:?}");
     assert_eq!(n.hull(&["zlogin", &vm, "hostname"]).ok(), "deb\n");
+    // The image's first-boot unit ran the VM's user-script through the metadata service.
+    let mut ran = String::new();
+    for _ in 0..60 {
+        ran = n.hull(&["zlogin", &vm, "cat", "/root/user-script-ran"]).stdout;
+        if !ran.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let unit = n.hull(&["zlogin", &vm, "systemctl", "status", "hull-mdata-execute"]).stdout;
+    assert_eq!(ran, "ran\n", "the user-script did not run: {unit}");
+    assert_eq!(n.hull(&["zlogin", &vm, "systemctl", "is-active", "hull-mdata-execute"]).stdout.trim(), "active");
     // Its own machine id (the image's is empty).
     let id = n.hull(&["zlogin", &vm, "cat", "/etc/machine-id"]).ok();
     assert_eq!(id.trim(), vm.replace('-', ""));
