@@ -166,6 +166,45 @@ pub fn keys(vm: &Map<String, Value>) -> Vec<String> {
     out
 }
 
+/// The longest key a tenant may put.
+pub const MAX_KEY: usize = 256;
+/// The largest value a tenant may put (a user-script fits many times over).
+pub const MAX_VALUE: usize = 256 * 1024;
+/// The most a VM's customer and internal metadata may hold together after a tenant's PUT:
+/// the tenant writes the host's records (the VM's config, the event log), so it is bounded.
+pub const MAX_TOTAL: usize = 1 << 20;
+
+/// Where a tenant's PUT of `key` = `value` goes, as [`writable`], and whether it fits.
+pub fn check_put(vm: &Map<String, Value>, key: &str, value: &str) -> Result<&'static str, String> {
+    let which = writable(vm, key)?;
+    if key.len() > MAX_KEY {
+        return Err(format!("the key is longer than {MAX_KEY} bytes"));
+    }
+    if value.len() > MAX_VALUE {
+        return Err(format!("the value is larger than {MAX_VALUE} bytes"));
+    }
+    let size = |m: &str, skip: Option<&str>| -> usize {
+        vm.get(m)
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| Some(k.as_str()) != skip)
+                    .map(|(k, v)| k.len() + v.as_str().map(str::len).unwrap_or_else(|| v.to_string().len()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let others = if which == "customer_metadata" {
+        size("customer_metadata", Some(key)) + size("internal_metadata", None)
+    } else {
+        size("customer_metadata", None) + size("internal_metadata", Some(key))
+    };
+    if others + key.len() + value.len() > MAX_TOTAL {
+        return Err(format!("the VM's metadata would be larger than {MAX_TOTAL} bytes"));
+    }
+    Ok(which)
+}
+
 /// Where a tenant's PUT or DELETE of `key` goes (`customer_metadata`, or
 /// `internal_metadata` for `_pw` keys and `operator-script`), or why it may not.
 pub fn writable(vm: &Map<String, Value>, key: &str) -> Result<&'static str, String> {
@@ -247,5 +286,23 @@ mod tests {
         assert_eq!(writable(&v, "operator-script"), Ok("internal_metadata"));
         assert!(writable(&v, "sdc:uuid").is_err());
         assert_eq!(writable(&v, "docker:env"), Err("Cannot update the \"docker\" Namespace.".into()));
+    }
+
+    #[test]
+    fn a_tenant_s_puts_are_bounded() {
+        let mut v = vm();
+        assert_eq!(check_put(&v, "k", "v"), Ok("customer_metadata"));
+        assert!(check_put(&v, &"k".repeat(MAX_KEY + 1), "v").is_err());
+        assert!(check_put(&v, "k", &"v".repeat(MAX_VALUE + 1)).is_err());
+        assert!(check_put(&v, "sdc:uuid", "v").is_err());
+        // Four values of the largest size fill it; a fifth does not fit, and replacing one does.
+        let big = "v".repeat(MAX_VALUE - 64);
+        for i in 0..4 {
+            let k = format!("big{i}");
+            assert!(check_put(&v, &k, &big).is_ok(), "{k}");
+            v["customer_metadata"][k] = json!(big);
+        }
+        assert!(check_put(&v, "big4", &big).is_err());
+        assert!(check_put(&v, "big0", &big).is_ok());
     }
 }

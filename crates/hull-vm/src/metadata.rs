@@ -76,6 +76,37 @@ struct ZoneStore {
     server_uuid: String,
     /// Opened at the first PUT or DELETE.
     vm: Option<Vmadm>,
+    /// The VM's changes, shared by its connections.
+    pace: Arc<std::sync::Mutex<Pace>>,
+}
+
+/// A token bucket: [`Pace::RATE`] changes a second, bursts of [`Pace::BURST`]. A tenant
+/// that writes faster is slowed down, not refused.
+#[derive(Debug)]
+pub struct Pace {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Pace {
+    pub const RATE: f64 = 20.0;
+    pub const BURST: f64 = 40.0;
+
+    pub fn new(now: std::time::Instant) -> Pace {
+        Pace { tokens: Self::BURST, at: now }
+    }
+
+    /// Takes one change; how long to wait before making it.
+    pub fn take(&mut self, now: std::time::Instant) -> std::time::Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * Self::RATE).min(Self::BURST) - 1.0;
+        self.at = now;
+        if self.tokens >= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-self.tokens / Self::RATE)
+        }
+    }
 }
 
 impl ZoneStore {
@@ -94,6 +125,9 @@ impl ZoneStore {
 
     /// A change through vmadm update, waiting out another command that holds the VM.
     fn change(&mut self, payload: Value) -> std::result::Result<(), String> {
+        // Each change writes the VM's config and the event log: paced per VM.
+        let wait = self.pace.lock().map(|mut b| b.take(std::time::Instant::now())).unwrap_or_default();
+        std::thread::sleep(wait);
         if self.vm.is_none() {
             self.vm = Some(Vmadm::open(&self.node, self.exe.clone()).map_err(|e| e.to_string())?);
         }
@@ -122,7 +156,7 @@ impl Store for ZoneStore {
     }
 
     fn put(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
-        let which = hull_mdata::keys::writable(&self.vm()?, key)?;
+        let which = hull_mdata::keys::check_put(&self.vm()?, key, value)?;
         self.change(json!({ format!("set_{which}"): { key: value } }))
     }
 
@@ -159,6 +193,7 @@ pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> 
     let server_uuid = vm.node_uuid();
     let hvm = vm.load_vm(uuid)?.brand.is_hvm();
     drop(vm);
+    let pace = Arc::new(std::sync::Mutex::new(Pace::new(std::time::Instant::now())));
     let store = |_: ()| ZoneStore {
         node: node.clone(),
         exe: exe.clone(),
@@ -166,6 +201,7 @@ pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> 
         config: config.clone(),
         server_uuid: server_uuid.clone(),
         vm: None,
+        pace: Arc::clone(&pace),
     };
     if hvm {
         serve_serial(&run.join("mdata.sock"), store(()));
@@ -206,5 +242,27 @@ fn serve_serial(sock: &Path, mut store: ZoneStore) {
             converse(&mut conn, &mut store);
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_burst_is_free_then_changes_are_paced() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(t0);
+        for _ in 0..Pace::BURST as usize {
+            assert_eq!(p.take(t0), Duration::ZERO);
+        }
+        // The next waits its share; after a second at rest, RATE more are free.
+        let w = p.take(t0);
+        assert!(w > Duration::from_millis(40) && w < Duration::from_millis(60), "{w:?}");
+        let later = t0 + Duration::from_secs(3);
+        for _ in 0..Pace::RATE as usize {
+            assert_eq!(p.take(later), Duration::ZERO);
+        }
     }
 }

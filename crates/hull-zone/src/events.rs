@@ -16,8 +16,23 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// The longest string value an event carries; a longer one (a tenant's metadata, a
+/// user-script) is logged by its size. The log is the host's: what a tenant writes must not
+/// grow it by its own size at each change.
+pub const MAX_LOGGED: usize = 1024;
+
+fn bounded(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.len() > MAX_LOGGED => Value::String(format!("({} bytes)", s.len())),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, bounded(v))).collect()),
+        Value::Array(a) => Value::Array(a.into_iter().map(bounded).collect()),
+        v => v,
+    }
+}
+
 /// A change of one property.
 pub fn change(path: &str, old: Value, new: Value) -> Value {
+    let (old, new) = (bounded(old), bounded(new));
     let action = match (&old, &new) {
         (Value::Null, _) => "added",
         (_, Value::Null) => "removed",
@@ -57,6 +72,14 @@ mod tests {
         let d = now_rfc3339();
         assert_eq!(d.len(), 24, "{d}");
         assert!(d.starts_with("20") && d.ends_with('Z') && d.as_bytes()[10] == b'T', "{d}");
+    }
+
+    #[test]
+    fn long_values_are_logged_by_their_size() {
+        let big = "x".repeat(MAX_LOGGED + 1);
+        let c = change("customer_metadata", json!({"k": big, "s": "short"}), Value::Null);
+        assert_eq!(c["oldValue"]["k"], format!("({} bytes)", MAX_LOGGED + 1));
+        assert_eq!(c["oldValue"]["s"], "short");
     }
 
     #[test]

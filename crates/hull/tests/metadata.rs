@@ -276,3 +276,34 @@ fn a_user_script_runs_once_per_provisioning_and_root_s_keys_land_when_there_is_s
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(ran(&n), "ran\n", "the user-script ran again after a reboot");
 }
+
+#[test]
+fn a_tenant_cannot_grow_the_host_s_records_without_bound() {
+    let (n, uuid) = zone();
+    wait_socket(&n, &uuid);
+    let log = n.root().join("var/hull/events.jsonl");
+    let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let put = |key: &str, bytes: usize| {
+        n.hull(&["zlogin", &uuid, "sh", "-c", &format!("head -c {bytes} /dev/zero | tr '\\0' x | /.zonecontrol/bin/mdata-put {key}")])
+    };
+    // One value over the limit: refused, nothing stored.
+    let r = put("huge", 300 * 1024);
+    assert_ne!(r.code, 0, "a 300 KiB value was taken");
+    assert!(get_vm(&n, &uuid)["customer_metadata"].get("huge").is_none());
+    // Values at the limit fill the VM's metadata to its bound, and no further.
+    let mut taken = 0;
+    for i in 0..6 {
+        if put(&format!("big{i}"), 250 * 1024).code == 0 {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 4, "the VM's metadata is bounded at 1 MiB");
+    let total: usize = get_vm(&n, &uuid)["customer_metadata"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_str).map(str::len).sum())
+        .unwrap_or(0);
+    assert!(total <= 1 << 20, "{total}");
+    // A megabyte written by the tenant, a few kilobytes of log: values are logged by size.
+    let after = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert!(after - before < 64 * 1024, "the event log grew by {} bytes", after - before);
+}
