@@ -284,7 +284,13 @@ fn a_tenant_cannot_grow_the_host_s_records_without_bound() {
     let log = n.root().join("var/hull/events.jsonl");
     let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let put = |key: &str, bytes: usize| {
-        n.hull(&["zlogin", &uuid, "sh", "-c", &format!("head -c {bytes} /dev/zero | tr '\\0' x | /.zonecontrol/bin/mdata-put {key}")])
+        n.hull(&[
+            "zlogin",
+            &uuid,
+            "sh",
+            "-c",
+            &format!("head -c {bytes} /dev/zero | tr '\\0' x | /.zonecontrol/bin/mdata-put {key}"),
+        ])
     };
     // One value over the limit: refused, nothing stored.
     let r = put("huge", 300 * 1024);
