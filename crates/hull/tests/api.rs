@@ -245,6 +245,7 @@ fn bad_requests_are_refused_with_one_shape_and_change_nothing() {
         ("GET", format!("/images/{vm}"), None, 404, "ImageNotFound"),
         ("DELETE", format!("/images/{vm}"), None, 404, "ImageNotFound"),
         ("POST", "/images?action=import".into(), Some("{}".into()), 400, "MissingParameter"),
+        ("POST", format!("/images?action=import&uuid={vm}"), None, 409, "NoSources"),
         ("POST", "/images?action=export".into(), None, 400, "UnknownAction"),
         ("GET", "/vms?=running".into(), None, 400, "BadFilter"),
         ("PUT", "/vms".into(), None, 405, "BadMethod"),

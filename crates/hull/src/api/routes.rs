@@ -366,6 +366,14 @@ async fn image_action(
         .ok_or_else(|| ApiError::bad_request("MissingParameter", "import needs the image's uuid"))?;
     let uuid: uuid::Uuid =
         raw.parse().map_err(|_| ApiError::bad_request("BadParameter", format!("uuid: {raw:?} is not a uuid")))?;
+    // A node with no image sources cannot import anything: said now, no job queued.
+    {
+        let api = Arc::clone(&api);
+        let sources = blocking(move || Ok(hull_img::Imgadm::new(&api.node).sources()?)).await?;
+        if sources.is_empty() {
+            return Err(ApiError::from(hull_img::ImgError::NoSources));
+        }
+    }
     let w = Arc::clone(&api);
     let work: Work = Box::new(move || {
         let img = hull_img::Imgadm::new(&w.node);
