@@ -130,7 +130,9 @@ fn errors(id: &str) -> &'static [(u16, &'static str)] {
         "GetJob" => &[(404, "no such job")],
         "WaitJob" => &[(400, "a bad timeout"), (404, "no such job")],
         "ListImages" => &[],
-        "ImageAction" => &[(400, "a bad action or uuid"), (409, "the node has no image sources"), (413, "body too large")],
+        "ImageAction" => {
+            &[(400, "a bad action or uuid"), (409, "the node has no image sources"), (413, "body too large")]
+        }
         "GetImage" | "DeleteImage" | "GetImageFile" => &[(404, "no such image, or its file is not kept")],
         "Events" => &[(400, "since is not a generation of this node"), (410, "the log no longer reaches since")],
         _ => &[],
