@@ -136,12 +136,22 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// temporary file beside it, synced, then renamed over it, and the directory synced, so that
 /// a power cut leaves one or the other too. Makes the parent directory if needed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// [`write_atomic`], the file made with `mode` (less the umask) from its first byte: a key
+/// is never readable by others, not even between its write and a chmod. The temporary file
+/// is made new (`O_EXCL`, so a link planted at its name is not written through).
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    // A crashed writer's leftover (or anything else by that name) goes first.
+    let _ = std::fs::remove_file(&tmp);
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -181,6 +191,22 @@ pub fn failpoint(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_atomic_write_does_not_follow_a_link_planted_at_its_temporary_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"host file").expect("victim");
+        let target = d.path().join("key");
+        let tmp = d.path().join(format!(".key.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).expect("plant");
+        write_atomic_mode(&target, b"secret", 0o600).expect("write");
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"host file");
+        assert_eq!(std::fs::read(&target).expect("key"), b"secret");
+        assert_eq!(std::fs::metadata(&target).expect("key").permissions().mode() & 0o077, 0);
+        assert!(std::fs::symlink_metadata(&tmp).is_err(), "the planted name is gone");
+    }
 
     #[test]
     fn failure_carries_command_status_and_stderr() {

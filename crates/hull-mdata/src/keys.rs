@@ -99,17 +99,13 @@ fn routes(vm: &Map<String, Value>) -> Option<String> {
     let mut out = Vec::new();
     for (dst, gw) in routes {
         let Some(gw) = gw.as_str() else { continue };
-        let link = if let Some(i) = gw.strip_prefix("nics[").and_then(|r| r.strip_suffix(']')) {
-            Some(i.parse::<usize>().ok().and_then(|i| nics.get(i)).and_then(nic_ip))
-        } else if let Some(mac) = gw.strip_prefix("macs[").and_then(|r| r.strip_suffix(']')) {
-            let mac = mac.to_ascii_lowercase();
-            Some(
-                nics.iter()
-                    .find(|n| n.get("mac").and_then(Value::as_str).is_some_and(|m| m.eq_ignore_ascii_case(&mac)))
-                    .and_then(nic_ip),
-            )
+        // The gateway forms validation takes (hull-spec's readers of them).
+        let stored_mac = |n: &&Value| n.get("mac").and_then(Value::as_str).and_then(hull_spec::vm::normal_mac);
+        let link = if let Some(i) = hull_spec::vm::route_nic(gw) {
+            Some(nics.get(i).and_then(nic_ip))
         } else {
-            None
+            hull_spec::vm::route_mac(gw)
+                .map(|mac| nics.iter().find(|n| stored_mac(n).as_deref() == Some(mac.as_str())).and_then(nic_ip))
         };
         match link {
             None => out.push(serde_json::json!({"linklocal": false, "dst": dst, "gateway": gw})),

@@ -33,7 +33,7 @@ mod update;
 mod tests;
 
 pub use create::validate;
-pub use query::VmState;
+pub use query::{VmState, node_uuid};
 pub use start::BootAll;
 pub use stop::AfterExit;
 pub use update::UpdateReport;

@@ -126,18 +126,9 @@ impl Vmadm {
         Ok(cfg)
     }
 
-    /// The node's uuid, as SmartOS's `server_uuid`: the machine's DMI product uuid where the
-    /// firmware gives one, else its machine id made a uuid.
+    /// The node's uuid ([`node_uuid`]), as SmartOS's `server_uuid`.
     pub(crate) fn node_uuid(&self) -> String {
-        let dmi = std::fs::read_to_string("/sys/class/dmi/id/product_uuid").ok().map(|s| s.trim().to_ascii_lowercase());
-        if let Some(u) = dmi.filter(|u| uuid::Uuid::parse_str(u).is_ok()) {
-            return u;
-        }
-        std::fs::read_to_string("/etc/machine-id")
-            .ok()
-            .and_then(|m| uuid::Uuid::parse_str(m.trim()).ok())
-            .map(|u| u.to_string())
-            .unwrap_or_else(|| uuid::Uuid::nil().to_string())
+        node_uuid()
     }
 
     /// Every VM, as `get` shows it; `snapshots` only when asked for (it costs a listing of
@@ -222,4 +213,18 @@ impl Vmadm {
         let hvm = hull_spec::Brand::of(&cfg).is_hvm();
         Ok(self.run_dir(uuid).join(if hvm { "serial.sock" } else { "console.sock" }))
     }
+}
+
+/// The node's uuid, as SmartOS's sysinfo `UUID` and every VM's `server_uuid` give it: the
+/// machine's DMI product uuid where the firmware gives one, else its machine id made a uuid.
+pub fn node_uuid() -> String {
+    let dmi = std::fs::read_to_string("/sys/class/dmi/id/product_uuid").ok().map(|s| s.trim().to_ascii_lowercase());
+    if let Some(u) = dmi.filter(|u| uuid::Uuid::parse_str(u).is_ok()) {
+        return u;
+    }
+    std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .and_then(|m| uuid::Uuid::parse_str(m.trim()).ok())
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| uuid::Uuid::nil().to_string())
 }

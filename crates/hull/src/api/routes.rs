@@ -84,10 +84,9 @@ fn body_object(body: Result<Bytes, BytesRejection>, required: bool) -> ApiResult
     }
 }
 
-/// A uuid in a path; anything else names nothing here.
-fn path_uuid(s: &str, code: &str) -> ApiResult<String> {
+/// A uuid in a path; anything else names nothing here (`code`: VmNotFound, ImageNotFound).
+fn path_uuid(s: &str, code: &str) -> ApiResult<uuid::Uuid> {
     s.parse::<uuid::Uuid>()
-        .map(|u| u.to_string())
         .map_err(|_| ApiError::not_found(code, format!("{s:?} is not a uuid, so names nothing here")))
 }
 
@@ -132,7 +131,7 @@ async fn list_vms(State(api): State<Arc<Api>>, Query(q): Q) -> ApiResult<Json<Ve
 }
 
 async fn get_vm(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Json<Map<String, Value>>> {
-    let uuid = path_uuid(&uuid, "VmNotFound")?;
+    let uuid = path_uuid(&uuid, "VmNotFound")?.to_string();
     blocking(move || Ok(api.vmadm()?.get(&uuid)?)).await.map(Json)
 }
 
@@ -206,7 +205,7 @@ async fn vm_action(
     Query(q): Q,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let uuid = path_uuid(&uuid, "VmNotFound")?;
+    let uuid = path_uuid(&uuid, "VmNotFound")?.to_string();
     let action = q.get("action").cloned().unwrap_or_default();
     let body = body_object(body, action == "update")?;
     let cfg = {
@@ -285,7 +284,7 @@ async fn vm_action(
 }
 
 async fn delete_vm(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
-    let uuid = path_uuid(&uuid, "VmNotFound")?;
+    let uuid = path_uuid(&uuid, "VmNotFound")?.to_string();
     {
         let (api, uuid) = (Arc::clone(&api), uuid.clone());
         blocking(move || Ok(api.vmadm()?.load(&uuid).map(|_| ())?)).await?;
@@ -326,8 +325,7 @@ async fn list_images(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<Value>>>
 }
 
 async fn get_image(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Json<Value>> {
-    let uuid: uuid::Uuid =
-        uuid.parse().map_err(|_| ApiError::not_found("ImageNotFound", format!("{uuid:?} is not a uuid")))?;
+    let uuid = path_uuid(&uuid, "ImageNotFound")?;
     blocking(move || {
         let img = hull_img::Imgadm::new(&api.node);
         Ok(serde_json::to_value(img.get(&uuid)?.manifest).unwrap_or_default())
@@ -337,8 +335,7 @@ async fn get_image(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> Api
 }
 
 async fn image_file(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
-    let uuid: uuid::Uuid =
-        uuid.parse().map_err(|_| ApiError::not_found("ImageNotFound", format!("{uuid:?} is not a uuid")))?;
+    let uuid = path_uuid(&uuid, "ImageNotFound")?;
     blocking(move || {
         hull_img::Imgadm::new(&api.node).get(&uuid)?;
         Err(ApiError::not_found(
@@ -386,8 +383,7 @@ async fn image_action(
 }
 
 async fn delete_image(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
-    let uuid: uuid::Uuid =
-        uuid.parse().map_err(|_| ApiError::not_found("ImageNotFound", format!("{uuid:?} is not a uuid")))?;
+    let uuid = path_uuid(&uuid, "ImageNotFound")?;
     {
         let api = Arc::clone(&api);
         blocking(move || Ok(hull_img::Imgadm::new(&api.node).get(&uuid).map(|_| ())?)).await?;

@@ -1,24 +1,9 @@
 //! `GET /sysinfo`: the node as SmartOS's sysinfo(8) describes one (the keys Triton's CNAPI
 //! reads), from this host.
 
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use hull_storage::Node;
 use serde_json::{Map, Value, json};
-
-/// The node's uuid: made once, kept in `var/hull/node-uuid`.
-pub fn node_uuid(node: &Node) -> ApiResult<String> {
-    let path = node.var_dir().join("node-uuid");
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && let Ok(u) = text.trim().parse::<uuid::Uuid>()
-    {
-        return Ok(u.to_string());
-    }
-    let u = uuid::Uuid::new_v4().to_string();
-    std::fs::create_dir_all(node.var_dir())
-        .and_then(|_| hull_exec::write_atomic(&path, format!("{u}\n").as_bytes()))
-        .map_err(|e| ApiError::internal(format!("node uuid {}: {e}", path.display())))?;
-    Ok(u)
-}
 
 fn meminfo_mib(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -71,7 +56,8 @@ pub fn sysinfo(node: &Node) -> ApiResult<Value> {
         s.lines().find(|l| l.starts_with("btime")).and_then(|l| l.split_whitespace().nth(1).map(String::from))
     });
     let mut info = json!({
-        "UUID": node_uuid(node)?,
+        // The same uuid every VM on the node gives as its server_uuid.
+        "UUID": hull_vm::node_uuid(),
         "Hostname": hostname,
         "System Type": "Linux",
         "Live Image": env!("CARGO_PKG_VERSION"),

@@ -69,10 +69,7 @@ impl Pki {
     }
 
     fn write_private(&self, name: &str, text: &str) -> Result<(), Failure> {
-        let path = self.dir.join(name);
-        hull_exec::write_atomic(&path, text.as_bytes()).map_err(|e| fail(&path.display().to_string(), e))?;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(|e| fail(&path.display().to_string(), e))
+        write_mode(&self.dir.join(name), text, 0o600)
     }
 
     fn read(&self, name: &str) -> Result<String, Failure> {
@@ -232,15 +229,21 @@ impl Pki {
     }
 }
 
+/// Writes `text` to `path` atomically with `mode` from the start (a key is never readable
+/// by others), then sets `mode` exactly (the umask may have taken bits from it).
+fn write_mode(path: &Path, text: &str, mode: u32) -> Result<(), Failure> {
+    let what = || path.display().to_string();
+    hull_exec::write_atomic_mode(path, text.as_bytes(), mode).map_err(|e| fail(&what(), e))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(|e| fail(&what(), e))
+}
+
 /// Writes the files a client needs into `dir`: NAME.crt, NAME.key (when made here), ca.crt.
 pub fn write_client(dir: &Path, name: &str, cert: &str, key: Option<&str>, ca: &str) -> Result<Vec<PathBuf>, Failure> {
     std::fs::create_dir_all(dir).map_err(|e| fail(&dir.display().to_string(), e))?;
     let mut out = Vec::new();
     let mut put = |file: String, text: &str, mode: u32| -> Result<(), Failure> {
         let p = dir.join(file);
-        hull_exec::write_atomic(&p, text.as_bytes()).map_err(|e| fail(&p.display().to_string(), e))?;
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(|e| fail(&p.display().to_string(), e))?;
+        write_mode(&p, text, mode)?;
         out.push(p);
         Ok(())
     };
