@@ -26,12 +26,28 @@ pub enum RootSource {
     /// busybox-static and its applets, an inittab and the files a login needs.
     Busybox,
     /// `debootstrap --variant=minbase` with systemd as init.
-    Debootstrap { suite: String, mirror: String },
+    Debootstrap(Debian),
     /// A raw disk: a zvol image for KVM VMs.
     Disk(PathBuf),
     /// A KVM guest: this kernel and a busybox initramfs with the modules in `modules`, on a
     /// disk that boots from its MBR (see [`crate::guest`]).
-    Guest { kernel: PathBuf, modules: PathBuf, debian: Option<(String, String)> },
+    Guest { kernel: PathBuf, modules: PathBuf, debian: Option<Debian> },
+}
+
+/// A Debian root: which release, from where, and what more than the minimal base.
+#[derive(Debug, Clone)]
+pub struct Debian {
+    pub suite: String,
+    pub mirror: String,
+    /// Packages to install besides the base (`cloud-init`, `openssh-server`...); debootstrap
+    /// brings what they depend on.
+    pub packages: Vec<String>,
+}
+
+impl Debian {
+    pub fn new(suite: &str, mirror: &str) -> Debian {
+        Debian { suite: suite.into(), mirror: mirror.into(), packages: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -272,9 +288,11 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
             .map_err(|e| ImgError::io("create staging directory in", &spec.out_dir, e))?;
         let disk = stage.path().join("disk.raw");
         let root = match debian {
-            Some((suite, mirror)) => {
+            Some(d) => {
                 let r = stage.path().join("root");
-                debootstrap_with(&r, suite, mirror, ",udev,dbus")?;
+                let mut d = d.clone();
+                d.packages.extend(["udev".to_string(), "dbus".to_string()]);
+                debootstrap_root(&r, &d)?;
                 write_file(&r.join("etc/fstab"), "LABEL=hullroot / ext4 defaults 0 1\n", 0o644)?;
                 Some(r)
             }
@@ -305,9 +323,9 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
             busybox_root(&r)?;
             r
         }
-        RootSource::Debootstrap { suite, mirror } => {
+        RootSource::Debootstrap(d) => {
             let r = stage.path().join("root");
-            debootstrap_root(&r, suite, mirror)?;
+            debootstrap_root(&r, d)?;
             r
         }
         RootSource::Disk(_) | RootSource::Guest { .. } => unreachable!("handled above"),
@@ -376,6 +394,8 @@ mkdir -p /run /var/run /var/log
 const MDATA_UNIT: &str = "[Unit]
 Description=This VM's metadata at boot (user-script once, root's keys), as SmartOS's mdata:execute
 ConditionPathExists=/.zonecontrol/bin/mdata-execute
+# An image with cloud-init lets it run the metadata (its SmartOS datasource does the same).
+ConditionPathExists=!/run/cloud-init/enabled
 After=network.target
 
 [Service]
@@ -429,23 +449,52 @@ pub fn busybox_root(root: &Path) -> Result<()> {
     write_file(&root.join("etc/inittab"), INITTAB, 0o644)?;
     write_file(&root.join("etc/init.d/rcS"), RCS, 0o755)?;
     write_file(&root.join("etc/os-release"), "NAME=\"busybox\"\nID=busybox\n", 0o644)?;
+    tool_links(root)
+}
+
+/// Where a zone finds hull's tools by name, as on SmartOS: `/usr/sbin/mdata-get` and the
+/// others, and `/usr/local/sbin/dmidecode` (the zone's SMBIOS identity, which cloud-init
+/// asks for when the host has no DMI in sysfs), each a link to `/.zonecontrol/bin`, which
+/// hull binds into every OS zone (in a KVM guest they dangle, and are not found). A file the
+/// image already has under a name is left alone.
+fn tool_links(root: &Path) -> Result<()> {
+    let names = ["mdata-get", "mdata-put", "mdata-delete", "mdata-list"].map(|n| ("usr/sbin", n));
+    for (dir, name) in names.into_iter().chain([("usr/local/sbin", "dmidecode")]) {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| ImgError::io("create directory", &dir, e))?;
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("/.zonecontrol/bin/{name}"), &link)
+                .map_err(|e| ImgError::io("symlink", &link, e))?;
+        }
+    }
     Ok(())
 }
 
-/// A Debian root from debootstrap, with systemd as init and the package caches emptied.
-pub fn debootstrap_root(root: &Path, suite: &str, mirror: &str) -> Result<()> {
-    debootstrap_with(root, suite, mirror, "")
+/// A Debian package name (Debian policy 5.6.1): lower-case letters, digits, `+`, `-`, `.`,
+/// at least two characters, starting with a letter or digit.
+pub fn package_name(p: &str) -> bool {
+    p.len() >= 2
+        && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
-/// debootstrap with more packages (`,udev,dbus` for a KVM guest: udev tags the ACPI power
+/// A Debian root from debootstrap, with systemd as init and the package caches emptied,
+/// and `d.packages` besides (a KVM guest adds udev and dbus: udev tags the ACPI power
 /// button, and systemd-logind, which needs dbus, powers the guest off when it is pressed).
-pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> Result<()> {
+pub fn debootstrap_root(root: &Path, d: &Debian) -> Result<()> {
+    let Debian { suite, mirror, packages } = d;
     let debootstrap = tool("debootstrap");
     if !debootstrap.is_absolute() {
         return Err(ImgError::Build("debootstrap is not installed (Debian: apt-get install debootstrap)".into()));
     }
     if !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || suite.is_empty() {
         return Err(ImgError::Build(format!("invalid suite {suite:?}")));
+    }
+    for p in packages {
+        if !package_name(p) {
+            return Err(ImgError::Build(format!("invalid package name {p:?} (Debian's: a-z, 0-9, +, -, .)")));
+        }
     }
     crate::source::check_url(mirror).map_err(|e| ImgError::Build(e.to_string()))?;
     let pb = progress::bytes(None, "debootstrap");
@@ -456,7 +505,7 @@ pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> 
     }
     let res = CommandLine::new(&debootstrap)
         .arg("--variant=minbase")
-        .arg(format!("--include=systemd-sysv,iproute2,ifupdown,procps{extra}"))
+        .arg(format!("--include=systemd-sysv,iproute2,ifupdown,procps{}", packages.iter().map(|p| format!(",{p}")).collect::<String>()))
         .arg(suite)
         .arg(root)
         .arg(mirror)
@@ -483,6 +532,7 @@ pub fn debootstrap_with(root: &Path, suite: &str, mirror: &str, extra: &str) -> 
         std::os::unix::fs::symlink("/etc/systemd/system/hull-mdata-execute.service", &link)
             .map_err(|e| ImgError::io("symlink", &link, e))?;
     }
+    tool_links(root)?;
     // An image ships no machine id: each VM made from it gets its own.
     if root.join("etc/machine-id").is_file() {
         write_file(&root.join("etc/machine-id"), "", 0o444)?;

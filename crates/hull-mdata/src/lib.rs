@@ -13,7 +13,7 @@ pub use proto::{Session, Store};
 pub const TOOLS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mdata"));
 
 /// The names the tools answer to.
-pub const TOOL_NAMES: &[&str] = &["mdata-get", "mdata-put", "mdata-delete", "mdata-list", "mdata-execute"];
+pub const TOOL_NAMES: &[&str] = &["mdata-get", "mdata-put", "mdata-delete", "mdata-list", "mdata-execute", "dmidecode"];
 
 // The tools' own CRC32 and base64 (std only, for a static build) checked against the crates
 // the host side uses.

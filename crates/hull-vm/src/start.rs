@@ -124,6 +124,14 @@ impl Vmadm {
                 destination: "/.zonecontrol".into(),
                 writable: false,
             });
+            // SmartOS's SMBIOS identity in place of the host's (with the ttyS1 zoneadmd adds).
+            if let Some(dmi) = self.zone_identity(uuid)? {
+                z.binds.push(hull_zone::Bind {
+                    source: dmi,
+                    destination: crate::metadata::DMI_DIR.into(),
+                    writable: false,
+                });
+            }
             if !vm.privileged.unwrap_or(false) {
                 z.idmap = Some(hull_zone::Idmap {
                     base: hull_zone::idmap::base(self.idmap_slot(uuid)?),

@@ -130,10 +130,10 @@ fn zones(node: &Node, img: &Imgadm, count: usize) -> Result<(f64, f64), Failure>
 
 pub fn run(node: &Node, a: DemoArgs) -> CmdResult {
     let source = match a.image.as_str() {
-        "debian" => RootSource::Debootstrap {
-            suite: hull_img::build::DEFAULT_SUITE.into(),
-            mirror: hull_img::build::DEFAULT_MIRROR.into(),
-        },
+        "debian" => RootSource::Debootstrap(hull_img::build::Debian::new(
+            hull_img::build::DEFAULT_SUITE,
+            hull_img::build::DEFAULT_MIRROR,
+        )),
         "busybox" => RootSource::Busybox,
         other => {
             return Err(Failure::new(2, format!("unknown demo image {other:?} (debian or busybox)")));

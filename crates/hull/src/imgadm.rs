@@ -123,6 +123,10 @@ pub enum ImgCmd {
         suite: String,
         #[arg(long, default_value = hull_img::build::DEFAULT_MIRROR)]
         mirror: String,
+        /// With --debootstrap or --guest-debian: more Debian packages to install, comma
+        /// separated (`--include cloud-init,openssh-server`).
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
         #[arg(short = 'n', long)]
         name: String,
         #[arg(short = 'v', long = "image-version", default_value = "1.0.0")]
@@ -306,6 +310,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             guest_debian,
             suite,
             mirror,
+            include,
             name,
             version,
             description,
@@ -321,15 +326,19 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 None if debootstrap => ImageType::LxDataset,
                 None => ImageType::ZoneDataset,
             };
+            if !include.is_empty() && !debootstrap && !guest_debian {
+                return Err(Failure::new(2, "--include takes Debian packages: it needs --debootstrap or --guest-debian"));
+            }
+            let debian = hull_img::build::Debian { suite, mirror, packages: include };
             let source = match (dir, busybox, debootstrap, disk) {
                 _ if guest_kernel.is_some() => RootSource::Guest {
                     kernel: guest_kernel.unwrap_or_default(),
                     modules: guest_modules.unwrap_or_else(|| PathBuf::from("/var/cache/hull/guest")),
-                    debian: guest_debian.then(|| (suite.clone(), mirror.clone())),
+                    debian: guest_debian.then_some(debian),
                 },
                 (Some(d), false, false, None) => RootSource::Dir(d),
                 (None, true, false, None) => RootSource::Busybox,
-                (None, false, true, None) => RootSource::Debootstrap { suite, mirror },
+                (None, false, true, None) => RootSource::Debootstrap(debian),
                 (None, false, false, Some(d)) => RootSource::Disk(d),
                 _ => {
                     return Err(Failure::new(
