@@ -48,6 +48,21 @@ impl Debian {
     pub fn new(suite: &str, mirror: &str) -> Debian {
         Debian { suite: suite.into(), mirror: mirror.into(), packages: Vec::new() }
     }
+
+    /// Refuses a suite, mirror or package name debootstrap should not be given.
+    pub fn check(&self) -> Result<()> {
+        let suite = &self.suite;
+        if !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || suite.is_empty() {
+            return Err(ImgError::Build(format!("invalid suite {suite:?}")));
+        }
+        for p in &self.packages {
+            if !package_name(p) {
+                return Err(ImgError::Build(format!("invalid package name {p:?} (Debian's: a-z, 0-9, +, -, .)")));
+            }
+        }
+        crate::source::check_url(&self.mirror).map_err(|e| ImgError::Build(e.to_string()))?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -271,8 +286,11 @@ pub fn new_manifest(spec: &BuildSpec) -> Manifest {
 /// Builds the image that `spec` describes into `spec.out_dir`.
 pub fn build(spec: &BuildSpec) -> Result<Built> {
     let probe = new_manifest(spec);
-    // Check name and version before spending a minute in debootstrap.
+    // Check name, version and what debootstrap is given before spending a minute in it.
     probe.validate().map_err(|e| ImgError::Build(e.to_string()))?;
+    if let RootSource::Debootstrap(d) | RootSource::Guest { debian: Some(d), .. } = &spec.source {
+        d.check()?;
+    }
     archive::encoder(spec.compression, std::io::sink()).map_err(|_| {
         ImgError::Build(format!("compression {} is not supported (gzip, zstd or none)", spec.compression.as_str()))
     })?;
@@ -407,6 +425,21 @@ RemainAfterExit=yes
 WantedBy=multi-user.target
 ";
 
+/// What hull's Debian images add to cloud-init's configuration when they carry it.
+const CLOUD_CFG: &str = "# hull: SmartOS's metadata, from a hull zone's socket or a KVM guest's ttyS1.
+# Only SmartOS is listed, so ds-identify enables it without looking: it would take a zone
+# for a container and skip it.
+datasource_list: [ SmartOS, None ]
+datasource:
+  SmartOS:
+    metadata_sockfile: /.zonecontrol/metadata.sock
+# root_authorized_keys let root log in, as on SmartOS (Debian's default puts a refusal in
+# front of them in favour of a user it makes).
+disable_root: false
+# A minimal image has no en_US.UTF-8 to switch to.
+locale: C.UTF-8
+";
+
 /// A busybox root: the static binary, a link per applet, and the files a shell wants.
 pub fn busybox_root(root: &Path) -> Result<()> {
     let busybox = tool("busybox");
@@ -452,21 +485,71 @@ pub fn busybox_root(root: &Path) -> Result<()> {
     tool_links(root)
 }
 
+/// Installs `packages` into a Debian root with its own apt (debootstrap's resolver does not
+/// follow virtual packages: cloud-init's python3-cryptography needs one), in a mount
+/// namespace of its own so that the root's `/proc` goes away with it, whatever happens, and
+/// with services kept from starting (`policy-rc.d`).
+fn apt_install(root: &Path, packages: &[String]) -> Result<()> {
+    let policy = root.join("usr/sbin/policy-rc.d");
+    write_file(&policy, "#!/bin/sh\nexit 101\n", 0o755)?;
+    let pb = progress::bytes(None, "apt-get install");
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    let res = CommandLine::new("/usr/bin/env")
+        .args(["-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"])
+        .args(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(r#"mount -t proc proc "$1/proc" && root=$1 && shift && exec chroot "$root" apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "$@""#)
+        .arg("sh")
+        .arg(root)
+        .args(packages)
+        .run();
+    pb.finish_and_clear();
+    let _ = std::fs::remove_file(&policy);
+    res.map_err(bld("apt-get install"))?;
+    Ok(())
+}
+
 /// Where a zone finds hull's tools by name, as on SmartOS: `/usr/sbin/mdata-get` and the
-/// others, and `/usr/local/sbin/dmidecode` (the zone's SMBIOS identity, which cloud-init
-/// asks for when the host has no DMI in sysfs), each a link to `/.zonecontrol/bin`, which
-/// hull binds into every OS zone (in a KVM guest they dangle, and are not found). A file the
-/// image already has under a name is left alone.
+/// others, each a link to `/.zonecontrol/bin`, which hull binds into every OS zone (in a KVM
+/// guest they dangle, and are not found). A file the image already has under a name is left
+/// alone.
 fn tool_links(root: &Path) -> Result<()> {
-    let names = ["mdata-get", "mdata-put", "mdata-delete", "mdata-list"].map(|n| ("usr/sbin", n));
-    for (dir, name) in names.into_iter().chain([("usr/local/sbin", "dmidecode")]) {
-        let dir = root.join(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| ImgError::io("create directory", &dir, e))?;
+    let dir = root.join("usr/sbin");
+    std::fs::create_dir_all(&dir).map_err(|e| ImgError::io("create directory", &dir, e))?;
+    for name in ["mdata-get", "mdata-put", "mdata-delete", "mdata-list"] {
         let link = dir.join(name);
         if std::fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink(format!("/.zonecontrol/bin/{name}"), &link)
                 .map_err(|e| ImgError::io("symlink", &link, e))?;
         }
+    }
+    Ok(())
+}
+
+/// cloud-init's units read `/.zonecontrol/cloud-init.env` when it is there: in a hull zone
+/// it preloads libhull-brandz.so, which gives them an LX zone's `uname -v`, the one way
+/// cloud-init's SmartOS datasource recognises a zone; in a KVM guest there is no such file
+/// and cloud-init finds SmartOS by its SMBIOS product name, as on SmartOS.
+const CLOUD_INIT_UNITS: &[&str] = &["cloud-init-local", "cloud-init", "cloud-config", "cloud-final"];
+
+const CLOUD_INIT_DROPIN: &str = "# hull: an LX zone's uname for cloud-init in a hull zone (nothing in a KVM guest).
+[Service]
+EnvironmentFile=-/.zonecontrol/cloud-init.env
+";
+
+/// Makes an image's cloud-init, when it has one, SmartOS's: the SmartOS datasource only,
+/// over the zone's socket (`/.zonecontrol/metadata.sock`; SmartOS's LX zones have it under
+/// `/native`) or the guest's ttyS1, root's keys from the metadata, and the units' drop-ins.
+fn cloud_init_for_hull(root: &Path) -> Result<()> {
+    if !root.join("etc/cloud/cloud.cfg").is_file() {
+        return Ok(());
+    }
+    write_file(&root.join("etc/cloud/cloud.cfg.d/90_hull.cfg"), CLOUD_CFG, 0o644)?;
+    for unit in CLOUD_INIT_UNITS {
+        let p = root.join(format!("etc/systemd/system/{unit}.service.d/hull.conf"));
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(|e| ImgError::io("create directory", d, e))?;
+        }
+        write_file(&p, CLOUD_INIT_DROPIN, 0o644)?;
     }
     Ok(())
 }
@@ -488,15 +571,7 @@ pub fn debootstrap_root(root: &Path, d: &Debian) -> Result<()> {
     if !debootstrap.is_absolute() {
         return Err(ImgError::Build("debootstrap is not installed (Debian: apt-get install debootstrap)".into()));
     }
-    if !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || suite.is_empty() {
-        return Err(ImgError::Build(format!("invalid suite {suite:?}")));
-    }
-    for p in packages {
-        if !package_name(p) {
-            return Err(ImgError::Build(format!("invalid package name {p:?} (Debian's: a-z, 0-9, +, -, .)")));
-        }
-    }
-    crate::source::check_url(mirror).map_err(|e| ImgError::Build(e.to_string()))?;
+    d.check()?;
     let pb = progress::bytes(None, "debootstrap");
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     // The spinner draws only on a terminal; a log or a pipe is told once what the wait is.
@@ -505,13 +580,16 @@ pub fn debootstrap_root(root: &Path, d: &Debian) -> Result<()> {
     }
     let res = CommandLine::new(&debootstrap)
         .arg("--variant=minbase")
-        .arg(format!("--include=systemd-sysv,iproute2,ifupdown,procps{}", packages.iter().map(|p| format!(",{p}")).collect::<String>()))
+        .arg("--include=systemd-sysv,iproute2,ifupdown,procps")
         .arg(suite)
         .arg(root)
         .arg(mirror)
         .run();
     pb.finish_and_clear();
     res.map_err(bld("debootstrap"))?;
+    if !packages.is_empty() {
+        apt_install(root, packages)?;
+    }
     for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         let d = root.join(dir);
         if let Ok(rd) = std::fs::read_dir(&d) {
@@ -533,9 +611,29 @@ pub fn debootstrap_root(root: &Path, d: &Debian) -> Result<()> {
             .map_err(|e| ImgError::io("symlink", &link, e))?;
     }
     tool_links(root)?;
+    cloud_init_for_hull(root)?;
     // An image ships no machine id: each VM made from it gets its own.
     if root.join("etc/machine-id").is_file() {
         write_file(&root.join("etc/machine-id"), "", 0o444)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_are_debian_s() {
+        for good in ["cloud-init", "openssh-server", "libc6", "g++", "python3.11", "0ad"] {
+            assert!(package_name(good), "{good}");
+        }
+        for bad in ["", "a", "Upper", "-lead", ".lead", "a b", "a;b", "../x", "a/b", "a_b", "pkg=1.0"] {
+            assert!(!package_name(bad), "{bad}");
+        }
+        let mut d = Debian::new("bookworm", DEFAULT_MIRROR);
+        assert!(d.check().is_ok());
+        d.packages.push("bad;name".into());
+        assert!(d.check().unwrap_err().to_string().contains("invalid package name"));
+    }
 }

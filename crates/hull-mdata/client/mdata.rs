@@ -1,6 +1,5 @@
 //! mdata-get, mdata-put, mdata-delete, mdata-list: SmartOS's in-zone metadata tools, one
-//! program chosen by its name (and mdata-execute, the first-boot step, and dmidecode, the
-//! zone's SMBIOS identity, below), speaking protocol version 2 to `/.zonecontrol/metadata.sock`.
+//! program chosen by its name (and mdata-execute, the first-boot step, below), speaking protocol version 2 to `/.zonecontrol/metadata.sock`.
 //! hull builds it statically (no libc in a busybox zone) from this one file, with the
 //! standard library only, so its CRC32 and base64 are written out here rather than taken from
 //! the crates the host side uses. Exit codes are mdata-client's: 0 done, 1 no such key,
@@ -205,71 +204,11 @@ fn execute() {
     }
 }
 
-/// dmidecode's keywords, and what an OS zone answers: SmartOS's identity for its guests, as
-/// hull gives its KVM guests in SMBIOS. A zone cannot read the host's tables, and
-/// cloud-init (and its ds-identify) asks `dmidecode` when `/sys/class/dmi/id` is missing, as
-/// it is on a host without DMI; this is how it finds a SmartOS instance in a hull zone.
-const DMI_KEYWORDS: &[&str] = &[
-    "bios-vendor", "bios-version", "bios-release-date", "bios-revision", "firmware-revision",
-    "system-manufacturer", "system-product-name", "system-version", "system-serial-number",
-    "system-uuid", "system-sku-number", "system-family", "baseboard-manufacturer",
-    "baseboard-product-name", "baseboard-version", "baseboard-serial-number", "baseboard-asset-tag",
-    "chassis-manufacturer", "chassis-type", "chassis-version", "chassis-serial-number",
-    "chassis-asset-tag", "processor-family", "processor-manufacturer", "processor-version",
-    "processor-frequency",
-];
-
-fn dmi_value(keyword: &str) -> String {
-    match keyword {
-        "bios-vendor" | "system-manufacturer" | "chassis-manufacturer" => "Joyent".into(),
-        "system-product-name" => "SmartDC HVM".into(),
-        "system-family" => "Virtual Machine".into(),
-        "system-serial-number" | "system-uuid" => match get("sdc:uuid") {
-            Some(u) => String::from_utf8_lossy(&u).trim().to_string(),
-            None => fail(1, "dmidecode: the metadata service has no sdc:uuid"),
-        },
-        "chassis-type" => "Other".into(),
-        _ => "Not Specified".into(),
-    }
-}
-
-/// `dmidecode -s KEYWORD` (also `--string KEYWORD`, `--string=KEYWORD`, `-q`), or with no
-/// keyword the System Information block.
-fn dmidecode(args: &[String]) {
-    let mut keyword = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-q" | "--quiet" => {}
-            "-s" | "--string" => keyword = Some(it.next().cloned().unwrap_or_default()),
-            _ if a.starts_with("--string=") => keyword = Some(a["--string=".len()..].to_string()),
-            _ if a.starts_with("-s") && a.len() > 2 => keyword = Some(a[2..].to_string()),
-            _ => fail(2, &format!("dmidecode: {a}: only -s KEYWORD is served in a hull zone")),
-        }
-    }
-    match keyword {
-        Some(k) if DMI_KEYWORDS.contains(&k.as_str()) => println!("{}", dmi_value(&k)),
-        Some(k) => fail(2, &format!("dmidecode: invalid string keyword: {k}\nValid string keywords are:\n  {}", DMI_KEYWORDS.join("\n  "))),
-        None => {
-            println!("# dmidecode (hull: this zone's identity)\n\nSystem Information");
-            for (label, k) in [
-                ("Manufacturer", "system-manufacturer"),
-                ("Product Name", "system-product-name"),
-                ("Serial Number", "system-serial-number"),
-                ("UUID", "system-uuid"),
-                ("Family", "system-family"),
-            ] {
-                println!("\t{label}: {}", dmi_value(k));
-            }
-        }
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
     let rest = &args[1.min(args.len())..];
-    if name != "dmidecode" && rest.iter().any(|a| a == "-h" || a == "--help") {
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
         eprintln!("Usage: mdata-get KEY | mdata-put KEY [VALUE] | mdata-delete KEY | mdata-list");
         exit(0);
     }
@@ -334,7 +273,6 @@ fn main() {
             }
         }
         "mdata-execute" => execute(),
-        "dmidecode" => dmidecode(rest),
         other => {
             fail(3, &format!("{other}: call me as mdata-get, mdata-put, mdata-delete, mdata-list or mdata-execute"))
         }

@@ -12,8 +12,11 @@ pub use proto::{Session, Store};
 /// that acts by its name), built from client/mdata.rs by build.rs.
 pub const TOOLS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mdata"));
 
+/// libhull-brandz.so (client/brandz.rs): `uname -v` as an LX zone's, for cloud-init.
+pub const BRANDZ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libhull-brandz.so"));
+
 /// The names the tools answer to.
-pub const TOOL_NAMES: &[&str] = &["mdata-get", "mdata-put", "mdata-delete", "mdata-list", "mdata-execute", "dmidecode"];
+pub const TOOL_NAMES: &[&str] = &["mdata-get", "mdata-put", "mdata-delete", "mdata-list", "mdata-execute"];
 
 // The tools' own CRC32 and base64 (std only, for a static build) checked against the crates
 // the host side uses.
@@ -34,5 +37,34 @@ mod client_tests {
             proptest::prop_assert_eq!(&ours, &base64::engine::general_purpose::STANDARD.encode(&data));
             proptest::prop_assert_eq!(super::client::unb64(&ours), Some(data));
         }
+    }
+}
+
+#[cfg(test)]
+mod brandz_tests {
+    /// The library, preloaded into the host's own `uname` and python: the version is an LX
+    /// zone's, every other field the kernel's.
+    #[test]
+    fn brandz_changes_the_version_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("hull-brandz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let lib = dir.join("libhull-brandz.so");
+        std::fs::write(&lib, super::BRANDZ).expect("write");
+        let run = |args: &[&str], preload: bool| {
+            let mut c = std::process::Command::new("uname");
+            c.args(args);
+            if preload {
+                c.env("LD_PRELOAD", &lib);
+            }
+            let out = c.output().expect("uname");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(run(&["-v"], true), "BrandZ virtual linux");
+        assert_ne!(run(&["-v"], false), "BrandZ virtual linux");
+        for f in ["-s", "-n", "-r", "-m"] {
+            assert_eq!(run(&[f], true), run(&[f], false), "{f}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

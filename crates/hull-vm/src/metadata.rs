@@ -19,8 +19,7 @@ use crate::{Result, VmError, Vmadm};
 use hull_mdata::{Session, Store};
 use serde_json::{Map, Value, json};
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,64 +40,45 @@ fn io(uuid: &str, op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) 
 
 impl Vmadm {
     /// Makes the zone's control directory: the tools as hard links to one copy of them in
-    /// `var/hull/mdata` (written when missing or different), the socket made later by
-    /// zoneadmd. Returns the directory.
+    /// `var/hull/mdata` (written when missing or different), `lib/libhull-brandz.so` and
+    /// `cloud-init.env` (what makes cloud-init take the zone for an LX zone: see
+    /// docs/metadata.md), the socket made later by zoneadmd. Returns the directory.
     pub(crate) fn zone_control(&self, uuid: &str) -> Result<PathBuf> {
         let shared = self.node.var_dir().join("mdata");
-        let tool = shared.join("mdata");
         std::fs::create_dir_all(&shared).map_err(io(uuid, "create directory", &shared))?;
-        if std::fs::read(&tool).ok().as_deref() != Some(hull_mdata::TOOLS) {
-            hull_exec::write_atomic(&tool, hull_mdata::TOOLS).map_err(io(uuid, "write", &tool))?;
-        }
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", &tool))?;
+        let shared_copy = |name: &str, bytes: &[u8]| -> Result<PathBuf> {
+            let p = shared.join(name);
+            if std::fs::read(&p).ok().as_deref() != Some(bytes) {
+                hull_exec::write_atomic(&p, bytes).map_err(io(uuid, "write", &p))?;
+            }
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", &p))?;
+            Ok(p)
+        };
+        let tool = shared_copy("mdata", hull_mdata::TOOLS)?;
+        let brandz = shared_copy("libhull-brandz.so", hull_mdata::BRANDZ)?;
         let dir = control_dir(&self.run_dir(uuid));
-        let bin = dir.join("bin");
-        std::fs::create_dir_all(&bin).map_err(io(uuid, "create directory", &bin))?;
-        for d in [&dir, &bin] {
+        let (bin, lib) = (dir.join("bin"), dir.join("lib"));
+        for d in [&dir, &bin, &lib] {
+            std::fs::create_dir_all(d).map_err(io(uuid, "create directory", d))?;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", d))?;
         }
-        for name in hull_mdata::TOOL_NAMES {
-            let link = bin.join(name);
-            let _ = std::fs::remove_file(&link);
-            if std::fs::hard_link(&tool, &link).is_err() {
-                std::fs::copy(&tool, &link).map_err(io(uuid, "copy", &link))?;
+        let link = |from: &Path, to: PathBuf| -> Result<()> {
+            let _ = std::fs::remove_file(&to);
+            if std::fs::hard_link(from, &to).is_err() {
+                std::fs::copy(from, &to).map_err(io(uuid, "copy", &to))?;
             }
+            Ok(())
+        };
+        for name in hull_mdata::TOOL_NAMES {
+            link(&tool, bin.join(name))?;
+        }
+        link(&brandz, lib.join("libhull-brandz.so"))?;
+        let env = dir.join("cloud-init.env");
+        let text = "LD_PRELOAD=/.zonecontrol/lib/libhull-brandz.so\n";
+        if std::fs::read(&env).ok().as_deref() != Some(text.as_bytes()) {
+            hull_exec::write_atomic_mode(&env, text.as_bytes(), 0o644).map_err(io(uuid, "write", &env))?;
         }
         Ok(dir)
-    }
-}
-
-/// Where the host's SMBIOS identity is in sysfs; a zone sees its own there.
-pub const DMI_DIR: &str = "/sys/devices/virtual/dmi/id";
-
-impl Vmadm {
-    /// The SMBIOS identity an OS zone sees in place of the host's (`/sys/class/dmi/id`):
-    /// SmartOS's for its KVM guests (`Joyent`, `SmartDC HVM`, the VM's uuid as serial and
-    /// uuid), written to `var/hull/z/UUID/dmi` and bound read-only over the zone's view.
-    /// cloud-init's SmartOS datasource selects itself by that product name (then talks to
-    /// `/dev/ttyS1`); the zone no longer reads the host's make and model either. None on a
-    /// host without DMI in sysfs (there is nothing to bind over).
-    pub(crate) fn zone_identity(&self, uuid: &str) -> Result<Option<PathBuf>> {
-        if !Path::new(DMI_DIR).is_dir() {
-            return Ok(None);
-        }
-        let dir = self.run_dir(uuid).join("dmi");
-        std::fs::create_dir_all(&dir).map_err(io(uuid, "create directory", &dir))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", &dir))?;
-        for (name, value) in [
-            ("sys_vendor", "Joyent"),
-            ("product_name", "SmartDC HVM"),
-            ("product_version", env!("CARGO_PKG_VERSION")),
-            ("product_family", "Virtual Machine"),
-            ("product_serial", uuid),
-            ("product_uuid", uuid),
-            ("chassis_vendor", "Joyent"),
-            ("bios_vendor", "Joyent"),
-        ] {
-            let p = dir.join(name);
-            hull_exec::write_atomic_mode(&p, format!("{value}\n").as_bytes(), 0o444).map_err(io(uuid, "write", &p))?;
-        }
-        Ok(Some(dir))
     }
 }
 
@@ -217,68 +197,9 @@ fn converse(conn: &mut std::os::unix::net::UnixStream, store: &mut ZoneStore) {
     }
 }
 
-/// An OS zone's second serial port: a pseudo-terminal whose far end is the zone's
-/// `/dev/ttyS1` (a bind of its host-side slave, owned by the zone's root), served by
-/// zoneadmd as a KVM guest's ttyS1 is. With the SMBIOS identity [`Vmadm::start`] gives a
-/// zone, this is what makes an unmodified cloud-init take the zone for a SmartOS instance:
-/// its SmartOS datasource reads `/sys/class/dmi/id/product_name` (`SmartDC HVM`) and then
-/// talks to `/dev/ttyS1`, and Linux cannot show it the `uname -v` of an LX zone.
-pub struct ZoneSerial {
-    master: std::os::fd::OwnedFd,
-    /// Held open so that the master never reads end-of-file between the zone's clients.
-    slave: std::os::fd::OwnedFd,
-    /// The slave on the host (`/dev/pts/N`): the source of the zone's bind.
-    pub path: PathBuf,
-}
-
-impl ZoneSerial {
-    /// Makes the port for the OS zone `uuid` (none for a KVM or bhyve VM), its slave owned
-    /// by `owner` (the zone's root on the host) and nobody else.
-    pub fn open(node: &hull_storage::Node, exe: PathBuf, uuid: &str, owner: u32) -> Result<Option<ZoneSerial>> {
-        use nix::fcntl::OFlag;
-        use nix::sys::termios;
-        let vm = Vmadm::open(node, exe)?;
-        if vm.load_vm(uuid)?.brand.is_hvm() {
-            return Ok(None);
-        }
-        let fail = |op: &'static str| {
-            let vm = uuid.to_string();
-            move |e: nix::Error| VmError::Io {
-                vm,
-                op,
-                path: PathBuf::from("/dev/ptmx"),
-                source: std::io::Error::from(e),
-            }
-        };
-        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-            .map_err(fail("open a pseudo-terminal"))?;
-        nix::pty::grantpt(&master).map_err(fail("grantpt"))?;
-        nix::pty::unlockpt(&master).map_err(fail("unlockpt"))?;
-        let path = PathBuf::from(nix::pty::ptsname_r(&master).map_err(fail("ptsname"))?);
-        let slave: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(io(uuid, "open", &path))?
-            .into();
-        nix::unistd::fchown(&slave, Some(owner.into()), Some(owner.into())).map_err(fail("chown the slave"))?;
-        nix::sys::stat::fchmod(&slave, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .map_err(fail("chmod the slave"))?;
-        let mut t = termios::tcgetattr(&slave).map_err(fail("tcgetattr"))?;
-        termios::cfmakeraw(&mut t);
-        termios::tcsetattr(&slave, termios::SetArg::TCSANOW, &t).map_err(fail("tcsetattr"))?;
-        // Never blocks on a zone that does not read its answers (see serve_pty).
-        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-            .map_err(fail("make the master non-blocking"))?;
-        Ok(Some(ZoneSerial { master: master.into(), slave, path }))
-    }
-}
-
 /// Serves the VM's metadata until the process ends (zoneadmd runs it on a thread): on the
-/// OS zone's socket (and on its serial port, when zoneadmd made one), or on the guest's
-/// serial port.
-pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str, serial: Option<ZoneSerial>) -> Result<()> {
+/// OS zone's socket, or on the guest's serial port.
+pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str) -> Result<()> {
     let vm = Vmadm::open(node, exe.clone())?;
     let run = vm.run_dir(uuid);
     let dir = control_dir(&run);
@@ -300,10 +221,6 @@ pub fn serve(node: &hull_storage::Node, exe: PathBuf, uuid: &str, serial: Option
     if hvm {
         serve_serial(&run.join("mdata.sock"), store(()));
         return Ok(());
-    }
-    if let Some(serial) = serial {
-        let store = store(());
-        std::thread::spawn(move || serve_pty(serial, store));
     }
     if !dir.exists() {
         return Ok(());
@@ -340,59 +257,6 @@ fn serve_serial(sock: &Path, mut store: ZoneStore) {
             converse(&mut conn, &mut store);
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
-/// The zone's serial port: one long conversation, as with a guest's. The zone owns the
-/// terminal's settings: the mode is put back to raw after each read, so a zone that turns on
-/// echo does not set zoneadmd answering its own answers. An answer the zone does not read
-/// within a few seconds is dropped with what is queued for the zone, so that a zone cannot
-/// hold this thread.
-fn serve_pty(serial: ZoneSerial, mut store: ZoneStore) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::termios;
-    let mut raw = termios::tcgetattr(&serial.slave).ok();
-    if let Some(t) = raw.as_mut() {
-        termios::cfmakeraw(t);
-    }
-    let mut session = Session::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let mut fds = [PollFd::new(serial.master.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::NONE).is_err() {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            continue;
-        }
-        let n = match nix::unistd::read(&serial.master, &mut buf) {
-            Ok(0) => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                continue;
-            }
-            Ok(n) => n,
-            Err(nix::Error::EAGAIN | nix::Error::EINTR) => continue,
-            Err(e) => {
-                tracing::warn!(vm = store.uuid, "metadata serial port: {e}");
-                return;
-            }
-        };
-        if let Some(t) = &raw {
-            let _ = termios::tcsetattr(&serial.master, termios::SetArg::TCSANOW, t);
-        }
-        let out = session.feed(&buf[..n], &mut store);
-        let mut rest = &out[..];
-        while !rest.is_empty() {
-            let mut fds = [PollFd::new(serial.master.as_fd(), PollFlags::POLLOUT)];
-            if !matches!(poll(&mut fds, PollTimeout::from(5000u16)), Ok(1..)) {
-                // Nobody reads: drop this answer and what is queued before it.
-                let _ = termios::tcflush(&serial.slave, termios::FlushArg::TCIFLUSH);
-                break;
-            }
-            match nix::unistd::write(&serial.master, rest) {
-                Ok(k) => rest = &rest[k..],
-                Err(nix::Error::EAGAIN | nix::Error::EINTR) => {}
-                Err(_) => break,
-            }
-        }
     }
 }
 

@@ -180,11 +180,20 @@ impl Vmadm {
             return Ok(vec![shell, "-l".into()]);
         }
         let cmd = args[0].clone();
-        let executable = |p: &str| meta(p).is_some_and(|m| crate::start::executable(&m));
+        // hull's own bind (the mdata tools) is not in the zone's root on disk.
+        let control = crate::metadata::control_dir(&self.run_dir(uuid));
+        let in_control = |rest: &str| {
+            hull_exec::tree::Tree::open(&control).and_then(|t| t.metadata(std::path::Path::new(rest))).is_ok()
+        };
+        // An executable, or the image's link to one of hull's tools (/usr/sbin/mdata-get).
+        let executable = |p: &str| {
+            meta(p).is_some_and(|m| crate::start::executable(&m))
+                || tree.readlink(std::path::Path::new(p)).ok().is_some_and(|t| {
+                    t.to_str().and_then(|t| t.strip_prefix("/.zonecontrol/")).is_some_and(in_control)
+                })
+        };
         if let Some(rest) = cmd.strip_prefix("/.zonecontrol/") {
-            // hull's own bind (the mdata tools): not in the zone's root on disk.
-            let control = crate::metadata::control_dir(&self.run_dir(uuid));
-            if hull_exec::tree::Tree::open(&control).and_then(|t| t.metadata(std::path::Path::new(rest))).is_err() {
+            if !in_control(rest) {
                 return Err(VmError::NoCommand { vm: uuid.into(), cmd });
             }
         } else if cmd.contains('/') {

@@ -27,6 +27,22 @@ pub(crate) fn executable(meta: &std::fs::Metadata) -> bool {
     meta.is_file() && meta.permissions().mode() & 0o111 != 0
 }
 
+/// The name a zone gave itself in its `/etc/hostname` (its first line, of at most 253
+/// bytes), when it is a valid hostname; the file is the tenant's, read through its tree
+/// without following links and never more than a page of it.
+fn zone_hostname(tree: &hull_exec::tree::Tree) -> Option<String> {
+    use std::io::Read;
+    let f = tree.open_file(std::path::Path::new("etc/hostname")).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(4096).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8(buf).ok()?;
+    let name = text.lines().next()?.trim();
+    (name.len() <= 253 && hull_spec::vm::valid_hostname(name)).then(|| name.to_string())
+}
+
 impl Vmadm {
     pub(crate) fn zone_config(&self, uuid: &str, cfg: &Map<String, Value>) -> Result<ZoneConfig> {
         let root = self.pool()?.dataset_path(&ds(uuid)?).join("root");
@@ -54,7 +70,14 @@ impl Vmadm {
     /// Writes what the zone reads at boot: its hostname and resolvers. The zone owns its
     /// root, so every name in it is resolved without following links (`hull_exec::tree`):
     /// a planted link is replaced, never written through.
-    fn prepare_root(&self, uuid: &str, z: &ZoneConfig, vm: &hull_spec::Vm) -> Result<()> {
+    ///
+    /// The hostname: hull writes `/etc/hostname` at the first boot and whenever the VM's
+    /// hostname changes (`vmadm update`); between those, the zone's own `/etc/hostname`
+    /// names it at boot, as a machine's does. A zone cannot set its name while it runs (it
+    /// has no CAP_SYS_ADMIN), so a name it writes there (cloud-init's set_hostname, an
+    /// operator in the zone) is its name from its next boot. What the zone wrote is read
+    /// bounded and taken only when it is a valid hostname.
+    fn prepare_root(&self, uuid: &str, z: &mut ZoneConfig, vm: &hull_spec::Vm) -> Result<()> {
         let refuse = |reason: String| VmError::Refused { vm: uuid.into(), reason };
         let dataset = z.rootfs.parent().unwrap_or(&z.rootfs);
         let tree = hull_exec::tree::Tree::open(dataset)
@@ -79,7 +102,18 @@ impl Vmadm {
             let p = etc.join(name);
             tree.write_file(&p, text.as_bytes(), 0o644).map_err(io("write", &p))
         };
-        put("hostname", format!("{}\n", z.hostname))?;
+        let written = self.run_dir(uuid).join("hostname");
+        if std::fs::read_to_string(&written).ok().as_deref() != Some(z.hostname.as_str()) {
+            put("hostname", format!("{}\n", z.hostname))?;
+            hull_exec::write_atomic(&written, z.hostname.as_bytes()).map_err(|e| VmError::Io {
+                vm: uuid.into(),
+                op: "write",
+                path: written.clone(),
+                source: e,
+            })?;
+        } else if let Some(own) = zone_hostname(&tree) {
+            z.hostname = own;
+        }
         if let Some(list) = vm.resolvers.as_ref().filter(|l| !l.is_empty()) {
             let mut text = String::new();
             if let Some(d) = &vm.dns_domain {
@@ -117,21 +151,13 @@ impl Vmadm {
         let hvm = vm.brand.is_hvm();
         let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };
         if !hvm {
-            self.prepare_root(uuid, &z, &vm)?;
+            self.prepare_root(uuid, &mut z, &vm)?;
             // The metadata socket and the mdata tools, at /.zonecontrol as on SmartOS.
             z.binds.push(hull_zone::Bind {
                 source: self.zone_control(uuid)?,
                 destination: "/.zonecontrol".into(),
                 writable: false,
             });
-            // SmartOS's SMBIOS identity in place of the host's (with the ttyS1 zoneadmd adds).
-            if let Some(dmi) = self.zone_identity(uuid)? {
-                z.binds.push(hull_zone::Bind {
-                    source: dmi,
-                    destination: crate::metadata::DMI_DIR.into(),
-                    writable: false,
-                });
-            }
             if !vm.privileged.unwrap_or(false) {
                 z.idmap = Some(hull_zone::Idmap {
                     base: hull_zone::idmap::base(self.idmap_slot(uuid)?),

@@ -54,26 +54,8 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
     }
     let text =
         std::fs::read_to_string(dir.join("zone.json")).map_err(|e| Failure::new(1, format!("zone.json: {e}")))?;
-    let mut z: hull_zone::ZoneConfig =
+    let z: hull_zone::ZoneConfig =
         serde_json::from_str(&text).map_err(|e| Failure::new(1, format!("zone.json: {e}")))?;
-    let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
-    // An OS zone's second serial port, made here because zoneadmd serves it; a zone that is
-    // already running (monitor) keeps the one it booted with, which no one serves now.
-    let serial = if a.monitor {
-        None
-    } else {
-        let owner = z.idmap.as_ref().map_or(0, |m| m.base);
-        match hull_vm::metadata::ZoneSerial::open(node, exe.clone(), &a.uuid, owner) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(zone = %a.uuid, "no metadata serial port: {e}");
-                None
-            }
-        }
-    };
-    if let Some(s) = &serial {
-        z.binds.push(hull_zone::Bind { source: s.path.clone(), destination: "/dev/ttyS1".into(), writable: true });
-    }
     let on_exit = || {
         if let Err(e) = hull_vm::network::down(node, &a.uuid) {
             tracing::warn!(zone = %a.uuid, "taking the network down: {e}");
@@ -93,8 +75,9 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
     // The VM's metadata service: the OS zone's socket, or the guest's second serial port.
     {
         let (node, uuid) = (node.clone(), a.uuid.clone());
+        let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
         std::thread::spawn(move || {
-            if let Err(e) = hull_vm::metadata::serve(&node, exe, &uuid, serial) {
+            if let Err(e) = hull_vm::metadata::serve(&node, exe, &uuid) {
                 tracing::warn!(zone = %uuid, "metadata service: {e}");
             }
         });

@@ -4,10 +4,31 @@
 mod common;
 use common::*;
 
+/// Waits until `check` holds in the zone (`sh -c` through zlogin), up to `secs`.
+fn wait_in(n: &TestNode, vm: &str, check: &str, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if n.hull(&["zlogin", vm, "sh", "-c", check]).code == 0 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    false
+}
+
+fn create(n: &TestNode, payload: serde_json::Value) -> String {
+    let f = n.root().join("debian.json");
+    std::fs::write(&f, payload.to_string()).expect("write");
+    let out = n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok();
+    let vm: serde_json::Value = serde_json::from_str(&out).expect("json");
+    vm["uuid"].as_str().expect("uuid").to_string()
+}
+
 #[test]
 fn debootstrap_image_installs_and_clones() {
-    let n = TestNode::new("2G");
-    let (m, f, uuid) = n.build(&["--debootstrap", "-c", "zstd"], "debian");
+    let n = TestNode::new("3G");
+    // Debian with its own cloud-init package, unmodified.
+    let (m, f, uuid) = n.build(&["--debootstrap", "--include", "cloud-init", "-c", "zstd"], "debian");
     n.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
     let root = n.zones().join(&uuid).join("root");
     let version = std::fs::read_to_string(root.join("etc/debian_version")).expect("debian_version");
@@ -15,46 +36,81 @@ fn debootstrap_image_installs_and_clones() {
     let init = std::fs::read_link(root.join("sbin/init")).expect("init link");
     assert!(init.to_string_lossy().contains("systemd"), "{init:?}");
     assert!(root.join("dev/null").exists(), "device nodes survive the round trip");
+    assert!(root.join("usr/bin/cloud-init").exists(), "--include installs cloud-init");
     n.hull(&["dataset", "clone", &format!("zones/{uuid}@final"), "zones/vm"]).ok();
     assert!(n.zones().join("vm/root/usr/bin/apt").exists());
 
-    // A Debian zone: systemd as PID 1 reaches running (or degraded), and powers off on stop.
-    let f = n.root().join("debian.json");
-    let payload = serde_json::json!({"brand": "lx", "kernel_version": "6.1", "image_uuid": uuid, "alias": "deb", "max_physical_memory": 512,
-        "customer_metadata": {"user-script": "#!/bin/sh\necho ran >> /root/user-script-ran\n"}});
-    std::fs::write(&f, payload.to_string()).expect("write");
-    let out = n.hull(&["vmadm", "create", "-j", "-f", &f.to_string_lossy()]).ok();
-    let vm: serde_json::Value = serde_json::from_str(&out).expect("json");
-    let vm = vm["uuid"].as_str().expect("uuid").to_string();
-    let mut state = String::new();
-    for _ in 0..120 {
-        state = n.hull(&["zlogin", &vm, "systemctl", "is-system-running"]).stdout.trim().to_string();
-        if state == "running" || state == "degraded" {
-            break;
+    // Two Debian zones: one where cloud-init configures the zone from its metadata, one where
+    // cloud-init is switched off and hull's own first-boot unit runs the user-script.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHullTestKey test@hull";
+    let cloudy = create(
+        &n,
+        serde_json::json!({"brand": "lx", "kernel_version": "6.1", "image_uuid": uuid, "alias": "deb", "max_physical_memory": 512,
+            "customer_metadata": {"hostname": "cloudy", "root_authorized_keys": key,
+                "user-script": "#!/bin/sh\necho ran >> /root/user-script-ran\n"}}),
+    );
+    let plain = create(
+        &n,
+        serde_json::json!({"brand": "lx", "kernel_version": "6.1", "image_uuid": uuid, "alias": "deb2", "max_physical_memory": 512,
+            "autoboot": false,
+            "customer_metadata": {"user-script": "#!/bin/sh\necho ran >> /root/user-script-ran\n"}}),
+    );
+    std::fs::write(n.zones().join(&plain).join("root/etc/cloud/cloud-init.disabled"), "").expect("disable cloud-init");
+    n.hull(&["vmadm", "start", &plain]).ok();
+    for vm in [&cloudy, &plain] {
+        let mut state = String::new();
+        for _ in 0..240 {
+            state = n.hull(&["zlogin", vm, "systemctl", "is-system-running"]).stdout.trim().to_string();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        let failed = n.hull(&["zlogin", vm, "systemctl", "--failed", "--no-legend"]).stdout;
+        assert!(state == "running" || state == "degraded", "systemd says {state:?}; failed: {failed}");
     }
-    assert!(state == "running" || state == "degraded", "systemd says {state:?}");
-    assert_eq!(n.hull(&["zlogin", &vm, "hostname"]).ok(), "deb\n");
-    // The image's first-boot unit ran the VM's user-script through the metadata service.
-    let mut ran = String::new();
-    for _ in 0..60 {
-        ran = n.hull(&["zlogin", &vm, "cat", "/root/user-script-ran"]).stdout;
-        if !ran.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
+
+    // cloud-init took the SmartOS datasource (as in an LX zone: its units see the zone's
+    // uname as one), read the metadata over the zone's socket, and did its work.
+    let status = |vm: &str| n.hull(&["zlogin", vm, "cat", "/run/cloud-init/status.json"]).stdout;
+    let done = wait_in(&n, &cloudy, "test -e /var/lib/cloud/instance/boot-finished", 180);
+    let log = n.hull(&["zlogin", &cloudy, "sh", "-c", "grep -E 'WARN|ERROR' /var/log/cloud-init.log | tail -n 40"]).stdout;
+    assert!(done, "cloud-init did not finish: {}\n{log}", status(&cloudy));
+    let st: serde_json::Value = serde_json::from_str(&status(&cloudy)).expect("status.json");
+    assert!(st["v1"]["datasource"].as_str().unwrap_or("").contains("DataSourceSmartOS"), "{st}");
+    for stage in ["init-local", "init", "modules-config", "modules-final"] {
+        assert_eq!(st["v1"][stage]["errors"], serde_json::json!([]), "{stage}: {st}\n{log}");
     }
-    let unit = n.hull(&["zlogin", &vm, "systemctl", "status", "hull-mdata-execute"]).stdout;
-    assert_eq!(ran, "ran\n", "the user-script did not run: {unit}");
-    assert_eq!(n.hull(&["zlogin", &vm, "systemctl", "is-active", "hull-mdata-execute"]).stdout.trim(), "active");
+    let keys = n.hull(&["zlogin", &cloudy, "cat", "/root/.ssh/authorized_keys"]).ok();
+    assert_eq!(keys.trim(), key, "root's keys are the metadata's, with no login refusal in front");
+    assert!(wait_in(&n, &cloudy, "test -s /root/user-script-ran", 30), "cloud-init did not run the user-script");
+    assert_eq!(n.hull(&["zlogin", &cloudy, "cat", "/root/user-script-ran"]).ok(), "ran\n", "the user-script ran once");
+    let skipped = n.hull(&["zlogin", &cloudy, "systemctl", "show", "-P", "ConditionResult", "hull-mdata-execute"]).ok();
+    assert_eq!(skipped.trim(), "no", "hull's unit leaves the metadata to cloud-init");
+    // The hostname: cloud-init wrote it (a zone cannot rename itself while it runs); the
+    // zone is called so from its next boot.
+    assert_eq!(n.hull(&["zlogin", &cloudy, "cat", "/etc/hostname"]).ok(), "cloudy\n", "{log}");
+    n.hull(&["vmadm", "reboot", &cloudy]).ok();
+    assert!(wait_in(&n, &cloudy, "test \"$(hostname)\" = cloudy", 120), "the zone is not called cloudy after a reboot");
+
+    // Without cloud-init: hull's first-boot unit ran the user-script through the metadata service.
+    assert!(wait_in(&n, &plain, "test -s /root/user-script-ran", 30), "the user-script did not run");
+    assert_eq!(n.hull(&["zlogin", &plain, "cat", "/root/user-script-ran"]).ok(), "ran\n");
+    assert_eq!(n.hull(&["zlogin", &plain, "systemctl", "is-active", "hull-mdata-execute"]).stdout.trim(), "active");
+    assert_eq!(n.hull(&["zlogin", &plain, "hostname"]).ok(), "deb2\n");
+    // The tools by SmartOS's names, on the PATH.
+    assert_eq!(n.hull(&["zlogin", &plain, "mdata-get", "sdc:alias"]).ok(), "deb2\n");
     // Its own machine id (the image's is empty).
-    let id = n.hull(&["zlogin", &vm, "cat", "/etc/machine-id"]).ok();
-    assert_eq!(id.trim(), vm.replace('-', ""));
-    n.hull(&["vmadm", "stop", &vm]).ok();
-    let log = std::fs::read_to_string(n.root().join(format!("var/hull/z/{vm}/console.log"))).expect("console log");
+    let id = n.hull(&["zlogin", &plain, "cat", "/etc/machine-id"]).ok();
+    assert_eq!(id.trim(), plain.replace('-', ""));
+    for vm in [&cloudy, &plain] {
+        n.hull(&["vmadm", "stop", vm]).ok();
+    }
+    let log = std::fs::read_to_string(n.root().join(format!("var/hull/z/{plain}/console.log"))).expect("console log");
     assert!(log.contains("Powering off") || log.contains("Reached target"), "{log}");
-    n.hull(&["vmadm", "delete", &vm]).ok();
+    for vm in [&cloudy, &plain] {
+        n.hull(&["vmadm", "delete", vm]).ok();
+    }
 }
 
 #[test]

@@ -55,6 +55,17 @@ fn exit_codes() {
     assert_eq!(n.hull(&["imgadm", "get", "not-a-uuid"]).code, 2);
     assert_eq!(n.hull(&["imgadm", "frobnicate"]).code, 2);
     assert_eq!(n.hull(&["imgadm", "install", "-m", "/nonexistent.json"]).code, 2);
+    // --include takes Debian package names, and only for a Debian root; nothing is left.
+    let out = n.root().join("out");
+    let o = out.to_string_lossy();
+    let r = n.hull(&["imgadm", "build", "--busybox", "--include", "cloud-init", "-n", "x", "-o", &o]);
+    assert!(r.code != 0 && r.stderr.contains("--include"), "{}", r.stderr);
+    for bad in ["bad;name", "../x", "Upper", "a"] {
+        let r = n.hull(&["imgadm", "build", "--debootstrap", "--include", bad, "-n", "x", "-o", &o]);
+        assert!(r.code != 0 && r.stderr.contains("invalid package name"), "{bad}: {}", r.stderr);
+    }
+    let left: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

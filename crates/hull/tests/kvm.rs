@@ -392,17 +392,30 @@ fn a_guest_image_from_imgadm_build_boots_from_its_disk_and_stops_on_acpi() {
 }
 
 #[test]
-fn a_debian_guest_boots_from_its_disk_as_any_os_would() {
-    let n = TestNode::new("2G");
+fn a_debian_guest_boots_from_its_disk_and_cloud_init_configures_it_from_metadata() {
+    let n = TestNode::new("3G");
     let kernel = format!("{GUEST}/vmlinuz");
-    let img =
-        build_and_install(&n, &["--guest-kernel", &kernel, "--guest-modules", GUEST, "--guest-debian"], "debian-guest");
-    let u =
-        uuid_of(&create(&n, json!({"brand": "kvm", "ram": 512, "disks": [{"image_uuid": &img, "boot": true}]})).ok());
-    // BIOS, syslinux, the kernel, the initramfs's switch to the ext4 root, then systemd.
-    wait_console(&n, &u, "login:", 240);
+    let args = ["--guest-kernel", &kernel, "--guest-modules", GUEST, "--guest-debian", "--include", "cloud-init"];
+    let img = build_and_install(&n, &args, "debian-guest");
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHullGuestKey test@hull";
+    let script = "#!/bin/sh\necho \"HULL-US $(hostname) $(cat /root/.ssh/authorized_keys)\" > /dev/console\n";
+    let u = uuid_of(
+        &create(
+            &n,
+            json!({"brand": "kvm", "ram": 768, "disks": [{"image_uuid": &img, "boot": true}],
+                "customer_metadata": {"hostname": "cloudvm", "root_authorized_keys": key, "user-script": script}}),
+        )
+        .ok(),
+    );
+    // BIOS, syslinux, the kernel, the initramfs's switch to the ext4 root, then systemd;
+    // cloud-init finds the SmartOS datasource by the SMBIOS product name and reads the
+    // metadata over ttyS1: the hostname, root's key, and the user-script, which says so.
+    wait_console(&n, &u, "HULL-US", 480);
     let c = console(&n, &u);
     assert!(c.contains("SYSLINUX") && c.contains("HULL-GUEST-ROOT") && c.contains("Welcome to"), "{c}");
+    assert!(c.contains(&format!("HULL-US cloudvm {key}")), "{c}");
+    wait_console(&n, &u, "login:", 120);
+    assert!(console(&n, &u).contains("DataSourceSmartOS"), "{}", console(&n, &u));
     // systemd-logind (udev tags the button, dbus carries logind) powers the guest off.
     let t = Instant::now();
     n.hull(&["vmadm", "stop", "-t", "60", &u]).ok();

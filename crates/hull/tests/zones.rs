@@ -793,3 +793,36 @@ fn a_minimal_payload_gets_what_smartos_shows() {
     n.hull(&["vmadm", "update", &uuid, "indestructible_zoneroot=false"]).ok();
     n.hull(&["vmadm", "delete", &uuid]).ok();
 }
+
+#[test]
+fn a_zone_names_itself_by_its_etc_hostname_from_its_next_boot_and_a_bad_name_is_ignored() {
+    let (n, img) = node();
+    let uuid = create(&n, base(&img));
+    let name = |n: &TestNode| n.hull(&["zlogin", &uuid, "hostname"]).ok();
+    let set_and_reboot = |n: &TestNode, script: &str| {
+        n.hull(&["zlogin", &uuid, "sh", "-c", script]).ok();
+        n.hull(&["vmadm", "reboot", "-F", &uuid]).ok();
+    };
+    assert_eq!(name(&n), "web1\n");
+    // What the zone writes (as cloud-init's set_hostname does) names it after a reboot.
+    set_and_reboot(&n, "echo cloudy > /etc/hostname");
+    assert_eq!(name(&n), "cloudy\n");
+    let vm: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
+    assert!(vm.get("hostname").is_none_or(|h| h != "cloudy"), "the VM's config is not the zone's to change");
+    // Not a hostname, a huge file, a link: the VM's own name, and the host reads a page at most.
+    for bad in [
+        "echo 'bad name!' > /etc/hostname",
+        "dd if=/dev/zero bs=1M count=64 2>/dev/null | tr '\\0' a > /etc/hostname",
+        "rm /etc/hostname && ln -s /proc/self/environ /etc/hostname",
+    ] {
+        set_and_reboot(&n, bad);
+        assert_eq!(name(&n), "web1\n", "{bad}");
+    }
+    set_and_reboot(&n, "rm -f /etc/hostname; echo cloudy > /etc/hostname");
+    assert_eq!(name(&n), "cloudy\n");
+    // The operator's change of the VM's hostname wins, and is written for the zone.
+    n.hull(&["vmadm", "update", &uuid, "hostname=web2"]).ok();
+    n.hull(&["vmadm", "reboot", "-F", &uuid]).ok();
+    assert_eq!(name(&n), "web2\n");
+    assert_eq!(n.hull(&["zlogin", &uuid, "cat", "/etc/hostname"]).ok(), "web2\n");
+}
