@@ -634,6 +634,6 @@ mod tests {
         let mut d = Debian::new("bookworm", DEFAULT_MIRROR);
         assert!(d.check().is_ok());
         d.packages.push("bad;name".into());
-        assert!(d.check().unwrap_err().to_string().contains("invalid package name"));
+        assert!(d.check().expect_err("a bad package name").to_string().contains("invalid package name"));
     }
 }

@@ -188,9 +188,10 @@ impl Vmadm {
         // An executable, or the image's link to one of hull's tools (/usr/sbin/mdata-get).
         let executable = |p: &str| {
             meta(p).is_some_and(|m| crate::start::executable(&m))
-                || tree.readlink(std::path::Path::new(p)).ok().is_some_and(|t| {
-                    t.to_str().and_then(|t| t.strip_prefix("/.zonecontrol/")).is_some_and(in_control)
-                })
+                || tree
+                    .readlink(std::path::Path::new(p))
+                    .ok()
+                    .is_some_and(|t| t.to_str().and_then(|t| t.strip_prefix("/.zonecontrol/")).is_some_and(in_control))
         };
         if let Some(rest) = cmd.strip_prefix("/.zonecontrol/") {
             if !in_control(rest) {

@@ -327,7 +327,10 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 None => ImageType::ZoneDataset,
             };
             if !include.is_empty() && !debootstrap && !guest_debian {
-                return Err(Failure::new(2, "--include takes Debian packages: it needs --debootstrap or --guest-debian"));
+                return Err(Failure::new(
+                    2,
+                    "--include takes Debian packages: it needs --debootstrap or --guest-debian",
+                ));
             }
             let debian = hull_img::build::Debian { suite, mirror, packages: include };
             let source = match (dir, busybox, debootstrap, disk) {

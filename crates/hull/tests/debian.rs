@@ -74,7 +74,8 @@ fn debootstrap_image_installs_and_clones() {
     // uname as one), read the metadata over the zone's socket, and did its work.
     let status = |vm: &str| n.hull(&["zlogin", vm, "cat", "/run/cloud-init/status.json"]).stdout;
     let done = wait_in(&n, &cloudy, "test -e /var/lib/cloud/instance/boot-finished", 180);
-    let log = n.hull(&["zlogin", &cloudy, "sh", "-c", "grep -E 'WARN|ERROR' /var/log/cloud-init.log | tail -n 40"]).stdout;
+    let log =
+        n.hull(&["zlogin", &cloudy, "sh", "-c", "grep -E 'WARN|ERROR' /var/log/cloud-init.log | tail -n 40"]).stdout;
     assert!(done, "cloud-init did not finish: {}\n{log}", status(&cloudy));
     let st: serde_json::Value = serde_json::from_str(&status(&cloudy)).expect("status.json");
     assert!(st["v1"]["datasource"].as_str().unwrap_or("").contains("DataSourceSmartOS"), "{st}");

@@ -64,7 +64,8 @@ fn exit_codes() {
         let r = n.hull(&["imgadm", "build", "--debootstrap", "--include", bad, "-n", "x", "-o", &o]);
         assert!(r.code != 0 && r.stderr.contains("invalid package name"), "{bad}: {}", r.stderr);
     }
-    let left: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&out).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
 

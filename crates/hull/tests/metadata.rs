@@ -64,7 +64,10 @@ fn a_zone_reads_and_writes_its_metadata_with_smartos_s_tools() {
     assert_eq!(tool(&n, &uuid, &["mdata-get", "sdc:tags.role"]).ok().trim(), "web");
     // By SmartOS's names on the PATH too (the image links them to /.zonecontrol/bin).
     assert_eq!(n.hull(&["zlogin", &uuid, "mdata-get", "sdc:alias"]).ok(), "md0\n");
-    assert_eq!(n.hull(&["zlogin", &uuid, "sh", "-c", "mdata-list"]).ok(), "root_authorized_keys\nuser-script\nadmin_pw\n");
+    assert_eq!(
+        n.hull(&["zlogin", &uuid, "sh", "-c", "mdata-list"]).ok(),
+        "root_authorized_keys\nuser-script\nadmin_pw\n"
+    );
     // The library and the environment that make cloud-init's units see an LX zone's uname.
     assert_eq!(
         n.hull(&["zlogin", &uuid, "cat", "/.zonecontrol/cloud-init.env"]).ok(),
