@@ -7,30 +7,23 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn main() {
-    let src = "client/mdata.rs";
+/// Runs the rustc that builds hull on one file, with `flags`, into OUT_DIR/`out`.
+fn rustc(src: &str, out: &str, flags: &[&str]) {
     println!("cargo:rerun-if-changed={src}");
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("mdata");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join(out);
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let status = Command::new(rustc)
         .args(["--edition", "2024", "-C", "opt-level=s", "-C", "panic=abort", "-C", "strip=symbols"])
-        .args(["-C", "target-feature=+crt-static", "-o"])
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(src)
         .status()
-        .expect("run rustc for the mdata tools");
-    assert!(status.success(), "building the static mdata tools failed");
+        .unwrap_or_else(|e| panic!("run rustc for {src}: {e}"));
+    assert!(status.success(), "building {src} failed");
+}
 
-    let src = "client/brandz.rs";
-    println!("cargo:rerun-if-changed={src}");
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("libhull-brandz.so");
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let status = Command::new(rustc)
-        .args(["--edition", "2024", "--crate-type", "cdylib", "-C", "opt-level=s", "-C", "panic=abort"])
-        .args(["-C", "strip=symbols", "-o"])
-        .arg(&out)
-        .arg(src)
-        .status()
-        .expect("run rustc for libhull-brandz.so");
-    assert!(status.success(), "building libhull-brandz.so failed");
+fn main() {
+    rustc("client/mdata.rs", "mdata", &["-C", "target-feature=+crt-static"]);
+    rustc("client/brandz.rs", "libhull-brandz.so", &["--crate-type", "cdylib"]);
 }
