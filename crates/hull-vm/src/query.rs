@@ -50,6 +50,34 @@ impl Vmadm {
         }
     }
 
+    /// The last `max` bytes of what the VM's console printed (`console.log` in its run
+    /// directory: a zone's console, a guest's serial port), empty when it never ran. A KVM
+    /// VM's qemu zone can write that directory, so the file is opened without following
+    /// links and read only when it is a regular file.
+    pub fn console_tail(&self, uuid: &str, max: u64) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        self.load(uuid)?;
+        let dir = self.run_dir(uuid);
+        let io = |op: &'static str| {
+            let (vm, path) = (uuid.to_string(), dir.join("console.log"));
+            move |source| VmError::Io { vm, op, path, source }
+        };
+        let Ok(tree) = hull_exec::tree::Tree::open(&dir) else { return Ok(Vec::new()) };
+        let mut f = match tree.open_file(std::path::Path::new("console.log")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("open")(e)),
+        };
+        let meta = f.metadata().map_err(io("inspect"))?;
+        if !meta.is_file() {
+            return Ok(Vec::new());
+        }
+        f.seek(SeekFrom::Start(meta.len().saturating_sub(max))).map_err(io("seek"))?;
+        let mut out = Vec::new();
+        f.take(max).read_to_end(&mut out).map_err(io("read"))?;
+        Ok(out)
+    }
+
     /// The VM as `vmadm get` prints it: its properties and its state.
     pub fn get(&self, uuid: &str) -> Result<Map<String, Value>> {
         let all = self.pool()?.list()?;

@@ -156,6 +156,19 @@ fn a_vm_s_life_through_the_api_with_its_events_in_order() {
     assert_eq!(running.as_array().map(Vec::len), Some(1), "{running}");
     let (_, none) = api.call("GET", "/vms?state=stopped", None);
     assert_eq!(none, json!([]));
+    // The console's tail, as text (a string that is not JSON comes back as a string here).
+    n.hull(&["zlogin", &vm, "sh", "-c", "echo HULL-API-CONSOLE > /dev/console"]).ok();
+    let (code, text) = api.call("GET", &format!("/vms/{vm}/console"), None);
+    assert_eq!(code, 200);
+    assert!(text.as_str().is_some_and(|t| t.contains("HULL-API-CONSOLE")), "{text}");
+    let (code, tail) = api.call("GET", &format!("/vms/{vm}/console?bytes=5"), None);
+    assert_eq!((code, tail.as_str().map(str::len)), (200, Some(5)), "{tail}");
+    for bad in ["bytes=0", "bytes=x", "bytes=2000000"] {
+        let (code, e) = api.call("GET", &format!("/vms/{vm}/console?{bad}"), None);
+        assert_eq!((code, e["code"].as_str()), (400, Some("BadParameter")), "{bad}: {e}");
+    }
+    let (code, e) = api.call("GET", "/vms/2b3d4f5a-0000-4000-8000-000000000009/console", None);
+    assert_eq!((code, e["code"].as_str()), (404, Some("VmNotFound")), "{e}");
 
     api.change("POST", &format!("/vms/{vm}?action=update"), Some(r#"{"alias": "api1"}"#));
     api.change("POST", &format!("/vms/{vm}?action=stop&force=true"), None);

@@ -21,6 +21,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
     ("get", "/vms/{uuid}", "GetVm", "A VM as `vmadm get` prints it", 200),
     ("post", "/vms/{uuid}", "VmAction", "start, stop, reboot, kill, update or a snapshot action (a job)", 202),
     ("delete", "/vms/{uuid}", "DeleteVm", "Delete a VM (a job)", 202),
+    ("get", "/vms/{uuid}/console", "GetVmConsole", "The tail of what the VM's console printed", 200),
     ("get", "/jobs", "ListJobs", "Jobs, oldest first", 200),
     ("get", "/jobs/{uuid}", "GetJob", "One job", 200),
     ("get", "/jobs/{uuid}/wait", "WaitJob", "The job once done, or as it is at the timeout", 200),
@@ -59,6 +60,7 @@ fn success(id: &str) -> Value {
         "ListImages" => json_of(json!({"type": "array", "items": {"$ref": "#/components/schemas/ImageManifest"}})),
         "GetImage" => json_of(json!({"$ref": "#/components/schemas/ImageManifest"})),
         "GetImageFile" => json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
+        "GetVmConsole" => json!({"text/plain": {"schema": {"type": "string"}}}),
         "Events" => json!({"application/x-ndjson": {"schema": {"type": "string"}}}),
         _ => json_of(json!({"$ref": "#/components/schemas/Accepted"})),
     }
@@ -82,6 +84,14 @@ fn parameters(id: &str) -> Vec<Value> {
             query("snapshot_name", json!({"type": "string"}), "the snapshot actions: which snapshot"),
         ],
         "WaitJob" => vec![uuid_param(), query("timeout", secs(86_400), "seconds to wait (at most 600 are waited)")],
+        "GetVmConsole" => vec![
+            uuid_param(),
+            query(
+                "bytes",
+                json!({"type": "integer", "minimum": 1, "maximum": 1 << 20}),
+                "how much of the end (64 KiB)",
+            ),
+        ],
         "ListJobs" => vec![query("vm_uuid", json!({"type": "string", "format": "uuid"}), "only this VM's jobs")],
         "ImageAction" => vec![
             json!({"name": "action", "in": "query", "required": true, "schema": {"type": "string", "enum": ["import"]}}),

@@ -30,6 +30,7 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/sysinfo", get(sysinfo))
         .route("/vms", get(list_vms).post(create_vm))
         .route("/vms/{uuid}", get(get_vm).post(vm_action).delete(delete_vm))
+        .route("/vms/{uuid}/console", get(vm_console))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{uuid}", get(get_job))
         .route("/jobs/{uuid}/wait", get(wait_job))
@@ -133,6 +134,27 @@ async fn list_vms(State(api): State<Arc<Api>>, Query(q): Q) -> ApiResult<Json<Ve
 async fn get_vm(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Json<Map<String, Value>>> {
     let uuid = path_uuid(&uuid, "VmNotFound")?.to_string();
     blocking(move || Ok(api.vmadm()?.get(&uuid)?)).await.map(Json)
+}
+
+/// The most of a console one request gets.
+const CONSOLE_MAX: u64 = 1 << 20;
+
+/// The tail of what the VM's console printed, as text: `?bytes=N` (default 64 KiB, at most
+/// 1 MiB).
+async fn vm_console(State(api): State<Arc<Api>>, Path(uuid): Path<String>, Query(q): Q) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "VmNotFound")?.to_string();
+    let bytes = match q.get("bytes") {
+        None => 64 << 10,
+        Some(b) => b.parse::<u64>().ok().filter(|n| (1..=CONSOLE_MAX).contains(n)).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BadParameter",
+                format!("bytes={b}: a number of bytes from 1 to {CONSOLE_MAX}"),
+            )
+        })?,
+    };
+    let text = blocking(move || Ok(api.vmadm()?.console_tail(&uuid, bytes)?)).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 async fn create_vm(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
