@@ -1,0 +1,1 @@
+"""A Nova compute driver for one hull node, through the node's API."""

@@ -1,0 +1,465 @@
+"""HullDriver: Nova's compute driver for one hull node.
+
+Every call goes to the node's API (docs/api.md) through nova_hull.client; nothing is run on
+the host. A Nova instance is the hull VM with the same uuid: a zone (brand joyent,
+joyent-minimal or lx) or a KVM/bhyve guest, chosen by the flavor's `hull:brand` extra spec.
+What Nova asks that hull cannot do raises NotImplementedError (docs/openstack.md lists it).
+"""
+
+import base64
+import datetime
+import math
+
+import netaddr
+import os_resource_classes as orc
+from oslo_log import log as logging
+from oslo_serialization import jsonutils
+
+import nova.conf
+from nova import exception
+from nova.compute import power_state
+from nova.objects import fields as obj_fields
+from nova.virt import driver
+from nova.virt import hardware
+
+from nova_hull import client as hull_client
+from nova_hull import conf as hull_conf
+
+LOG = logging.getLogger(__name__)
+CONF = nova.conf.CONF
+hull_conf.register_opts(CONF)
+
+BRANDS = ("joyent", "joyent-minimal", "lx", "kvm", "bhyve")
+HVM = ("kvm", "bhyve")
+
+# hull's VM states (vmadm's) as Nova's power states.
+POWER_STATES = {
+    "running": power_state.RUNNING,
+    "stopping": power_state.RUNNING,
+    "shutting_down": power_state.RUNNING,
+    "stopped": power_state.SHUTDOWN,
+    "down": power_state.SHUTDOWN,
+    "installed": power_state.SHUTDOWN,
+    "failed": power_state.CRASHED,
+}
+
+# What marks a VM as Nova's: internal_metadata, which the tenant cannot read.
+NOVA_NAME = "nova:instance_name"
+
+
+def _field(instance, name, default=None):
+    """An instance's field as the compute manager loaded it; not loaded is `default` (the
+    driver never makes a database round trip of its own)."""
+    return getattr(instance, name) if instance.obj_attr_is_set(name) else default
+
+
+class HullDriver(driver.ComputeDriver):
+    capabilities = dict(
+        driver.ComputeDriver.capabilities,
+        supports_attach_interface=True,
+        # hull's images install from Glance as raw data (zvols for KVM, zone images).
+        supports_image_type_raw=True,
+    )
+
+    def __init__(self, virtapi):
+        super().__init__(virtapi)
+        self._api = hull_client.Client(
+            socket_path=CONF.hull.api_socket,
+            url=CONF.hull.api_url,
+            ca_file=CONF.hull.ca_file,
+            cert_file=CONF.hull.cert_file,
+            key_file=CONF.hull.key_file,
+            timeout=CONF.hull.api_timeout,
+        )
+
+    # -- talking to the node -------------------------------------------------------------
+
+    def _call(self, method, path, body=None, query=None, raw=False):
+        try:
+            return self._api.call(method, path, body, query, raw=raw)
+        except hull_client.Unreachable as e:
+            raise exception.HypervisorUnavailable(host=self._api.where()) from e
+
+    def _change(self, method, path, body=None, query=None):
+        try:
+            return self._api.change(method, path, body, query, timeout=CONF.hull.job_timeout)
+        except hull_client.Unreachable as e:
+            raise exception.HypervisorUnavailable(host=self._api.where()) from e
+
+    def _vm(self, instance):
+        """The instance's VM, or InstanceNotFound."""
+        try:
+            return self._call("GET", "/vms/%s" % instance.uuid)
+        except hull_client.HullError as e:
+            if e.code == "VmNotFound":
+                raise exception.InstanceNotFound(instance_id=instance.uuid) from e
+            raise
+
+    def _nova_vms(self):
+        return [vm for vm in self._call("GET", "/vms") if NOVA_NAME in (vm.get("internal_metadata") or {})]
+
+    def _sysinfo(self):
+        return self._call("GET", "/sysinfo")
+
+    # -- the host --------------------------------------------------------------------------
+
+    def init_host(self, host):
+        """Checks the node answers; Nova does not start on a node it cannot reach."""
+        self._call("GET", "/ping")
+
+    def get_available_nodes(self, refresh=False):
+        return [CONF.host]
+
+    def get_host_uptime(self):
+        """As uptime(1) says it, from the node's boot time."""
+        info = self._sysinfo()
+        boot = int(info.get("Boot Time") or 0)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        up = int(now.timestamp()) - boot if boot else 0
+        days, rest = divmod(max(up, 0), 86400)
+        hours, rest = divmod(rest, 3600)
+        return "%s up %d days, %2d:%02d" % (now.strftime("%H:%M:%S"), days, hours, rest // 60)
+
+    def _usage(self):
+        """(vcpus, memory MiB, disk GiB) the node's VMs are given."""
+        vcpus = mem = disk = 0
+        for vm in self._call("GET", "/vms"):
+            if vm.get("brand") in HVM:
+                vcpus += int(vm.get("vcpus") or 1)
+                mem += int(vm.get("ram") or 0)
+                disk += sum(int(d.get("size") or 0) for d in vm.get("disks") or []) // 1024
+            else:
+                cap = int(vm.get("cpu_cap") or 0)
+                vcpus += max(1, math.ceil(cap / 100)) if cap else 1
+                mem += int(vm.get("max_physical_memory") or 0)
+                disk += int(vm.get("quota") or 0)
+        return vcpus, mem, disk
+
+    def _resources(self):
+        info = self._sysinfo()
+        vcpus_used, mem_used, disk_used = self._usage()
+        return {
+            "vcpus": int(info.get("CPU Total Cores") or 0),
+            "memory_mb": int(info.get("MiB of Memory") or 0),
+            "local_gb": int(float(info.get("Zpool Size in GiB") or 0)),
+            "vcpus_used": vcpus_used,
+            "memory_mb_used": mem_used,
+            "local_gb_used": disk_used,
+            "info": info,
+        }
+
+    def get_available_resource(self, nodename):
+        r = self._resources()
+        info = r["info"]
+        version = str(info.get("Live Image") or "0.0.0").split("-")[0]
+        try:
+            hv_version = sum(int(p) * 1000**i for i, p in enumerate(reversed(version.split(".")[:3])))
+        except ValueError:
+            hv_version = 0
+        return {
+            "vcpus": r["vcpus"],
+            "memory_mb": r["memory_mb"],
+            "local_gb": r["local_gb"],
+            "vcpus_used": r["vcpus_used"],
+            "memory_mb_used": r["memory_mb_used"],
+            "local_gb_used": r["local_gb_used"],
+            "hypervisor_type": "hull",
+            "hypervisor_version": hv_version,
+            "hypervisor_hostname": nodename or CONF.host,
+            "cpu_info": jsonutils.dumps({"arch": obj_fields.Architecture.X86_64, "model": info.get("CPU Type", "")}),
+            "disk_available_least": max(0, r["local_gb"] - r["local_gb_used"]),
+            # Zones are containers (exe); KVM and bhyve guests are HVM.
+            "supported_instances": [
+                (obj_fields.Architecture.X86_64, obj_fields.HVType.LXC, obj_fields.VMMode.EXE),
+                (obj_fields.Architecture.X86_64, obj_fields.HVType.KVM, obj_fields.VMMode.HVM),
+            ],
+            "numa_topology": None,
+            "stats": {"hull_node_uuid": info.get("UUID", "")},
+        }
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        r = self._resources()
+        inventory = provider_tree.data(nodename).inventory
+        ratios = self._get_allocation_ratios(inventory)
+        result = {
+            orc.VCPU: {
+                "total": r["vcpus"],
+                "min_unit": 1,
+                "max_unit": r["vcpus"],
+                "step_size": 1,
+                "allocation_ratio": ratios[orc.VCPU],
+                "reserved": CONF.reserved_host_cpus,
+            },
+            orc.MEMORY_MB: {
+                "total": r["memory_mb"],
+                "min_unit": 1,
+                "max_unit": r["memory_mb"],
+                "step_size": 1,
+                "allocation_ratio": ratios[orc.MEMORY_MB],
+                "reserved": CONF.reserved_host_memory_mb,
+            },
+            orc.DISK_GB: {
+                "total": r["local_gb"],
+                "min_unit": 1,
+                "max_unit": r["local_gb"],
+                "step_size": 1,
+                "allocation_ratio": ratios[orc.DISK_GB],
+                "reserved": self._get_reserved_host_disk_gb_from_config(),
+            },
+        }
+        provider_tree.update_inventory(nodename, {k: v for k, v in result.items() if v["total"] > 0})
+
+    # -- instances -------------------------------------------------------------------------
+
+    def list_instances(self):
+        return [vm["internal_metadata"][NOVA_NAME] for vm in self._nova_vms()]
+
+    def list_instance_uuids(self):
+        return [vm["uuid"] for vm in self._nova_vms()]
+
+    def instance_exists(self, instance):
+        try:
+            self._vm(instance)
+            return True
+        except exception.InstanceNotFound:
+            return False
+
+    def get_info(self, instance, use_cache=True):
+        state = self._vm(instance).get("state", "")
+        return hardware.InstanceInfo(state=POWER_STATES.get(state, power_state.NOSTATE))
+
+    def get_console_output(self, context, instance):
+        self._vm(instance)
+        try:
+            out = self._call("GET", "/vms/%s/console" % instance.uuid, query={"bytes": CONF.hull.console_bytes}, raw=True)
+        except hull_client.HullError as e:
+            if e.code == "VmNotFound":
+                raise exception.InstanceNotFound(instance_id=instance.uuid) from e
+            raise
+        return out.decode("utf-8", "replace")
+
+    # -- spawning --------------------------------------------------------------------------
+
+    @staticmethod
+    def _brand(instance):
+        specs = getattr(instance.flavor, "extra_specs", None) or {}
+        brand = specs.get("hull:brand", CONF.hull.default_brand)
+        if brand not in BRANDS:
+            raise exception.InstanceDeployFailure(
+                reason="flavor %s: hull:brand=%s is not one of %s" % (instance.flavor.name, brand, ", ".join(BRANDS))
+            )
+        return brand
+
+    @staticmethod
+    def _nic_tag(network):
+        names = [network.get_meta("physical_network"), network.get("bridge")]
+        for name in names:
+            if name and name in CONF.hull.nic_tag_mappings:
+                return CONF.hull.nic_tag_mappings[name]
+        return CONF.hull.default_nic_tag
+
+    def _nics(self, network_info):
+        """Nova's VIFs as hull NICs on nic tags: the port's MAC and fixed addresses."""
+        nics, resolvers = [], []
+        for i, vif in enumerate(network_info or []):
+            network = vif["network"]
+            ips, gateways = [], []
+            for subnet in network["subnets"]:
+                prefix = netaddr.IPNetwork(subnet["cidr"]).prefixlen
+                for ip in subnet["ips"]:
+                    ips.append("%s/%d" % (ip["address"], prefix))
+                gw = subnet.get("gateway") or {}
+                if gw.get("address") and subnet["version"] == 4:
+                    gateways.append(gw["address"])
+                resolvers += [d["address"] for d in subnet.get("dns") or [] if d["address"] not in resolvers]
+            nic = {
+                "interface": "net%d" % i,
+                "nic_tag": self._nic_tag(network),
+                "mac": vif["address"],
+                "ips": ips or ["dhcp"],
+                "primary": i == 0,
+            }
+            if gateways:
+                nic["gateways"] = gateways
+            vlan = network.get_meta("vlan")
+            if vlan:
+                nic["vlan_id"] = int(vlan)
+            nics.append(nic)
+        return nics, resolvers
+
+    def _payload(self, instance, image_meta, admin_password, network_info, power_on):
+        brand = self._brand(instance)
+        flavor = instance.flavor
+        nics, resolvers = self._nics(network_info)
+        customer = dict(_field(instance, "metadata") or {})
+        user_data = _field(instance, "user_data")
+        if user_data:
+            try:
+                customer["user-data"] = base64.b64decode(user_data).decode("utf-8")
+            except (ValueError, UnicodeDecodeError) as e:
+                raise exception.InstanceDeployFailure(reason="user_data is not base64 of UTF-8 text: %s" % e) from e
+        key_data = _field(instance, "key_data")
+        if key_data:
+            customer["root_authorized_keys"] = key_data
+        internal = {NOVA_NAME: instance.name}
+        hostname = _field(instance, "hostname")
+        if admin_password:
+            internal["root_pw"] = admin_password
+        payload = {
+            "uuid": instance.uuid,
+            "brand": brand,
+            "alias": hostname or instance.name,
+            "autoboot": bool(power_on),
+            "nics": nics,
+            "customer_metadata": customer,
+            "internal_metadata": internal,
+        }
+        if hostname:
+            payload["hostname"] = hostname
+        if resolvers:
+            payload["resolvers"] = resolvers
+        if brand in HVM:
+            payload.update(
+                ram=flavor.memory_mb,
+                vcpus=flavor.vcpus,
+                disks=[{"image_uuid": image_meta.id, "boot": True}],
+            )
+        else:
+            payload.update(
+                image_uuid=image_meta.id,
+                max_physical_memory=flavor.memory_mb,
+                cpu_cap=flavor.vcpus * 100,
+            )
+            if flavor.root_gb:
+                payload["quota"] = flavor.root_gb
+            if brand == "lx":
+                payload["kernel_version"] = CONF.hull.lx_kernel_version
+        return payload
+
+    def _ensure_image(self, image_id):
+        """The image on the node: installed, or imported from the node's image sources."""
+        try:
+            self._call("GET", "/images/%s" % image_id)
+            return
+        except hull_client.HullError as e:
+            if e.code != "ImageNotFound":
+                raise
+        try:
+            self._change("POST", "/images", {"uuid": image_id}, {"action": "import"})
+        except hull_client.HullError as e:
+            LOG.warning("image %s is not on the node and could not be imported: %s", image_id, e)
+            raise exception.ImageNotFound(image_id=image_id) from e
+
+    def spawn(
+        self,
+        context,
+        instance,
+        image_meta,
+        injected_files,
+        admin_password,
+        allocations,
+        network_info=None,
+        block_device_info=None,
+        power_on=True,
+        accel_info=None,
+    ):
+        if injected_files:
+            LOG.warning("hull does not inject files; use metadata or user_data", instance=instance)
+        payload = self._payload(instance, image_meta, admin_password, network_info, power_on)
+        self._ensure_image(image_meta.id)
+        try:
+            self._change("POST", "/vms", payload)
+        except hull_client.HullError as e:
+            if e.code == "VmExists":
+                raise exception.InstanceExists(name=instance.name) from e
+            if e.code == "ImageNotFound":
+                raise exception.ImageNotFound(image_id=image_meta.id) from e
+            raise exception.InstanceDeployFailure(reason="hull: %s: %s" % (e.code, e.message)) from e
+        LOG.info("spawned as a %s VM on the hull node", payload["brand"], instance=instance)
+
+    def destroy(self, context, instance, network_info, block_device_info=None, destroy_disks=True, destroy_secrets=True):
+        try:
+            self._change("DELETE", "/vms/%s" % instance.uuid)
+        except hull_client.HullError as e:
+            if e.code != "VmNotFound":
+                raise exception.InstanceTerminationFailure(reason="hull: %s: %s" % (e.code, e.message)) from e
+            LOG.info("already gone from the hull node", instance=instance)
+
+    # -- power -----------------------------------------------------------------------------
+
+    def _action(self, instance, action, **query):
+        self._vm(instance)
+        query["action"] = action
+        try:
+            self._change("POST", "/vms/%s" % instance.uuid, query=query)
+        except hull_client.HullError as e:
+            if e.code == "VmNotFound":
+                raise exception.InstanceNotFound(instance_id=instance.uuid) from e
+            if e.code == "WrongState":
+                # Already where Nova wants it (stopped and asked to stop, running and
+                # asked to start): nothing to do, as other drivers answer.
+                LOG.info("%s: %s", action, e.message, instance=instance)
+                return
+            raise exception.InstancePowerOffFailure(reason=e.message) if action == "stop" else exception.NovaException(
+                "hull: %s %s: %s" % (action, e.code, e.message)
+            )
+
+    def reboot(
+        self,
+        context,
+        instance,
+        network_info,
+        reboot_type,
+        block_device_info=None,
+        bad_volumes_callback=None,
+        accel_info=None,
+        share_info=None,
+    ):
+        if self.get_info(instance).state != power_state.RUNNING:
+            self._action(instance, "start")
+        elif reboot_type == "HARD":
+            self._action(instance, "reboot", force="true")
+        else:
+            self._action(instance, "reboot")
+
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        if timeout:
+            self._action(instance, "stop", timeout=int(timeout))
+        else:
+            self._action(instance, "stop", force="true")
+
+    def power_on(self, context, instance, network_info, block_device_info=None, accel_info=None, share_info=None):
+        self._action(instance, "start")
+
+    def resume_state_on_host_boot(self, context, instance, network_info, share_info, block_device_info=None):
+        """hull's own svc.startd boots autoboot VMs with the node; start what is still down."""
+        if self.get_info(instance).state != power_state.RUNNING:
+            self._action(instance, "start")
+
+    # -- interfaces ------------------------------------------------------------------------
+
+    def attach_interface(self, context, instance, image_meta, vif):
+        vm = self._vm(instance)
+        existing = vm.get("nics") or []
+        nics, _ = self._nics([vif])
+        nic = nics[0]
+        nic["interface"] = "net%d" % len(existing)
+        nic["primary"] = not existing
+        try:
+            self._change("POST", "/vms/%s" % instance.uuid, {"add_nics": [nic]}, {"action": "update"})
+        except hull_client.HullError as e:
+            raise exception.InterfaceAttachFailed(instance_uuid=instance.uuid) from e
+
+    def detach_interface(self, context, instance, vif):
+        self._vm(instance)
+        try:
+            self._change("POST", "/vms/%s" % instance.uuid, {"remove_nics": [vif["address"]]}, {"action": "update"})
+        except hull_client.HullError as e:
+            raise exception.InterfaceDetachFailed(instance_uuid=instance.uuid) from e
+
+    # -- what hull does not do (yet) ---------------------------------------------------------
+
+    def snapshot(self, context, instance, image_id, update_task_state):
+        # An image from a VM exists (imgadm create) but the node API has no route yet that
+        # makes one and hands its file to a client to upload to Glance.
+        raise NotImplementedError("hull: snapshot to Glance is not implemented yet")

@@ -1,0 +1,106 @@
+"""hull's own driver tests on a real node (made by run-tests): what an instance's metadata
+becomes inside the zone, power states, console, and Nova's exceptions for hull's refusals.
+"""
+
+import base64
+import os
+import subprocess
+
+from nova import exception
+from nova import objects
+from nova import test
+from nova.compute import power_state
+from nova.tests.unit import utils as test_utils
+from nova.virt import fake
+
+from nova_hull import client as hull_client
+from nova_hull import driver as hull_driver
+
+
+def zlogin(uuid, *cmd):
+    """Runs a command in the zone, through hull's own zlogin on the test's node."""
+    env = dict(os.environ)
+    argv = ["nsenter", "--net=/run/netns/" + os.environ["HULL_NETNS"], os.environ["HULL"], "zlogin", uuid, *cmd]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+class HullSpawnTestCase(test.TestCase):
+    def setUp(self):
+        sock = os.environ.get("HULL_API_SOCKET")
+        if not sock:
+            self.skipTest("HULL_API_SOCKET is not set: run openstack/nova-hull/run-tests")
+        super().setUp()
+        self.flags(api_socket=sock, default_nic_tag="admin", job_timeout=120, group="hull")
+        self.driver = hull_driver.HullDriver(fake.FakeVirtAPI())
+        self.ctxt = test_utils.get_test_admin_context()
+        self.api = hull_client.Client(socket_path=sock)
+        self.addCleanup(self._remove_vms)
+
+    def _remove_vms(self):
+        for vm in self.api.call("GET", "/vms"):
+            try:
+                self.api.change("DELETE", "/vms/%s" % vm["uuid"], timeout=120)
+            except hull_client.HullError:
+                pass
+
+    def _instance(self, extra_specs=None, memory_mb=256):
+        flavor = test_utils.get_test_flavor(self.ctxt, {"flavorid": "hull-%d" % memory_mb, "name": "hull.%d" % memory_mb,
+                                                         "memory_mb": memory_mb, "vcpus": 1, "root_gb": 1})
+        instance = test_utils.get_test_instance(self.ctxt, flavor=flavor, obj=True)
+        instance.flavor = flavor
+        instance.flavor.extra_specs = extra_specs or {}
+        instance.hostname = "nova-zone"
+        return instance
+
+    def _spawn(self, instance, **kw):
+        image_meta = objects.ImageMeta.from_dict({"id": instance.image_ref, "properties": {}})
+        self.driver.spawn(self.ctxt, instance, image_meta, [], None, {}, network_info=kw.get("network_info"))
+
+    def test_user_data_and_metadata_reach_the_zone_s_mdata(self):
+        instance = self._instance()
+        instance.metadata = {"role": "web", "tier": "front"}
+        instance.user_data = base64.b64encode(b"#cloud-config\nhostname: from-nova\n").decode()
+        instance.key_data = "ssh-ed25519 AAAAC3NzaNova test@nova"
+        self._spawn(instance)
+        self.assertEqual(power_state.RUNNING, self.driver.get_info(instance).state)
+        get = lambda key: zlogin(instance.uuid, "/.zonecontrol/bin/mdata-get", key)
+        self.assertEqual("web", get("role").stdout.strip())
+        self.assertEqual("front", get("tier").stdout.strip())
+        self.assertEqual("#cloud-config\nhostname: from-nova\n", get("user-data").stdout)
+        self.assertEqual("ssh-ed25519 AAAAC3NzaNova test@nova", get("root_authorized_keys").stdout.strip())
+        self.assertEqual(instance.uuid, get("sdc:uuid").stdout.strip())
+        # The instance's name is Nova's record, not the tenant's to read.
+        self.assertNotEqual(0, get("nova:instance_name").returncode)
+        self.assertIn(instance.name, self.driver.list_instances())
+        self.assertIn(instance.uuid, self.driver.list_instance_uuids())
+
+    def test_power_states_and_the_console(self):
+        instance = self._instance()
+        self._spawn(instance)
+        zlogin(instance.uuid, "sh", "-c", "echo NOVA-HULL-CONSOLE > /dev/console")
+        self.assertIn("NOVA-HULL-CONSOLE", self.driver.get_console_output(self.ctxt, instance))
+        self.driver.power_off(instance)
+        self.assertEqual(power_state.SHUTDOWN, self.driver.get_info(instance).state)
+        self.driver.power_off(instance)  # again: already off, nothing to do
+        self.driver.power_on(self.ctxt, instance, None)
+        self.assertEqual(power_state.RUNNING, self.driver.get_info(instance).state)
+        self.driver.reboot(self.ctxt, instance, None, "HARD")
+        self.assertEqual(power_state.RUNNING, self.driver.get_info(instance).state)
+        self.driver.destroy(self.ctxt, instance, None)
+        self.assertRaises(exception.InstanceNotFound, self.driver.get_info, instance)
+        self.driver.destroy(self.ctxt, instance, None)  # gone already: fine
+
+    def test_hull_s_refusals_are_nova_s_exceptions(self):
+        bad_brand = self._instance({"hull:brand": "solaris8"})
+        self.assertRaises(exception.InstanceDeployFailure, self._spawn, bad_brand)
+        # A flavor hull refuses for this image: an lx zone from a zone-dataset image.
+        lx = self._instance({"hull:brand": "lx"})
+        e = self.assertRaises(exception.InstanceDeployFailure, self._spawn, lx)
+        self.assertIn("zone-dataset", str(e))
+        missing = self._instance()
+        missing.image_ref = "0b5a6f00-0000-4000-8000-00000000dead"
+        self.assertRaises(exception.ImageNotFound, self._spawn, missing)
+        twice = self._instance()
+        self._spawn(twice)
+        self.assertRaises(exception.InstanceExists, self._spawn, twice)
+        self.assertEqual([twice.uuid], self.driver.list_instance_uuids(), "nothing else was made")
