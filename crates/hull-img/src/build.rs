@@ -351,6 +351,12 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
     emit(probe, &spec.out_dir, spec.compression, |f| write_image_file(&root, f, spec.compression))
 }
 
+/// The name `NAME-VERSION` that an image's files are written under in the output directory:
+/// a name or version may hold '/', which would make it a path, so each becomes '_'.
+pub fn file_base(manifest: &Manifest) -> String {
+    format!("{}-{}", manifest.name, manifest.version).replace('/', "_")
+}
+
 /// Writes an image's file (with `write`) and its manifest into `out_dir` as
 /// `<name>-<version>.json` and `<name>-<version><suffix>`, each appearing whole or not at all.
 pub fn emit(
@@ -360,7 +366,7 @@ pub fn emit(
     write: impl FnOnce(&Path) -> Result<(String, u64)>,
 ) -> Result<Built> {
     std::fs::create_dir_all(out_dir).map_err(|e| ImgError::io("create directory", out_dir, e))?;
-    let base = format!("{}-{}", manifest.name, manifest.version);
+    let base = file_base(&manifest);
     let file_path = out_dir.join(format!("{base}{}", compression.suffix()));
     let manifest_path = out_dir.join(format!("{base}.json"));
     // An image file is for publishing: readable by all, as its manifest is (a temporary
@@ -635,5 +641,30 @@ mod tests {
         assert!(d.check().is_ok());
         d.packages.push("bad;name".into());
         assert!(d.check().expect_err("a bad package name").to_string().contains("invalid package name"));
+    }
+
+    #[test]
+    fn an_image_named_with_slashes_is_written_in_the_output_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let spec = BuildSpec {
+            source: RootSource::Dir(root.clone()),
+            name: "snap of a/b".into(),
+            version: "1.0/2".into(),
+            description: None,
+            image_type: hull_spec::manifest::ImageType::ZoneDataset,
+            os: hull_spec::manifest::Os::Linux,
+            compression: Compression::None,
+            out_dir: out.clone(),
+            uuid: None,
+        };
+        let m = new_manifest(&spec);
+        let built = emit(m, &out, Compression::None, |f| write_image_file(&root, f, Compression::None)).expect("emit");
+        assert_eq!(built.file_path.parent(), Some(out.as_path()), "{}", built.file_path.display());
+        assert_eq!(built.manifest_path, out.join("snap of a_b-1.0_2.json"));
+        assert!(built.file_path.is_file() && built.manifest_path.is_file());
     }
 }

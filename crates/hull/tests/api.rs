@@ -552,3 +552,140 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     assert!(out.status.success(), "schemathesis failed:\n{text}");
     assert!(text.contains("passed") && !text.contains(" failed"), "{text}");
 }
+
+/// A raw upload with curl: (status, body as JSON).
+fn put_file(api: &Server, path: &str, file: &std::path::Path) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "300", "--unix-socket"])
+        .arg(&api.sock)
+        .args(["-X", "PUT", "-H", "content-type: application/octet-stream", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://hull{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn sha1_of(path: &std::path::Path) -> String {
+    let out = Command::new("sha1sum").arg(path).output().expect("sha1sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn an_image_of_a_vm_goes_out_through_the_api_and_comes_back_in_checked() {
+    let n = TestNode::new("1G");
+    let image = n.busybox();
+    let api = Server::start(&n, &[], &[]);
+    let payload =
+        json!({"brand": "joyent-minimal", "image_uuid": image, "alias": "imgsrc", "max_physical_memory": 128});
+    let made = api.change("POST", "/vms", Some(&payload.to_string()));
+    let vm = made.vm_uuid.clone().expect("vm_uuid");
+    n.hull(&["zlogin", &vm, "sh", "-c", "echo made-in-the-zone > /marker"]).ok();
+    let new_image = "0c5e0a5e-1b1b-4c4c-8d8d-0123456789ab";
+    let ask = format!("/vms/{vm}?action=create_image&name=snap&version=2.0&image_uuid={new_image}");
+
+    // A running VM is refused (imgadm create's rule), and nothing is kept.
+    let (code, v) = api.call("POST", &ask, None);
+    assert_eq!(code, 202, "{v}");
+    let job = api.wait(v["job_uuid"].as_str().expect("job"));
+    assert_eq!(job.execution, Execution::Failed, "{job:?}");
+    assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("WrongState"), "{job:?}");
+    let exports = n.root().join("var/hull/api/exports");
+    assert_eq!(std::fs::read_dir(&exports).map(|d| d.count()).unwrap_or(0), 0, "a failed create_image left a file");
+
+    api.change("POST", &format!("/vms/{vm}?action=stop"), None);
+    let job = api.change("POST", &ask, None);
+    let result = job.result.expect("result");
+    let manifest = result["manifest"].clone();
+    assert_eq!((manifest["uuid"].as_str(), manifest["name"].as_str()), (Some(new_image), Some("snap")), "{result}");
+    assert_eq!(manifest["version"], "2.0");
+    assert_eq!(result["file"], format!("/images/{new_image}/file"));
+    // Kept, not installed.
+    let (code, e) = api.call("GET", &format!("/images/{new_image}"), None);
+    assert_eq!((code, e["code"].as_str()), (404, Some("ImageNotFound")), "{e}");
+    // The same uuid twice is refused.
+    let (_, v) = api.call("POST", &ask, None);
+    let again = api.wait(v["job_uuid"].as_str().expect("job"));
+    assert_eq!(again.error.as_ref().map(|e| e.code.as_str()), Some("ImageExists"), "{again:?}");
+
+    // The file, streamed, is the manifest's (size and sha1).
+    let got = n.root().join("downloaded");
+    let st = Command::new("curl")
+        .args(["-sSf", "--unix-socket"])
+        .arg(&api.sock)
+        .arg("-o")
+        .arg(&got)
+        .arg(format!("http://hull/images/{new_image}/file"))
+        .status()
+        .expect("curl");
+    assert!(st.success());
+    let size = std::fs::metadata(&got).expect("downloaded").len();
+    assert_eq!(Some(size), manifest["files"][0]["size"].as_u64(), "{manifest}");
+    assert_eq!(Some(sha1_of(&got).as_str()), manifest["files"][0]["sha1"].as_str());
+    assert_eq!(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc {} | tar t | grep -c marker", got.display()))
+            .output()
+            .map(|o| o.status.success())
+            .ok(),
+        Some(true),
+        "the image holds no /marker"
+    );
+    let (code, _) = api.call("DELETE", &format!("/images/{new_image}/file"), None);
+    assert_eq!(code, 204);
+    let (code, e) = api.call("DELETE", &format!("/images/{new_image}/file"), None);
+    assert_eq!((code, e["code"].as_str()), (404, Some("ImageNotFound")), "{e}");
+
+    // Back in: a file before its manifest is refused.
+    let (code, e) = put_file(&api, &format!("/images/{new_image}/file"), &got);
+    assert_eq!((code, e["code"].as_str()), (404, Some("UploadNotStarted")), "{e}");
+    let (code, e) = api.call("POST", "/images?action=install", Some(r#"{"uuid": "not-a-uuid"}"#));
+    assert_eq!((code, e["code"].as_str()), (400, Some("BadManifest")), "{e}");
+    let (code, v) = api.call("POST", "/images?action=install", Some(&manifest.to_string()));
+    assert_eq!((code, v["upload"].as_str()), (201, Some(format!("/images/{new_image}/file").as_str())), "{v}");
+    // Short, long, then the right size with the wrong bytes: each refused, nothing installed.
+    let short = n.root().join("short");
+    std::fs::write(&short, b"abc").expect("write");
+    let (code, e) = put_file(&api, &format!("/images/{new_image}/file"), &short);
+    assert_eq!((code, e["code"].as_str()), (400, Some("BadBody")), "{e}");
+    let long = n.root().join("long");
+    std::fs::write(&long, vec![0u8; size as usize + 1]).expect("write");
+    let (code, e) = put_file(&api, &format!("/images/{new_image}/file"), &long);
+    assert_eq!((code, e["code"].as_str()), (413, Some("BodyTooLarge")), "{e}");
+    let wrong = n.root().join("wrong");
+    std::fs::write(&wrong, vec![7u8; size as usize]).expect("write");
+    let (code, v) = put_file(&api, &format!("/images/{new_image}/file"), &wrong);
+    assert_eq!(code, 202, "{v}");
+    let bad = api.wait(v["job_uuid"].as_str().expect("job"));
+    assert_eq!(bad.execution, Execution::Failed, "{bad:?}");
+    assert!(bad.error.as_ref().is_some_and(|e| e.message.contains("sha1")), "{bad:?}");
+    assert_eq!(api.call("GET", &format!("/images/{new_image}"), None).0, 404);
+    // The right file installs it, and a VM made from it holds what the zone wrote.
+    let (code, v) = put_file(&api, &format!("/images/{new_image}/file"), &got);
+    assert_eq!(code, 202, "{v}");
+    let ok = api.wait(v["job_uuid"].as_str().expect("job"));
+    assert_eq!(ok.execution, Execution::Succeeded, "{ok:?}");
+    let (code, m) = api.call("GET", &format!("/images/{new_image}"), None);
+    assert_eq!((code, m["name"].as_str()), (200, Some("snap")), "{m}");
+    let (code, e) = api.call("GET", &format!("/images/{new_image}/file"), None);
+    assert_eq!((code, e["code"].as_str()), (404, Some("ImageFileNotKept")), "{e}");
+    let (code, e) = api.call("POST", "/images?action=install", Some(&manifest.to_string()));
+    assert_eq!((code, e["code"].as_str()), (409, Some("ImageExists")), "{e}");
+    let child =
+        json!({"brand": "joyent-minimal", "image_uuid": new_image, "alias": "imgdst", "max_physical_memory": 128});
+    let made = api.change("POST", "/vms", Some(&child.to_string()));
+    let child = made.vm_uuid.expect("vm_uuid");
+    assert_eq!(n.hull(&["zlogin", &child, "cat", "/marker"]).ok().trim(), "made-in-the-zone");
+    // Nothing of the uploads is left.
+    let left: Vec<_> = std::fs::read_dir(n.root().join("var/hull/api/uploads"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in uploads: {left:?}");
+    for v in [&vm, &child] {
+        api.change("DELETE", &format!("/vms/{v}"), None);
+    }
+}

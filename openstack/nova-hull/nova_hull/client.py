@@ -26,6 +26,15 @@ class Unreachable(Exception):
     """The node's API could not be reached at all."""
 
 
+def _raise(status, payload):
+    try:
+        a = json.loads(payload)
+    except ValueError:
+        a = None
+    a = a if isinstance(a, dict) else {}
+    raise HullError(status, a.get("code", "HTTP%d" % status), a.get("message", payload[:200]), a)
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__("hull", timeout=timeout)
@@ -92,6 +101,45 @@ class Client:
         except ValueError:
             answer = payload.decode("utf-8", "replace")
         return resp.status, answer
+
+    def download(self, path, out, timeout=None):
+        """Streams a GET's body into the file object `out`; its byte count. HullError when
+        the node refuses."""
+        conn = self._connection(timeout or self.timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                payload = resp.read()
+            else:
+                n = 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        return n
+                    out.write(chunk)
+                    n += len(chunk)
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable("hull node API at %s: %s" % (self.where(), e)) from e
+        finally:
+            conn.close()
+        _raise(resp.status, payload)
+
+    def upload(self, path, f, size, timeout=None):
+        """PUTs `size` bytes of the file object `f`; the answer, as call()'s."""
+        conn = self._connection(timeout or self.timeout)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        try:
+            conn.request("PUT", path, body=f, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable("hull node API at %s: %s" % (self.where(), e)) from e
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            _raise(resp.status, payload)
+        return json.loads(payload) if payload else None
 
     def call(self, method, path, body=None, query=None, raw=False, timeout=None):
         """The answer of a request that must succeed; HullError otherwise."""

@@ -8,7 +8,11 @@ What Nova asks that hull cannot do raises NotImplementedError (docs/openstack.md
 
 import base64
 import datetime
+import hashlib
 import math
+import os
+import re
+import tempfile
 
 import netaddr
 import os_resource_classes as orc
@@ -18,6 +22,8 @@ from oslo_serialization import jsonutils
 import nova.conf
 from nova import exception
 from nova.compute import power_state
+from nova.compute import task_states
+from nova.image import glance
 from nova.objects import fields as obj_fields
 from nova.virt import driver
 from nova.virt import hardware
@@ -71,6 +77,7 @@ class HullDriver(driver.ComputeDriver):
             key_file=CONF.hull.key_file,
             timeout=CONF.hull.api_timeout,
         )
+        self._image_api = glance.API()
 
     # -- talking to the node -------------------------------------------------------------
 
@@ -336,8 +343,9 @@ class HullDriver(driver.ComputeDriver):
                 payload["kernel_version"] = CONF.hull.lx_kernel_version
         return payload
 
-    def _ensure_image(self, image_id):
-        """The image on the node: installed, or imported from the node's image sources."""
+    def _ensure_image(self, context, image_id):
+        """The image on the node: installed already, installed from Glance's data, or (an
+        image Glance does not have) imported from the node's own image sources."""
         try:
             self._call("GET", "/images/%s" % image_id)
             return
@@ -345,10 +353,86 @@ class HullDriver(driver.ComputeDriver):
             if e.code != "ImageNotFound":
                 raise
         try:
+            meta = self._image_api.get(context, image_id)
+        except exception.ImageNotFound:
+            meta = None
+        if meta is not None:
+            self._install_from_glance(context, image_id, meta)
+            return
+        try:
             self._change("POST", "/images", {"uuid": image_id}, {"action": "import"})
         except hull_client.HullError as e:
-            LOG.warning("image %s is not on the node and could not be imported: %s", image_id, e)
+            LOG.warning("image %s is in neither Glance nor the node's sources: %s", image_id, e)
             raise exception.ImageNotFound(image_id=image_id) from e
+
+    @staticmethod
+    def _manifest(image_id, meta, size, sha1):
+        """A hull image manifest for a Glance image: the one a hull snapshot stored in its
+        properties, or, for a raw disk from anywhere, a zvol image of it."""
+        props = meta.get("properties") or {}
+        image_type = props.get("hull_image_type")
+        if not image_type:
+            if meta.get("disk_format") != "raw":
+                raise exception.ImageUnacceptable(
+                    image_id=image_id,
+                    reason="hull installs raw disks and hull images, not disk_format %s "
+                    "(qemu-img convert -O raw, then upload that)" % meta.get("disk_format"),
+                )
+            image_type = "zvol"
+        compression = props.get("hull_compression", "none")
+        manifest = {
+            "v": 2,
+            "uuid": image_id,
+            "name": _image_name(meta.get("name")),
+            "version": props.get("hull_version") or "1.0.0",
+            "type": image_type,
+            "os": props.get("hull_os") or props.get("os_type") or "other",
+            "files": [{"sha1": sha1, "size": size, "compression": compression}],
+            "description": "from Glance image %s" % image_id,
+        }
+        if manifest["os"] not in ("smartos", "linux", "windows", "bsd", "illumos", "other"):
+            manifest["os"] = "other"
+        if props.get("hull_brand"):
+            manifest["requirements"] = {"brand": props["hull_brand"]}
+        if image_type == "zvol":
+            manifest["image_size"] = int(props.get("hull_image_size") or math.ceil(size / (1 << 20)))
+        return manifest
+
+    def _install_from_glance(self, context, image_id, meta):
+        """Glance's data for the image, through a temporary file (the node checks size and
+        sha1, which it needs before the file), into the node's install."""
+        tmpdir = CONF.instances_path if os.path.isdir(CONF.instances_path or "") else None
+        fd, path = tempfile.mkstemp(prefix="hull-image-", dir=tmpdir)
+        os.close(fd)
+        try:
+            self._image_api.download(context, image_id, dest_path=path)
+            sha1, size = hashlib.sha1(), 0
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    sha1.update(chunk)
+                    size += len(chunk)
+            if size == 0:
+                raise exception.ImageUnacceptable(image_id=image_id, reason="Glance holds no data for it")
+            manifest = self._manifest(image_id, meta, size, sha1.hexdigest())
+            try:
+                self._call("POST", "/images", manifest, {"action": "install"})
+                with open(path, "rb") as f:
+                    job = self._api.upload("/images/%s/file" % image_id, f, size, timeout=CONF.hull.job_timeout)
+                done = self._api.wait(job["job_uuid"], CONF.hull.job_timeout)
+            except hull_client.Unreachable as e:
+                raise exception.HypervisorUnavailable(host=self._api.where()) from e
+            except hull_client.HullError as e:
+                if e.code == "ImageExists":
+                    return  # another spawn installed it meanwhile
+                raise exception.ImageUnacceptable(image_id=image_id, reason="hull: %s: %s" % (e.code, e.message)) from e
+            err = done.get("error") or {}
+            if done.get("execution") != "succeeded" and err.get("code") != "ImageExists":
+                raise exception.ImageUnacceptable(
+                    image_id=image_id, reason="hull: %s: %s" % (err.get("code"), err.get("message"))
+                )
+            LOG.info("image %s installed on the node from Glance (%d bytes)", image_id, size)
+        finally:
+            os.unlink(path)
 
     def spawn(
         self,
@@ -366,7 +450,7 @@ class HullDriver(driver.ComputeDriver):
         if injected_files:
             LOG.warning("hull does not inject files; use metadata or user_data", instance=instance)
         payload = self._payload(instance, image_meta, admin_password, network_info, power_on)
-        self._ensure_image(image_meta.id)
+        self._ensure_image(context, image_meta.id)
         try:
             self._change("POST", "/vms", payload)
         except hull_client.HullError as e:
@@ -457,9 +541,75 @@ class HullDriver(driver.ComputeDriver):
         except hull_client.HullError as e:
             raise exception.InterfaceDetachFailed(instance_uuid=instance.uuid) from e
 
-    # -- what hull does not do (yet) ---------------------------------------------------------
+    # -- images ----------------------------------------------------------------------------
 
     def snapshot(self, context, instance, image_id, update_task_state):
-        # An image from a VM exists (imgadm create) but the node API has no route yet that
-        # makes one and hands its file to a client to upload to Glance.
-        raise NotImplementedError("hull: snapshot to Glance is not implemented yet")
+        """An image of the instance (as `imgadm create` makes it), uploaded to the Glance
+        image Nova made for it. A running instance is stopped for the image and started
+        again before the upload."""
+        try:
+            vm = self._vm(instance)
+        except exception.InstanceNotFound as e:
+            raise exception.InstanceNotRunning(instance_id=instance.uuid) from e
+        meta = self._image_api.get(context, image_id)
+        update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
+        running = vm.get("state") == "running"
+        brand = vm.get("brand")
+        query = {
+            "action": "create_image",
+            "name": _image_name(meta.get("name")),
+            "version": "1.0.0",
+            "image_uuid": image_id,
+            # A KVM disk goes to Glance as a plain raw disk, usable anywhere.
+            "compression": "none" if brand in HVM else "gzip",
+        }
+        if running:
+            self._action(instance, "stop", timeout=CONF.shutdown_timeout or 60)
+        try:
+            made = self._change("POST", "/vms/%s" % instance.uuid, query=query)
+        except hull_client.HullError as e:
+            raise exception.NovaException("hull: create_image %s: %s" % (e.code, e.message)) from e
+        finally:
+            if running:
+                self._action(instance, "start")
+        manifest = made["manifest"]
+        update_task_state(task_state=task_states.IMAGE_UPLOADING, expected_state=task_states.IMAGE_PENDING_UPLOAD)
+        tmpdir = CONF.instances_path if os.path.isdir(CONF.instances_path or "") else None
+        try:
+            with tempfile.TemporaryFile(prefix="hull-snapshot-", dir=tmpdir) as f:
+                try:
+                    self._api.download("/images/%s/file" % image_id, f, timeout=CONF.hull.job_timeout)
+                except hull_client.Unreachable as e:
+                    raise exception.HypervisorUnavailable(host=self._api.where()) from e
+                f.seek(0)
+                props = {
+                    "hull_image_type": manifest["type"],
+                    "hull_os": manifest.get("os", "other"),
+                    "hull_compression": manifest["files"][0]["compression"],
+                    "hull_version": manifest["version"],
+                    "hypervisor_type": "kvm" if brand in HVM else "lxc",
+                }
+                if brand:
+                    props["hull_brand"] = brand
+                if manifest.get("image_size"):
+                    props["hull_image_size"] = str(manifest["image_size"])
+                metadata = {
+                    "status": "active",
+                    "disk_format": "raw",
+                    # A zone's image is a compressed archive of its root; a KVM one a disk.
+                    "container_format": "bare" if brand in HVM else "compressed",
+                    "properties": props,
+                }
+                self._image_api.update(context, image_id, metadata, f)
+        finally:
+            try:
+                self._call("DELETE", "/images/%s/file" % image_id)
+            except hull_client.HullError as e:
+                LOG.warning("the node kept image %s's file: %s", image_id, e, instance=instance)
+        LOG.info("snapshot %s uploaded to Glance", image_id, instance=instance)
+
+
+def _image_name(name):
+    """A Glance image's name as a hull image name (letters, digits, ' ._/-'; 1 to 512)."""
+    cleaned = re.sub(r"[^A-Za-z0-9 ._/-]", "-", name or "")[:512].strip()
+    return cleaned or "nova-image"

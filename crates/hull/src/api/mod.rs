@@ -11,6 +11,7 @@
 
 pub mod error;
 mod events;
+mod images;
 pub mod jobs;
 mod openapi;
 mod routes;

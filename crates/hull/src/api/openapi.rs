@@ -19,17 +19,37 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
     ),
     ("post", "/vms", "CreateVm", "Create a VM from a vmadm payload (a job)", 202),
     ("get", "/vms/{uuid}", "GetVm", "A VM as `vmadm get` prints it", 200),
-    ("post", "/vms/{uuid}", "VmAction", "start, stop, reboot, kill, update or a snapshot action (a job)", 202),
+    (
+        "post",
+        "/vms/{uuid}",
+        "VmAction",
+        "start, stop, reboot, kill, update, a snapshot action or create_image (a job)",
+        202,
+    ),
     ("delete", "/vms/{uuid}", "DeleteVm", "Delete a VM (a job)", 202),
     ("get", "/vms/{uuid}/console", "GetVmConsole", "The tail of what the VM's console printed", 200),
     ("get", "/jobs", "ListJobs", "Jobs, oldest first", 200),
     ("get", "/jobs/{uuid}", "GetJob", "One job", 200),
     ("get", "/jobs/{uuid}/wait", "WaitJob", "The job once done, or as it is at the timeout", 200),
     ("get", "/images", "ListImages", "Installed images' manifests (IMGAPI's ListImages)", 200),
-    ("post", "/images", "ImageAction", "action=import: import an image from the node's sources (a job)", 202),
+    (
+        "post",
+        "/images",
+        "ImageAction",
+        "action=import: import an image from the node's sources (a job); action=install: start an upload (201)",
+        202,
+    ),
     ("get", "/images/{uuid}", "GetImage", "An installed image's manifest", 200),
     ("delete", "/images/{uuid}", "DeleteImage", "Delete an installed image (a job)", 202),
-    ("get", "/images/{uuid}/file", "GetImageFile", "An image's file (not kept yet: 404 ImageFileNotKept)", 200),
+    (
+        "get",
+        "/images/{uuid}/file",
+        "GetImageFile",
+        "The file of an image made by create_image (an installed image's is not kept: 404 ImageFileNotKept)",
+        200,
+    ),
+    ("put", "/images/{uuid}/file", "PutImageFile", "The file of an install started by action=install (a job)", 202),
+    ("delete", "/images/{uuid}/file", "DeleteImageFile", "Drop the file kept by create_image", 204),
     ("get", "/events", "Events", "Newline-delimited JSON events with generations; since=GEN replays", 200),
 ];
 
@@ -69,11 +89,13 @@ fn success(id: &str) -> Value {
 fn parameters(id: &str) -> Vec<Value> {
     let secs = |max: u64| json!({"type": "integer", "minimum": 0, "maximum": max});
     match id {
-        "GetVm" | "DeleteVm" | "GetJob" | "GetImage" | "DeleteImage" | "GetImageFile" => vec![uuid_param()],
+        "GetVm" | "DeleteVm" | "GetJob" | "GetImage" | "DeleteImage" | "GetImageFile" | "PutImageFile"
+        | "DeleteImageFile" => vec![uuid_param()],
         "VmAction" => vec![
             uuid_param(),
             json!({"name": "action", "in": "query", "required": true, "schema": {"type": "string",
-                   "enum": ["start", "stop", "reboot", "kill", "update", "create_snapshot", "rollback_snapshot", "delete_snapshot"]}}),
+                   "enum": ["start", "stop", "reboot", "kill", "update", "create_snapshot", "rollback_snapshot",
+                            "delete_snapshot", "create_image"]}}),
             query(
                 "force",
                 json!({"type": "string", "enum": ["true", "false"]}),
@@ -82,6 +104,14 @@ fn parameters(id: &str) -> Vec<Value> {
             query("timeout", secs(86_400), "stop, reboot: seconds to wait before killing"),
             query("signal", json!({"type": "string"}), "kill: the signal (SIGKILL by default)"),
             query("snapshot_name", json!({"type": "string"}), "the snapshot actions: which snapshot"),
+            query("name", json!({"type": "string"}), "create_image: the image's name"),
+            query("version", json!({"type": "string"}), "create_image: its version (1.0.0)"),
+            query("image_uuid", json!({"type": "string", "format": "uuid"}), "create_image: its uuid (a new one)"),
+            query(
+                "compression",
+                json!({"type": "string", "enum": ["gzip", "zstd", "none"]}),
+                "create_image: the file's compression (gzip)",
+            ),
         ],
         "WaitJob" => vec![uuid_param(), query("timeout", secs(86_400), "seconds to wait (at most 600 are waited)")],
         "GetVmConsole" => vec![
@@ -94,8 +124,8 @@ fn parameters(id: &str) -> Vec<Value> {
         ],
         "ListJobs" => vec![query("vm_uuid", json!({"type": "string", "format": "uuid"}), "only this VM's jobs")],
         "ImageAction" => vec![
-            json!({"name": "action", "in": "query", "required": true, "schema": {"type": "string", "enum": ["import"]}}),
-            query("uuid", json!({"type": "string", "format": "uuid"}), "the image to import"),
+            json!({"name": "action", "in": "query", "required": true, "schema": {"type": "string", "enum": ["import", "install"]}}),
+            query("uuid", json!({"type": "string", "format": "uuid"}), "import: the image to import"),
         ],
         "Events" => vec![query("since", json!({"type": "integer", "minimum": 0}), "the last generation seen")],
         "ListVms" => vec![
@@ -113,7 +143,10 @@ fn request_body(id: &str) -> Option<Value> {
         "CreateVm" => Some(body("CreatePayload", true)),
         "VmAction" => Some(body("UpdatePayload", false)),
         "ImageAction" => Some(json!({"required": false, "content": {"application/json": {"schema": {
+            "description": "import: {uuid}; install: the image's manifest",
             "type": "object", "properties": {"uuid": {"type": "string", "format": "uuid"}}}}}})),
+        "PutImageFile" => Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {
+            "type": "string", "format": "binary"}}}})),
         _ => None,
     }
 }
@@ -140,9 +173,17 @@ fn errors(id: &str) -> &'static [(u16, &'static str)] {
         "GetJob" => &[(404, "no such job")],
         "WaitJob" => &[(400, "a bad timeout"), (404, "no such job")],
         "ListImages" => &[],
-        "ImageAction" => {
-            &[(400, "a bad action or uuid"), (409, "the node has no image sources"), (413, "body too large")]
-        }
+        "ImageAction" => &[
+            (400, "a bad action, uuid or manifest"),
+            (409, "the node has no image sources, or has the image"),
+            (413, "body too large"),
+        ],
+        "PutImageFile" => &[
+            (400, "not the manifest's size"),
+            (404, "no install started for the image"),
+            (413, "more than the manifest's size"),
+        ],
+        "DeleteImageFile" => &[(404, "no kept file of the image")],
         "GetImage" | "DeleteImage" | "GetImageFile" => &[(404, "no such image, or its file is not kept")],
         "Events" => &[(400, "since is not a generation of this node"), (410, "the log no longer reaches since")],
         _ => &[],
@@ -193,7 +234,18 @@ pub fn document() -> Value {
             }
             ok_response["links"] = links;
         }
+        if *ok == 204 {
+            ok_response = json!({"description": "Done"});
+        }
         responses.insert(ok.to_string(), ok_response);
+        if *id == "ImageAction" {
+            responses.insert(
+                "201".into(),
+                json!({"description": "install: the upload is expected at `upload`", "content": {"application/json": {"schema":
+                    {"type": "object", "required": ["uuid", "upload"],
+                     "properties": {"uuid": {"type": "string", "format": "uuid"}, "upload": {"type": "string"}}}}}}),
+            );
+        }
         for (status, why) in errors(id) {
             responses.insert(status.to_string(), error_response(why));
         }

@@ -36,7 +36,7 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/jobs/{uuid}/wait", get(wait_job))
         .route("/images", get(list_images).post(image_action))
         .route("/images/{uuid}", get(get_image).delete(delete_image))
-        .route("/images/{uuid}/file", get(image_file))
+        .route("/images/{uuid}/file", get(image_file).put(upload_image_file).delete(drop_image_file))
         .route("/events", get(events))
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such resource") })
         .method_not_allowed_fallback(|| async {
@@ -58,7 +58,7 @@ async fn authorise(req: Request, next: Next) -> Response {
 }
 
 /// Runs blocking work (vmadm, imgadm) off the server's threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(ApiError::internal(format!("worker: {e}"))))
 }
 
@@ -91,7 +91,7 @@ fn path_uuid(s: &str, code: &str) -> ApiResult<uuid::Uuid> {
         .map_err(|_| ApiError::not_found(code, format!("{s:?} is not a uuid, so names nothing here")))
 }
 
-fn accepted(job: &Job) -> Response {
+pub(super) fn accepted(job: &Job) -> Response {
     let mut body = json!({"job_uuid": job.uuid, "job": job});
     if let Some(vm) = &job.vm_uuid {
         body["vm_uuid"] = json!(vm);
@@ -290,13 +290,31 @@ async fn vm_action(
                 Ok(json!({"snapshot_name": name}))
             })
         }
+        "create_image" => {
+            let name = param(&q, &body, "name")
+                .ok_or_else(|| ApiError::bad_request("MissingParameter", "create_image needs name"))?;
+            let version = param(&q, &body, "version").unwrap_or_else(|| "1.0.0".into());
+            let image = match param(&q, &body, "image_uuid") {
+                Some(raw) => raw
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("BadParameter", format!("image_uuid: {raw:?} is not a uuid")))?,
+                None => uuid::Uuid::new_v4(),
+            };
+            let compression = match param(&q, &body, "compression") {
+                Some(c) => c.parse().map_err(|_| {
+                    ApiError::bad_request("BadParameter", format!("compression: {c:?} (gzip, zstd or none)"))
+                })?,
+                None => hull_spec::Compression::Gzip,
+            };
+            super::images::create_image_work(Arc::clone(&w), u, image, name, version, compression)
+        }
         "" => return Err(ApiError::bad_request("MissingParameter", "POST /vms/UUID needs ?action=")),
         other => {
             return Err(ApiError::bad_request(
                 "UnknownAction",
                 format!(
                     "{other:?} is not an action (start, stop, reboot, kill, update, create_snapshot, \
-                     rollback_snapshot, delete_snapshot)"
+                     rollback_snapshot, delete_snapshot, create_image)"
                 ),
             ));
         }
@@ -358,14 +376,17 @@ async fn get_image(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> Api
 
 async fn image_file(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
     let uuid = path_uuid(&uuid, "ImageNotFound")?;
-    blocking(move || {
-        hull_img::Imgadm::new(&api.node).get(&uuid)?;
-        Err(ApiError::not_found(
-            "ImageFileNotKept",
-            format!("image {uuid} is installed, but this node keeps no copy of its file to serve"),
-        ))
-    })
-    .await
+    super::images::file(api, uuid).await
+}
+
+async fn drop_image_file(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "ImageNotFound")?;
+    super::images::drop_file(api, uuid).await
+}
+
+async fn upload_image_file(State(api): State<Arc<Api>>, Path(uuid): Path<String>, body: Body) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "ImageNotFound")?;
+    super::images::upload(api, uuid, body).await
 }
 
 async fn image_action(
@@ -373,13 +394,18 @@ async fn image_action(
     Query(q): Q,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let body = body_object(body, false)?;
-    match q.get("action").map(String::as_str) {
+    let action = q.get("action").map(String::as_str);
+    let body = body_object(body, action == Some("install"))?;
+    match action {
         Some("import") => {}
+        Some("install") => return super::images::start_install(api, body).await,
         Some(other) => {
-            return Err(ApiError::bad_request("UnknownAction", format!("{other:?} is not an action (import)")));
+            return Err(ApiError::bad_request(
+                "UnknownAction",
+                format!("{other:?} is not an action (import, install)"),
+            ));
         }
-        None => return Err(ApiError::bad_request("MissingParameter", "POST /images needs ?action=import")),
+        None => return Err(ApiError::bad_request("MissingParameter", "POST /images needs ?action=import or install")),
     }
     let raw = param(&q, &body, "uuid")
         .ok_or_else(|| ApiError::bad_request("MissingParameter", "import needs the image's uuid"))?;

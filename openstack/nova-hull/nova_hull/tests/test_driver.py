@@ -15,7 +15,6 @@ from nova_hull import client as hull_client
 # Skipped tests, and why.
 SKIPS = {
     "test_live_migration": "hull has no live migration of a running VM (issue 17 moves stopped VMs)",
-    "test_snapshot_running": "snapshot to Glance is not implemented yet",
     "test_live_migration_force_complete": "it fills the fake driver's own active_migrations table; hull has no live migration",
 }
 

@@ -3,6 +3,7 @@ becomes inside the zone, power states, console, and Nova's exceptions for hull's
 """
 
 import base64
+import io
 import os
 import subprocess
 
@@ -10,6 +11,8 @@ from nova import exception
 from nova import objects
 from nova import test
 from nova.compute import power_state
+from nova.compute import task_states
+from nova.tests import fixtures as nova_fixtures
 from nova.tests.unit import utils as test_utils
 from nova.virt import fake
 
@@ -34,6 +37,8 @@ class HullSpawnTestCase(test.TestCase):
         self.driver = hull_driver.HullDriver(fake.FakeVirtAPI())
         self.ctxt = test_utils.get_test_admin_context()
         self.api = hull_client.Client(socket_path=sock)
+        # Glance, as a compute service has it (Nova's fixture).
+        self.glance = self._glance()
         self.addCleanup(self._remove_vms)
 
     def _remove_vms(self):
@@ -104,3 +109,68 @@ class HullSpawnTestCase(test.TestCase):
         self._spawn(twice)
         self.assertRaises(exception.InstanceExists, self._spawn, twice)
         self.assertEqual([twice.uuid], self.driver.list_instance_uuids(), "nothing else was made")
+
+    def _glance(self):
+        """Nova's Glance fixture, keeping what an update uploads (the fixture drops it)."""
+        fx = self.useFixture(nova_fixtures.GlanceFixture(self))
+        update = fx.update
+
+        def keep(context, image_id, metadata, data=None, purge_props=False):
+            if data is not None:
+                fx._imagedata[image_id] = data.read()
+            return update(context, image_id, metadata, purge_props=purge_props)
+
+        fx.update = keep
+        return fx
+
+    def test_a_snapshot_goes_to_glance_and_an_instance_boots_from_it_on_a_node_without_it(self):
+        glance = self.glance
+        source = self._instance()
+        self._spawn(source)
+        self.assertEqual(0, zlogin(source.uuid, "sh", "-c", "echo written-before-the-snapshot > /marker").returncode)
+        image = glance.create(self.ctxt, {"name": "snap of nova/zone #1"})
+        states = []
+        self.driver.snapshot(self.ctxt, source, image["id"], lambda **kw: states.append(kw["task_state"]))
+        self.assertEqual([task_states.IMAGE_PENDING_UPLOAD, task_states.IMAGE_UPLOADING], states)
+        # Stopped for the image, running again after.
+        self.assertEqual(power_state.RUNNING, self.driver.get_info(source).state)
+        meta = glance.show(self.ctxt, image["id"])
+        self.assertEqual(("raw", "compressed"), (meta["disk_format"], meta["container_format"]))
+        self.assertEqual("zone-dataset", meta["properties"]["hull_image_type"])
+        self.assertEqual("joyent", meta["properties"]["hull_brand"])
+        data = glance._imagedata[image["id"]]
+        self.assertEqual(b"\x1f\x8b", data[:2], "a gzip archive")
+        # The node kept no copy and installed nothing.
+        e = self.assertRaises(hull_client.HullError, self.api.call, "GET", "/images/%s/file" % image["id"])
+        self.assertEqual("ImageNotFound", e.code)
+        # A new instance of it: installed from Glance's data, holding what the zone wrote.
+        child = self._instance()
+        child.image_ref = image["id"]
+        self._spawn(child)
+        self.assertEqual("written-before-the-snapshot", zlogin(child.uuid, "cat", "/marker").stdout.strip())
+        installed = self.api.call("GET", "/images/%s" % image["id"])
+        self.assertEqual("snap of nova/zone -1", installed["name"])
+
+    def test_glance_images_hull_cannot_use_are_refused_and_leave_nothing(self):
+        glance = self.glance
+
+        before = self.api.call("GET", "/images")
+        qcow = glance.create(self.ctxt, {"name": "q", "disk_format": "qcow2", "container_format": "bare"},
+                             data=io.BytesIO(b"QFI\xfb" + b"\0" * 1020))
+        e = self.assertRaises(exception.ImageUnacceptable, self.driver._ensure_image, self.ctxt, qcow["id"])
+        self.assertIn("qcow2", str(e))
+        empty = glance.create(self.ctxt, {"name": "e", "disk_format": "raw", "container_format": "bare"})
+        self.assertRaises(exception.ImageUnacceptable, self.driver._ensure_image, self.ctxt, empty["id"])
+        # A zone image whose bytes are not what its properties say: the node refuses it.
+        lie = glance.create(self.ctxt, {"name": "lie", "disk_format": "raw", "container_format": "compressed",
+                                        "properties": {"hull_image_type": "zone-dataset", "hull_compression": "gzip"}},
+                            data=io.BytesIO(b"not gzip at all" * 100))
+        self.assertRaises(exception.ImageUnacceptable, self.driver._ensure_image, self.ctxt, lie["id"])
+        self.assertEqual(before, self.api.call("GET", "/images"))
+        # A plain raw disk from elsewhere becomes a zvol image (for KVM flavors).
+        disk = glance.create(self.ctxt, {"name": "disk", "disk_format": "raw", "container_format": "bare"},
+                             data=io.BytesIO(b"\x55" * (3 << 20)))
+        self.driver._ensure_image(self.ctxt, disk["id"])
+        got = self.api.call("GET", "/images/%s" % disk["id"])
+        self.assertEqual(("zvol", 3), (got["type"], got["image_size"]))
+        self.api.change("DELETE", "/images/%s" % disk["id"])

@@ -1,0 +1,234 @@
+//! Image files through the API, both ways, for an orchestrator that keeps images itself
+//! (Nova's Glance):
+//!
+//! - **out**: `POST /vms/UUID?action=create_image` makes an image of a stopped VM (as
+//!   `imgadm create`) and keeps it as an export, `var/hull/api/exports/IMAGE/{manifest.json,
+//!   file}`; `GET /images/IMAGE/file` streams the file, `DELETE /images/IMAGE/file` drops it.
+//!   Nothing is installed.
+//! - **in**: `POST /images?action=install` with a manifest starts an upload
+//!   (`var/hull/api/uploads/IMAGE.json`); `PUT /images/IMAGE/file` streams the file (never
+//!   more than the manifest's size) and installs it as `imgadm install` does (size and sha1
+//!   checked), as a job.
+//!
+//! Both directories are the API's own, under the node's `var/hull`, root's only.
+
+use super::Api;
+use super::error::{ApiError, ApiResult};
+use super::jobs::{Ask, Work};
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use hull_spec::manifest::Manifest;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+fn exports(api: &Api) -> PathBuf {
+    api.node.var_dir().join("api/exports")
+}
+
+fn uploads(api: &Api) -> PathBuf {
+    api.node.var_dir().join("api/uploads")
+}
+
+fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("{what} {}: {e}", path.display()))
+}
+
+/// The work of `create_image`: the image into a staging directory, its manifest given the
+/// asked uuid, then the directory renamed into place (an export appears whole or not at all).
+pub fn create_image_work(
+    api: Arc<Api>,
+    vm: String,
+    image: uuid::Uuid,
+    name: String,
+    version: String,
+    compression: hull_spec::Compression,
+) -> Work {
+    Box::new(move || {
+        let dir = exports(&api);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        let target = dir.join(image.to_string());
+        if target.exists() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ImageExists",
+                format!("an export of image {image} is already on this node (DELETE /images/{image}/file)"),
+            ));
+        }
+        let stage = tempfile::Builder::new()
+            .prefix(".stage-")
+            .tempdir_in(&dir)
+            .map_err(|e| io_error("create a staging directory in", &dir, e))?;
+        let built = api.vmadm()?.image_create(&vm, &name, &version, false, compression, stage.path())?;
+        let mut manifest = built.manifest;
+        manifest.uuid = image;
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| ApiError::internal(format!("image {image}'s manifest: {e}")))?;
+        let m = stage.path().join("manifest.json");
+        hull_exec::write_atomic(&m, &text).map_err(|e| io_error("write", &m, e))?;
+        let f = stage.path().join("file");
+        std::fs::rename(&built.file_path, &f).map_err(|e| io_error("move", &built.file_path, e))?;
+        let _ = std::fs::remove_file(&built.manifest_path);
+        let stage = stage.keep();
+        std::fs::rename(&stage, &target).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&stage);
+            io_error("move", &target, e)
+        })?;
+        Ok(json!({"manifest": manifest, "file": format!("/images/{image}/file")}))
+    })
+}
+
+/// `GET /images/UUID/file`: an export's file, streamed; an installed image's is not kept.
+pub async fn file(api: Arc<Api>, uuid: uuid::Uuid) -> ApiResult<Response> {
+    let path = exports(&api).join(uuid.to_string()).join("file");
+    match tokio::fs::File::open(&path).await {
+        Ok(f) => {
+            let len = f.metadata().await.map_err(|e| io_error("inspect", &path, e))?.len();
+            let stream = futures_util::stream::unfold(f, |mut f| async move {
+                let mut buf = vec![0u8; 256 << 10];
+                match tokio::io::AsyncReadExt::read(&mut f, &mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), f))
+                    }
+                    Err(e) => Some((Err(e), f)),
+                }
+            });
+            Ok((
+                [
+                    (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (axum::http::header::CONTENT_LENGTH, len.to_string()),
+                ],
+                Body::from_stream(stream),
+            )
+                .into_response())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let api2 = Arc::clone(&api);
+            super::routes::blocking(move || Ok(hull_img::Imgadm::new(&api2.node).get(&uuid)?)).await?;
+            Err(ApiError::not_found(
+                "ImageFileNotKept",
+                format!(
+                    "image {uuid} is installed, but this node keeps no copy of its file to serve \
+                     (POST /vms/UUID?action=create_image makes one that is kept)"
+                ),
+            ))
+        }
+        Err(e) => Err(io_error("open", &path, e)),
+    }
+}
+
+/// `DELETE /images/UUID/file`: drops an export.
+pub async fn drop_file(api: Arc<Api>, uuid: uuid::Uuid) -> ApiResult<Response> {
+    let dir = exports(&api).join(uuid.to_string());
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ApiError::not_found("ImageNotFound", format!("no export of image {uuid} on this node")))
+        }
+        Err(e) => Err(io_error("remove", &dir, e)),
+    }
+}
+
+/// `POST /images?action=install` with a manifest: checks it, refuses an image the node has,
+/// and keeps the manifest for the file to come.
+pub async fn start_install(api: Arc<Api>, body: serde_json::Map<String, Value>) -> ApiResult<Response> {
+    let text = Value::Object(body).to_string();
+    let manifest = Manifest::parse(&text)
+        .and_then(|m| m.validate().map(|()| m))
+        .map_err(|e| ApiError::bad_request("BadManifest", format!("the manifest: {e}")))?;
+    if manifest.files.is_empty() {
+        return Err(ApiError::bad_request("BadManifest", "the manifest names no file"));
+    }
+    let uuid = manifest.uuid;
+    let api2 = Arc::clone(&api);
+    super::routes::blocking(move || {
+        let img = hull_img::Imgadm::new(&api2.node);
+        if img.get(&uuid).is_ok() {
+            return Err(ApiError::from(hull_img::ImgError::AlreadyInstalled(uuid)));
+        }
+        let dir = uploads(&api2);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        let p = dir.join(format!("{uuid}.json"));
+        hull_exec::write_atomic(&p, text.as_bytes()).map_err(|e| io_error("write", &p, e))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"uuid": uuid, "upload": format!("/images/{uuid}/file")})))
+        .into_response())
+}
+
+/// `PUT /images/UUID/file`: the file of an install started with its manifest, streamed to
+/// disk (refused past the manifest's size), then installed by a job.
+pub async fn upload(api: Arc<Api>, uuid: uuid::Uuid, body: Body) -> ApiResult<Response> {
+    let dir = uploads(&api);
+    let manifest_path = dir.join(format!("{uuid}.json"));
+    let text = tokio::fs::read_to_string(&manifest_path).await.map_err(|_| {
+        ApiError::not_found(
+            "UploadNotStarted",
+            format!("no install of image {uuid} started: POST /images?action=install"),
+        )
+    })?;
+    let manifest = Manifest::parse(&text)
+        .map_err(|e| ApiError::bad_request("BadManifest", format!("the stored manifest: {e}")))?;
+    let size = manifest.files.first().map_or(0, |f| f.size);
+    let tmp = dir.join(format!("{uuid}.{}.part", uuid::Uuid::new_v4()));
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .await
+        .map_err(|e| io_error("create", &tmp, e))?;
+    let mut stream = body.into_data_stream();
+    let mut got: u64 = 0;
+    let fail = |e: ApiError, tmp: PathBuf| async move {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        Err(e)
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return fail(ApiError::bad_request("BadBody", format!("the upload broke off: {e}")), tmp).await,
+        };
+        got += chunk.len() as u64;
+        if got > size {
+            return fail(
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BodyTooLarge",
+                    format!("image {uuid}: more than the manifest's {size} bytes"),
+                ),
+                tmp,
+            )
+            .await;
+        }
+        if let Err(e) = out.write_all(&chunk).await {
+            return fail(io_error("write", &tmp, e), tmp).await;
+        }
+    }
+    if let Err(e) = out.flush().await {
+        return fail(io_error("write", &tmp, e), tmp).await;
+    }
+    drop(out);
+    if got != size {
+        return fail(
+            ApiError::bad_request("BadBody", format!("image {uuid}: {got} bytes, the manifest says {size}")),
+            tmp,
+        )
+        .await;
+    }
+    let w = Arc::clone(&api);
+    let work: Work = Box::new(move || {
+        let res = hull_img::Imgadm::new(&w.node).install(&manifest_path, &tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let image = res?;
+        let _ = std::fs::remove_file(&manifest_path);
+        Ok(serde_json::to_value(image.manifest).unwrap_or_default())
+    });
+    let ask =
+        Ask { action: "install_image".into(), vm_uuid: None, image_uuid: Some(uuid.to_string()), warnings: vec![] };
+    Ok(super::routes::accepted(&api.jobs.submit(&format!("image:{uuid}"), ask, work)))
+}
