@@ -1,10 +1,12 @@
 //! bench/mdata: the metadata service of a running zone, from the host side of its socket.
 //!
-//! GET and PUT latency (protocol version 2, one connection each) over `HULL_BENCH_REQUESTS`
-//! (10,000) requests with one client and with two at once; and the time from a `vmadm
-//! update set_customer_metadata` starting (a vmadm process) to the zone reading the new
-//! value. No peer runs here: the line is the baseline. Target: GET p50 under 0.5 ms. Needs
-//! root and `target/release/hull`.
+//! GET latency (protocol version 2, one connection each) over `HULL_BENCH_REQUESTS`
+//! (10,000) requests with one client and with two at once; PUT latency within the VM's pace
+//! (a tenant's changes are paced at 20 a second with bursts of 40: 30 PUTs, the bucket
+//! refilled between phases), and the paced rate itself (100 PUTs back to back: the rate past
+//! the burst); and the time from a `vmadm update set_customer_metadata` starting (a vmadm
+//! process) to the zone reading the new value. No peer runs here: the line is the baseline.
+//! Target: GET p50 under 0.5 ms. Needs root and `target/release/hull`.
 
 use hull_bench::{Hull, env_n, ms, pct};
 use std::io::{BufRead, BufReader, Write};
@@ -68,29 +70,41 @@ fn bench() -> Result<String, String> {
     result
 }
 
-/// `n` requests of each kind on one connection: GET and PUT latencies (ms).
-fn run_client(sock: PathBuf, n: usize, tag: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
+/// `gets` GETs, then `puts` PUTs, on one connection: their latencies (ms) and the instants
+/// each PUT ended.
+fn run_client(
+    sock: PathBuf,
+    gets: usize,
+    puts: usize,
+    tag: usize,
+) -> Result<(Vec<f64>, Vec<f64>, Vec<Instant>), String> {
     let mut c = Client::open(&sock)?;
-    let (mut gets, mut puts) = (Vec::with_capacity(n), Vec::new());
-    for i in 0..n {
+    let (mut g, mut p, mut ends) = (Vec::with_capacity(gets), Vec::with_capacity(puts), Vec::with_capacity(puts));
+    for _ in 0..gets {
         let t = Instant::now();
         let code = c.call("GET", "sdc:uuid")?;
-        gets.push(ms(t));
+        g.push(ms(t));
         if code != "SUCCESS" {
             return Err(format!("GET: {code}"));
         }
-        // A PUT is a vmadm update (validated, stored atomically): one in ten requests.
-        if i % 10 == 0 {
-            let kv = format!("{} {}", b64(format!("k{tag}").as_bytes()), b64(i.to_string().as_bytes()));
-            let t = Instant::now();
-            let code = c.call("PUT", &kv)?;
-            puts.push(ms(t));
-            if code != "SUCCESS" {
-                return Err(format!("PUT: {code}"));
-            }
+    }
+    // A PUT is a vmadm update (validated, stored atomically).
+    for i in 0..puts {
+        let kv = format!("{} {}", b64(format!("k{tag}").as_bytes()), b64(i.to_string().as_bytes()));
+        let t = Instant::now();
+        let code = c.call("PUT", &kv)?;
+        p.push(ms(t));
+        ends.push(Instant::now());
+        if code != "SUCCESS" {
+            return Err(format!("PUT: {code}"));
         }
     }
-    Ok((gets, puts))
+    Ok((g, p, ends))
+}
+
+/// Long enough for the VM's pace to refill its burst (40 at 20 a second).
+fn refill() {
+    std::thread::sleep(Duration::from_millis(2200));
 }
 
 fn measure(h: &Hull) -> Result<String, String> {
@@ -106,19 +120,26 @@ fn measure(h: &Hull) -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (mut g1, mut p1) = run_client(sock.clone(), n, 0)?;
+    refill();
+    let (mut g1, mut p1, _) = run_client(sock.clone(), n, 30, 0)?;
+    refill();
     let threads: Vec<_> = (0..2)
         .map(|i| {
             let sock = sock.clone();
-            std::thread::spawn(move || run_client(sock, n / 2, i + 1))
+            std::thread::spawn(move || run_client(sock, n / 2, 15, i + 1))
         })
         .collect();
     let (mut g2, mut p2) = (Vec::new(), Vec::new());
     for t in threads {
-        let (g, p) = t.join().map_err(|_| "a client panicked")??;
+        let (g, p, _) = t.join().map_err(|_| "a client panicked")??;
         g2.extend(g);
         p2.extend(p);
     }
+    // The pace: past the burst, PUTs go at its rate.
+    refill();
+    let (_, _, ends) = run_client(sock.clone(), 0, 100, 3)?;
+    let paced = &ends[50..];
+    let rate = (paced.len() - 1) as f64 / paced[paced.len() - 1].duration_since(paced[0]).as_secs_f64();
     // An operator's change, seen by the next GET.
     let mut c = Client::open(&sock)?;
     let mut seen = Vec::new();
@@ -152,6 +173,7 @@ fn measure(h: &Hull) -> Result<String, String> {
         "get_2_clients_p99_ms": r(pct(&mut g2, 0.99)),
         "put_2_clients_p50_ms": r(pct(&mut p2, 0.5)),
         "put_2_clients_p99_ms": r(pct(&mut p2, 0.99)),
+        "put_paced_rate_per_s": r(rate),
         "update_to_seen_p50_ms": r(pct(&mut seen, 0.5)),
         "peer": "none on this machine: a baseline",
     })
