@@ -70,14 +70,15 @@ fn bench() -> Result<String, String> {
     result
 }
 
-/// `gets` GETs, then `puts` PUTs, on one connection: their latencies (ms) and the instants
-/// each PUT ended.
-fn run_client(
-    sock: PathBuf,
-    gets: usize,
-    puts: usize,
-    tag: usize,
-) -> Result<(Vec<f64>, Vec<f64>, Vec<Instant>), String> {
+/// What one client saw: GET and PUT latencies (ms), and the instant each PUT ended.
+struct Seen {
+    gets: Vec<f64>,
+    puts: Vec<f64>,
+    put_ends: Vec<Instant>,
+}
+
+/// `gets` GETs, then `puts` PUTs, on one connection.
+fn run_client(sock: PathBuf, gets: usize, puts: usize, tag: usize) -> Result<Seen, String> {
     let mut c = Client::open(&sock)?;
     let (mut g, mut p, mut ends) = (Vec::with_capacity(gets), Vec::with_capacity(puts), Vec::with_capacity(puts));
     for _ in 0..gets {
@@ -99,7 +100,7 @@ fn run_client(
             return Err(format!("PUT: {code}"));
         }
     }
-    Ok((g, p, ends))
+    Ok(Seen { gets: g, puts: p, put_ends: ends })
 }
 
 /// Long enough for the VM's pace to refill its burst (40 at 20 a second).
@@ -121,7 +122,7 @@ fn measure(h: &Hull) -> Result<String, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     refill();
-    let (mut g1, mut p1, _) = run_client(sock.clone(), n, 30, 0)?;
+    let Seen { gets: mut g1, puts: mut p1, .. } = run_client(sock.clone(), n, 30, 0)?;
     refill();
     let threads: Vec<_> = (0..2)
         .map(|i| {
@@ -131,13 +132,13 @@ fn measure(h: &Hull) -> Result<String, String> {
         .collect();
     let (mut g2, mut p2) = (Vec::new(), Vec::new());
     for t in threads {
-        let (g, p, _) = t.join().map_err(|_| "a client panicked")??;
-        g2.extend(g);
-        p2.extend(p);
+        let seen = t.join().map_err(|_| "a client panicked")??;
+        g2.extend(seen.gets);
+        p2.extend(seen.puts);
     }
     // The pace: past the burst, PUTs go at its rate.
     refill();
-    let (_, _, ends) = run_client(sock.clone(), 0, 100, 3)?;
+    let ends = run_client(sock.clone(), 0, 100, 3)?.put_ends;
     let paced = &ends[50..];
     let rate = (paced.len() - 1) as f64 / paced[paced.len() - 1].duration_since(paced[0]).as_secs_f64();
     // An operator's change, seen by the next GET.
