@@ -16,7 +16,6 @@ use hull_bench::{Hull, env_n, ms, pct};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One keep-alive HTTP/1.1 connection to the API's socket.
@@ -85,26 +84,6 @@ fn api_create(sock: &Path, payload: &serde_json::Value) -> Result<f64, String> {
     Ok(took)
 }
 
-fn start_server(h: &Hull, sock: &Path) -> Result<Child, String> {
-    let child = Command::new(&h.bin)
-        .arg("--root")
-        .arg(&h.root)
-        .args(["--node", "hbench", "api", "serve"])
-        .env("HULL_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while UnixStream::connect(sock).is_err() {
-        if Instant::now() > deadline {
-            return Err("hull api serve did not listen".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(child)
-}
-
 fn main() {
     match bench() {
         Ok(line) => println!("{line}"),
@@ -121,7 +100,7 @@ fn bench() -> Result<String, String> {
     let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
     h.run(&["pool", "create", "--size", "4G"])?;
     let sock = h.root.join("var/run/hull/api.sock");
-    let mut server = start_server(&h, &sock);
+    let mut server = h.serve_api(&sock);
     let result = match &mut server {
         Ok(_) => measure(&h, &sock),
         Err(e) => Err(e.clone()),

@@ -89,6 +89,29 @@ impl Hull {
         }
     }
 
+    /// `hull api serve` on the node's default socket `sock`, once it listens.
+    pub fn serve_api(&self, sock: &std::path::Path) -> Result<std::process::Child, String> {
+        let mut child = Command::new(&self.bin)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["--node", "hbench", "api", "serve"])
+            .env("HULL_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(sock).is_err() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("hull api serve did not listen".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(child)
+    }
+
     /// `vmadm update UUID` with a payload; returns the milliseconds it took.
     pub fn update(&self, uuid: &str, payload: &serde_json::Value) -> Result<f64, String> {
         let f = self.root.join("update.json");
