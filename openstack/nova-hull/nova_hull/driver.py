@@ -343,15 +343,20 @@ class HullDriver(driver.ComputeDriver):
                 payload["kernel_version"] = CONF.hull.lx_kernel_version
         return payload
 
-    def _ensure_image(self, context, image_id):
-        """The image on the node: installed already, installed from Glance's data, or (an
-        image Glance does not have) imported from the node's own image sources."""
+    def _installed(self, image_id):
         try:
             self._call("GET", "/images/%s" % image_id)
-            return
+            return True
         except hull_client.HullError as e:
             if e.code != "ImageNotFound":
                 raise
+            return False
+
+    def _ensure_image(self, context, image_id):
+        """The image on the node: installed already, installed from Glance's data, or (an
+        image Glance does not have) imported from the node's own image sources."""
+        if self._installed(image_id):
+            return
         try:
             meta = self._image_api.get(context, image_id)
         except exception.ImageNotFound:
@@ -422,11 +427,11 @@ class HullDriver(driver.ComputeDriver):
             except hull_client.Unreachable as e:
                 raise exception.HypervisorUnavailable(host=self._api.where()) from e
             except hull_client.HullError as e:
-                if e.code == "ImageExists":
-                    return  # another spawn installed it meanwhile
+                if self._installed(image_id):
+                    return  # another spawn of the image installed it meanwhile
                 raise exception.ImageUnacceptable(image_id=image_id, reason="hull: %s: %s" % (e.code, e.message)) from e
             err = done.get("error") or {}
-            if done.get("execution") != "succeeded" and err.get("code") != "ImageExists":
+            if done.get("execution") != "succeeded" and not self._installed(image_id):
                 raise exception.ImageUnacceptable(
                     image_id=image_id, reason="hull: %s: %s" % (err.get("code"), err.get("message"))
                 )
@@ -468,6 +473,23 @@ class HullDriver(driver.ComputeDriver):
             if e.code != "VmNotFound":
                 raise exception.InstanceTerminationFailure(reason="hull: %s: %s" % (e.code, e.message)) from e
             LOG.info("already gone from the hull node", instance=instance)
+
+    def cleanup(
+        self,
+        context,
+        instance,
+        network_info,
+        block_device_info=None,
+        destroy_disks=True,
+        migrate_data=None,
+        destroy_vifs=True,
+        destroy_secrets=True,
+    ):
+        """What destroy leaves: nothing (a hull VM's delete takes its datasets and NICs),
+        unless Nova keeps the disks, which hull cannot do apart from the VM; so a VM still
+        here goes when its disks may, and stays otherwise."""
+        if destroy_disks:
+            self.destroy(context, instance, network_info, block_device_info, destroy_disks, destroy_secrets)
 
     # -- power -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import subprocess
+import threading
 
 from nova import exception
 from nova import objects
@@ -94,6 +95,13 @@ class HullSpawnTestCase(test.TestCase):
         self.driver.destroy(self.ctxt, instance, None)
         self.assertRaises(exception.InstanceNotFound, self.driver.get_info, instance)
         self.driver.destroy(self.ctxt, instance, None)  # gone already: fine
+        self.driver.cleanup(self.ctxt, instance, None)  # nothing left: fine
+        kept = self._instance()
+        self._spawn(kept)
+        self.driver.cleanup(self.ctxt, kept, None, destroy_disks=False)
+        self.assertTrue(self.driver.instance_exists(kept), "cleanup without destroy_disks kept the VM")
+        self.driver.cleanup(self.ctxt, kept, None)
+        self.assertFalse(self.driver.instance_exists(kept))
 
     def test_hull_s_refusals_are_nova_s_exceptions(self):
         bad_brand = self._instance({"hull:brand": "solaris8"})
@@ -170,7 +178,22 @@ class HullSpawnTestCase(test.TestCase):
         # A plain raw disk from elsewhere becomes a zvol image (for KVM flavors).
         disk = glance.create(self.ctxt, {"name": "disk", "disk_format": "raw", "container_format": "bare"},
                              data=io.BytesIO(b"\x55" * (3 << 20)))
-        self.driver._ensure_image(self.ctxt, disk["id"])
+        # Two spawns of it at once: both go on, the node installs it once.
+        errors = []
+
+        def ensure():
+            try:
+                self.driver._ensure_image(self.ctxt, disk["id"])
+            except Exception as e:  # noqa: BLE001 - any failure fails the test below
+                errors.append(e)
+
+        threads = [threading.Thread(target=ensure) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual([], errors)
         got = self.api.call("GET", "/images/%s" % disk["id"])
         self.assertEqual(("zvol", 3), (got["type"], got["image_size"]))
+        self.assertEqual(1, sum(1 for i in self.api.call("GET", "/images") if i["uuid"] == disk["id"]))
         self.api.change("DELETE", "/images/%s" % disk["id"])
