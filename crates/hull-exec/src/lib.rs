@@ -132,6 +132,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Numbers each atomic write's temporary file: threads of one process (the API server,
+/// zoneadmd) may write the same file at once, and one must not rename the other's away.
+static ATOMIC_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Writes a file so that readers see the old contents or the new, never part: into a
 /// temporary file beside it, synced, then renamed over it, and the directory synced, so that
 /// a power cut leaves one or the other too. Makes the parent directory if needed.
@@ -147,7 +151,8 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let n = ATOMIC_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
     // A crashed writer's leftover (or anything else by that name) goes first.
     let _ = std::fs::remove_file(&tmp);
     let written = (|| {
@@ -199,9 +204,15 @@ mod tests {
         let victim = d.path().join("victim");
         std::fs::write(&victim, b"host file").expect("victim");
         let target = d.path().join("key");
-        let tmp = d.path().join(format!(".key.tmp.{}", std::process::id()));
-        std::os::unix::fs::symlink(&victim, &tmp).expect("plant");
+        // At the names this write and the next few (other tests') will use.
+        let next = ATOMIC_WRITES.load(std::sync::atomic::Ordering::Relaxed);
+        let planted: Vec<PathBuf> =
+            (next..next + 16).map(|n| d.path().join(format!(".key.tmp.{}.{n}", std::process::id()))).collect();
+        for tmp in &planted {
+            std::os::unix::fs::symlink(&victim, tmp).expect("plant");
+        }
         write_atomic_mode(&target, b"secret", 0o600).expect("write");
+        let tmp = planted.iter().find(|p| std::fs::symlink_metadata(p).is_err()).expect("one planted name was used");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"host file");
         assert_eq!(std::fs::read(&target).expect("key"), b"secret");
         assert_eq!(std::fs::metadata(&target).expect("key").permissions().mode() & 0o077, 0);
@@ -233,6 +244,29 @@ mod tests {
         assert_eq!(std::fs::read(&p).expect("read"), b"two");
         assert_eq!(std::fs::read_dir(dir.join("sub")).expect("dir").count(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn atomic_writes_of_one_file_from_many_threads_all_land_whole() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("same.json");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(&p, format!("writer {i}").as_bytes())?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread").expect("every write lands");
+        }
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.starts_with("writer "), "{text}");
+        assert_eq!(std::fs::read_dir(d.path()).expect("dir").count(), 1, "a temporary file was left");
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -79,66 +79,54 @@ class Client:
             return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls)
         return _UnixConnection(self.socket_path, timeout)
 
+    def _exchange(self, method, path, body=None, headers=None, timeout=None, sink=None):
+        """(status, answer bytes) of one request; with `sink`, a success's body is written
+        to it instead and the answer is its byte count."""
+        conn = self._connection(timeout or self.timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            if sink is None or resp.status >= 400:
+                return resp.status, resp.read()
+            n = 0
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                sink.write(chunk)
+                n += len(chunk)
+            return resp.status, n
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable("hull node API at %s: %s" % (self.where(), e)) from e
+        finally:
+            conn.close()
+
     def request(self, method, path, body=None, query=None, raw=False, timeout=None):
         """(status, answer): the answer parsed as JSON, or bytes when `raw`."""
         if query:
             path += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn = self._connection(timeout or self.timeout)
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-        except (OSError, http.client.HTTPException) as e:
-            raise Unreachable("hull node API at %s: %s" % (self.where(), e)) from e
-        finally:
-            conn.close()
-        if raw and resp.status < 400:
-            return resp.status, payload
+        status, payload = self._exchange(method, path, data, headers, timeout)
+        if raw and status < 400:
+            return status, payload
         try:
             answer = json.loads(payload) if payload else None
         except ValueError:
             answer = payload.decode("utf-8", "replace")
-        return resp.status, answer
+        return status, answer
 
     def download(self, path, out, timeout=None):
         """Streams a GET's body into the file object `out`; its byte count. HullError when
         the node refuses."""
-        conn = self._connection(timeout or self.timeout)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            if resp.status >= 400:
-                payload = resp.read()
-            else:
-                n = 0
-                while True:
-                    chunk = resp.read(1 << 20)
-                    if not chunk:
-                        return n
-                    out.write(chunk)
-                    n += len(chunk)
-        except (OSError, http.client.HTTPException) as e:
-            raise Unreachable("hull node API at %s: %s" % (self.where(), e)) from e
-        finally:
-            conn.close()
-        _raise(resp.status, payload)
+        status, answer = self._exchange("GET", path, timeout=timeout, sink=out)
+        if status >= 400:
+            _raise(status, answer)
+        return answer
 
     def upload(self, path, f, size, timeout=None):
         """PUTs `size` bytes of the file object `f`; the answer, as call()'s."""
-        conn = self._connection(timeout or self.timeout)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        try:
-            conn.request("PUT", path, body=f, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-        except (OSError, http.client.HTTPException) as e:
-            raise Unreachable("hull node API at %s: %s" % (self.where(), e)) from e
-        finally:
-            conn.close()
-        if resp.status >= 400:
-            _raise(resp.status, payload)
+        status, payload = self._exchange("PUT", path, f, headers, timeout)
+        if status >= 400:
+            _raise(status, payload)
         return json.loads(payload) if payload else None
 
     def call(self, method, path, body=None, query=None, raw=False, timeout=None):

@@ -164,6 +164,7 @@ fn errors(id: &str) -> &'static [(u16, &'static str)] {
             (422, "the payload did not validate"),
         ],
         "GetVm" | "DeleteVm" => &[(404, "no such VM")],
+        "GetVmConsole" => &[(400, "bytes is not 1 to 1 MiB"), (404, "no such VM")],
         "VmAction" => &[
             (400, "a bad action or parameter"),
             (404, "no such VM"),
