@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(std::fs::read(&victim).expect("victim"), b"host file");
         assert_eq!(std::fs::read(&target).expect("key"), b"secret");
         assert_eq!(std::fs::metadata(&target).expect("key").permissions().mode() & 0o077, 0);
-        assert!(std::fs::symlink_metadata(&tmp).is_err(), "the planted name is gone");
+        assert!(std::fs::symlink_metadata(tmp).is_err(), "the planted name is gone");
     }
 
     #[test]
