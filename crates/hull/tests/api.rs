@@ -664,6 +664,11 @@ fn an_image_of_a_vm_goes_out_through_the_api_and_comes_back_in_checked() {
     assert_eq!(bad.execution, Execution::Failed, "{bad:?}");
     assert!(bad.error.as_ref().is_some_and(|e| e.message.contains("sha1")), "{bad:?}");
     assert_eq!(api.call("GET", &format!("/images/{new_image}"), None).0, 404);
+    // A refused install ends the upload: a retry starts with the manifest again.
+    let (code, e) = put_file(&api, &format!("/images/{new_image}/file"), &got);
+    assert_eq!((code, e["code"].as_str()), (404, Some("UploadNotStarted")), "{e}");
+    let (code, _) = api.call("POST", "/images?action=install", Some(&manifest.to_string()));
+    assert_eq!(code, 201);
     // The right file installs it, and a VM made from it holds what the zone wrote.
     let (code, v) = put_file(&api, &format!("/images/{new_image}/file"), &got);
     assert_eq!(code, 202, "{v}");

@@ -373,7 +373,9 @@ class HullDriver(driver.ComputeDriver):
     @staticmethod
     def _manifest(image_id, meta, size, sha1):
         """A hull image manifest for a Glance image: the one a hull snapshot stored in its
-        properties, or, for a raw disk from anywhere, a zvol image of it."""
+        properties, or, for a raw disk from anywhere, a zvol image of it. Tenants upload
+        images with properties of their choosing: the node validates the manifest and the
+        file as it does any image's, and its refusal is ImageUnacceptable."""
         props = meta.get("properties") or {}
         image_type = props.get("hull_image_type")
         if not image_type:
@@ -400,7 +402,14 @@ class HullDriver(driver.ComputeDriver):
         if props.get("hull_brand"):
             manifest["requirements"] = {"brand": props["hull_brand"]}
         if image_type == "zvol":
-            manifest["image_size"] = int(props.get("hull_image_size") or math.ceil(size / (1 << 20)))
+            # A tenant may upload an image with any properties: a bad one refuses the image.
+            raw = props.get("hull_image_size") or math.ceil(size / (1 << 20))
+            try:
+                manifest["image_size"] = int(raw)
+            except (TypeError, ValueError):
+                raise exception.ImageUnacceptable(
+                    image_id=image_id, reason="hull_image_size %r is not a number of MiB" % (raw,)
+                ) from None
         return manifest
 
     def _install_from_glance(self, context, image_id, meta):

@@ -8,7 +8,7 @@
 //! - **in**: `POST /images?action=install` with a manifest starts an upload
 //!   (`var/hull/api/uploads/IMAGE.json`); `PUT /images/IMAGE/file` streams the file (never
 //!   more than the manifest's size) and installs it as `imgadm install` does (size and sha1
-//!   checked), as a job.
+//!   checked), as a job, which ends the upload whether it installs or refuses the image.
 //!
 //! Both directories are the API's own, under the node's `var/hull`, root's only.
 
@@ -223,10 +223,12 @@ pub async fn upload(api: Arc<Api>, uuid: uuid::Uuid, body: Body) -> ApiResult<Re
     let w = Arc::clone(&api);
     let work: Work = Box::new(move || {
         let res = hull_img::Imgadm::new(&w.node).install(&manifest_path, &tmp);
+        // Installed or refused, the upload is over: a retry starts with its manifest again,
+        // and nothing of a refused image stays on the node.
         let _ = std::fs::remove_file(&tmp);
-        let image = res?;
         let _ = std::fs::remove_file(&manifest_path);
-        Ok(serde_json::to_value(image.manifest).unwrap_or_default())
+        let image = res?;
+        serde_json::to_value(image.manifest).map_err(|e| ApiError::internal(format!("image {uuid}'s manifest: {e}")))
     });
     let ask =
         Ask { action: "install_image".into(), vm_uuid: None, image_uuid: Some(uuid.to_string()), warnings: vec![] };

@@ -174,7 +174,17 @@ class HullSpawnTestCase(test.TestCase):
                                         "properties": {"hull_image_type": "zone-dataset", "hull_compression": "gzip"}},
                             data=io.BytesIO(b"not gzip at all" * 100))
         self.assertRaises(exception.ImageUnacceptable, self.driver._ensure_image, self.ctxt, lie["id"])
+        # Properties a tenant made up: refused by the driver or by the node, never a traceback.
+        for props in ({"hull_image_type": "zvol", "hull_image_size": "lots"},
+                      {"hull_image_type": "zone-dataset", "hull_compression": "xz9"},
+                      {"hull_image_type": "no-such-type"},
+                      {"hull_image_type": "zvol", "hull_version": "1.0; rm -rf /", "hull_brand": "../../etc"}):
+            made = glance.create(self.ctxt, {"name": "odd", "disk_format": "raw", "container_format": "bare",
+                                             "properties": props}, data=io.BytesIO(b"\0" * 4096))
+            self.assertRaises(exception.ImageUnacceptable, self.driver._ensure_image, self.ctxt, made["id"])
         self.assertEqual(before, self.api.call("GET", "/images"))
+        uploads = os.path.join(os.environ["HULL_ROOT"], "var/hull/api/uploads")
+        self.assertEqual([], os.listdir(uploads) if os.path.isdir(uploads) else [], "an upload was left")
         # A plain raw disk from elsewhere becomes a zvol image (for KVM flavors).
         disk = glance.create(self.ctxt, {"name": "disk", "disk_format": "raw", "container_format": "bare"},
                              data=io.BytesIO(b"\x55" * (3 << 20)))
