@@ -42,8 +42,8 @@ mod client_tests {
 
 #[cfg(test)]
 mod brandz_tests {
-    /// The library, preloaded into the host's own `uname` and python: the version is an LX
-    /// zone's, every other field the kernel's.
+    /// The library, preloaded into the host's own `uname`: the version is an LX zone's,
+    /// every other field the kernel's.
     #[test]
     fn brandz_changes_the_version_and_nothing_else() {
         let dir = std::env::temp_dir().join(format!("hull-brandz-{}", std::process::id()));

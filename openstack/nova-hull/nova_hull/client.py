@@ -26,13 +26,18 @@ class Unreachable(Exception):
     """The node's API could not be reached at all."""
 
 
-def _raise(status, payload):
+def _parse(payload):
+    """An answer's body: JSON, else text, None when empty."""
     try:
-        a = json.loads(payload)
+        return json.loads(payload) if payload else None
     except ValueError:
-        a = None
-    a = a if isinstance(a, dict) else {}
-    raise HullError(status, a.get("code", "HTTP%d" % status), a.get("message", payload[:200]), a)
+        return payload.decode("utf-8", "replace")
+
+
+def _error(status, answer):
+    """The HullError of a parsed failure answer (the node's error shape, or whatever came)."""
+    a = answer if isinstance(answer, dict) else {}
+    return HullError(status, a.get("code", "HTTP%d" % status), a.get("message", str(answer)), a)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -107,34 +112,30 @@ class Client:
         status, payload = self._exchange(method, path, data, headers, timeout)
         if raw and status < 400:
             return status, payload
-        try:
-            answer = json.loads(payload) if payload else None
-        except ValueError:
-            answer = payload.decode("utf-8", "replace")
-        return status, answer
+        return status, _parse(payload)
 
     def download(self, path, out, timeout=None):
         """Streams a GET's body into the file object `out`; its byte count. HullError when
         the node refuses."""
         status, answer = self._exchange("GET", path, timeout=timeout, sink=out)
         if status >= 400:
-            _raise(status, answer)
+            raise _error(status, _parse(answer))
         return answer
 
     def upload(self, path, f, size, timeout=None):
         """PUTs `size` bytes of the file object `f`; the answer, as call()'s."""
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         status, payload = self._exchange("PUT", path, f, headers, timeout)
+        answer = _parse(payload)
         if status >= 400:
-            _raise(status, payload)
-        return json.loads(payload) if payload else None
+            raise _error(status, answer)
+        return answer
 
     def call(self, method, path, body=None, query=None, raw=False, timeout=None):
         """The answer of a request that must succeed; HullError otherwise."""
         status, answer = self.request(method, path, body, query, raw=raw, timeout=timeout)
         if status >= 400:
-            a = answer if isinstance(answer, dict) else {}
-            raise HullError(status, a.get("code", "HTTP%d" % status), a.get("message", str(answer)), a)
+            raise _error(status, answer)
         return answer
 
     def wait(self, job_uuid, timeout=600):

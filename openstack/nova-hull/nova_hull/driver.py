@@ -415,8 +415,7 @@ class HullDriver(driver.ComputeDriver):
     def _install_from_glance(self, context, image_id, meta):
         """Glance's data for the image, through a temporary file (the node checks size and
         sha1, which it needs before the file), into the node's install."""
-        tmpdir = CONF.instances_path if os.path.isdir(CONF.instances_path or "") else None
-        fd, path = tempfile.mkstemp(prefix="hull-image-", dir=tmpdir)
+        fd, path = tempfile.mkstemp(prefix="hull-image-", dir=_scratch_dir())
         os.close(fd)
         try:
             self._image_api.download(context, image_id, dest_path=path)
@@ -605,9 +604,8 @@ class HullDriver(driver.ComputeDriver):
                 self._action(instance, "start")
         manifest = made["manifest"]
         update_task_state(task_state=task_states.IMAGE_UPLOADING, expected_state=task_states.IMAGE_PENDING_UPLOAD)
-        tmpdir = CONF.instances_path if os.path.isdir(CONF.instances_path or "") else None
         try:
-            with tempfile.TemporaryFile(prefix="hull-snapshot-", dir=tmpdir) as f:
+            with tempfile.TemporaryFile(prefix="hull-snapshot-", dir=_scratch_dir()) as f:
                 try:
                     self._api.download("/images/%s/file" % image_id, f, timeout=CONF.hull.job_timeout)
                 except hull_client.Unreachable as e:
@@ -638,6 +636,12 @@ class HullDriver(driver.ComputeDriver):
             except hull_client.HullError as e:
                 LOG.warning("the node kept image %s's file: %s", image_id, e, instance=instance)
         LOG.info("snapshot %s uploaded to Glance", image_id, instance=instance)
+
+
+def _scratch_dir():
+    """Where an image passing between Glance and the node is held: Nova's instances_path
+    (sized for disks), else the system's temporary directory."""
+    return CONF.instances_path if os.path.isdir(CONF.instances_path or "") else None
 
 
 def _image_name(name):

@@ -87,17 +87,7 @@ pub async fn file(api: Arc<Api>, uuid: uuid::Uuid) -> ApiResult<Response> {
     match tokio::fs::File::open(&path).await {
         Ok(f) => {
             let len = f.metadata().await.map_err(|e| io_error("inspect", &path, e))?.len();
-            let stream = futures_util::stream::unfold(f, |mut f| async move {
-                let mut buf = vec![0u8; 256 << 10];
-                match tokio::io::AsyncReadExt::read(&mut f, &mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), f))
-                    }
-                    Err(e) => Some((Err(e), f)),
-                }
-            });
+            let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 << 10);
             Ok((
                 [
                     (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -176,49 +166,9 @@ pub async fn upload(api: Arc<Api>, uuid: uuid::Uuid, body: Body) -> ApiResult<Re
         .map_err(|e| ApiError::bad_request("BadManifest", format!("the stored manifest: {e}")))?;
     let size = manifest.files.first().map_or(0, |f| f.size);
     let tmp = dir.join(format!("{uuid}.{}.part", uuid::Uuid::new_v4()));
-    let mut out = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .await
-        .map_err(|e| io_error("create", &tmp, e))?;
-    let mut stream = body.into_data_stream();
-    let mut got: u64 = 0;
-    let fail = |e: ApiError, tmp: PathBuf| async move {
+    if let Err(e) = receive(body, &tmp, size, uuid).await {
         let _ = tokio::fs::remove_file(&tmp).await;
-        Err(e)
-    };
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => return fail(ApiError::bad_request("BadBody", format!("the upload broke off: {e}")), tmp).await,
-        };
-        got += chunk.len() as u64;
-        if got > size {
-            return fail(
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "BodyTooLarge",
-                    format!("image {uuid}: more than the manifest's {size} bytes"),
-                ),
-                tmp,
-            )
-            .await;
-        }
-        if let Err(e) = out.write_all(&chunk).await {
-            return fail(io_error("write", &tmp, e), tmp).await;
-        }
-    }
-    if let Err(e) = out.flush().await {
-        return fail(io_error("write", &tmp, e), tmp).await;
-    }
-    drop(out);
-    if got != size {
-        return fail(
-            ApiError::bad_request("BadBody", format!("image {uuid}: {got} bytes, the manifest says {size}")),
-            tmp,
-        )
-        .await;
+        return Err(e);
     }
     let w = Arc::clone(&api);
     let work: Work = Box::new(move || {
@@ -233,4 +183,33 @@ pub async fn upload(api: Arc<Api>, uuid: uuid::Uuid, body: Body) -> ApiResult<Re
     let ask =
         Ask { action: "install_image".into(), vm_uuid: None, image_uuid: Some(uuid.to_string()), warnings: vec![] };
     Ok(super::routes::accepted(&api.jobs.submit(&format!("image:{uuid}"), ask, work)))
+}
+
+/// An upload's body into `tmp` (made new), refused past `size` bytes or short of it.
+async fn receive(body: Body, tmp: &std::path::Path, size: u64, uuid: uuid::Uuid) -> ApiResult<()> {
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .await
+        .map_err(|e| io_error("create", tmp, e))?;
+    let mut stream = body.into_data_stream();
+    let mut got: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("BadBody", format!("the upload broke off: {e}")))?;
+        got += chunk.len() as u64;
+        if got > size {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BodyTooLarge",
+                format!("image {uuid}: more than the manifest's {size} bytes"),
+            ));
+        }
+        out.write_all(&chunk).await.map_err(|e| io_error("write", tmp, e))?;
+    }
+    out.flush().await.map_err(|e| io_error("write", tmp, e))?;
+    if got != size {
+        return Err(ApiError::bad_request("BadBody", format!("image {uuid}: {got} bytes, the manifest says {size}")));
+    }
+    Ok(())
 }

@@ -146,11 +146,7 @@ async fn vm_console(State(api): State<Arc<Api>>, Path(uuid): Path<String>, Query
     let bytes = match q.get("bytes") {
         None => 64 << 10,
         Some(b) => b.parse::<u64>().ok().filter(|n| (1..=CONSOLE_MAX).contains(n)).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BadParameter",
-                format!("bytes={b}: a number of bytes from 1 to {CONSOLE_MAX}"),
-            )
+            ApiError::bad_request("BadParameter", format!("bytes={b}: a number of bytes from 1 to {CONSOLE_MAX}"))
         })?,
     };
     let text = blocking(move || Ok(api.vmadm()?.console_tail(&uuid, bytes)?)).await?;
