@@ -185,11 +185,13 @@ impl Tree {
     fn open_regular(&self, rel: &Path, mode: OpenFlags) -> io::Result<File> {
         check(rel)?;
         let h = self.root.resolve_nofollow(rel).map_err(io_err)?;
-        let f = h.reopen(mode | OpenFlags::O_NOFOLLOW).map_err(io_err)?;
-        if !f.metadata()?.is_file() {
+        // The type from the path handle, before any open: a link is not a file, and a FIFO
+        // or a device is never opened (opening a FIFO waits for a writer that may never come).
+        let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&h)?.st_mode);
+        if kind != rustix::fs::FileType::RegularFile {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file", rel.display())));
         }
-        Ok(f)
+        h.reopen(mode | OpenFlags::O_NOFOLLOW).map_err(io_err)
     }
 
     /// Removes `rel` and everything below it; a link is removed, never followed. Nothing

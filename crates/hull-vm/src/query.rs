@@ -65,13 +65,13 @@ impl Vmadm {
         let Ok(tree) = hull_exec::tree::Tree::open(&dir) else { return Ok(Vec::new()) };
         let mut f = match tree.open_file(std::path::Path::new("console.log")) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            // None, or not a regular file (a link, a FIFO): nothing to show.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput) => {
+                return Ok(Vec::new());
+            }
             Err(e) => return Err(io("open")(e)),
         };
         let meta = f.metadata().map_err(io("inspect"))?;
-        if !meta.is_file() {
-            return Ok(Vec::new());
-        }
         f.seek(SeekFrom::Start(meta.len().saturating_sub(max))).map_err(io("seek"))?;
         let mut out = Vec::new();
         f.take(max).read_to_end(&mut out).map_err(io("read"))?;

@@ -694,3 +694,45 @@ fn an_image_of_a_vm_goes_out_through_the_api_and_comes_back_in_checked() {
         api.change("DELETE", &format!("/vms/{v}"), None);
     }
 }
+
+/// A KVM VM's qemu zone can write its run directory, so `console.log` there may be what a
+/// tenant made it: a link to a host file, or a FIFO that no one writes. Neither is read
+/// through, and neither holds the server.
+#[test]
+fn a_console_log_made_a_link_or_a_fifo_gives_nothing_of_the_host_and_holds_nothing() {
+    let n = TestNode::new("512M");
+    let image = n.busybox();
+    let api = Server::start(&n, &[], &[]);
+    let payload = json!({"brand": "joyent-minimal", "image_uuid": image, "alias": "con", "max_physical_memory": 64});
+    let vm = api.change("POST", "/vms", Some(&payload.to_string())).vm_uuid.expect("vm_uuid");
+    api.change("POST", &format!("/vms/{vm}?action=stop&force=true"), None);
+    let log = n.root().join(format!("var/hull/z/{vm}/console.log"));
+    let secret = n.root().join("host-secret");
+    std::fs::write(&secret, "HOST-SECRET-LINE\n").expect("write secret");
+    let get = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--unix-socket"])
+            .arg(&api.sock)
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("http://hull/vms/{vm}/console"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let _ = std::fs::remove_file(&log);
+    std::os::unix::fs::symlink(&secret, &log).expect("plant link");
+    let answer = get();
+    assert!(!answer.contains("HOST-SECRET"), "the link was followed: {answer}");
+    assert!(answer.ends_with("\n200"), "{answer}");
+    std::fs::remove_file(&log).expect("remove link");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let t = Instant::now();
+    let answer = get();
+    assert!(answer.ends_with("\n200"), "a FIFO console.log: {answer}");
+    assert!(t.elapsed() < Duration::from_secs(10), "a FIFO held the request {:?}", t.elapsed());
+    assert_eq!(std::fs::read_to_string(&secret).expect("secret"), "HOST-SECRET-LINE\n");
+    // The server still answers.
+    assert_eq!(api.call("GET", "/ping", None).0, 200);
+    let _ = std::fs::remove_file(&log);
+    api.change("DELETE", &format!("/vms/{vm}"), None);
+}

@@ -809,11 +809,14 @@ fn a_zone_names_itself_by_its_etc_hostname_from_its_next_boot_and_a_bad_name_is_
     assert_eq!(name(&n), "cloudy\n");
     let vm: serde_json::Value = serde_json::from_str(&n.hull(&["vmadm", "get", &uuid]).ok()).expect("json");
     assert!(vm.get("hostname").is_none_or(|h| h != "cloudy"), "the VM's config is not the zone's to change");
-    // Not a hostname, a huge file, a link: the VM's own name, and the host reads a page at most.
+    // Not a hostname, a huge file, a link, a FIFO: the VM's own name, and the host reads a page
+    // at most.
     for bad in [
         "echo 'bad name!' > /etc/hostname",
         "dd if=/dev/zero bs=1M count=64 2>/dev/null | tr '\\0' a > /etc/hostname",
         "rm /etc/hostname && ln -s /proc/self/environ /etc/hostname",
+        // A FIFO no one writes: opening it to read would wait for ever.
+        "rm /etc/hostname && mkfifo /etc/hostname",
     ] {
         set_and_reboot(&n, bad);
         assert_eq!(name(&n), "web1\n", "{bad}");
