@@ -113,23 +113,45 @@ fn bld<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ImgError + '_ {
 
 /// Writes `root` as `root/` into an image file at `out`; returns its sha1 and size.
 pub fn write_image_file(root: &Path, out: &Path, compression: Compression) -> Result<(String, u64)> {
-    write_image_with(out, compression, |tar| tar.append_dir_all("root", root)).map_err(|e| match e {
+    write_image_with(out, compression, |tar| write_tree(tar, root, None, false)).map_err(|e| match e {
         ImgError::Io { op: "archive", source, .. } => ImgError::io("archive", root, source),
         e => e,
     })
 }
 
-/// Writes an incremental image file: what differs in `root` from `origin` (new and changed
-/// entries, by type, size, mode, owner, mtime and link target), and a whiteout for each entry
-/// of `origin` that `root` no longer has. Both are zone roots; they land under `root/`.
-pub fn write_layer_file(root: &Path, origin: &Path, out: &Path, compression: Compression) -> Result<(String, u64)> {
-    write_image_with(out, compression, |tar| {
-        tar.append_dir("root", root)?;
-        layer(tar, root, origin, Path::new("root"))
-    })
+/// Writes an incremental image file: what differs in `root` from `origin` (see [`differs`]),
+/// and a whiteout for each entry of `origin` that `root` no longer has. Both are zone roots;
+/// they land under `root/`. `shared_inodes` says `root` is a clone of `origin` on a pool
+/// whose clones keep their origin's inodes (btrfs, ZFS).
+pub fn write_layer_file(
+    root: &Path,
+    origin: &Path,
+    out: &Path,
+    compression: Compression,
+    shared_inodes: bool,
+) -> Result<(String, u64)> {
+    write_image_with(out, compression, |tar| write_tree(tar, root, Some(origin), shared_inodes))
 }
 
-fn differs(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path) -> bool {
+/// Writes `root` under `root/` into `tar`, in name order (the same tree gives the same
+/// bytes), whole or as a layer over `origin`. Nothing below `root` or `origin` is followed:
+/// a link is archived as a link, and an origin's entry is entered only when it is a
+/// directory itself.
+pub fn write_tree<W: Write>(
+    tar: &mut tar::Builder<W>,
+    root: &Path,
+    origin: Option<&Path>,
+    shared_inodes: bool,
+) -> std::io::Result<()> {
+    tar.append_dir("root", root)?;
+    layer(tar, root, origin, Path::new("root"), shared_inodes)
+}
+
+/// Whether an entry differs from the origin's entry of the same name: by type, mode, owner,
+/// link target, and for files size and mtime. Where clones keep their origin's inodes, a
+/// file is also changed when its inode or ctime is not the origin's: a rewrite that kept size
+/// and mtime (which a tenant can set) still shows, since no one can set a ctime.
+fn differs(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path, shared_inodes: bool) -> bool {
     use std::os::unix::fs::MetadataExt;
     if a.file_type() != b.file_type() || a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() {
         return true;
@@ -137,35 +159,51 @@ fn differs(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path) -
     if a.file_type().is_symlink() {
         return std::fs::read_link(pa).ok() != std::fs::read_link(pb).ok();
     }
-    !a.is_dir() && (a.len() != b.len() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec())
+    if a.is_dir() {
+        return false;
+    }
+    if shared_inodes && (a.ino() != b.ino() || a.ctime() != b.ctime() || a.ctime_nsec() != b.ctime_nsec()) {
+        return true;
+    }
+    a.len() != b.len() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec()
 }
 
-fn layer<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, origin: &Path, name: &Path) -> std::io::Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+fn sorted_names(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        names.push(e?.file_name());
+    }
     names.sort();
+    Ok(names)
+}
+
+fn layer<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    origin: Option<&Path>,
+    name: &Path,
+    shared: bool,
+) -> std::io::Result<()> {
+    let names = sorted_names(dir)?;
     for n in &names {
-        let (p, o, arc) = (dir.join(n), origin.join(n), name.join(n));
+        let (p, arc) = (dir.join(n), name.join(n));
+        let o = origin.map(|o| o.join(n));
         let m = std::fs::symlink_metadata(&p)?;
-        let om = std::fs::symlink_metadata(&o).ok();
-        let changed = om.as_ref().is_none_or(|om| differs(&m, om, &p, &o));
+        let om = o.as_ref().and_then(|o| std::fs::symlink_metadata(o).ok());
+        let changed = om.as_ref().is_none_or(|om| differs(&m, om, &p, o.as_deref().unwrap_or(&p), shared));
         if m.is_dir() {
             if changed {
                 tar.append_dir(&arc, &p)?;
             }
-            if om.as_ref().is_some_and(|om| om.is_dir()) {
-                layer(tar, &p, &o, &arc)?;
-            } else {
-                tar.append_dir_all(&arc, &p)?;
-            }
+            let into = o.as_deref().filter(|_| om.as_ref().is_some_and(|om| om.is_dir()));
+            layer(tar, &p, into, &arc, shared)?;
         } else if changed {
             tar.append_path_with_name(&p, &arc)?;
         }
     }
     // Whiteouts for what the origin had and this root does not.
-    if let Ok(rd) = std::fs::read_dir(origin) {
-        let mut gone: Vec<_> =
-            rd.filter_map(|e| e.ok().map(|e| e.file_name())).filter(|n| !names.contains(n)).collect();
-        gone.sort();
+    if let Some(origin) = origin {
+        let gone: Vec<_> = sorted_names(origin)?.into_iter().filter(|n| !names.contains(n)).collect();
         for n in gone {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Regular);

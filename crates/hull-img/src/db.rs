@@ -11,6 +11,7 @@
 use crate::{ImgError, Result};
 use hull_spec::Manifest;
 use serde::{Deserialize, Serialize};
+use sha1::Digest;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -29,6 +30,22 @@ pub struct Source {
     pub url: String,
     #[serde(rename = "type")]
     pub kind: String,
+    /// A client certificate to show the source (another hull node's API asks for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SourceTls>,
+}
+
+/// The files a source's TLS needs, copied under `var/imgadm/tls/` when the source is added
+/// (root's only), so the source keeps working when the originals go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceTls {
+    /// The client's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA the source's server certificate must chain to (PEM); only it is trusted.
+    pub ca: PathBuf,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -104,6 +121,12 @@ impl Db {
                 n.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok()
             })
             .collect())
+    }
+
+    /// Where a source's TLS files are kept.
+    pub fn tls_dir(&self, url: &str) -> PathBuf {
+        let h = sha1::Sha1::digest(url.as_bytes());
+        self.dir.join("tls").join(&hex::encode(h)[..16])
     }
 
     fn conf_path(&self) -> PathBuf {

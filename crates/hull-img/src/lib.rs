@@ -12,10 +12,12 @@ pub mod db;
 mod error;
 pub mod guest;
 mod progress;
+pub mod serve;
 pub mod source;
 
 pub use error::{ImgError, Result};
 
+pub use db::SourceTls;
 use db::{Db, Record, Source};
 use hull_spec::Manifest;
 use hull_storage::{DatasetName, Node, Pool, SnapshotName, StorageError, lock};
@@ -348,6 +350,7 @@ impl Imgadm {
             e => e.into(),
         })?;
         hull_exec::failpoint("img-install-snapshotted");
+        self.forget_served(pool.name(), &uuid);
         self.db.write(&Record {
             manifest: manifest.clone(),
             zpool: pool.name().to_string(),
@@ -386,6 +389,7 @@ impl Imgadm {
             Err(StorageError::HasClones { clones, .. }) => return Err(ImgError::HasClones { uuid: *uuid, clones }),
             Err(e) => return Err(e.into()),
         }
+        self.forget_served(pool.name(), uuid);
         self.db.remove(pool.name(), uuid)?;
         hull_storage::destroy(pool, &ds(uuid), false)?;
         Ok(())
@@ -420,15 +424,40 @@ impl Imgadm {
         self.db.sources()
     }
 
-    /// Adds a source at the end; false when it was there already.
-    pub fn add_source(&self, url: &str) -> Result<bool> {
+    /// Adds a source at the end; false when it was there already. `tls` is a client
+    /// certificate, its key and the source's CA (PEM files), for a source that asks for one
+    /// (another hull node's API); they are copied, and tried before the source is added.
+    pub fn add_source(&self, url: &str, tls: Option<&SourceTls>) -> Result<bool> {
         let url = source::check_url(url)?;
         let _guard = lock::lock(&self.node.lock_path("imgadm-conf"))?;
         let mut list = self.db.sources()?;
         if list.iter().any(|s| s.url == url) {
             return Ok(false);
         }
-        list.push(Source { url, kind: "imgapi".into() });
+        let tls = match tls {
+            Some(t) => {
+                if !url.starts_with("https://") {
+                    return Err(ImgError::BadSourceUrl {
+                        url,
+                        reason: "a client certificate is for https:// sources".into(),
+                    });
+                }
+                source::Client::new(&url, Some(t))?;
+                let dir = self.db.tls_dir(&url);
+                let kept =
+                    SourceTls { cert: dir.join("client.crt"), key: dir.join("client.key"), ca: dir.join("ca.crt") };
+                std::fs::create_dir_all(&dir).map_err(|e| ImgError::io("create directory", &dir, e))?;
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .map_err(|e| ImgError::io("chmod", &dir, e))?;
+                for (from, to) in [(&t.cert, &kept.cert), (&t.key, &kept.key), (&t.ca, &kept.ca)] {
+                    let data = std::fs::read(from).map_err(|e| ImgError::io("read", from, e))?;
+                    hull_exec::write_atomic_mode(to, &data, 0o600).map_err(|e| ImgError::io("write", to, e))?;
+                }
+                Some(kept)
+            }
+            None => None,
+        };
+        list.push(Source { url, kind: "imgapi".into(), tls });
         self.db.set_sources(list)?;
         Ok(true)
     }
@@ -443,6 +472,7 @@ impl Imgadm {
         if list.len() == before {
             return Ok(false);
         }
+        let _ = std::fs::remove_dir_all(self.db.tls_dir(url));
         self.db.set_sources(list)?;
         Ok(true)
     }
@@ -452,7 +482,7 @@ impl Imgadm {
         if list.is_empty() {
             return Err(ImgError::NoSources);
         }
-        Ok(list.iter().map(|s| source::Client::new(&s.url)).collect())
+        list.iter().map(|s| source::Client::new(&s.url, s.tls.as_ref())).collect()
     }
 
     /// Images the sources offer, each with the source it came from; the first source that
@@ -545,7 +575,8 @@ impl Imgadm {
             .prefix(&format!("{uuid}.file."))
             .tempfile_in(&cache)
             .map_err(|e| ImgError::io("create download file in", &cache, e))?;
-        let client = source::Client::new(src);
+        let tls = self.db.sources()?.into_iter().find(|s| s.url == src).and_then(|s| s.tls);
+        let client = source::Client::new(src, tls.as_ref())?;
         let (body, _len) = client.file(&uuid)?;
         let pb = progress::bytes(Some(want.size), &format!("{}@{}", m.name, m.version));
         // Never read more than the manifest promises (plus one byte, to notice).

@@ -1,6 +1,7 @@
 //! An IMGAPI-compatible image source over HTTP: `GET /images`, `GET /images/UUID` and
 //! `GET /images/UUID/file`.
 
+use crate::db::SourceTls;
 use crate::{ImgError, Result};
 use hull_spec::Manifest;
 use std::io::Read;
@@ -32,16 +33,43 @@ pub fn check_url(url: &str) -> Result<String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// Reads a PEM file a source's TLS names.
+fn pem(url: &str, what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| ImgError::Source { url: url.to_string(), reason: format!("its {what} {}: {e}", path.display()) })
+}
+
+/// ureq's TLS for a source with a client certificate: that certificate, and only the
+/// source's CA as a root.
+fn tls_config(url: &str, tls: &SourceTls) -> Result<ureq::tls::TlsConfig> {
+    let bad =
+        |what: &str, e: ureq::Error| ImgError::Source { url: url.to_string(), reason: format!("its {what}: {e}") };
+    let cert =
+        ureq::tls::Certificate::from_pem(&pem(url, "certificate", &tls.cert)?).map_err(|e| bad("certificate", e))?;
+    let key = ureq::tls::PrivateKey::from_pem(&pem(url, "key", &tls.key)?).map_err(|e| bad("key", e))?;
+    let ca = ureq::tls::Certificate::from_pem(&pem(url, "CA certificate", &tls.ca)?)
+        .map_err(|e| bad("CA certificate", e))?;
+    Ok(ureq::tls::TlsConfig::builder()
+        .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&[cert], key)))
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![ca])))
+        .build())
+}
+
 impl Client {
-    pub fn new(url: &str) -> Client {
-        let agent = ureq::Agent::config_builder()
+    /// A client of `url`, showing `tls`'s certificate when it is given.
+    pub fn new(url: &str, tls: Option<&SourceTls>) -> Result<Client> {
+        let mut config = ureq::Agent::config_builder();
+        if let Some(t) = tls {
+            config = config.tls_config(tls_config(url, t)?);
+        }
+        let agent = config
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_recv_body(Some(Duration::from_secs(60)))
             .timeout_recv_response(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
             .build()
             .new_agent();
-        Client { agent, url: url.trim_end_matches('/').to_string() }
+        Ok(Client { agent, url: url.trim_end_matches('/').to_string() })
     }
 
     fn err(&self, reason: impl Into<String>) -> ImgError {

@@ -125,8 +125,10 @@ impl Vmadm {
                 });
             }
             manifest.origin = Some(origin);
+            // btrfs and ZFS clones keep their origin's inodes; the dir backend copies.
+            let shared = pool.backend() != hull_storage::PoolBackend::Dir;
             hull_img::build::emit(manifest, out_dir, compression, |f| {
-                hull_img::build::write_layer_file(&root, &origin_root, f, compression)
+                hull_img::build::write_layer_file(&root, &origin_root, f, compression, shared)
             })?
         } else {
             hull_img::build::emit(manifest, out_dir, compression, |f| {

@@ -67,6 +67,16 @@ pub enum ImgCmd {
     Sources {
         #[arg(short = 'a')]
         add: Option<String>,
+        /// With -a: a client certificate (PEM) to show the source, as another hull node's
+        /// API asks (`hull api trust add` on that node makes one).
+        #[arg(long, requires_all = ["add", "key", "ca"])]
+        cert: Option<PathBuf>,
+        /// With --cert: its private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// With --cert: the source's CA (PEM, `hull api ca` on that node); only it is trusted.
+        #[arg(long, requires = "cert")]
+        ca: Option<PathBuf>,
         #[arg(short = 'd')]
         del: Option<String>,
         #[arg(short = 'j')]
@@ -235,9 +245,13 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                 println!("Deleted image {} ({}@{})", i.manifest.uuid, i.manifest.name, i.manifest.version);
             }
         }
-        ImgCmd::Sources { add, del, json } => {
+        ImgCmd::Sources { add, cert, key, ca, del, json } => {
             if let Some(url) = add {
-                if img.add_source(&url)? {
+                let tls = match (cert, key, ca) {
+                    (Some(cert), Some(key), Some(ca)) => Some(hull_img::SourceTls { cert, key, ca }),
+                    _ => None,
+                };
+                if img.add_source(&url, tls.as_ref())? {
                     println!("Added \"imgapi\" image source \"{}\"", url.trim_end_matches('/'));
                 } else {
                     println!("Already have \"imgapi\" image source \"{}\", no change", url.trim_end_matches('/'));

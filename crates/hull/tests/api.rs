@@ -8,106 +8,8 @@ use common::*;
 use hull::api::error::ApiError;
 use hull::api::jobs::{Execution, Job};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A running `hull api serve` of a test node, killed and reaped on drop.
-struct Server {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Server {
-    fn start(n: &TestNode, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let sock = n.root().join("var/run/hull/api.sock");
-        let mut c = n.cmd();
-        c.args(["api", "serve"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().expect("start hull api serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            if let Ok(Some(st)) = child.try_wait() {
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
-                panic!("hull api serve exited ({st}) before listening: {err}");
-            }
-            assert!(Instant::now() < deadline, "hull api serve did not listen on {}", sock.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, sock }
-    }
-
-    /// One request with curl; (status, body as JSON or as a string).
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        self.call_as(&[], method, path, body)
-    }
-
-    fn call_as(&self, prefix: &[&str], method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let mut c = Command::new(prefix.first().copied().unwrap_or("curl"));
-        if !prefix.is_empty() {
-            c.args(&prefix[1..]).arg("curl");
-        }
-        c.args(["-sS", "--max-time", "300", "--unix-socket"]).arg(&self.sock).args(["-X", method]);
-        // The body from a file: a large one would not fit on a command line.
-        let file = tempfile::NamedTempFile::new().expect("body file");
-        if let Some(b) = body {
-            std::fs::write(file.path(), b).expect("write body");
-            std::fs::set_permissions(file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
-                .expect("chmod body");
-            c.args(["-H", "content-type: application/json", "--data-binary"])
-                .arg(format!("@{}", file.path().display()));
-        }
-        c.args(["-w", "\n%{http_code}"]).arg(format!("http://hull{path}"));
-        let out = c.output().expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let code: u16 = code.trim().parse().unwrap_or_else(|_| panic!("curl said {text:?} {:?}", out.stderr));
-        (code, serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())))
-    }
-
-    /// Waits for a job to finish and returns it.
-    fn wait(&self, job: &str) -> Job {
-        let (code, j) = self.call("GET", &format!("/jobs/{job}/wait?timeout=240"), None);
-        assert_eq!(code, 200, "{j}");
-        let j: Job = serde_json::from_value(j.clone()).unwrap_or_else(|e| panic!("not a Job: {e}: {j}"));
-        assert!(j.execution.done(), "job not done: {j:?}");
-        j
-    }
-
-    /// Asks for a change; checks the 202 and waits for its job, which must succeed.
-    fn change(&self, method: &str, path: &str, body: Option<&str>) -> Job {
-        let (code, v) = self.call(method, path, body);
-        assert_eq!(code, 202, "{method} {path}: {v}");
-        let job = self.wait(v["job_uuid"].as_str().expect("job_uuid"));
-        assert_eq!(job.execution, Execution::Succeeded, "{method} {path}: {job:?}");
-        job
-    }
-
-    /// The events a stream gives within `secs` (curl stops it).
-    fn events(&self, query: &str, secs: &str) -> Vec<Value> {
-        let out = Command::new("curl")
-            .args(["-sSN", "--max-time", secs, "--unix-socket"])
-            .arg(&self.sock)
-            .arg(format!("http://hull/events{query}"))
-            .output()
-            .expect("curl events");
-        lines(&String::from_utf8_lossy(&out.stdout))
-    }
-}
-
-fn lines(text: &str) -> Vec<Value> {
-    text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("an event is JSON")).collect()
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn generation(e: &Value) -> u64 {
     e["generation"].as_u64().expect("generation")
@@ -676,8 +578,20 @@ fn an_image_of_a_vm_goes_out_through_the_api_and_comes_back_in_checked() {
     assert_eq!(ok.execution, Execution::Succeeded, "{ok:?}");
     let (code, m) = api.call("GET", &format!("/images/{new_image}"), None);
     assert_eq!((code, m["name"].as_str()), (200, Some("snap")), "{m}");
-    let (code, e) = api.call("GET", &format!("/images/{new_image}/file"), None);
-    assert_eq!((code, e["code"].as_str()), (404, Some("ImageFileNotKept")), "{e}");
+    // Installed, its file is served from the dataset, as the served manifest describes it.
+    let served = n.root().join("served");
+    let st = Command::new("curl")
+        .args(["-sSf", "--unix-socket"])
+        .arg(&api.sock)
+        .arg("-o")
+        .arg(&served)
+        .arg(format!("http://hull/images/{new_image}/file"))
+        .status()
+        .expect("curl");
+    assert!(st.success());
+    assert_eq!(m["files"][0]["compression"], "zstd", "{m}");
+    assert_eq!(Some(std::fs::metadata(&served).expect("served").len()), m["files"][0]["size"].as_u64(), "{m}");
+    assert_eq!(Some(sha1_of(&served).as_str()), m["files"][0]["sha1"].as_str(), "{m}");
     let (code, e) = api.call("POST", "/images?action=install", Some(&manifest.to_string()));
     assert_eq!((code, e["code"].as_str()), (409, Some("ImageExists")), "{e}");
     let child =

@@ -45,7 +45,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
         "get",
         "/images/{uuid}/file",
         "GetImageFile",
-        "The file of an image made by create_image (an installed image's is not kept: 404 ImageFileNotKept)",
+        "An installed image's file, made from its dataset as it streams (what GET /images/{uuid} describes), or the file of an export made by create_image",
         200,
     ),
     ("put", "/images/{uuid}/file", "PutImageFile", "The file of an install started by action=install (a job)", 202),

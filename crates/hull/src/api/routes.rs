@@ -354,7 +354,13 @@ async fn wait_job(State(api): State<Arc<Api>>, Path(uuid): Path<String>, Query(q
 async fn list_images(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<Value>>> {
     blocking(move || {
         let img = hull_img::Imgadm::new(&api.node);
-        Ok(img.list()?.into_iter().map(|i| serde_json::to_value(i.manifest).unwrap_or_default()).collect())
+        // As an image server: each manifest describes the file GET /images/UUID/file serves.
+        let mut out = Vec::new();
+        for i in img.list()? {
+            let m = img.served_manifest(&i.manifest.uuid)?;
+            out.push(serde_json::to_value(m).unwrap_or_default());
+        }
+        Ok(out)
     })
     .await
     .map(Json)
@@ -364,7 +370,7 @@ async fn get_image(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> Api
     let uuid = path_uuid(&uuid, "ImageNotFound")?;
     blocking(move || {
         let img = hull_img::Imgadm::new(&api.node);
-        Ok(serde_json::to_value(img.get(&uuid)?.manifest).unwrap_or_default())
+        Ok(serde_json::to_value(img.served_manifest(&uuid)?).unwrap_or_default())
     })
     .await
     .map(Json)
@@ -419,7 +425,7 @@ async fn image_action(
     let work: Work = Box::new(move || {
         let img = hull_img::Imgadm::new(&w.node);
         img.import(&uuid)?;
-        Ok(serde_json::to_value(img.get(&uuid)?.manifest).unwrap_or_default())
+        Ok(serde_json::to_value(img.served_manifest(&uuid)?).unwrap_or_default())
     });
     let ask =
         Ask { action: "import_image".into(), vm_uuid: None, image_uuid: Some(uuid.to_string()), warnings: vec![] };

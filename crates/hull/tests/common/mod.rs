@@ -2,8 +2,11 @@
 //! when the test fails. Tests run as root.
 #![allow(dead_code)]
 
+use hull::api::jobs::{Execution, Job};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const HULL: &str = env!("CARGO_BIN_EXE_hull");
 
@@ -210,6 +213,20 @@ impl TestNode {
         uuid
     }
 
+    /// `vmadm create` of a payload; returns the VM's uuid.
+    pub fn create_vm(&self, payload: &serde_json::Value) -> String {
+        let f = tempfile::NamedTempFile::new_in(self.root()).expect("payload file");
+        std::fs::write(f.path(), payload.to_string()).expect("write payload");
+        let out = self.hull(&["vmadm", "create", "-j", "-f", &f.path().to_string_lossy()]).ok();
+        let v: serde_json::Value = serde_json::from_str(&out).expect("vm json");
+        v["uuid"].as_str().expect("uuid").to_string()
+    }
+
+    /// `vmadm get` of a VM.
+    pub fn vm(&self, uuid: &str) -> serde_json::Value {
+        serde_json::from_str(&self.hull(&["vmadm", "get", uuid]).ok()).expect("vmadm get json")
+    }
+
     /// Nobody holds the image's lock.
     pub fn lock_is_free(&self, uuid: &str) -> bool {
         let p = self.root().join(format!("var/hull/locks/img.{uuid}.lock"));
@@ -272,4 +289,118 @@ pub fn edit_manifest(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
     f(&mut v);
     std::fs::write(path, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
+}
+
+/// A running `hull api serve` of a test node, killed and reaped on drop.
+pub struct Server {
+    pub child: Child,
+    pub sock: PathBuf,
+}
+
+impl Server {
+    pub fn start(n: &TestNode, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let sock = n.root().join("var/run/hull/api.sock");
+        let mut c = n.cmd();
+        c.args(["api", "serve"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("start hull api serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
+                panic!("hull api serve exited ({st}) before listening: {err}");
+            }
+            assert!(Instant::now() < deadline, "hull api serve did not listen on {}", sock.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, sock }
+    }
+
+    /// One request with curl; (status, body as JSON or as a string).
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call_as(&[], method, path, body)
+    }
+
+    pub fn call_as(&self, prefix: &[&str], method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let mut c = Command::new(prefix.first().copied().unwrap_or("curl"));
+        if !prefix.is_empty() {
+            c.args(&prefix[1..]).arg("curl");
+        }
+        c.args(["-sS", "--max-time", "300", "--unix-socket"]).arg(&self.sock).args(["-X", method]);
+        // The body from a file: a large one would not fit on a command line.
+        let file = tempfile::NamedTempFile::new().expect("body file");
+        if let Some(b) = body {
+            std::fs::write(file.path(), b).expect("write body");
+            std::fs::set_permissions(file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .expect("chmod body");
+            c.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", file.path().display()));
+        }
+        c.args(["-w", "\n%{http_code}"]).arg(format!("http://hull{path}"));
+        let out = c.output().expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code: u16 = code.trim().parse().unwrap_or_else(|_| panic!("curl said {text:?} {:?}", out.stderr));
+        (code, serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())))
+    }
+
+    /// Waits for a job to finish and returns it.
+    pub fn wait(&self, job: &str) -> Job {
+        let (code, j) = self.call("GET", &format!("/jobs/{job}/wait?timeout=240"), None);
+        assert_eq!(code, 200, "{j}");
+        let j: Job = serde_json::from_value(j.clone()).unwrap_or_else(|e| panic!("not a Job: {e}: {j}"));
+        assert!(j.execution.done(), "job not done: {j:?}");
+        j
+    }
+
+    /// Asks for a change; checks the 202 and waits for its job, which must succeed.
+    pub fn change(&self, method: &str, path: &str, body: Option<&str>) -> Job {
+        let (code, v) = self.call(method, path, body);
+        assert_eq!(code, 202, "{method} {path}: {v}");
+        let job = self.wait(v["job_uuid"].as_str().expect("job_uuid"));
+        assert_eq!(job.execution, Execution::Succeeded, "{method} {path}: {job:?}");
+        job
+    }
+
+    /// The events a stream gives within `secs` (curl stops it).
+    pub fn events(&self, query: &str, secs: &str) -> Vec<Value> {
+        let out = Command::new("curl")
+            .args(["-sSN", "--max-time", secs, "--unix-socket"])
+            .arg(&self.sock)
+            .arg(format!("http://hull/events{query}"))
+            .output()
+            .expect("curl events");
+        lines(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+pub fn lines(text: &str) -> Vec<Value> {
+    text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("an event is JSON")).collect()
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A hash of a file tree: names, types, modes, owners, sizes, files' mtimes, link targets
+/// and contents (directories' times are left out: unpacking sets them as it goes).
+pub fn tree_hash(root: &Path) -> String {
+    let script = r#"cd "$1" && {
+        find . -mindepth 1 \( -type d -printf '%P d %m %U %G\n' \) -o \( ! -type d -printf '%P %y %m %U %G %s %T@ %l\n' \) | LC_ALL=C sort
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha1sum
+    } | sha1sum"#;
+    let out = Command::new("sh").args(["-c", script, "sh"]).arg(root).output().expect("hash a tree");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// A TCP port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
