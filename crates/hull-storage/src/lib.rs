@@ -25,6 +25,7 @@ pub mod zfs;
 
 use std::path::{Path, PathBuf};
 
+pub use btrfs::send::Received;
 pub use hull_spec::PoolBackend;
 pub use name::{DatasetName, SnapshotName};
 pub use node::Node;
@@ -169,6 +170,39 @@ pub trait Pool: Send + Sync {
     fn usage(&self) -> Result<PoolUsage>;
     /// Whether a dataset exists; cheaper than `list`.
     fn exists(&self, ds: &DatasetName) -> bool;
+
+    /// Writes a send stream of a snapshot (incremental from `parent`, which the receiver
+    /// has) into `out`; returns its length.
+    fn send(&self, snap: &SnapshotName, parent: Option<&SnapshotName>, out: &mut dyn std::io::Write) -> Result<u64> {
+        let _ = (snap, parent, out);
+        Err(StorageError::Unsupported { backend: self.backend(), what: "send streams" })
+    }
+
+    /// Makes an empty dataset that streams are received into (see [`Pool::receive`]).
+    fn receive_begin(&self, staging: &DatasetName) -> Result<()> {
+        let _ = staging;
+        Err(StorageError::Unsupported { backend: self.backend(), what: "send streams" })
+    }
+
+    /// The snapshots received into `staging` so far: names and sending uuids.
+    fn received(&self, staging: &DatasetName) -> Result<Vec<(String, [u8; 16])>> {
+        let _ = staging;
+        Err(StorageError::Unsupported { backend: self.backend(), what: "send streams" })
+    }
+
+    /// Receives one stream into `staging` as a snapshot; its parent must have been received
+    /// there before. A refused stream leaves nothing.
+    fn receive(&self, staging: &DatasetName, input: &mut dyn std::io::Read) -> Result<Received> {
+        let _ = (staging, input);
+        Err(StorageError::Unsupported { backend: self.backend(), what: "send streams" })
+    }
+
+    /// Makes `target` a writable copy of `staging`'s snapshot `last`, with every received
+    /// snapshot as its own; `staging` goes.
+    fn receive_finish(&self, staging: &DatasetName, last: &str, target: &DatasetName) -> Result<()> {
+        let _ = (staging, last, target);
+        Err(StorageError::Unsupported { backend: self.backend(), what: "send streams" })
+    }
 }
 
 /// The dataset or snapshot a name refers to.

@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod network;
 mod query;
 pub mod revert;
+pub mod send;
 mod snapshot;
 mod start;
 mod stop;
@@ -130,6 +131,9 @@ pub enum VmError {
         #[source]
         source: hull_spec::vm::ModelError,
     },
+    /// A VM stream (`vmadm send`'s) that this node does not take, and why.
+    #[error("the VM stream: {0}")]
+    Stream(String),
     #[error(transparent)]
     Storage(#[from] hull_storage::StorageError),
     #[error(transparent)]

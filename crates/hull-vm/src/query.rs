@@ -115,7 +115,7 @@ impl Vmadm {
         };
         cfg.insert("type".into(), json!(ty));
         if let Some(all) = all {
-            cfg.insert("snapshots".into(), crate::snapshot::snapshots_in(uuid, all));
+            cfg.insert("snapshots".into(), crate::snapshot::snapshots_in(uuid, all, &self.snapshot_times(uuid)));
         }
         if !hvm {
             cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));

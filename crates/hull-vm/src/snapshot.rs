@@ -2,7 +2,7 @@
 //! named `zones/<uuid>@vmsnap-<name>` as on SmartOS.
 
 use crate::{Result, VmError, Vmadm, ds};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::time::Duration;
 
 const PREFIX: &str = "vmsnap-";
@@ -17,16 +17,33 @@ fn check_name(uuid: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A VM's snapshots in a pool listing, as `get` shows them: `[{name, created_at}]`.
-pub(crate) fn snapshots_in(uuid: &str, all: &[hull_storage::DatasetInfo]) -> Value {
+/// A VM's snapshots in a pool listing, as `get` shows them: `[{name, created_at}]`. A
+/// snapshot that came in a stream is as old as it was where it was taken (`times`, kept by
+/// receive, by snapshot name), not as its copy here.
+pub(crate) fn snapshots_in(uuid: &str, all: &[hull_storage::DatasetInfo], times: &Map<String, Value>) -> Value {
     let prefix = format!("{uuid}@{PREFIX}");
     Value::Array(
         all.iter()
             .filter_map(|d| {
-                d.name.strip_prefix(&prefix).map(|n| json!({"name": n, "created_at": crate::iso8601_secs(d.creation)}))
+                let n = d.name.strip_prefix(&prefix)?;
+                let t = times.get(&format!("{PREFIX}{n}")).and_then(Value::as_i64).unwrap_or(d.creation);
+                Some(json!({"name": n, "created_at": crate::iso8601_secs(t)}))
             })
             .collect(),
     )
+}
+
+/// Where a received VM keeps its snapshots' creation times.
+pub(crate) const SNAPSHOT_TIMES: &str = "config/snapshot-times.json";
+
+impl Vmadm {
+    /// The creation times a receive kept for the VM's snapshots.
+    pub(crate) fn snapshot_times(&self, uuid: &str) -> Map<String, Value> {
+        let Ok(p) = self.pool().and_then(|p| Ok(p.dataset_path(&ds(uuid)?).join(SNAPSHOT_TIMES))) else {
+            return Map::new();
+        };
+        std::fs::read(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
 }
 
 impl Vmadm {
@@ -54,6 +71,17 @@ impl Vmadm {
         let _lock = self.lock(uuid)?;
         self.load(uuid)?;
         let snap = self.snap(uuid, name)?;
+        // A time a receive kept for an earlier snapshot of this name is not this one's.
+        let mut times = self.snapshot_times(uuid);
+        if times.remove(&snap.snap).is_some() {
+            let p = self.pool()?.dataset_path(&ds(uuid)?).join(SNAPSHOT_TIMES);
+            hull_exec::write_atomic(&p, &serde_json::to_vec(&times).unwrap_or_default()).map_err(|e| VmError::Io {
+                vm: uuid.into(),
+                op: "write",
+                path: p.clone(),
+                source: e,
+            })?;
+        }
         self.pool()?.snapshot(&snap).map_err(|e| match e {
             hull_storage::StorageError::Exists(_) => VmError::SnapshotExists { vm: uuid.into(), name: name.into() },
             e => e.into(),

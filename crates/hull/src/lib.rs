@@ -164,7 +164,10 @@ pub fn main() {
         .init();
 
     let cli = Cli::parse_from(args);
-    if !matches!(cli.cmd, Cmd::Zoneadmd(_) | Cmd::Startd(_) | Cmd::Api(_)) {
+    // vmadm send and receive feed pipes of their own (btrfs send and receive) and see EPIPE
+    // as an error to clean up after, not as the end.
+    let own_pipes = matches!(cli.cmd, Cmd::Vmadm(vmadm::VmCmd::Send { .. } | vmadm::VmCmd::Receive));
+    if !matches!(cli.cmd, Cmd::Zoneadmd(_) | Cmd::Startd(_) | Cmd::Api(_)) && !own_pipes {
         // A tool whose reader went away (`imgadm list -j | head`) ends quietly, as every
         // Unix tool does, instead of panicking in println!. The daemons keep Rust's
         // ignored SIGPIPE: a client that hangs up must not kill them.
@@ -220,7 +223,10 @@ pub fn main() {
 
 fn finish(name: &str, result: CmdResult) {
     if let Err(f) = result {
-        eprintln!("{name}: error: {}", f.message);
+        // An empty message: the tool ended quietly (its reader went away).
+        if !f.message.is_empty() {
+            eprintln!("{name}: error: {}", f.message);
+        }
         std::process::exit(f.code);
     }
 }

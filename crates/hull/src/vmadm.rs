@@ -142,6 +142,10 @@ pub enum VmCmd {
     Info { uuid: String, types: Vec<String> },
     /// Snapshot a VM's dataset.
     CreateSnapshot { uuid: String, name: String },
+    /// Write a stopped VM, whole (config, every dataset, snapshots), to standard output.
+    Send { uuid: String },
+    /// Make a VM, stopped, from a stream `vmadm send` wrote (standard input).
+    Receive,
     /// Put a VM back to a snapshot (stopping and starting it if it runs).
     RollbackSnapshot { uuid: String, name: String },
     /// Delete one of a VM's snapshots.
@@ -320,6 +324,23 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
         VmCmd::CreateSnapshot { uuid, name } => {
             open(node)?.create_snapshot(&uuid, &name)?;
             println!("Created snapshot {name} for VM {uuid}");
+        }
+        VmCmd::Send { uuid } => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(Failure::new(2, "vmadm send writes a binary stream: send it to a file or a pipe"));
+            }
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            match open(node)?.send(&uuid, &mut out) {
+                Ok(n) => tracing::info!(vm = %uuid, bytes = n, "sent"),
+                // Its reader went away (`| head`, a closed connection): end quietly.
+                Err(e) if crate::chain(&e).contains("Broken pipe") => return Err(Failure::new(1, "")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        VmCmd::Receive => {
+            let mut inp = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+            let uuid = open(node)?.receive(&mut inp)?;
+            println!("Successfully received VM {uuid}");
         }
         VmCmd::RollbackSnapshot { uuid, name } => {
             open(node)?.rollback_snapshot(&uuid, &name)?;

@@ -146,3 +146,138 @@ fn a_node_imports_an_image_and_its_origin_from_another_over_tls() {
     assert!(d.datasets().is_empty(), "{:?}", d.datasets());
     assert!(std::fs::read_dir(d.root().join("var/imgadm/cache")).map(|r| r.count()).unwrap_or(0) == 0);
 }
+
+/// `vmadm send UUID > file` on a node.
+fn send_to(n: &TestNode, uuid: &str, file: &Path) {
+    let out = std::fs::File::create(file).expect("stream file");
+    let st = n.cmd().args(["vmadm", "send", uuid]).stdout(out).status().expect("vmadm send");
+    assert!(st.success(), "vmadm send {uuid} failed");
+}
+
+/// `vmadm receive < file` on a node.
+fn receive_from(n: &TestNode, file: &Path) -> Run {
+    let inp = std::fs::File::open(file).expect("stream file");
+    let out = n.cmd().args(["vmadm", "receive"]).stdin(inp).output().expect("vmadm receive");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A node in its own namespace with a local nic tag `t0`.
+fn netnode() -> TestNode {
+    let n = TestNode::in_netns("512M");
+    n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
+    n
+}
+
+/// `vmadm get` without what belongs to the node it is on.
+fn portable(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        for k in ["zonepath", "pid", "boot_timestamp", "last_modified", "state", "zone_state", "exit_status"] {
+            o.remove(k);
+        }
+    }
+    v
+}
+
+fn nft_ruleset(n: &TestNode) -> String {
+    let out = n.in_node(|| Command::new("nft").args(["list", "ruleset"]).output().expect("nft"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_stopped_zone_sent_from_one_node_is_received_whole_on_another() {
+    let a = netnode();
+    let img = a.busybox();
+    let vm = a.create_vm(&serde_json::json!({
+        "brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64, "alias": "mover",
+        "nics": [{"nic_tag": "t0", "ips": ["10.77.0.5/24"]}],
+        "customer_metadata": {"k": "v"}
+    }));
+    a.hull(&["zlogin", &vm, "sh", "-c", "echo before > /data; mkdir -p /d/e; echo x > /d/e/f"]).ok();
+    a.hull(&["vmadm", "create-snapshot", &vm, "one"]).ok();
+    a.hull(&["zlogin", &vm, "sh", "-c", "echo after > /data; rm -r /d"]).ok();
+    a.hull(&["vmadm", "stop", &vm]).ok();
+    let stream = a.root().join("vm.stream");
+    // A running VM is not sent: it is migrated.
+    a.hull(&["vmadm", "start", &vm]).ok();
+    let r = a.cmd().args(["vmadm", "send", &vm]).stdout(std::process::Stdio::null()).output().expect("send");
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("running"));
+    a.hull(&["vmadm", "stop", &vm]).ok();
+    send_to(&a, &vm, &stream);
+    assert!(!a.datasets().iter().any(|d| d.contains("@xfer-")), "{:?}", a.datasets());
+
+    let b = netnode();
+    let r = receive_from(&b, &stream);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(&vm), "{}", r.stdout);
+    let (ga, gb) = (a.vm(&vm), b.vm(&vm));
+    assert_eq!(gb["state"], "stopped");
+    assert_eq!(portable(ga.clone()), portable(gb.clone()), "vmadm get differs beyond the node's fields");
+    assert_eq!(gb["zonepath"].as_str(), Some(b.zones().join(&vm).to_string_lossy().as_ref()));
+    assert_eq!(tree_hash(&a.zones().join(&vm).join("root")), tree_hash(&b.zones().join(&vm).join("root")));
+    // A second receive of the same VM is refused, and changes nothing.
+    let r = receive_from(&b, &stream);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+
+    // Started on B, with its MAC and address, behind link protection there and not on A.
+    let mac = gb["nics"][0]["mac"].as_str().expect("mac").to_string();
+    assert_eq!(ga["nics"][0]["mac"].as_str(), Some(mac.as_str()));
+    b.hull(&["vmadm", "start", &vm]).ok();
+    assert_eq!(b.hull(&["zlogin", &vm, "cat", "/data"]).ok(), "after\n");
+    let addrs = b.hull(&["zlogin", &vm, "ip", "addr"]).ok();
+    assert!(addrs.contains("10.77.0.5/24") && addrs.contains(&mac), "{addrs}");
+    assert!(nft_ruleset(&b).contains(&mac), "no link protection on B");
+    assert!(!nft_ruleset(&a).contains(&mac), "link protection left on A");
+    // Its snapshot came too.
+    b.hull(&["vmadm", "stop", &vm]).ok();
+    b.hull(&["vmadm", "rollback-snapshot", &vm, "one"]).ok();
+    b.hull(&["vmadm", "start", &vm]).ok();
+    assert_eq!(b.hull(&["zlogin", &vm, "cat", "/data", "/d/e/f"]).ok(), "before\nx\n");
+}
+
+#[test]
+fn cut_corrupted_and_foreign_streams_are_refused_and_leave_nothing() {
+    let a = TestNode::new("512M");
+    let img = a.busybox();
+    let vm = a.create_vm(&serde_json::json!({
+        "brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64, "autoboot": false
+    }));
+    common::random_file(&a.zones().join(&vm).join("root/blob"), 3 << 20);
+    let stream = a.root().join("vm.stream");
+    send_to(&a, &vm, &stream);
+    let whole = std::fs::read(&stream).expect("read");
+    let b = TestNode::new("512M");
+    let bad = b.root().join("bad.stream");
+    let mut cases: Vec<(String, Vec<u8>, &str)> = Vec::new();
+    for cut in [5, 40, whole.len() / 3, whole.len() / 2, whole.len() - 33, whole.len() - 1] {
+        cases.push((format!("cut at {cut}"), whole[..cut].to_vec(), ""));
+    }
+    for at in [whole.len() / 2, whole.len() - 10] {
+        let mut c = whole.clone();
+        c[at] ^= 0x01;
+        cases.push((format!("byte {at} changed"), c, ""));
+    }
+    let mut v2 = whole.clone();
+    v2[11] = 2;
+    cases.push(("version 2".into(), v2, "version 2"));
+    let mut more = whole.clone();
+    more.push(0);
+    cases.push(("a byte past the end".into(), more, "after"));
+    cases.push(("not a stream".into(), b"hello, world, this is not a stream".to_vec(), "not a hull VM stream"));
+    for (what, bytes, says) in cases {
+        std::fs::write(&bad, &bytes).expect("write");
+        let r = receive_from(&b, &bad);
+        assert_ne!(r.code, 0, "{what}: taken");
+        assert!(r.stderr.contains(says), "{what}: {}", r.stderr);
+        assert!(b.datasets().is_empty(), "{what}: left {:?}: {}", b.datasets(), r.stderr);
+        assert_eq!(b.hull(&["vmadm", "list", "-H"]).ok(), "", "{what}");
+    }
+    // The whole stream, after all that, is taken.
+    let r = receive_from(&b, &stream);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sha1_hex(&b.zones().join(&vm).join("root/blob")), sha1_hex(&a.zones().join(&vm).join("root/blob")));
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 const MAGIC: u8 = 0x94;
 const SUBVOL_NAME_MAX: usize = 4039;
 /// `BTRFS_SUBVOL_RDONLY`
-const SUBVOL_RDONLY: u64 = 1 << 1;
+pub const SUBVOL_RDONLY: u64 = 1 << 1;
 /// `BTRFS_QGROUP_LIMIT_MAX_RFER`
 const QGROUP_LIMIT_MAX_RFER: u64 = 1;
 

@@ -28,6 +28,7 @@
 
 pub mod ioctl;
 pub mod qgroup;
+pub mod send;
 
 use crate::{Caps, DatasetInfo, DatasetKind, DatasetName, Pool, PoolUsage, Result, SnapshotName, StorageError};
 use hull_exec::{CommandLine, tool};
@@ -516,5 +517,25 @@ impl Pool for BtrfsPool {
 
     fn usage(&self) -> Result<PoolUsage> {
         crate::host::statvfs_usage(&self.mnt)
+    }
+
+    fn send(&self, snap: &SnapshotName, parent: Option<&SnapshotName>, out: &mut dyn std::io::Write) -> Result<u64> {
+        BtrfsPool::send(self, snap, parent, out)
+    }
+
+    fn receive_begin(&self, staging: &DatasetName) -> Result<()> {
+        BtrfsPool::receive_begin(self, staging)
+    }
+
+    fn received(&self, staging: &DatasetName) -> Result<Vec<(String, [u8; 16])>> {
+        BtrfsPool::received(self, staging)
+    }
+
+    fn receive(&self, staging: &DatasetName, input: &mut dyn std::io::Read) -> Result<crate::Received> {
+        BtrfsPool::receive(self, staging, input)
+    }
+
+    fn receive_finish(&self, staging: &DatasetName, last: &str, target: &DatasetName) -> Result<()> {
+        BtrfsPool::receive_finish(self, staging, last, target)
     }
 }

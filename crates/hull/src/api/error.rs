@@ -78,6 +78,7 @@ impl From<VmError> for ApiError {
             VmError::Indestructible { .. } => (StatusCode::CONFLICT, "Indestructible"),
             VmError::Refused { .. } => (StatusCode::CONFLICT, "Refused"),
             VmError::Image { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "ImageUnusable"),
+            VmError::Stream(_) => (StatusCode::BAD_REQUEST, "BadStream"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         };
         ApiError::new(status, code, message)
