@@ -11,7 +11,7 @@ pub mod build;
 pub mod db;
 mod error;
 pub mod guest;
-mod progress;
+pub mod progress;
 pub mod serve;
 pub mod source;
 

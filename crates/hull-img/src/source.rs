@@ -55,21 +55,28 @@ fn tls_config(url: &str, tls: &SourceTls) -> Result<ureq::tls::TlsConfig> {
         .build())
 }
 
+/// An HTTP agent for `url` (another node's API, an image server), showing `tls`'s
+/// certificate when it is given; statuses are answers, not errors. `patient` waits as long
+/// as an answer takes (a migration's stream), else 30 s for an answer and 60 s between reads.
+pub fn agent(url: &str, tls: Option<&SourceTls>, patient: bool) -> Result<ureq::Agent> {
+    let mut config = ureq::Agent::config_builder();
+    if let Some(t) = tls {
+        config = config.tls_config(tls_config(url, t)?);
+    }
+    let (body, answer) = if patient { (None, None) } else { (Some(60), Some(30)) };
+    Ok(config
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_body(body.map(Duration::from_secs))
+        .timeout_recv_response(answer.map(Duration::from_secs))
+        .http_status_as_error(false)
+        .build()
+        .new_agent())
+}
+
 impl Client {
     /// A client of `url`, showing `tls`'s certificate when it is given.
     pub fn new(url: &str, tls: Option<&SourceTls>) -> Result<Client> {
-        let mut config = ureq::Agent::config_builder();
-        if let Some(t) = tls {
-            config = config.tls_config(tls_config(url, t)?);
-        }
-        let agent = config
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_body(Some(Duration::from_secs(60)))
-            .timeout_recv_response(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        Ok(Client { agent, url: url.trim_end_matches('/').to_string() })
+        Ok(Client { agent: agent(url, tls, false)?, url: url.trim_end_matches('/').to_string() })
     }
 
     fn err(&self, reason: impl Into<String>) -> ImgError {

@@ -263,6 +263,10 @@ impl Vmadm {
         let Ok(rd) = std::fs::read_dir(pool.mountpoint()) else { return Ok(()) };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(d) = name.strip_suffix(send::RECEIVING) {
+                self.repair_receiving(pool, d, &name)?;
+                continue;
+            }
             let Some(uuid) = name.strip_suffix(PROVISIONING) else { continue };
             if let Ok(_g) = self.lock(uuid) {
                 // Seen before the lock was taken: the create it belonged to may have finished
@@ -293,6 +297,27 @@ impl Vmadm {
                 self.rt.delete(&uuid, &self.cgroup(&uuid))?;
                 self.host.net_down(&uuid)?;
                 let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Vmadm {
+    /// Removes a staging dataset that a receive which died left: one whose VM is neither
+    /// being received by a migration (its reservation) nor locked by a live receive.
+    fn repair_receiving(&self, pool: &dyn Pool, dataset: &str, name: &str) -> Result<()> {
+        let uuid = dataset.get(..36).unwrap_or(dataset);
+        if uuid.parse::<uuid::Uuid>().is_err() || send::reservation_path(&self.node, uuid).exists() {
+            return Ok(());
+        }
+        let Ok(_g) = self.lock(uuid) else { return Ok(()) };
+        let part = ds(name)?;
+        if pool.exists(&part) && !send::reservation_path(&self.node, uuid).exists() {
+            tracing::info!(vm = %uuid, "removing the remains of an interrupted receive");
+            match hull_storage::destroy(pool, &part, true) {
+                Ok(_) | Err(hull_storage::StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())

@@ -252,6 +252,12 @@ impl Read for FrameReader<'_> {
     }
 }
 
+/// Where a node that receives a VM by migration notes the reservation: while it is there,
+/// the VM's staging datasets are a migration's, not the remains of a crashed receive.
+pub fn reservation_path(node: &hull_storage::Node, uuid: &str) -> std::path::PathBuf {
+    node.var_dir().join("migrations/in").join(format!("{uuid}.json"))
+}
+
 /// The staging dataset of a dataset.
 pub fn staging(name: &str) -> Result<DatasetName> {
     ds(&format!("{name}{RECEIVING}"))
@@ -266,11 +272,17 @@ fn check_header(h: &Header) -> Result<()> {
     if h.datasets.first() != Some(&h.uuid) || h.datasets.len() > 65 {
         return Err(bad("its datasets are not the VM's"));
     }
-    for (i, d) in h.datasets.iter().enumerate().skip(1) {
-        if *d != Vmadm::disk_dataset(&h.uuid, i - 1) && !d.starts_with(&format!("{}-disk", h.uuid)) {
+    for d in h.datasets.iter().skip(1) {
+        let disk = d.strip_prefix(&format!("{}-disk", h.uuid)).and_then(|n| n.parse::<u8>().ok());
+        if disk.is_none_or(|n| n >= 64 || *d != Vmadm::disk_dataset(&h.uuid, n.into())) {
             return Err(bad(format!("dataset {d:?} is not one of VM {}'s", h.uuid)));
         }
-        ds(d)?;
+    }
+    let mut seen = h.datasets.clone();
+    seen.sort();
+    seen.dedup();
+    if seen.len() != h.datasets.len() {
+        return Err(bad("a dataset named twice"));
     }
     if h.config.get("uuid").and_then(Value::as_str) != Some(h.uuid.as_str()) {
         return Err(bad("its config is not its VM's"));
@@ -441,7 +453,8 @@ impl Vmadm {
 
     fn apply_parts(&self, r: &mut FrameReader, h: &Header) -> Result<Applied> {
         let pool = self.pool()?;
-        let _lock = self.lock(&h.uuid)?;
+        // Waits: a retry may come while a broken stream's parts are still being removed.
+        let _lock = self.lock_wait(&h.uuid)?;
         for d in &h.datasets {
             if !pool.exists(&staging(d)?) {
                 return Err(bad(format!("dataset {d} is not being received here")));
@@ -617,5 +630,15 @@ impl Vmadm {
             return Err(e);
         }
         Ok(h.uuid)
+    }
+
+    /// Marks a VM that moved to another node: it stays here, stopped, and never starts again
+    /// (`start` refuses it, the node's boot skips it); deleting it is the operator's call.
+    pub fn mark_migrated(&self, uuid: &str, to: &str) -> Result<()> {
+        let _lock = self.lock_wait(uuid)?;
+        let mut cfg = self.load(uuid)?;
+        cfg.insert("migrated".into(), json!({"to": to, "at": crate::iso8601(std::time::SystemTime::now())}));
+        cfg.insert("autoboot".into(), json!(false));
+        self.save(uuid, &cfg)
     }
 }

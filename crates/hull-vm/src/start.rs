@@ -147,6 +147,13 @@ impl Vmadm {
         let _lock = self.lock(uuid)?;
         self.require(uuid, hull_spec::Verb::Start, "start")?;
         let mut cfg = self.load(uuid)?;
+        if let Some(to) = cfg.get("migrated") {
+            let to = to.get("to").and_then(Value::as_str).unwrap_or("another node");
+            return Err(VmError::Refused {
+                vm: uuid.into(),
+                reason: format!("it was migrated to {to}: it runs there now"),
+            });
+        }
         let vm = crate::typed(uuid, &cfg)?;
         let hvm = vm.brand.is_hvm();
         let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };

@@ -7,6 +7,7 @@ mod dataset;
 mod demo;
 mod docs;
 mod imgadm;
+pub mod migrate;
 mod net;
 mod node;
 mod pool;
@@ -89,6 +90,11 @@ enum Cmd {
     /// The node's REST API for orchestrators (docs/api.md).
     #[command(subcommand)]
     Api(api::ApiCmd),
+    /// Move a VM to another node: begin, sync while it runs, switch (docs/nodes.md).
+    Migrate(migrate::MigrateArgs),
+    /// Nodes this one migrates VMs to.
+    #[command(subcommand)]
+    Peer(migrate::PeerCmd),
     /// The main job: build an image, install it, clone twenty instances, report time and space.
     Demo(demo::DemoArgs),
     /// Write man pages for hull and each of its tools (vmadm.8 lists every property).
@@ -166,7 +172,7 @@ pub fn main() {
     let cli = Cli::parse_from(args);
     // vmadm send and receive feed pipes of their own (btrfs send and receive) and see EPIPE
     // as an error to clean up after, not as the end.
-    let own_pipes = matches!(cli.cmd, Cmd::Vmadm(vmadm::VmCmd::Send { .. } | vmadm::VmCmd::Receive));
+    let own_pipes = matches!(cli.cmd, Cmd::Vmadm(vmadm::VmCmd::Send { .. } | vmadm::VmCmd::Receive) | Cmd::Migrate(_));
     if !matches!(cli.cmd, Cmd::Zoneadmd(_) | Cmd::Startd(_) | Cmd::Api(_)) && !own_pipes {
         // A tool whose reader went away (`imgadm list -j | head`) ends quietly, as every
         // Unix tool does, instead of panicking in println!. The daemons keep Rust's
@@ -205,6 +211,8 @@ pub fn main() {
         Cmd::Zoneadmd(a) => zone::zoneadmd(&node, a),
         Cmd::Demo(a) => demo::run(&node, a),
         Cmd::Api(c) => api::run(&node, c),
+        Cmd::Migrate(a) => migrate::run(&node, a),
+        Cmd::Peer(c) => migrate::peer_cmd(&node, c),
         Cmd::Nictagadm(c) => net::nictagadm(&node, c),
         Cmd::Dladm(c) => net::dladm(&node, c),
         Cmd::Overlay(c) => net::overlay(&node, c),

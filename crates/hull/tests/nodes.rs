@@ -281,3 +281,118 @@ fn cut_corrupted_and_foreign_streams_are_refused_and_leave_nothing() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(sha1_hex(&b.zones().join(&vm).join("root/blob")), sha1_hex(&a.zones().join(&vm).join("root/blob")));
 }
+
+/// A zone on the fleet's first node with an address on `t0`, and a process in it that
+/// appends a counter to /log every 10 ms.
+fn writing_zone(a: &TestNode, img: &str, ip: &str) -> String {
+    let vm = a.create_vm(&serde_json::json!({
+        "brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64, "alias": "live",
+        "nics": [{"nic_tag": "t0", "ips": [format!("{ip}/24")]}]
+    }));
+    a.hull(&[
+        "zlogin",
+        &vm,
+        "sh",
+        "-c",
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i >> /log; sleep 0.01; done' </dev/null >/dev/null 2>&1 &",
+    ])
+    .ok();
+    vm
+}
+
+fn lines(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
+}
+
+#[test]
+fn a_running_zone_migrates_with_every_write_it_made() {
+    let f = Fleet::up(2);
+    let (a, b) = (&f.nodes[0], &f.nodes[1]);
+    for n in [a, b] {
+        n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
+    }
+    let img = a.busybox();
+    let vm = writing_zone(a, &img, "10.77.0.5");
+    // Some data besides, so that the first sync takes a while as the zone writes.
+    common::random_file(&a.zones().join(&vm).join("root/blob"), 16 << 20);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = a.hull(&["migrate", &vm, "--to", &f.urls[1], "-j"]).ok();
+    let phases: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(phases.first().and_then(|p| p["phase"].as_str()), Some("begin"), "{out}");
+    assert_eq!(phases.last().and_then(|p| p["phase"].as_str()), Some("switch"), "{out}");
+    assert!(phases.iter().filter(|p| p["phase"] == "sync").count() >= 2, "{out}");
+    assert!(phases.last().and_then(|p| p["downtime_ms"].as_u64()).is_some(), "{out}");
+
+    // Running on B, with every write A's zone made before it stopped.
+    assert_eq!(b.vm(&vm)["state"], "running");
+    let (on_a, on_b) = (lines(&a.zones().join(&vm).join("root/log")), lines(&b.zones().join(&vm).join("root/log")));
+    assert!(on_a.len() > 20, "the writer wrote {} lines", on_a.len());
+    assert_eq!(on_a, on_b, "B's /log is not what A's zone wrote");
+    assert_eq!(on_a, (1..=on_a.len() as u64).collect::<Vec<_>>(), "A's /log has gaps");
+    assert_eq!(sha1_hex(&a.zones().join(&vm).join("root/blob")), sha1_hex(&b.zones().join(&vm).join("root/blob")));
+    // Its address answers from B (from a zone of B's, made from the image B imports from A).
+    b.hull(&["imgadm", "import", &img]).ok();
+    let pinger = b.create_vm(&serde_json::json!({
+        "brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64,
+        "nics": [{"nic_tag": "t0", "ips": ["10.77.0.9/24"]}]
+    }));
+    let answers = (0..3).any(|_| b.hull(&["zlogin", &pinger, "ping", "-c", "1", "-W", "2", "10.77.0.5"]).code == 0);
+    assert!(answers, "10.77.0.5 does not answer on B");
+    let gv = b.vm(&vm);
+    assert_eq!(gv["nics"][0]["ips"][0], "10.77.0.5/24");
+    // A keeps its copy, stopped, marked, and never starts it again.
+    let ga = a.vm(&vm);
+    assert_eq!(ga["state"], "stopped");
+    assert_eq!(ga["migrated"]["to"].as_str(), Some(f.urls[1].as_str()), "{ga}");
+    let r = a.hull(&["vmadm", "start", &vm]);
+    assert!(r.code != 0 && r.stderr.contains("migrated"), "{}", r.stderr);
+    a.hull(&["vmadm", "boot-all"]);
+    assert_eq!(a.vm(&vm)["state"], "stopped");
+    // Nothing of the transfer is left on either side.
+    for n in [a, b] {
+        let left: Vec<String> =
+            n.datasets().into_iter().filter(|d| d.contains("xfer-") || d.contains("-receiving")).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+#[test]
+fn a_migration_killed_mid_sync_leaves_the_zone_running_and_a_retry_succeeds() {
+    let f = Fleet::up(2);
+    let (a, b) = (&f.nodes[0], &f.nodes[1]);
+    for n in [a, b] {
+        n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
+    }
+    let img = a.busybox();
+    let vm = writing_zone(a, &img, "10.77.0.6");
+    common::random_file(&a.zones().join(&vm).join("root/blob"), 8 << 20);
+    a.hull(&["migrate", &vm, "--to", &f.urls[1], "--phase", "begin"]).ok();
+    // The migrating process dies after it sent the first part of the stream.
+    let r = a.hull_env(&["migrate", &vm, "--phase", "sync"], &[("HULL_FAILPOINT", "vm-send-part")]);
+    assert_ne!(r.code, 0);
+    assert_eq!(a.vm(&vm)["state"], "running", "the zone stopped on A");
+    let before = lines(&a.zones().join(&vm).join("root/log")).len();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(lines(&a.zones().join(&vm).join("root/log")).len() > before, "the zone stopped writing");
+    // B kept nothing of the broken stream but the reservation.
+    let staged: Vec<String> = b.datasets().into_iter().filter(|d| d.contains('@')).collect();
+    assert!(staged.is_empty(), "{staged:?}");
+    // The retry, through A's API this time: sync, sync, switch.
+    let api = &f.apis[0];
+    for phase in ["sync", "sync", "switch"] {
+        let job = api.change("POST", &format!("/vms/{vm}?action=migrate&migration_action={phase}"), None);
+        assert!(job.result.is_some(), "{job:?}");
+    }
+    assert_eq!(b.vm(&vm)["state"], "running");
+    let (on_a, on_b) = (lines(&a.zones().join(&vm).join("root/log")), lines(&b.zones().join(&vm).join("root/log")));
+    assert_eq!(on_a, on_b);
+    // Progress and phases are on A's events stream.
+    let ev = api.events("?since=0", "2");
+    let mig: Vec<&Value> = ev.iter().filter(|e| e["type"] == "migrate" && e["uuid"] == vm.as_str()).collect();
+    assert!(mig.iter().any(|e| e["changes"][0]["migration"] == "switch"), "{mig:?}");
+    // An abort of a migration that is over is refused: there is none.
+    let (code, e) = api.call("POST", &format!("/vms/{vm}?action=migrate&migration_action=abort"), None);
+    assert_eq!(code, 202, "{e}");
+    let j = api.wait(e["job_uuid"].as_str().expect("job"));
+    assert_eq!(j.error.map(|e| e.code), Some("MigrationNotFound".to_string()));
+}

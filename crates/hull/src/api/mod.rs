@@ -13,6 +13,7 @@ pub mod error;
 mod events;
 mod images;
 pub mod jobs;
+mod migrations;
 mod openapi;
 mod routes;
 mod sysinfo;

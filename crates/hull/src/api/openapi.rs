@@ -50,6 +50,22 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
     ),
     ("put", "/images/{uuid}/file", "PutImageFile", "The file of an install started by action=install (a job)", 202),
     ("delete", "/images/{uuid}/file", "DeleteImageFile", "Drop the file kept by create_image", 204),
+    (
+        "post",
+        "/migrations",
+        "BeginMigration",
+        "Target of a migration: reserve a VM's uuid and datasets (action=begin, the stream header)",
+        201,
+    ),
+    ("put", "/migrations/{uuid}/stream", "PutMigrationStream", "Target: apply a VM stream as it arrives", 200),
+    (
+        "post",
+        "/migrations/{uuid}",
+        "SwitchMigration",
+        "Target: make the VM from what was received (action=switch; start=true starts it)",
+        200,
+    ),
+    ("delete", "/migrations/{uuid}", "AbortMigration", "Target: drop what was received", 204),
     ("get", "/events", "Events", "Newline-delimited JSON events with generations; since=GEN replays", 200),
 ];
 
@@ -81,6 +97,13 @@ fn success(id: &str) -> Value {
         "GetImage" => json_of(json!({"$ref": "#/components/schemas/ImageManifest"})),
         "GetImageFile" => json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
         "GetVmConsole" => json!({"text/plain": {"schema": {"type": "string"}}}),
+        "BeginMigration" => {
+            json_of(json!({"type": "object", "required": ["uuid"], "properties": {"uuid": {"type": "string"}}}))
+        }
+        "PutMigrationStream" => json_of(json!({"type": "object", "required": ["parts", "bytes"],
+            "properties": {"parts": {"type": "array"}, "bytes": {"type": "integer"}}})),
+        "SwitchMigration" => json_of(json!({"$ref": "#/components/schemas/Vm"})),
+        "AbortMigration" => json!({}),
         "Events" => json!({"application/x-ndjson": {"schema": {"type": "string"}}}),
         _ => json_of(json!({"$ref": "#/components/schemas/Accepted"})),
     }
@@ -90,12 +113,20 @@ fn parameters(id: &str) -> Vec<Value> {
     let secs = |max: u64| json!({"type": "integer", "minimum": 0, "maximum": max});
     match id {
         "GetVm" | "DeleteVm" | "GetJob" | "GetImage" | "DeleteImage" | "GetImageFile" | "PutImageFile"
-        | "DeleteImageFile" => vec![uuid_param()],
+        | "DeleteImageFile" | "PutMigrationStream" | "AbortMigration" => vec![uuid_param()],
+        "BeginMigration" => vec![
+            json!({"name": "action", "in": "query", "required": true, "schema": {"type": "string", "enum": ["begin"]}}),
+        ],
+        "SwitchMigration" => vec![
+            uuid_param(),
+            json!({"name": "action", "in": "query", "required": true, "schema": {"type": "string", "enum": ["switch"]}}),
+            query("start", json!({"type": "string", "enum": ["true", "false"]}), "start the VM once made"),
+        ],
         "VmAction" => vec![
             uuid_param(),
             json!({"name": "action", "in": "query", "required": true, "schema": {"type": "string",
                    "enum": ["start", "stop", "reboot", "kill", "update", "create_snapshot", "rollback_snapshot",
-                            "delete_snapshot", "create_image"]}}),
+                            "delete_snapshot", "create_image", "migrate"]}}),
             query(
                 "force",
                 json!({"type": "string", "enum": ["true", "false"]}),
@@ -112,6 +143,12 @@ fn parameters(id: &str) -> Vec<Value> {
                 json!({"type": "string", "enum": ["gzip", "zstd", "none"]}),
                 "create_image: the file's compression (gzip)",
             ),
+            query(
+                "migration_action",
+                json!({"type": "string", "enum": ["begin", "sync", "switch", "abort"]}),
+                "migrate: the phase",
+            ),
+            query("target", json!({"type": "string"}), "migrate, begin: the target node's API (a peer)"),
         ],
         "WaitJob" => vec![uuid_param(), query("timeout", secs(86_400), "seconds to wait (at most 600 are waited)")],
         "GetVmConsole" => vec![
@@ -145,8 +182,12 @@ fn request_body(id: &str) -> Option<Value> {
         "ImageAction" => Some(json!({"required": false, "content": {"application/json": {"schema": {
             "description": "import: {uuid}; install: the image's manifest",
             "type": "object", "properties": {"uuid": {"type": "string", "format": "uuid"}}}}}})),
-        "PutImageFile" => Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {
-            "type": "string", "format": "binary"}}}})),
+        "PutImageFile" | "PutMigrationStream" => {
+            Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {
+            "type": "string", "format": "binary"}}}}))
+        }
+        "BeginMigration" => Some(json!({"required": true, "content": {"application/json": {"schema": {
+            "description": "the stream header: uuid, brand, datasets, config", "type": "object"}}}})),
         _ => None,
     }
 }
@@ -172,6 +213,10 @@ fn errors(id: &str) -> &'static [(u16, &'static str)] {
             (422, "the payload did not validate"),
         ],
         "GetJob" => &[(404, "no such job")],
+        "BeginMigration" => &[(400, "not a stream header"), (409, "the VM, or its migration, is here already")],
+        "PutMigrationStream" => &[(400, "a stream this node does not take"), (404, "no such migration")],
+        "SwitchMigration" => &[(400, "a bad action"), (404, "no such migration"), (409, "the VM could not be made")],
+        "AbortMigration" => &[(404, "no such migration")],
         "WaitJob" => &[(400, "a bad timeout"), (404, "no such job")],
         "ListImages" => &[],
         "ImageAction" => &[

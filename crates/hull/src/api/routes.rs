@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use hull_spec::Action;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -37,6 +37,9 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/images", get(list_images).post(image_action))
         .route("/images/{uuid}", get(get_image).delete(delete_image))
         .route("/images/{uuid}/file", get(image_file).put(upload_image_file).delete(drop_image_file))
+        .route("/migrations", post(migration_begin))
+        .route("/migrations/{uuid}", post(migration_switch).delete(migration_abort))
+        .route("/migrations/{uuid}/stream", put(migration_stream))
         .route("/events", get(events))
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such resource") })
         .method_not_allowed_fallback(|| async {
@@ -304,19 +307,44 @@ async fn vm_action(
             };
             super::images::create_image_work(Arc::clone(&w), u, image, name, version, compression)
         }
+        "migrate" => super::migrations::migrate_work(Arc::clone(&w), u, &q, &body)?,
         "" => return Err(ApiError::bad_request("MissingParameter", "POST /vms/UUID needs ?action=")),
         other => {
             return Err(ApiError::bad_request(
                 "UnknownAction",
                 format!(
                     "{other:?} is not an action (start, stop, reboot, kill, update, create_snapshot, \
-                     rollback_snapshot, delete_snapshot, create_image)"
+                     rollback_snapshot, delete_snapshot, create_image, migrate)"
                 ),
             ));
         }
     };
     let ask = Ask { action, vm_uuid: Some(uuid.clone()), image_uuid: None, warnings };
     Ok(accepted(&api.jobs.submit(&uuid, ask, work)))
+}
+
+async fn migration_begin(
+    State(api): State<Arc<Api>>,
+    Query(q): Q,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body_object(body, true)?;
+    super::migrations::begin(api, q, body).await
+}
+
+async fn migration_switch(State(api): State<Arc<Api>>, Path(uuid): Path<String>, Query(q): Q) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "MigrationNotFound")?.to_string();
+    super::migrations::switch(api, uuid, q).await
+}
+
+async fn migration_abort(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "MigrationNotFound")?.to_string();
+    super::migrations::abort(api, uuid).await
+}
+
+async fn migration_stream(State(api): State<Arc<Api>>, Path(uuid): Path<String>, body: Body) -> ApiResult<Response> {
+    let uuid = path_uuid(&uuid, "MigrationNotFound")?.to_string();
+    super::migrations::stream(api, uuid, body).await
 }
 
 async fn delete_vm(State(api): State<Arc<Api>>, Path(uuid): Path<String>) -> ApiResult<Response> {

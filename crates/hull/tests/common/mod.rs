@@ -404,3 +404,75 @@ pub fn tree_hash(root: &Path) -> String {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
+
+/// Nodes on this machine that are each a machine of their own: a root, a prefix, a pool and
+/// a network namespace, joined by an underlay (a bridge in a namespace of its own, a veth
+/// into each node, 10.99.0.N/24), each serving its API over TLS there and trusting the
+/// others as peers. Torn down on drop.
+pub struct Fleet {
+    pub nodes: Vec<TestNode>,
+    pub apis: Vec<Server>,
+    pub urls: Vec<String>,
+    underlay: String,
+}
+
+/// The API port every node of a fleet listens on (each in its own namespace).
+pub const FLEET_PORT: u16 = 8443;
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("run");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Fleet {
+    pub fn up(n: usize) -> Fleet {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let underlay = format!("hu{id}");
+        sh(&["ip", "netns", "add", &underlay]);
+        let mut f = Fleet { nodes: Vec::new(), apis: Vec::new(), urls: Vec::new(), underlay: underlay.clone() };
+        sh(&["ip", "-n", &underlay, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &underlay, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let node = TestNode::in_netns("768M");
+            let ns = format!("--net={}", node.netns_path().display());
+            let port = format!("u{id}{i}");
+            sh(&[
+                "nsenter", &ns, "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", &port, "netns",
+                &underlay,
+            ]);
+            let addr = format!("10.99.0.{}", i + 1);
+            sh(&["nsenter", &ns, "ip", "addr", "add", &format!("{addr}/24"), "dev", "uplink0"]);
+            sh(&["nsenter", &ns, "ip", "link", "set", "uplink0", "up"]);
+            sh(&["nsenter", &ns, "ip", "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", &underlay, "link", "set", &port, "master", "br0", "up"]);
+            let api = Server::start(&node, &["--tls", &format!("{addr}:{FLEET_PORT}")], &[]);
+            f.urls.push(format!("https://{addr}:{FLEET_PORT}"));
+            f.apis.push(api);
+            f.nodes.push(node);
+        }
+        // Every node a peer (and an image source) of every other.
+        for (i, from) in f.nodes.iter().enumerate() {
+            for (j, to) in f.nodes.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let dir = from.root().join(format!("peer-{j}"));
+                let d = dir.to_string_lossy().into_owned();
+                to.hull(&["api", "trust", "add", &format!("node{i}"), "--out", &d]).ok();
+                let (crt, key, ca) = (format!("{d}/node{i}.crt"), format!("{d}/node{i}.key"), format!("{d}/ca.crt"));
+                from.hull(&["peer", "add", &f.urls[j], "--cert", &crt, "--key", &key, "--ca", &ca]).ok();
+                from.hull(&["imgadm", "sources", "-a", &f.urls[j], "--cert", &crt, "--key", &key, "--ca", &ca]).ok();
+            }
+        }
+        f
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // The servers first (they hold the nodes' pools), then the nodes, then the underlay.
+        self.apis.clear();
+        self.nodes.clear();
+        let _ = Command::new("ip").args(["netns", "delete", &self.underlay]).status();
+    }
+}
