@@ -97,7 +97,7 @@ fn main() {
 fn bench() -> Result<String, String> {
     let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-api-").tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
-    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
+    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None, node: "hbench".into() };
     h.run(&["pool", "create", "--size", "4G"])?;
     let sock = h.root.join("var/run/hull/api.sock");
     let mut server = h.serve_api(&sock);

@@ -65,7 +65,7 @@ fn bench() -> Result<String, String> {
     let starts = env_n("HULL_BENCH_STARTS", 5);
     let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-kvm-").tempdir().map_err(|e| e.to_string())?;
-    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
+    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None, node: "hbench".into() };
     h.run(&["pool", "create", "--size", "4G"])?;
     let result = measure(&h, dir.path(), clones, starts);
     if let Ok(list) = h.run(&["vmadm", "list", "-H", "-o", "uuid"]) {

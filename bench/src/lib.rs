@@ -36,12 +36,14 @@ pub struct Hull {
     pub bin: PathBuf,
     pub root: PathBuf,
     pub netns: Option<std::fs::File>,
+    /// Its prefix (`--node`): two nodes on one machine need two.
+    pub node: String,
 }
 
 impl Hull {
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
         let mut c = Command::new(&self.bin);
-        c.arg("--root").arg(&self.root).arg("--node").arg("hbench").args(args).env("HULL_LOG", "error");
+        c.arg("--root").arg(&self.root).arg("--node").arg(&self.node).args(args).env("HULL_LOG", "error");
         if let Some(ns) = &self.netns {
             hull_net::ns::exec_in(&mut c, ns);
         }
@@ -94,7 +96,9 @@ impl Hull {
         let mut child = Command::new(&self.bin)
             .arg("--root")
             .arg(&self.root)
-            .args(["--node", "hbench", "api", "serve"])
+            .arg("--node")
+            .arg(&self.node)
+            .args(["api", "serve"])
             .env("HULL_LOG", "error")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -136,6 +136,7 @@ fn bench() -> Result<String, String> {
         bin,
         root: dir.path().to_path_buf(),
         netns: Some(std::fs::File::open(&node_ns).map_err(|e| e.to_string())?),
+        node: "hbench".into(),
     };
     h.run(&["pool", "create", "--size", "1G"])?;
     let result = measure(&h, dir.path(), rounds, secs, adds);

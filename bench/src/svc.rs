@@ -89,7 +89,7 @@ fn bench() -> Result<String, String> {
     let kills = env_n("HULL_BENCH_KILLS", 20).min(n);
     let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-svc-").tempdir().map_err(|e| e.to_string())?;
-    let h = Hull { bin: bin.clone(), root: dir.path().to_path_buf(), netns: None };
+    let h = Hull { bin: bin.clone(), root: dir.path().to_path_buf(), netns: None, node: "hbench".into() };
     let manifest = dir.path().join("bench.xml");
     std::fs::write(&manifest, bundle(n)).map_err(|e| e.to_string())?;
     let t = Instant::now();

@@ -129,7 +129,7 @@ fn bench() -> Result<String, String> {
     let defined = env_n("HULL_BENCH_DEFINED", 1000).max(running);
     let bin = hull_bench::hull_bin()?;
     let dir = tempfile::Builder::new().prefix("hull-bench-zone-").tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
-    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None };
+    let h = Hull { bin, root: dir.path().to_path_buf(), netns: None, node: "hbench".into() };
     h.run(&["pool", "create", "--size", "8G"])?;
     let result = measure(&h, zones, running, defined);
     // Leave nothing behind, whatever happened.

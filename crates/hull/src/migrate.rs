@@ -156,6 +156,9 @@ pub struct Moved {
     /// Switch: from the zone stopped here to running there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downtime_ms: Option<u64>,
+    /// Switch: how long the zone took to stop here (its own shutdown, before the downtime).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_ms: Option<u64>,
 }
 
 /// Bytes so far, for a phase's progress.
@@ -266,7 +269,9 @@ impl Migrations {
                 let _ = pool.destroy_snapshot(&s);
             }
         }
+        let t0 = Instant::now();
         let snaps = vm.transfer_snapshots(uuid, n)?;
+        tracing::debug!(vm = %uuid, ms = t0.elapsed().as_millis() as u64, "sync: transfer snapshots taken");
         let xfer = format!("{}{n}", hull_vm::send::XFER_PREFIX);
         let parts = if o.synced == 0 {
             vm.whole_parts(uuid, &xfer)?
@@ -283,6 +288,7 @@ impl Migrations {
         };
         let started = Instant::now();
         let sent = self.put_stream(&o, &parts, progress);
+        tracing::debug!(vm = %uuid, ms = t0.elapsed().as_millis() as u64, "sync: stream sent and applied");
         let bytes = match sent {
             Ok(b) => b,
             Err(e) => {
@@ -307,7 +313,7 @@ impl Migrations {
         self.save(&o)?;
         let secs = started.elapsed().as_secs_f64();
         self.event(uuid, json!({"migration": "sync", "bytes": bytes, "secs": secs, "sync": n}));
-        Ok(Moved { bytes, secs, downtime_ms: None })
+        Ok(Moved { bytes, secs, downtime_ms: None, stop_ms: None })
     }
 
     /// Streams `parts` to the target as they are made (a pipe between `btrfs send` and the
@@ -323,6 +329,9 @@ impl Migrations {
             reason,
         };
         let (mut rx, tx) = std::io::pipe().map_err(|e| fail(format!("a pipe: {e}")))?;
+        // 1 MiB in the pipe, not 64 KiB: fewer switches between the stream's writer and
+        // the request's sender.
+        let _ = nix::fcntl::fcntl(&tx, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
         let (node, exe, uuid, parts) = (self.node.clone(), self.exe.clone(), o.uuid.clone(), parts.to_vec());
         std::thread::scope(|s| {
             let writer = s.spawn(move || -> Result<u64> {
@@ -350,16 +359,22 @@ impl Migrations {
         let vm = self.vmadm()?;
         let cfg = vm.load(uuid)?;
         let was_running = vm.state(uuid, &cfg).state.is_running();
-        let stop = Instant::now();
+        let stopping = Instant::now();
         if was_running {
             vm.stop(uuid, false, Duration::from_secs(30))?;
             o.stopped = true;
             self.save(&o)?;
         }
+        let stop_ms = u64::try_from(stopping.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Downtime runs from here: the zone is stopped.
+        let stop = Instant::now();
+        tracing::debug!(vm = %uuid, ms = stop_ms, "switch: stopped here");
         let done = self.sync(uuid, progress).and_then(|m| {
+            tracing::debug!(vm = %uuid, ms = stop.elapsed().as_millis() as u64, "switch: last delta sent");
             let q = if was_running { "?action=switch&start=true" } else { "?action=switch" };
             let o = self.get(uuid)?.unwrap_or(o.clone());
             self.call(&o, "POST", &format!("/migrations/{uuid}{q}"), None)?;
+            tracing::debug!(vm = %uuid, ms = stop.elapsed().as_millis() as u64, "switch: running there");
             Ok(m)
         });
         let moved = match done {
@@ -382,7 +397,7 @@ impl Migrations {
         self.forget(uuid);
         let ms = u64::try_from(downtime.as_millis()).unwrap_or(u64::MAX);
         self.event(uuid, json!({"migration": "switch", "target": o.target, "downtime_ms": ms}));
-        Ok(Moved { downtime_ms: Some(ms), ..moved })
+        Ok(Moved { downtime_ms: Some(ms), stop_ms: Some(stop_ms), ..moved })
     }
 
     fn drop_transfer_snapshots(&self, vm: &hull_vm::Vmadm, o: &Outgoing) {
@@ -522,7 +537,10 @@ fn report(json: bool, phase: &str, uuid: &str, m: &Moved) {
         println!("{v}");
     } else {
         let rate = if m.secs > 0.0 { m.bytes as f64 / m.secs / 1048576.0 } else { 0.0 };
-        let down = m.downtime_ms.map(|d| format!(", down {d} ms")).unwrap_or_default();
+        let down = match (m.stop_ms, m.downtime_ms) {
+            (Some(s), Some(d)) => format!(", stopped in {s} ms, then down {d} ms"),
+            _ => String::new(),
+        };
         println!("{phase}: {} bytes in {:.2} s ({rate:.1} MiB/s){down}", m.bytes, m.secs);
     }
 }

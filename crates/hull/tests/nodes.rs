@@ -396,3 +396,52 @@ fn a_migration_killed_mid_sync_leaves_the_zone_running_and_a_retry_succeeds() {
     let j = api.wait(e["job_uuid"].as_str().expect("job"));
     assert_eq!(j.error.map(|e| e.code), Some("MigrationNotFound".to_string()));
 }
+
+#[test]
+fn a_kvm_vm_is_sent_with_every_disk_and_boots_on_the_other_node() {
+    let a = TestNode::new("512M");
+    let disk = a.root().join("bootsector.raw");
+    let mut b0 = hull_qemu::probe::boot_sector();
+    b0.resize(512, 0);
+    std::fs::write(&disk, &b0).expect("write");
+    std::fs::OpenOptions::new().write(true).open(&disk).expect("open").set_len(16 << 20).expect("size");
+    let (m, f, img) = a.build(&["--disk", &s(&disk)], "bootsector");
+    a.hull(&["imgadm", "install", "-m", &s(&m), "-f", &s(&f)]).ok();
+    let vm = a.create_vm(&serde_json::json!({
+        "brand": "kvm", "ram": 128, "autoboot": false,
+        "disks": [{"image_uuid": img, "boot": true}, {"size": 32}]
+    }));
+    // Marks on both disks, past what the image holds.
+    let disks = |n: &TestNode| {
+        [n.zones().join(format!("{vm}-disk0")).join("disk.raw"), n.zones().join(&vm).join("disks/disk1.raw")]
+    };
+    for (i, d) in disks(&a).iter().enumerate() {
+        let mut file = std::fs::OpenOptions::new().write(true).open(d).expect("open disk");
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(8 << 20)).expect("seek");
+        file.write_all(format!("disk {i} was here").as_bytes()).expect("write disk");
+    }
+    a.hull(&["vmadm", "create-snapshot", &vm, "s1"]).ok();
+    let stream = a.root().join("kvm.stream");
+    send_to(&a, &vm, &stream);
+
+    let b = TestNode::new("512M");
+    let r = receive_from(&b, &stream);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(portable(a.vm(&vm)), portable(b.vm(&vm)));
+    for (da, db) in disks(&a).iter().zip(disks(&b).iter()) {
+        assert_eq!(sha1_hex(da), sha1_hex(db), "{} differs", db.display());
+    }
+    let mut ds = b.datasets();
+    ds.sort();
+    let want = [vm.clone(), format!("{vm}-disk0"), format!("{vm}-disk0@vmsnap-s1"), format!("{vm}@vmsnap-s1")];
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(ds, want, "B's datasets");
+    b.hull(&["vmadm", "start", &vm]).ok();
+    let console = b.root().join(format!("var/hull/z/{vm}/console.log"));
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&console).unwrap_or_default().contains("HULL-BOOT-OK") {
+        assert!(t.elapsed().as_secs() < 60, "no boot on B: {}", std::fs::read_to_string(&console).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

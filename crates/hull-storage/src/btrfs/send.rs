@@ -85,8 +85,10 @@ impl Check {
             if self.buf.len() - at < CMD_HEADER + len {
                 break;
             }
-            let attrs = self.buf[at + CMD_HEADER..at + CMD_HEADER + len].to_vec();
-            self.command(cmd, &attrs)?;
+            let attrs = std::mem::take(&mut self.buf);
+            let r = self.command(cmd, &attrs[at + CMD_HEADER..at + CMD_HEADER + len]);
+            self.buf = attrs;
+            r?;
             at += CMD_HEADER + len;
         }
         self.buf.drain(..at);
@@ -164,6 +166,14 @@ impl Check {
     }
 }
 
+/// Pipes to and from btrfs send and receive hold this much: fewer switches between the
+/// processes (a pipe holds 64 KiB by default); where the kernel refuses, the default stays.
+const PIPE_SIZE: i32 = 1 << 20;
+
+fn widen(fd: &impl std::os::fd::AsFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+}
+
 impl BtrfsPool {
     fn snap_path(&self, s: &SnapshotName) -> std::path::PathBuf {
         self.snapdir(&s.dataset).join(&s.snap)
@@ -188,6 +198,7 @@ impl BtrfsPool {
         c.arg(&path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().map_err(|e| StorageError::io("run btrfs send for", &path, e))?;
         let mut stdout = child.stdout.take().ok_or_else(|| StorageError::Pool("btrfs send: no stdout".into()))?;
+        widen(&stdout);
         let copied = std::io::copy(&mut stdout, out);
         if copied.is_err() {
             let _ = child.kill();
@@ -244,6 +255,7 @@ impl BtrfsPool {
         let bad = |why: String| StorageError::Pool(format!("a send stream for {}: {why}", self.full(staging)));
         let fed = (|| -> Result<()> {
             let mut stdin = child.stdin.take().ok_or_else(|| bad("btrfs receive has no stdin".into()))?;
+            widen(&stdin);
             let mut buf = vec![0u8; 256 << 10];
             loop {
                 let k = input.read(&mut buf).map_err(|e| bad(format!("reading it: {e}")))?;

@@ -156,7 +156,7 @@ pub async fn stream(api: Arc<Api>, uuid: String, body: Body) -> ApiResult<Respon
         let (api, uuid) = (Arc::clone(&api), uuid.clone());
         blocking(move || reserved(&api, &uuid).map(|_| ())).await?;
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
     let feed = tokio::spawn(async move {
         let mut s = body.into_data_stream();
         while let Some(c) = s.next().await {

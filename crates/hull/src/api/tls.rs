@@ -83,6 +83,12 @@ impl Pki {
             std::fs::create_dir_all(&self.dir).map_err(|e| fail(&self.dir.display().to_string(), e))?;
             std::fs::set_permissions(&self.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .map_err(|e| fail(&self.dir.display().to_string(), e))?;
+            // One maker at a time (a server starting while `trust add` runs): two would
+            // each write a key, and the certificate kept could be the other's.
+            let _made = hull_storage::lock::lock(&self.dir.join(".ca.lock")).map_err(|e| fail("lock the CA", e))?;
+            if self.dir.join("ca.crt").exists() {
+                return self.read("ca.crt");
+            }
             let key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
             let mut params = CertificateParams::default();
             let mut dn = DistinguishedName::new();
