@@ -198,7 +198,7 @@ fn layer<W: Write>(
             let into = o.as_deref().filter(|_| om.as_ref().is_some_and(|om| om.is_dir()));
             layer(tar, &p, into, &arc, shared)?;
         } else if changed {
-            tar.append_path_with_name(&p, &arc)?;
+            append_entry(tar, &p, &m, &arc)?;
         }
     }
     // Whiteouts for what the origin had and this root does not.
@@ -215,6 +215,39 @@ fn layer<W: Write>(
         }
     }
     Ok(())
+}
+
+/// Adds one entry that is not a directory under the name `arc`. Device nodes and FIFOs get a
+/// header of their own: the tar crate's `append_path_with_name` names them by their path on
+/// this machine instead (an absolute path, which it then refuses). Sockets cannot be in a
+/// tar; they are left out, as GNU tar leaves them.
+fn append_entry<W: Write>(
+    tar: &mut tar::Builder<W>,
+    p: &Path,
+    m: &std::fs::Metadata,
+    arc: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let ft = m.file_type();
+    let kind = if ft.is_fifo() {
+        tar::EntryType::Fifo
+    } else if ft.is_char_device() {
+        tar::EntryType::Char
+    } else if ft.is_block_device() {
+        tar::EntryType::Block
+    } else if ft.is_socket() {
+        return Ok(());
+    } else {
+        return tar.append_path_with_name(p, arc);
+    };
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(m, tar::HeaderMode::Complete);
+    h.set_entry_type(kind);
+    h.set_size(0);
+    let dev = m.rdev();
+    h.set_device_major((((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)) as u32)?;
+    h.set_device_minor((((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)) as u32)?;
+    tar.append_data(&mut h, arc, std::io::empty())
 }
 
 /// Streams a tar written by `fill` through the compressor into `out`; returns the file's

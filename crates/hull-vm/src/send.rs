@@ -603,6 +603,12 @@ impl Vmadm {
                 }
             }
             crate::write_config(uuid, &path, &cfg)?;
+            // A quota is the pool's, not the data's: it does not travel in a stream.
+            if let Some(q) = cfg.get("quota").and_then(Value::as_u64).filter(|q| *q > 0)
+                && pool.caps().quota
+            {
+                pool.set_quota(&part, Some(q << 30))?;
+            }
             pool.rename(&part, &ds(uuid)?)?;
             Ok(())
         })();

@@ -247,6 +247,7 @@ impl Migrations {
                 hull_vm::VmError::Refused { vm: uuid.into(), reason: "it was migrated away already".into() }.into()
             );
         }
+        self.refuse_running_hvm(&vm, uuid, &cfg)?;
         let header = vm.stream_header(uuid)?;
         let o = Outgoing { uuid: uuid.into(), target, datasets: header.datasets.clone(), synced: 0, stopped: false };
         self.call(&o, "POST", "/migrations?action=begin", Some(serde_json::to_vec(&header).unwrap_or_default()))?;
@@ -255,10 +256,23 @@ impl Migrations {
         Ok(o)
     }
 
+    /// A KVM guest's disk copied while it runs is no consistent disk: such VMs move stopped.
+    fn refuse_running_hvm(&self, vm: &hull_vm::Vmadm, uuid: &str, cfg: &serde_json::Map<String, Value>) -> Result<()> {
+        if hull_spec::Brand::of(cfg).is_hvm() && vm.state(uuid, cfg).state.is_running() {
+            return Err(hull_vm::VmError::Refused {
+                vm: uuid.into(),
+                reason: "a KVM VM migrates stopped (its running disks are not consistent); stop it first".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// `sync`: sends what changed since the last sync (everything, the first time).
     pub fn sync(&self, uuid: &str, progress: Progress) -> Result<Moved> {
         let mut o = self.get(uuid)?.ok_or_else(|| MigrateError::NotMigrating(uuid.into()))?;
         let vm = self.vmadm()?;
+        self.refuse_running_hvm(&vm, uuid, &vm.load(uuid)?)?;
         let n = o.synced + 1;
         // A sync that died (its process killed) may have left its snapshots.
         let pool = vm.pool()?;

@@ -298,3 +298,30 @@ fn sources_add_list_delete() {
     assert_eq!(n.hull(&["imgadm", "sources"]).ok(), "");
     assert!(!n.zones().exists(), "sources never needs a pool");
 }
+
+/// A tree with a device node, a FIFO and a socket builds (the socket left out, as GNU tar
+/// leaves it) and installs with the node and the FIFO as they were; so does a layer of them.
+#[test]
+fn special_files_build_and_install() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let n = TestNode::new("256M");
+    let dir = n.root().join("tree");
+    std::fs::create_dir_all(dir.join("dev")).expect("mkdir");
+    let dev = nix::sys::stat::makedev(1, 3);
+    nix::sys::stat::mknod(
+        &dir.join("dev/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        dev,
+    )
+    .expect("mknod");
+    nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let _sock = std::os::unix::net::UnixListener::bind(dir.join("sock")).expect("socket");
+    let (m, f, uuid) = n.build(&["--dir", &dir.to_string_lossy()], "special");
+    n.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
+    let root = n.zones().join(&uuid).join("root");
+    let null = std::fs::symlink_metadata(root.join("dev/null")).expect("dev/null");
+    assert!(null.file_type().is_char_device() && null.rdev() == dev, "{null:?}");
+    assert!(std::fs::symlink_metadata(root.join("fifo")).expect("fifo").file_type().is_fifo());
+    assert!(!root.join("sock").exists());
+}

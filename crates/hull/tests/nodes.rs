@@ -218,6 +218,10 @@ fn a_stopped_zone_sent_from_one_node_is_received_whole_on_another() {
     assert_eq!(portable(ga.clone()), portable(gb.clone()), "vmadm get differs beyond the node's fields");
     assert_eq!(gb["zonepath"].as_str(), Some(b.zones().join(&vm).to_string_lossy().as_ref()));
     assert_eq!(tree_hash(&a.zones().join(&vm).join("root")), tree_hash(&b.zones().join(&vm).join("root")));
+    // The quota is the pool's, not the data's: set again on B.
+    let quota = |n: &TestNode| n.hull(&["dataset", "get", "quota", &format!("zones/{vm}")]).ok();
+    assert_eq!(quota(&b), quota(&a));
+    assert_ne!(quota(&b).trim(), "none");
     // A second receive of the same VM is refused, and changes nothing.
     let r = receive_from(&b, &stream);
     assert_ne!(r.code, 0);
@@ -444,4 +448,130 @@ fn a_kvm_vm_is_sent_with_every_disk_and_boots_on_the_other_node() {
         assert!(t.elapsed().as_secs() < 60, "no boot on B: {}", std::fs::read_to_string(&console).unwrap_or_default());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A hull VM stream made by hand: `header`, then one part whose btrfs stream is `btrfs`,
+/// with a correct trailer (an attacker can always compute one).
+fn forged_stream(header: &Value, part: &Value, btrfs: &[u8]) -> Vec<u8> {
+    let mut s = b"HULLVM\r\n".to_vec();
+    s.extend_from_slice(&1u32.to_be_bytes());
+    let frame = |s: &mut Vec<u8>, kind: u8, body: &[u8]| {
+        s.push(kind);
+        s.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        s.extend_from_slice(body);
+    };
+    frame(&mut s, b'H', header.to_string().as_bytes());
+    frame(&mut s, b'P', part.to_string().as_bytes());
+    for chunk in btrfs.chunks(1 << 20) {
+        frame(&mut s, b'D', chunk);
+    }
+    frame(&mut s, b'E', b"");
+    let tmp = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(tmp.path(), &s).expect("write");
+    let out = Command::new("sha256sum").arg(tmp.path()).output().expect("sha256sum");
+    let hex = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string();
+    let sum: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect();
+    frame(&mut s, b'Z', &sum);
+    s
+}
+
+/// A tenant's stream that names another VM's snapshot on the receiving node as its parent
+/// would make a copy of that VM's disk for the sender. It is refused before btrfs receive
+/// sees it; the victim is untouched and nothing of the forged VM stays.
+#[test]
+fn a_stream_cannot_take_blocks_from_another_vm_on_the_receiving_node() {
+    let b = TestNode::new("512M");
+    let img = b.busybox();
+    let victim = b.create_vm(&serde_json::json!({
+        "brand": "joyent-minimal", "image_uuid": img, "max_physical_memory": 64, "autoboot": false
+    }));
+    let secret = b.zones().join(&victim).join("root/secret");
+    std::fs::write(&secret, b"the victim's secret").expect("write");
+    b.hull(&["vmadm", "create-snapshot", &victim, "s"]).ok();
+    // An attacker's subvolume beside it, and btrfs's own incremental stream of it on the
+    // victim's snapshot: its SNAPSHOT command names the victim's snapshot by uuid.
+    let forged = uuid::Uuid::new_v4().to_string();
+    let work = b.zones().join(".attacker");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let vsnap = b.zones().join(&victim).join(".snapshots/vmsnap-s");
+    assert!(
+        Command::new("btrfs")
+            .args(["subvolume", "snapshot"])
+            .arg(&vsnap)
+            .arg(work.join("w"))
+            .status()
+            .expect("snap")
+            .success()
+    );
+    assert!(
+        Command::new("btrfs")
+            .args(["subvolume", "snapshot", "-r"])
+            .arg(work.join("w"))
+            .arg(work.join("xfer-1"))
+            .status()
+            .expect("snap")
+            .success()
+    );
+    let stream =
+        Command::new("btrfs").args(["send", "-q", "-p"]).arg(&vsnap).arg(work.join("xfer-1")).output().expect("send");
+    assert!(stream.status.success());
+    for p in ["xfer-1", "w"] {
+        let _ = Command::new("btrfs").args(["subvolume", "delete"]).arg(work.join(p)).output();
+    }
+    let _ = std::fs::remove_dir(&work);
+    let header = serde_json::json!({
+        "uuid": forged, "brand": "joyent-minimal", "datasets": [forged],
+        "config": {"uuid": forged, "brand": "joyent-minimal"}
+    });
+    // As an incremental part on a parent of its own, and as a first part.
+    for part in [
+        serde_json::json!({"dataset": 0, "snapshot": "xfer-1"}),
+        serde_json::json!({"dataset": 0, "snapshot": "xfer-1", "parent": "vmsnap-s"}),
+    ] {
+        let file = b.root().join("forged.stream");
+        std::fs::write(&file, forged_stream(&header, &part, &stream.stdout)).expect("write");
+        let r = receive_from(&b, &file);
+        assert_ne!(r.code, 0, "a forged stream was taken: {part}");
+        assert!(r.stderr.contains("parent") || r.stderr.contains("does not have"), "{part}: {}", r.stderr);
+        let left: Vec<String> = b.datasets().into_iter().filter(|d| d.contains(&forged)).collect();
+        assert!(left.is_empty(), "{part}: left {left:?}");
+    }
+    assert_eq!(std::fs::read(&secret).expect("read"), b"the victim's secret");
+}
+
+/// An image whose tree holds links to host paths is served with the links as links: the
+/// stream never carries what a link points at on the serving host.
+#[test]
+fn a_served_image_never_carries_what_its_links_point_at() {
+    let a = TestNode::new("256M");
+    let dir = a.root().join("tree");
+    std::fs::create_dir_all(dir.join("etc")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc/shadow", dir.join("etc/passwd")).expect("link");
+    std::os::unix::fs::symlink("/", dir.join("host")).expect("link");
+    std::fs::write(dir.join("etc/hostname"), b"tenant\n").expect("write");
+    let (m, f, img) = a.build(&["--dir", &s(&dir)], "links");
+    a.hull(&["imgadm", "install", "-m", &s(&m), "-f", &s(&f)]).ok();
+    let api = Server::start(&a, &[], &[]);
+    let got = a.root().join("served.tar.zst");
+    let st = Command::new("curl")
+        .args(["-sSf", "--unix-socket"])
+        .arg(&api.sock)
+        .arg("-o")
+        .arg(&got)
+        .arg(format!("http://hull/images/{img}/file"))
+        .status()
+        .expect("curl");
+    assert!(st.success());
+    let list = Command::new("sh").arg("-c").arg(format!("zstd -dc {} | tar tv", got.display())).output().expect("tar");
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("root/etc/passwd -> /etc/shadow"), "{text}");
+    assert!(text.contains("root/host -> /"), "{text}");
+    assert!(!text.contains("root/host/"), "the stream went through a link: {text}");
+    let raw = Command::new("sh").arg("-c").arg(format!("zstd -dc {}", got.display())).output().expect("zstd");
+    let shadow = std::fs::read("/etc/shadow").unwrap_or_default();
+    let first = shadow.split(|b| *b == b'\n').next().unwrap_or_default();
+    assert!(
+        first.is_empty() || !raw.stdout.windows(first.len()).any(|w| w == first),
+        "the host's shadow is in the stream"
+    );
 }
