@@ -213,17 +213,24 @@ impl Migrations {
         hull_zone::events::emit(&self.node.var_dir(), "migrate", uuid, vec![what]);
     }
 
-    /// A call to the target; its answer's JSON on a 2xx.
-    fn call(&self, o: &Outgoing, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Value> {
+    /// The target's agent and URL, and the error of `what` on it.
+    fn target(
+        &self,
+        o: &Outgoing,
+        what: String,
+    ) -> Result<(ureq::Agent, String, impl Fn(String) -> MigrateError + use<>)> {
         let p = peer(&self.node, &o.target)?;
         let agent = hull_img::source::agent(&p.url, Some(&p.tls), true)?;
-        let url = format!("{}{path}", p.url);
-        let fail = |reason: String| MigrateError::Target {
-            vm: o.uuid.clone(),
-            url: p.url.clone(),
-            what: format!("{method} {path}"),
-            reason,
-        };
+        let (vm, url) = (o.uuid.clone(), p.url.clone());
+        let fail =
+            move |reason: String| MigrateError::Target { vm: vm.clone(), url: url.clone(), what: what.clone(), reason };
+        Ok((agent, p.url, fail))
+    }
+
+    /// A call to the target; its answer's JSON on a 2xx.
+    fn call(&self, o: &Outgoing, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Value> {
+        let (agent, base, fail) = self.target(o, format!("{method} {path}"))?;
+        let url = format!("{base}{path}");
         let resp = match (method, body) {
             ("POST", Some(b)) => agent.post(&url).header("content-type", "application/json").send(&b[..]),
             ("POST", None) => agent.post(&url).send_empty(),
@@ -333,15 +340,8 @@ impl Migrations {
     /// Streams `parts` to the target as they are made (a pipe between `btrfs send` and the
     /// request's body, no copy on disk).
     fn put_stream(&self, o: &Outgoing, parts: &[hull_vm::send::Part], progress: Progress) -> Result<u64> {
-        let p = peer(&self.node, &o.target)?;
-        let agent = hull_img::source::agent(&p.url, Some(&p.tls), true)?;
         let path = format!("/migrations/{}/stream", o.uuid);
-        let fail = |reason: String| MigrateError::Target {
-            vm: o.uuid.clone(),
-            url: p.url.clone(),
-            what: format!("PUT {path}"),
-            reason,
-        };
+        let (agent, base, fail) = self.target(o, format!("PUT {path}"))?;
         let (mut rx, tx) = std::io::pipe().map_err(|e| fail(format!("a pipe: {e}")))?;
         // 1 MiB in the pipe, not 64 KiB: fewer switches between the stream's writer and
         // the request's sender.
@@ -354,7 +354,7 @@ impl Migrations {
                 let n = vm.write_stream(&uuid, &parts, &mut w)?;
                 Ok(n)
             });
-            let resp = agent.put(format!("{}{path}", p.url)).send(ureq::SendBody::from_reader(&mut rx));
+            let resp = agent.put(format!("{base}{path}")).send(ureq::SendBody::from_reader(&mut rx));
             drop(rx);
             let wrote = writer.join().unwrap_or_else(|_| Err(fail("the stream's writer panicked".into())));
             let resp = resp.map_err(|e| fail(e.to_string()))?;

@@ -515,15 +515,7 @@ fn an_image_of_a_vm_goes_out_through_the_api_and_comes_back_in_checked() {
 
     // The file, streamed, is the manifest's (size and sha1).
     let got = n.root().join("downloaded");
-    let st = Command::new("curl")
-        .args(["-sSf", "--unix-socket"])
-        .arg(&api.sock)
-        .arg("-o")
-        .arg(&got)
-        .arg(format!("http://hull/images/{new_image}/file"))
-        .status()
-        .expect("curl");
-    assert!(st.success());
+    api.download(&format!("/images/{new_image}/file"), &got);
     let size = std::fs::metadata(&got).expect("downloaded").len();
     assert_eq!(Some(size), manifest["files"][0]["size"].as_u64(), "{manifest}");
     assert_eq!(Some(sha1_of(&got).as_str()), manifest["files"][0]["sha1"].as_str());
@@ -580,15 +572,7 @@ fn an_image_of_a_vm_goes_out_through_the_api_and_comes_back_in_checked() {
     assert_eq!((code, m["name"].as_str()), (200, Some("snap")), "{m}");
     // Installed, its file is served from the dataset, as the served manifest describes it.
     let served = n.root().join("served");
-    let st = Command::new("curl")
-        .args(["-sSf", "--unix-socket"])
-        .arg(&api.sock)
-        .arg("-o")
-        .arg(&served)
-        .arg(format!("http://hull/images/{new_image}/file"))
-        .status()
-        .expect("curl");
-    assert!(st.success());
+    api.download(&format!("/images/{new_image}/file"), &served);
     assert_eq!(m["files"][0]["compression"], "zstd", "{m}");
     assert_eq!(Some(std::fs::metadata(&served).expect("served").len()), m["files"][0]["size"].as_u64(), "{m}");
     assert_eq!(Some(sha1_of(&served).as_str()), m["files"][0]["sha1"].as_str(), "{m}");

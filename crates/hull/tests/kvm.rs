@@ -21,16 +21,6 @@ fn uuid_of(out: &str) -> String {
     out.trim().rsplit(' ').next().expect("uuid").to_string()
 }
 
-/// A zvol image whose disk's first sector prints `HULL-BOOT-OK` and halts; `mib` large.
-fn boot_sector_image(n: &TestNode, mib: u64) -> String {
-    let disk = n.root().join("bootsector.raw");
-    let mut b = hull_qemu::probe::boot_sector();
-    b.resize(512, 0);
-    std::fs::write(&disk, &b).expect("write");
-    std::fs::OpenOptions::new().write(true).open(&disk).expect("open").set_len(mib << 20).expect("size");
-    build_and_install(n, &["--disk", &disk.to_string_lossy()], "bootsector")
-}
-
 /// Builds an image with `imgadm build ARGS`, installs it, and returns its uuid.
 fn build_and_install(n: &TestNode, args: &[&str], name: &str) -> String {
     let (m, f, uuid) = n.build(args, name);
@@ -66,7 +56,7 @@ fn qemu_pid(n: &TestNode, uuid: &str) -> i32 {
 #[test]
 fn a_vm_from_a_zvol_image_boots_in_its_zone_and_leaves_nothing() {
     let n = TestNode::new("1G");
-    let img = boot_sector_image(&n, 256);
+    let img = n.boot_sector_image(256);
     let a =
         uuid_of(&create(&n, json!({"brand": "kvm", "ram": 128, "disks": [{"image_uuid": img, "boot": true}]})).ok());
     let b = uuid_of(
@@ -178,7 +168,7 @@ fn vmadm_stop_is_honoured_by_the_guest_s_acpi() {
 #[test]
 fn bad_kvm_payloads_create_nothing() {
     let n = TestNode::new("512M");
-    let zvol = boot_sector_image(&n, 16);
+    let zvol = n.boot_sector_image(16);
     let zone_img = n.busybox();
     let cases = [
         (json!({"brand": "kvm", "disks": [{"size": 64, "boot": true, "model": "floppy"}]}), "disks.0.model"),
@@ -305,7 +295,7 @@ fn a_guest_s_nic_is_a_vnic_with_the_zone_s_protection() {
 #[test]
 fn snapshots_and_images_of_a_stopped_kvm_vm_take_its_disks() {
     let n = TestNode::new("1G");
-    let img = boot_sector_image(&n, 32);
+    let img = n.boot_sector_image(32);
     let u = uuid_of(
         &create(
             &n,
@@ -354,7 +344,7 @@ fn snapshots_and_images_of_a_stopped_kvm_vm_take_its_disks() {
 #[test]
 fn vnc_is_served_on_the_node_s_loopback() {
     let n = TestNode::in_netns("512M");
-    let img = boot_sector_image(&n, 16);
+    let img = n.boot_sector_image(16);
     let u = uuid_of(
         &create(&n, json!({"brand": "kvm", "ram": 64, "vnc_port": 5911, "disks": [{"image_uuid": img, "boot": true}]}))
             .ok(),
@@ -434,7 +424,7 @@ fn forced_kvm_runs_the_guest_through_dev_kvm_in_its_zone() {
         panic!("/dev/kvm is missing on this machine");
     }
     let n = TestNode::new("512M");
-    let img = boot_sector_image(&n, 16);
+    let img = n.boot_sector_image(16);
     let p = n.root().join("kvm.json");
     std::fs::write(&p, json!({"brand": "kvm", "ram": 64, "disks": [{"image_uuid": img, "boot": true}]}).to_string())
         .expect("write");

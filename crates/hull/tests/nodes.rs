@@ -304,21 +304,28 @@ fn writing_zone(a: &TestNode, img: &str, ip: &str) -> String {
     vm
 }
 
+/// Two nodes with a local nic tag `t0` each, the busybox image on the first, and a
+/// writing zone there at `ip` holding `blob_mib` MiB besides; (fleet, image, zone).
+fn two_nodes_and_a_writing_zone(ip: &str, blob_mib: usize) -> (Fleet, String, String) {
+    let f = Fleet::up(2);
+    for n in &f.nodes {
+        n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
+    }
+    let img = f.nodes[0].busybox();
+    let vm = writing_zone(&f.nodes[0], &img, ip);
+    common::random_file(&f.nodes[0].zones().join(&vm).join("root/blob"), blob_mib << 20);
+    (f, img, vm)
+}
+
 fn lines(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
 }
 
 #[test]
 fn a_running_zone_migrates_with_every_write_it_made() {
-    let f = Fleet::up(2);
-    let (a, b) = (&f.nodes[0], &f.nodes[1]);
-    for n in [a, b] {
-        n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
-    }
-    let img = a.busybox();
-    let vm = writing_zone(a, &img, "10.77.0.5");
     // Some data besides, so that the first sync takes a while as the zone writes.
-    common::random_file(&a.zones().join(&vm).join("root/blob"), 16 << 20);
+    let (f, img, vm) = two_nodes_and_a_writing_zone("10.77.0.5", 16);
+    let (a, b) = (&f.nodes[0], &f.nodes[1]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = a.hull(&["migrate", &vm, "--to", &f.urls[1], "-j"]).ok();
     let phases: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
@@ -362,14 +369,8 @@ fn a_running_zone_migrates_with_every_write_it_made() {
 
 #[test]
 fn a_migration_killed_mid_sync_leaves_the_zone_running_and_a_retry_succeeds() {
-    let f = Fleet::up(2);
+    let (f, _, vm) = two_nodes_and_a_writing_zone("10.77.0.6", 8);
     let (a, b) = (&f.nodes[0], &f.nodes[1]);
-    for n in [a, b] {
-        n.hull(&["nictagadm", "add", "-l", "t0"]).ok();
-    }
-    let img = a.busybox();
-    let vm = writing_zone(a, &img, "10.77.0.6");
-    common::random_file(&a.zones().join(&vm).join("root/blob"), 8 << 20);
     a.hull(&["migrate", &vm, "--to", &f.urls[1], "--phase", "begin"]).ok();
     // The migrating process dies after it sent the first part of the stream.
     let r = a.hull_env(&["migrate", &vm, "--phase", "sync"], &[("HULL_FAILPOINT", "vm-send-part")]);
@@ -404,13 +405,7 @@ fn a_migration_killed_mid_sync_leaves_the_zone_running_and_a_retry_succeeds() {
 #[test]
 fn a_kvm_vm_is_sent_with_every_disk_and_boots_on_the_other_node() {
     let a = TestNode::new("512M");
-    let disk = a.root().join("bootsector.raw");
-    let mut b0 = hull_qemu::probe::boot_sector();
-    b0.resize(512, 0);
-    std::fs::write(&disk, &b0).expect("write");
-    std::fs::OpenOptions::new().write(true).open(&disk).expect("open").set_len(16 << 20).expect("size");
-    let (m, f, img) = a.build(&["--disk", &s(&disk)], "bootsector");
-    a.hull(&["imgadm", "install", "-m", &s(&m), "-f", &s(&f)]).ok();
+    let img = a.boot_sector_image(16);
     let vm = a.create_vm(&serde_json::json!({
         "brand": "kvm", "ram": 128, "autoboot": false,
         "disks": [{"image_uuid": img, "boot": true}, {"size": 32}]
@@ -553,15 +548,7 @@ fn a_served_image_never_carries_what_its_links_point_at() {
     a.hull(&["imgadm", "install", "-m", &s(&m), "-f", &s(&f)]).ok();
     let api = Server::start(&a, &[], &[]);
     let got = a.root().join("served.tar.zst");
-    let st = Command::new("curl")
-        .args(["-sSf", "--unix-socket"])
-        .arg(&api.sock)
-        .arg("-o")
-        .arg(&got)
-        .arg(format!("http://hull/images/{img}/file"))
-        .status()
-        .expect("curl");
-    assert!(st.success());
+    api.download(&format!("/images/{img}/file"), &got);
     let list = Command::new("sh").arg("-c").arg(format!("zstd -dc {} | tar tv", got.display())).output().expect("tar");
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("root/etc/passwd -> /etc/shadow"), "{text}");

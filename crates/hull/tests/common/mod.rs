@@ -213,6 +213,19 @@ impl TestNode {
         uuid
     }
 
+    /// Installs a zvol image whose disk's first sector prints `HULL-BOOT-OK` and halts, `mib`
+    /// large; returns its uuid.
+    pub fn boot_sector_image(&self, mib: u64) -> String {
+        let disk = self.root().join("bootsector.raw");
+        let mut b = hull_qemu::probe::boot_sector();
+        b.resize(512, 0);
+        std::fs::write(&disk, &b).expect("write");
+        std::fs::OpenOptions::new().write(true).open(&disk).expect("open").set_len(mib << 20).expect("size");
+        let (m, f, uuid) = self.build(&["--disk", &disk.to_string_lossy()], "bootsector");
+        self.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
+        uuid
+    }
+
     /// `vmadm create` of a payload; returns the VM's uuid.
     pub fn create_vm(&self, payload: &serde_json::Value) -> String {
         let f = tempfile::NamedTempFile::new_in(self.root()).expect("payload file");
@@ -345,6 +358,19 @@ impl Server {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         let code: u16 = code.trim().parse().unwrap_or_else(|_| panic!("curl said {text:?} {:?}", out.stderr));
         (code, serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())))
+    }
+
+    /// GETs `path` into the file `out` (curl fails on an HTTP error).
+    pub fn download(&self, path: &str, out: &Path) {
+        let st = Command::new("curl")
+            .args(["-sSf", "--unix-socket"])
+            .arg(&self.sock)
+            .arg("-o")
+            .arg(out)
+            .arg(format!("http://hull{path}"))
+            .status()
+            .expect("curl");
+        assert!(st.success(), "GET {path} failed");
     }
 
     /// Waits for a job to finish and returns it.
