@@ -264,7 +264,7 @@ pub fn staging(name: &str) -> Result<DatasetName> {
 }
 
 /// Checks a header's names: a uuid, its dataset, then its disks' in order.
-fn check_header(h: &Header) -> Result<()> {
+pub fn check_header(h: &Header) -> Result<()> {
     let u: uuid::Uuid = h.uuid.parse().map_err(|_| bad(format!("its VM uuid {:?} is not a uuid", h.uuid)))?;
     if u.to_string() != h.uuid {
         return Err(bad(format!("its VM uuid {:?} is not in canonical form", h.uuid)));

@@ -45,6 +45,10 @@ pub enum MigrateError {
     Order { vm: String, what: &'static str, needs: &'static str },
     #[error("no peer {0}: hull peer add URL --cert --key --ca first")]
     NoPeer(String),
+    #[error("VM {0}: another phase of its migration is running")]
+    Busy(String),
+    #[error(transparent)]
+    Storage(#[from] hull_storage::StorageError),
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -184,6 +188,12 @@ impl Migrations {
         Migrations { node: node.clone(), exe }
     }
 
+    /// One phase of a VM's migration at a time (the CLI and the API may both ask).
+    fn phase_lock(&self, uuid: &str) -> Result<hull_storage::lock::LockGuard> {
+        hull_storage::lock::try_lock(&self.node.lock_path(&format!("migrate.{uuid}")))?
+            .ok_or_else(|| MigrateError::Busy(uuid.into()))
+    }
+
     fn vmadm(&self) -> Result<hull_vm::Vmadm> {
         Ok(hull_vm::Vmadm::open(&self.node, self.exe.clone())?)
     }
@@ -243,6 +253,7 @@ impl Migrations {
 
     /// `begin`: the target reserves the VM.
     pub fn begin(&self, uuid: &str, target: &str) -> Result<Outgoing> {
+        let _phase = self.phase_lock(uuid)?;
         if let Some(o) = self.get(uuid)? {
             return Err(MigrateError::Migrating { vm: uuid.into(), url: o.target });
         }
@@ -277,6 +288,11 @@ impl Migrations {
 
     /// `sync`: sends what changed since the last sync (everything, the first time).
     pub fn sync(&self, uuid: &str, progress: Progress) -> Result<Moved> {
+        let _phase = self.phase_lock(uuid)?;
+        self.sync_locked(uuid, progress)
+    }
+
+    fn sync_locked(&self, uuid: &str, progress: Progress) -> Result<Moved> {
         let mut o = self.get(uuid)?.ok_or_else(|| MigrateError::NotMigrating(uuid.into()))?;
         let vm = self.vmadm()?;
         self.refuse_running_hvm(&vm, uuid, &vm.load(uuid)?)?;
@@ -366,6 +382,7 @@ impl Migrations {
     /// `switch`: stops the zone here, sends the last delta, and has the target make and
     /// start it. On failure the zone runs here again.
     pub fn switch(&self, uuid: &str, progress: Progress) -> Result<Moved> {
+        let _phase = self.phase_lock(uuid)?;
         let mut o = self.get(uuid)?.ok_or_else(|| MigrateError::NotMigrating(uuid.into()))?;
         if o.synced == 0 {
             return Err(MigrateError::Order { vm: uuid.into(), what: "switch", needs: "a first sync" });
@@ -383,7 +400,7 @@ impl Migrations {
         // Downtime runs from here: the zone is stopped.
         let stop = Instant::now();
         tracing::debug!(vm = %uuid, ms = stop_ms, "switch: stopped here");
-        let done = self.sync(uuid, progress).and_then(|m| {
+        let done = self.sync_locked(uuid, progress).and_then(|m| {
             tracing::debug!(vm = %uuid, ms = stop.elapsed().as_millis() as u64, "switch: last delta sent");
             let q = if was_running { "?action=switch&start=true" } else { "?action=switch" };
             let o = self.get(uuid)?.unwrap_or(o.clone());
@@ -429,6 +446,7 @@ impl Migrations {
 
     /// `abort`: back to the zone here, running if it ran; the target forgets the VM.
     pub fn abort(&self, uuid: &str) -> Result<()> {
+        let _phase = self.phase_lock(uuid)?;
         let o = self.get(uuid)?.ok_or_else(|| MigrateError::NotMigrating(uuid.into()))?;
         let vm = self.vmadm()?;
         let told = self.call(&o, "DELETE", &format!("/migrations/{uuid}"), None);

@@ -562,3 +562,56 @@ fn a_served_image_never_carries_what_its_links_point_at() {
         "the host's shadow is in the stream"
     );
 }
+
+/// A migration's header names the VM; a name that is no uuid makes no path on the target,
+/// and other bad calls answer 4xx and change nothing.
+#[test]
+fn bad_migration_calls_are_refused_and_change_nothing() {
+    let b = TestNode::new("256M");
+    let api = Server::start(&b, &[], &[]);
+    let before = tree_listing(b.root());
+    for (path, body, code) in [
+        (
+            "/migrations?action=begin",
+            r#"{"uuid":"../../../../tmp/evil","brand":"joyent","datasets":["x"],"config":{}}"#,
+            400,
+        ),
+        (
+            "/migrations?action=begin",
+            r#"{"uuid":"8f0c2b6e-0c4e-4a53-9d2f-3c1c1c1c1c1c","brand":"joyent","datasets":["../x"],"config":{"uuid":"8f0c2b6e-0c4e-4a53-9d2f-3c1c1c1c1c1c"}}"#,
+            400,
+        ),
+        (
+            "/migrations?action=begin",
+            r#"{"uuid":"8f0c2b6e-0c4e-4a53-9d2f-3c1c1c1c1c1c","brand":"joyent","datasets":["8f0c2b6e-0c4e-4a53-9d2f-3c1c1c1c1c1c"],"config":{"uuid":"someone-else"}}"#,
+            400,
+        ),
+        ("/migrations?action=begin", "[1,2]", 400),
+        ("/migrations?action=switch", "{}", 400),
+    ] {
+        let (got, v) = api.call("POST", path, Some(body));
+        assert_eq!(got, code, "{path} {body}: {v}");
+    }
+    for (method, path) in [
+        ("PUT", "/migrations/8f0c2b6e-0c4e-4a53-9d2f-3c1c1c1c1c1c/stream"),
+        ("POST", "/migrations/8f0c2b6e-0c4e-4a53-9d2f-3c1c1c1c1c1c?action=switch"),
+        ("DELETE", "/migrations/8f0c2b6e-0c4e-4a53-9d2f-3c1c1c1c1c1c"),
+    ] {
+        let (got, v) = api.call(method, path, Some("HULLVM\r\n"));
+        assert_eq!((got, v["code"].as_str()), (404, Some("MigrationNotFound")), "{method} {path}: {v}");
+    }
+    assert!(!Path::new("/tmp/evil.json").exists());
+    assert_eq!(tree_listing(b.root()), before, "a refused call changed the node");
+}
+
+/// Every path under `root` but the API's own bookkeeping (its jobs and event log).
+fn tree_listing(root: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(root)
+        .args(["-xdev", "-not", "-path", "*/var/hull/api*", "-not", "-path", "*/var/hull/events*"])
+        .output()
+        .expect("find");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    v.sort();
+    v
+}

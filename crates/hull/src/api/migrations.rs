@@ -30,6 +30,7 @@ impl From<crate::migrate::MigrateError> for ApiError {
                     M::NotMigrating(_) => (StatusCode::NOT_FOUND, "MigrationNotFound"),
                     M::Migrating { .. } => (StatusCode::CONFLICT, "MigrationInProgress"),
                     M::Order { .. } => (StatusCode::CONFLICT, "MigrationOrder"),
+                    M::Busy(_) => (StatusCode::CONFLICT, "Busy"),
                     M::NoPeer(_) => (StatusCode::UNPROCESSABLE_ENTITY, "UnknownPeer"),
                     M::Target { .. } => (StatusCode::BAD_GATEWAY, "TargetFailed"),
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
@@ -88,6 +89,8 @@ pub async fn begin(api: Arc<Api>, q: BTreeMap<String, String>, body: Map<String,
     }
     let h: hull_vm::send::Header = serde_json::from_value(Value::Object(body))
         .map_err(|e| ApiError::bad_request("BadBody", format!("a migration's header: {e}")))?;
+    // Before any path is made of it.
+    hull_vm::send::check_header(&h)?;
     let uuid = h.uuid.clone();
     blocking(move || {
         let rec = crate::migrate::in_path(&api.node, &h.uuid);
@@ -188,8 +191,13 @@ pub async fn switch(api: Arc<Api>, uuid: String, q: BTreeMap<String, String>) ->
         let vm = api.vmadm()?;
         vm.receive_finish(&uuid, &datasets)?;
         let _ = std::fs::remove_file(crate::migrate::in_path(&api.node, &uuid));
-        if start {
-            vm.start(&uuid)?;
+        if start && let Err(e) = vm.start(&uuid) {
+            // The source stays the VM's (it starts its zone again): this copy goes, so that
+            // the VM is never on two nodes.
+            if let Err(e2) = vm.delete(&uuid) {
+                tracing::error!(vm = %uuid, "a migrated VM that did not start could not be removed: {e2}");
+            }
+            return Err(e.into());
         }
         Ok(vm.get(&uuid)?)
     })
