@@ -8,6 +8,8 @@
 //!   shutdown before it (`stop_ms`: busybox's init takes its time), bytes sent.
 //! - floor: `btrfs send` of a snapshot of the same dataset into `btrfs receive` on B's pool
 //!   over a TCP connection on 127.0.0.1 (plain TCP: hull's stream goes through TLS as well).
+//!   Also reported: the floor's writeback (`sync -f` right after it), which hull's second
+//!   sync pays for its first (btrfs receive's snapshot of the parent writes it back).
 //! - rsync -aHAX of the same zone root into B's pool (rsync's two processes over a pipe, as
 //!   a local copy runs them).
 //!
@@ -223,6 +225,14 @@ fn measure(
     let into = b.root.join("zones/.floor");
     std::fs::create_dir_all(&into).map_err(|e| e.to_string())?;
     let (floor_secs, floor_bytes) = floor(&snap, &into)?;
+    // What the floor leaves in the page cache, written out: hull's second sync pays this
+    // for the first one (btrfs receive's snapshot of its parent writes it back first).
+    let t = Instant::now();
+    let st = Command::new("sync").arg("-f").arg(&into).status().map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err("sync -f failed".into());
+    }
+    let floor_writeback = t.elapsed().as_secs_f64();
     let _ = Command::new("btrfs").args(["subvolume", "delete", "-c"]).arg(into.join("floor")).output();
     let _ = Command::new("btrfs").args(["subvolume", "delete"]).arg(&snap).output();
 
@@ -254,6 +264,8 @@ fn measure(
         "sync_s": sync_secs.iter().map(|x| r(*x)).collect::<Vec<_>>(),
         "peer_floor_btrfs_send_tcp_s": r(floor_secs),
         "peer_floor_bytes": floor_bytes,
+        "peer_floor_writeback_s": r(floor_writeback),
+        "moving_over_floor_with_writeback": r((total - stop_ms as f64 / 1000.0) / (floor_secs + floor_writeback)),
         "peer_rsync_s": r(rsync_secs),
         "total_over_floor": r(total / floor_secs),
         // Without the zone's own shutdown, which no copy of the data can shorten.

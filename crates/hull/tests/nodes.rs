@@ -615,3 +615,32 @@ fn tree_listing(root: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// An abort after a sync, and one after a switch that could not start the zone on the
+/// target, both leave the zone running on its own node and nothing of it on the other.
+#[test]
+fn an_abort_returns_the_zone_to_its_node() {
+    let (f, _, vm) = two_nodes_and_a_writing_zone("10.77.0.7", 1);
+    let (a, b) = (&f.nodes[0], &f.nodes[1]);
+    a.hull(&["migrate", &vm, "--to", &f.urls[1], "--phase", "begin"]).ok();
+    a.hull(&["migrate", &vm, "--phase", "sync"]).ok();
+    assert!(b.datasets().iter().any(|d| d.contains("-receiving")), "{:?}", b.datasets());
+    a.hull(&["migrate", &vm, "--phase", "abort"]).ok();
+    assert_eq!(a.vm(&vm)["state"], "running");
+    assert!(b.datasets().is_empty(), "left on B: {:?}", b.datasets());
+    assert!(!a.datasets().iter().any(|d| d.contains("xfer-")), "{:?}", a.datasets());
+    assert!(!b.root().join(format!("var/hull/migrations/in/{vm}.json")).exists());
+    // B cannot start the zone (its nic tag is gone): the switch fails, the zone runs on A
+    // again, and B keeps nothing of it.
+    b.hull(&["nictagadm", "delete", "t0"]).ok();
+    a.hull(&["migrate", &vm, "--to", &f.urls[1], "--phase", "begin"]).ok();
+    a.hull(&["migrate", &vm, "--phase", "sync"]).ok();
+    let r = a.hull(&["migrate", &vm, "--phase", "switch"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert_eq!(a.vm(&vm)["state"], "running", "{}", r.stderr);
+    assert!(a.vm(&vm).get("migrated").is_none());
+    let r = b.hull(&["vmadm", "get", &vm]);
+    assert_ne!(r.code, 0, "the VM is on both nodes");
+    a.hull(&["migrate", &vm, "--phase", "abort"]).ok();
+    assert!(b.datasets().is_empty(), "left on B: {:?}", b.datasets());
+}

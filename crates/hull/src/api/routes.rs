@@ -385,8 +385,11 @@ async fn list_images(State(api): State<Arc<Api>>) -> ApiResult<Json<Vec<Value>>>
         // As an image server: each manifest describes the file GET /images/UUID/file serves.
         let mut out = Vec::new();
         for i in img.list()? {
-            let m = img.served_manifest(&i.manifest.uuid)?;
-            out.push(serde_json::to_value(m).unwrap_or_default());
+            // One image that cannot be served hides that image (said in the log), not the rest.
+            match img.served_manifest(&i.manifest.uuid) {
+                Ok(m) => out.push(serde_json::to_value(m).unwrap_or_default()),
+                Err(e) => tracing::warn!(image = %i.manifest.uuid, "not listed: it cannot be served: {e}"),
+            }
         }
         Ok(out)
     })
