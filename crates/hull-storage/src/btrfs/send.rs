@@ -174,6 +174,43 @@ fn widen(fd: &impl std::os::fd::AsFd) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
 
+/// Start writing back what a receive wrote every this many bytes.
+const WRITEBACK_EVERY: u64 = 128 << 20;
+
+/// Writes back, in the background, what a long receive has written so far: left in the page
+/// cache, a gigabyte received is written back all at once by the next snapshot of it (the
+/// next part's parent, or the dataset made at the end), which then waits seconds; written
+/// back as it comes, the disk works while the stream still arrives.
+struct Writeback {
+    dir: Option<std::os::fd::OwnedFd>,
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    since: u64,
+}
+
+impl Writeback {
+    fn new(dir: &std::path::Path) -> Writeback {
+        Writeback { dir: ioctl::open_dir(dir).ok(), busy: Default::default(), since: 0 }
+    }
+
+    fn wrote(&mut self, n: u64) {
+        use std::sync::atomic::Ordering;
+        self.since += n;
+        if self.since < WRITEBACK_EVERY {
+            return;
+        }
+        let Some(fd) = self.dir.as_ref().and_then(|d| d.try_clone().ok()) else { return };
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return; // the last one still runs: it takes this too
+        }
+        self.since = 0;
+        let busy = self.busy.clone();
+        std::thread::spawn(move || {
+            let _ = nix::unistd::syncfs(&fd);
+            busy.store(false, Ordering::Release);
+        });
+    }
+}
+
 impl BtrfsPool {
     fn snap_path(&self, s: &SnapshotName) -> std::path::PathBuf {
         self.snapdir(&s.dataset).join(&s.snap)
@@ -269,6 +306,7 @@ impl BtrfsPool {
             let mut stdin = child.stdin.take().ok_or_else(|| bad("btrfs receive has no stdin".into()))?;
             widen(&stdin);
             let mut buf = vec![0u8; 256 << 10];
+            let mut writeback = Writeback::new(&dir);
             loop {
                 let k = input.read(&mut buf).map_err(|e| bad(format!("reading it: {e}")))?;
                 if k == 0 {
@@ -276,6 +314,7 @@ impl BtrfsPool {
                 }
                 check.feed(&buf[..k]).map_err(bad)?;
                 stdin.write_all(&buf[..k]).map_err(|e| bad(format!("btrfs receive stopped taking it: {e}")))?;
+                writeback.wrote(k as u64);
             }
         })();
         let fed = fed.and_then(|()| std::mem::replace(&mut check, Check::new(Vec::new())).finish().map_err(bad));
