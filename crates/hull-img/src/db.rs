@@ -48,6 +48,22 @@ pub struct SourceTls {
     pub ca: PathBuf,
 }
 
+impl SourceTls {
+    /// Copies the three files into `dir` (made root's only, 0700; the files 0600) and
+    /// returns where they now are.
+    pub fn keep_in(&self, dir: &Path) -> Result<SourceTls> {
+        std::fs::create_dir_all(dir).map_err(|e| ImgError::io("create directory", dir, e))?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| ImgError::io("chmod", dir, e))?;
+        let kept = SourceTls { cert: dir.join("client.crt"), key: dir.join("client.key"), ca: dir.join("ca.crt") };
+        for (from, to) in [(&self.cert, &kept.cert), (&self.key, &kept.key), (&self.ca, &kept.ca)] {
+            let data = std::fs::read(from).map_err(|e| ImgError::io("read", from, e))?;
+            hull_exec::write_atomic_mode(to, &data, 0o600).map_err(|e| ImgError::io("write", to, e))?;
+        }
+        Ok(kept)
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Conf {

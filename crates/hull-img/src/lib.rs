@@ -443,16 +443,7 @@ impl Imgadm {
                     });
                 }
                 source::Client::new(&url, Some(t))?;
-                let dir = self.db.tls_dir(&url);
-                let kept =
-                    SourceTls { cert: dir.join("client.crt"), key: dir.join("client.key"), ca: dir.join("ca.crt") };
-                std::fs::create_dir_all(&dir).map_err(|e| ImgError::io("create directory", &dir, e))?;
-                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                    .map_err(|e| ImgError::io("chmod", &dir, e))?;
-                for (from, to) in [(&t.cert, &kept.cert), (&t.key, &kept.key), (&t.ca, &kept.ca)] {
-                    let data = std::fs::read(from).map_err(|e| ImgError::io("read", from, e))?;
-                    hull_exec::write_atomic_mode(to, &data, 0o600).map_err(|e| ImgError::io("write", to, e))?;
-                }
+                let kept = t.keep_in(&self.db.tls_dir(&url))?;
                 Some(kept)
             }
             None => None,

@@ -152,6 +152,12 @@ pub enum VmError {
 
 pub type Result<T, E = VmError> = std::result::Result<T, E>;
 
+impl From<hull_spec::stream::StreamError> for VmError {
+    fn from(e: hull_spec::stream::StreamError) -> VmError {
+        VmError::Stream(e.0)
+    }
+}
+
 /// A config map, typed; what does not fit names the VM and the property.
 pub(crate) fn typed(uuid: &str, cfg: &Map<String, Value>) -> Result<hull_spec::Vm> {
     hull_spec::Vm::from_map(cfg).map_err(|source| VmError::Config { vm: uuid.into(), source })

@@ -98,13 +98,7 @@ pub fn add_peer(node: &Node, url: &str, tls: &SourceTls) -> Result<Peer> {
     }
     hull_img::source::agent(&url, Some(tls), false)?;
     let dir = peer_dir(node, &url);
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(io("chmod", &dir))?;
-    let kept = SourceTls { cert: dir.join("client.crt"), key: dir.join("client.key"), ca: dir.join("ca.crt") };
-    for (from, to) in [(&tls.cert, &kept.cert), (&tls.key, &kept.key), (&tls.ca, &kept.ca)] {
-        let data = std::fs::read(from).map_err(io("read", from))?;
-        hull_exec::write_atomic_mode(to, &data, 0o600).map_err(io("write", to))?;
-    }
+    let kept = tls.keep_in(&dir)?;
     let peer = Peer { url, tls: kept };
     let p = dir.join("peer.json");
     hull_exec::write_atomic(&p, &serde_json::to_vec_pretty(&peer).unwrap_or_default()).map_err(io("write", &p))?;
@@ -299,13 +293,7 @@ impl Migrations {
         let n = o.synced + 1;
         // A sync that died (its process killed) may have left its snapshots.
         let pool = vm.pool()?;
-        for d in &o.datasets {
-            if let Ok(s) = hull_storage::DatasetName::parse(d)
-                .and_then(|d| d.snapshot(&format!("{}{n}", hull_vm::send::XFER_PREFIX)))
-            {
-                let _ = pool.destroy_snapshot(&s);
-            }
-        }
+        drop_xfer(pool, &o.datasets, n);
         let t0 = Instant::now();
         let snaps = vm.transfer_snapshots(uuid, n)?;
         tracing::debug!(vm = %uuid, ms = t0.elapsed().as_millis() as u64, "sync: transfer snapshots taken");
@@ -338,13 +326,7 @@ impl Migrations {
         };
         // The target has xfer-N now: the one before is no parent any more.
         if o.synced > 0 {
-            for d in &o.datasets {
-                if let Ok(s) = hull_storage::DatasetName::parse(d)
-                    .and_then(|d| d.snapshot(&format!("{}{}", hull_vm::send::XFER_PREFIX, o.synced)))
-                {
-                    let _ = pool.destroy_snapshot(&s);
-                }
-            }
+            drop_xfer(pool, &o.datasets, o.synced);
         }
         o.synced = n;
         self.save(&o)?;
@@ -464,6 +446,16 @@ impl Migrations {
             tracing::warn!(vm = %uuid, "the target did not take the abort: {e}");
         }
         Ok(())
+    }
+}
+
+/// Destroys transfer snapshot `xfer-N` of each dataset, where it is.
+fn drop_xfer(pool: &dyn hull_storage::Pool, datasets: &[String], n: u64) {
+    for d in datasets {
+        let name = format!("{d}@{}{n}", hull_vm::send::XFER_PREFIX);
+        if let Ok(s) = hull_storage::SnapshotName::parse(&name) {
+            let _ = pool.destroy_snapshot(&s);
+        }
     }
 }
 

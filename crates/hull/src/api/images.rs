@@ -97,8 +97,9 @@ pub async fn file(api: Arc<Api>, uuid: uuid::Uuid) -> ApiResult<Response> {
     if let Some(m) = served {
         let len = m.files.first().map_or(0, |f| f.size);
         let node = api.node.clone();
-        let body =
-            streamed_body(move |w| hull_img::Imgadm::new(&node).write_served(&uuid, w).map_err(|e| e.to_string()));
+        let body = super::bridge::streamed_body(move |w| {
+            hull_img::Imgadm::new(&node).write_served(&uuid, w).map_err(|e| e.to_string())
+        });
         return Ok(octets(len, body));
     }
     let path = exports(&api).join(uuid.to_string()).join("file");
@@ -124,57 +125,6 @@ fn octets(len: u64, body: Body) -> Response {
         body,
     )
         .into_response()
-}
-
-/// A writer that hands what it is given to a response body in chunks.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
-    buf: Vec<u8>,
-}
-
-const CHUNK: usize = 256 << 10;
-
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = axum::body::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
-/// A response body that `write` makes on a blocking thread as the client reads it. A client
-/// that goes away makes the writer's next write fail (and so stop); a writer that fails cuts
-/// the body short, which the client sees as a broken transfer.
-pub(super) fn streamed_body(
-    write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String> + Send + 'static,
-) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
-        let res = write(&mut w).and_then(|()| std::io::Write::flush(&mut w).map_err(|e| e.to_string()));
-        if let Err(e) = res {
-            tracing::warn!("a streamed answer stopped: {e}");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
-        }
-    });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }))
 }
 
 /// `DELETE /images/UUID/file`: drops an export.

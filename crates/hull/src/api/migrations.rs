@@ -14,7 +14,6 @@ use super::routes::blocking;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -131,52 +130,18 @@ fn reserved(api: &Api, uuid: &str) -> ApiResult<Vec<String>> {
         .unwrap_or_default())
 }
 
-/// A request body, read on a blocking thread as it arrives.
-struct BodyReader {
-    rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, String>>,
-    chunk: axum::body::Bytes,
-}
-
-impl std::io::Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(c)) => self.chunk = c,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
-        Ok(n)
-    }
-}
-
 /// `PUT /migrations/UUID/stream`: applies a stream as it arrives.
 pub async fn stream(api: Arc<Api>, uuid: String, body: Body) -> ApiResult<Response> {
     {
         let (api, uuid) = (Arc::clone(&api), uuid.clone());
         blocking(move || reserved(&api, &uuid).map(|_| ())).await?;
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let feed = tokio::spawn(async move {
-        let mut s = body.into_data_stream();
-        while let Some(c) = s.next().await {
-            let c = c.map_err(|e| format!("the stream broke off: {e}"));
-            let stop = c.is_err();
-            if tx.send(c).await.is_err() || stop {
-                break;
-            }
-        }
-    });
+    let mut r = super::bridge::body_reader(body);
     let applied = blocking(move || {
-        let mut r = BodyReader { rx, chunk: axum::body::Bytes::new() };
         let (_, applied) = api.vmadm()?.receive_apply(&mut r, &uuid)?;
         Ok(applied)
     })
     .await;
-    feed.abort();
     Ok(axum::Json(serde_json::to_value(applied?).unwrap_or_default()).into_response())
 }
 

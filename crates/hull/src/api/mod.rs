@@ -9,6 +9,7 @@
 //! request as an extension. Dropshot was weighed and set aside: it binds TCP only and has no
 //! hook for a unix peer's credentials or a client certificate.
 
+mod bridge;
 pub mod error;
 mod events;
 mod images;
