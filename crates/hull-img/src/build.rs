@@ -42,11 +42,16 @@ pub struct Debian {
     /// Packages to install besides the base (`cloud-init`, `openssh-server`...); debootstrap
     /// brings what they depend on.
     pub packages: Vec<String>,
+    /// A directory of downloaded packages kept between builds (debootstrap's `--cache-dir`,
+    /// and apt's archives while the packages install). Each package is checked against the
+    /// mirror's signed index before it is used, as a download is, so a stale or damaged one
+    /// is fetched again. Builds that share it take turns.
+    pub cache: Option<PathBuf>,
 }
 
 impl Debian {
     pub fn new(suite: &str, mirror: &str) -> Debian {
-        Debian { suite: suite.into(), mirror: mirror.into(), packages: Vec::new() }
+        Debian { suite: suite.into(), mirror: mirror.into(), packages: Vec::new(), cache: None }
     }
 
     /// Refuses a suite, mirror or package name debootstrap should not be given.
@@ -566,17 +571,24 @@ pub fn busybox_root(root: &Path) -> Result<()> {
 /// follow virtual packages: cloud-init's python3-cryptography needs one), in a mount
 /// namespace of its own so that the root's `/proc` goes away with it, whatever happens, and
 /// with services kept from starting (`policy-rc.d`).
-fn apt_install(root: &Path, packages: &[String]) -> Result<()> {
+fn apt_install(root: &Path, packages: &[String], cache: Option<&Path>) -> Result<()> {
     let policy = root.join("usr/sbin/policy-rc.d");
     write_file(&policy, "#!/bin/sh\nexit 101\n", 0o755)?;
     let pb = progress::bytes(None, "apt-get install");
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    // The cache, when there is one, is apt's archives for this run only: the binding goes
+    // with the namespace, and the root's own archives stay empty.
     let res = CommandLine::new("/usr/bin/env")
         .args(["-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"])
         .args(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg(r#"mount -t proc proc "$1/proc" && root=$1 && shift && exec chroot "$root" apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "$@""#)
+        .arg(concat!(
+            r#"root=$1 cache=$2 && shift 2 && mount -t proc proc "$root/proc" && "#,
+            r#"{ [ -z "$cache" ] || mount --bind "$cache" "$root/var/cache/apt/archives"; } && "#,
+            r#"exec chroot "$root" apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "$@""#
+        ))
         .arg("sh")
         .arg(root)
+        .arg(cache.map(Path::as_os_str).unwrap_or_default())
         .args(packages)
         .run();
     pb.finish_and_clear();
@@ -643,29 +655,64 @@ pub fn package_name(p: &str) -> bool {
 /// and `d.packages` besides (a KVM guest adds udev and dbus: udev tags the ACPI power
 /// button, and systemd-logind, which needs dbus, powers the guest off when it is pressed).
 pub fn debootstrap_root(root: &Path, d: &Debian) -> Result<()> {
-    let Debian { suite, mirror, packages } = d;
+    let Debian { suite, mirror, packages, cache } = d;
     let debootstrap = tool("debootstrap");
     if !debootstrap.is_absolute() {
         return Err(ImgError::Build("debootstrap is not installed (Debian: apt-get install debootstrap)".into()));
     }
     d.check()?;
+    let cache = match cache {
+        Some(c) => {
+            std::fs::create_dir_all(c).map_err(|e| ImgError::io("create package cache", c, e))?;
+            Some(std::fs::canonicalize(c).map_err(|e| ImgError::io("resolve package cache", c, e))?)
+        }
+        None => None,
+    };
+    // Builds sharing a cache take turns at fetching into it (two downloads into one file
+    // would spoil it); the long unpacking runs without the lock.
+    let hold = |c: &Path| {
+        hull_storage::lock::lock(&c.join(".hull-build.lock"))
+            .map_err(|e| ImgError::Build(format!("package cache {}: {e}", c.display())))
+    };
     let pb = progress::bytes(None, "debootstrap");
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     // The spinner draws only on a terminal; a log or a pipe is told once what the wait is.
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         tracing::info!(suite, mirror, "debootstrap: fetching and unpacking Debian (a minute or more)");
     }
-    let res = CommandLine::new(&debootstrap)
-        .arg("--variant=minbase")
-        .arg("--include=systemd-sysv,iproute2,ifupdown,procps")
-        .arg(suite)
-        .arg(root)
-        .arg(mirror)
-        .run();
+    let run = |target: &Path, download_only: bool| {
+        let mut cmd = CommandLine::new(&debootstrap);
+        if let Some(c) = &cache {
+            cmd = cmd.arg(format!("--cache-dir={}", c.display()));
+        }
+        if download_only {
+            cmd = cmd.arg("--download-only");
+        }
+        cmd.arg("--variant=minbase")
+            .arg("--include=systemd-sysv,iproute2,ifupdown,procps")
+            .arg(suite)
+            .arg(target)
+            .arg(mirror)
+            .run()
+            .map_err(bld("debootstrap"))
+    };
+    let res = (|| {
+        if let Some(c) = &cache {
+            let _held = hold(c)?;
+            let parent = root.parent().unwrap_or(Path::new("/tmp"));
+            let scratch = tempfile::Builder::new()
+                .prefix(".hull-debootstrap-")
+                .tempdir_in(parent)
+                .map_err(|e| ImgError::io("create scratch directory in", parent, e))?;
+            run(&scratch.path().join("root"), true)?;
+        }
+        run(root, false)
+    })();
     pb.finish_and_clear();
-    res.map_err(bld("debootstrap"))?;
+    res?;
     if !packages.is_empty() {
-        apt_install(root, packages)?;
+        let _held = cache.as_deref().map(hold).transpose()?;
+        apt_install(root, packages, cache.as_deref())?;
     }
     for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         let d = root.join(dir);

@@ -137,6 +137,10 @@ pub enum ImgCmd {
         /// separated (`--include cloud-init,openssh-server`).
         #[arg(long, value_delimiter = ',')]
         include: Vec<String>,
+        /// With --debootstrap or --guest-debian: keep downloaded packages in DIR for the
+        /// next build (each is checked against the mirror's signed index before use).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
         #[arg(short = 'n', long)]
         name: String,
         #[arg(short = 'v', long = "image-version", default_value = "1.0.0")]
@@ -325,6 +329,7 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
             suite,
             mirror,
             include,
+            cache_dir,
             name,
             version,
             description,
@@ -346,7 +351,13 @@ pub fn run(node: &Node, cmd: ImgCmd) -> CmdResult {
                     "--include takes Debian packages: it needs --debootstrap or --guest-debian",
                 ));
             }
-            let debian = hull_img::build::Debian { suite, mirror, packages: include };
+            if cache_dir.is_some() && !debootstrap && !guest_debian {
+                return Err(Failure::new(
+                    2,
+                    "--cache-dir keeps Debian packages: it needs --debootstrap or --guest-debian",
+                ));
+            }
+            let debian = hull_img::build::Debian { suite, mirror, packages: include, cache: cache_dir };
             let source = match (dir, busybox, debootstrap, disk) {
                 _ if guest_kernel.is_some() => RootSource::Guest {
                     kernel: guest_kernel.unwrap_or_default(),

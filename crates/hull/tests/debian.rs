@@ -28,7 +28,29 @@ fn create(n: &TestNode, payload: serde_json::Value) -> String {
 fn debootstrap_image_installs_and_clones() {
     let n = TestNode::new("3G");
     // Debian with its own cloud-init package, unmodified.
-    let (m, f, uuid) = n.build(&["--debootstrap", "--include", "cloud-init", "-c", "zstd"], "debian");
+    // A copy of the tests' package cache without two packages: debootstrap must fetch one
+    // (procps) into it and apt the other (cloud-init).
+    let cache = n.root().join("debs");
+    std::fs::create_dir_all(DEB_CACHE).expect("cache");
+    let cp = std::process::Command::new("cp").arg("-a").arg(format!("{DEB_CACHE}/.")).arg(&cache).status();
+    assert!(cp.expect("cp").success());
+    let debs = |prefix: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .expect("cache")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(prefix)))
+            .collect()
+    };
+    for p in ["procps_", "cloud-init_"] {
+        debs(p).iter().for_each(|d| std::fs::remove_file(d).expect("remove"));
+    }
+    let c = cache.to_string_lossy();
+    let (m, f, uuid) =
+        n.build(&["--debootstrap", "--include", "cloud-init", "-c", "zstd", "--cache-dir", &c], "debian");
+    for p in ["procps_", "cloud-init_"] {
+        assert_eq!(debs(p).len(), 1, "the build kept no {p}*.deb in its cache");
+    }
     n.hull(&["imgadm", "install", "-m", &m.to_string_lossy(), "-f", &f.to_string_lossy()]).ok();
     let root = n.zones().join(&uuid).join("root");
     let version = std::fs::read_to_string(root.join("etc/debian_version")).expect("debian_version");
@@ -37,6 +59,13 @@ fn debootstrap_image_installs_and_clones() {
     assert!(init.to_string_lossy().contains("systemd"), "{init:?}");
     assert!(root.join("dev/null").exists(), "device nodes survive the round trip");
     assert!(root.join("usr/bin/cloud-init").exists(), "--include installs cloud-init");
+    let archives = std::fs::read_dir(root.join("var/cache/apt/archives")).expect("archives");
+    let debs: Vec<_> = archives.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".deb")).collect();
+    assert!(
+        debs.is_empty(),
+        "the image carries packages: {:?}",
+        debs.iter().map(|e| e.file_name()).collect::<Vec<_>>()
+    );
     n.hull(&["dataset", "clone", &format!("zones/{uuid}@final"), "zones/vm"]).ok();
     assert!(n.zones().join("vm/root/usr/bin/apt").exists());
 

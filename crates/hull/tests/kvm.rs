@@ -385,7 +385,17 @@ fn a_guest_image_from_imgadm_build_boots_from_its_disk_and_stops_on_acpi() {
 fn a_debian_guest_boots_from_its_disk_and_cloud_init_configures_it_from_metadata() {
     let n = TestNode::new("3G");
     let kernel = format!("{GUEST}/vmlinuz");
-    let args = ["--guest-kernel", &kernel, "--guest-modules", GUEST, "--guest-debian", "--include", "cloud-init"];
+    let args = [
+        "--guest-kernel",
+        &kernel,
+        "--guest-modules",
+        GUEST,
+        "--guest-debian",
+        "--include",
+        "cloud-init",
+        "--cache-dir",
+        DEB_CACHE,
+    ];
     let img = build_and_install(&n, &args, "debian-guest");
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHullGuestKey test@hull";
     let script = "#!/bin/sh\necho \"HULL-US $(hostname) $(cat /root/.ssh/authorized_keys)\" > /dev/console\n";

@@ -9,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const HULL: &str = env!("CARGO_BIN_EXE_hull");
+/// Debian packages kept between the tests' debootstrap builds (`imgadm build --cache-dir`;
+/// `.ci/deps` fills it, so a slow mirror does not eat a test's time).
+#[allow(dead_code)]
+pub const DEB_CACHE: &str = "/var/cache/hull/debs";
 
 pub struct TestNode {
     pub dir: tempfile::TempDir,
