@@ -5,6 +5,7 @@
 //! and what it printed. Callers add the identity of what they were doing (dataset, image).
 
 pub mod mountinfo;
+pub mod probes;
 pub mod tree;
 
 use std::ffi::OsStr;

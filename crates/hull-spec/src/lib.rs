@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod node;
 pub mod size;
 pub mod stream;
+pub mod trace;
 pub mod vm;
 
 pub use manifest::{Compression, ImageFile, ImageType, Manifest, ManifestError, Os};

@@ -146,6 +146,17 @@ impl Vmadm {
     /// Creates a VM from a payload; boots it when `autoboot` (the default) is true.
     /// Returns the VM's uuid.
     pub fn create(&self, payload: &Value) -> Result<String> {
+        let given = payload.get("uuid").and_then(Value::as_str).unwrap_or("");
+        let mut p = hull_exec::probes::VmVerb::begin("create", given);
+        let r = self.create_untraced(payload);
+        if let Ok(uuid) = &r {
+            p.uuid(uuid);
+        }
+        p.finish(&r);
+        r
+    }
+
+    fn create_untraced(&self, payload: &Value) -> Result<String> {
         // As SmartOS: a payload without a brand makes a joyent zone; properties the brand
         // does not have are dropped with a warning; null or blank ones are unset.
         let mut payload = payload.clone();

@@ -7,6 +7,10 @@ impl Vmadm {
     /// Deletes a VM: kills its zone if it runs, then removes its dataset (snapshots included)
     /// and its runtime files.
     pub fn delete(&self, uuid: &str) -> Result<()> {
+        hull_exec::probes::vm_verb("delete", uuid, || self.delete_untraced(uuid))
+    }
+
+    fn delete_untraced(&self, uuid: &str) -> Result<()> {
         let _lock = self.lock(uuid)?;
         let cfg = self.load(uuid)?;
         // As SmartOS: an operator's guard against deleting the wrong VM; unset it first.

@@ -163,21 +163,37 @@ impl ZoneStore {
 
 impl Store for ZoneStore {
     fn get(&mut self, key: &str) -> std::result::Result<Option<String>, String> {
-        hull_mdata::keys::get(&self.vm()?, key)
+        let r = self.vm().and_then(|vm| hull_mdata::keys::get(&vm, key));
+        let answer = match &r {
+            Ok(Some(_)) => "SUCCESS",
+            Ok(None) => "NOTFOUND",
+            Err(_) => "FAILURE",
+        };
+        hull_exec::probes::mdata_request(&self.uuid, "GET", key, answer);
+        r
     }
 
     fn keys(&mut self) -> std::result::Result<Vec<String>, String> {
-        Ok(hull_mdata::keys::keys(&self.vm()?))
+        let r = self.vm().map(|vm| hull_mdata::keys::keys(&vm));
+        hull_exec::probes::mdata_request(&self.uuid, "KEYS", "", if r.is_ok() { "SUCCESS" } else { "FAILURE" });
+        r
     }
 
     fn put(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
-        let which = hull_mdata::keys::check_put(&self.vm()?, key, value)?;
-        self.change(json!({ format!("set_{which}"): { key: value } }))
+        let r = self.vm().and_then(|vm| hull_mdata::keys::check_put(&vm, key, value)).and_then(|which| {
+            self.change(json!({ format!("set_{which}"): { key: value } }))
+        });
+        hull_exec::probes::mdata_request(&self.uuid, "PUT", key, if r.is_ok() { "SUCCESS" } else { "FAILURE" });
+        r
     }
 
     fn delete(&mut self, key: &str) -> std::result::Result<(), String> {
-        let which = hull_mdata::keys::writable(&self.vm()?, key)?;
-        self.change(json!({ format!("remove_{which}"): [key] }))
+        let r = self
+            .vm()
+            .and_then(|vm| hull_mdata::keys::writable(&vm, key))
+            .and_then(|which| self.change(json!({ format!("remove_{which}"): [key] })));
+        hull_exec::probes::mdata_request(&self.uuid, "DELETE", key, if r.is_ok() { "SUCCESS" } else { "FAILURE" });
+        r
     }
 }
 

@@ -144,6 +144,10 @@ impl Vmadm {
 
     /// Starts a stopped VM; returns once its init runs.
     pub fn start(&self, uuid: &str) -> Result<()> {
+        hull_exec::probes::vm_verb("start", uuid, || self.start_untraced(uuid))
+    }
+
+    fn start_untraced(&self, uuid: &str) -> Result<()> {
         let _lock = self.lock(uuid)?;
         self.require(uuid, hull_spec::Verb::Start, "start")?;
         let mut cfg = self.load(uuid)?;

@@ -103,6 +103,10 @@ impl Vmadm {
     /// As SmartOS's `vmadm stop`, it also sets `autoboot` false: a VM its operator stopped
     /// stays stopped when the node boots (`vmadm start` sets it true again).
     pub fn stop(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {
+        hull_exec::probes::vm_verb("stop", uuid, || self.stop_untraced(uuid, force, timeout))
+    }
+
+    fn stop_untraced(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {
         let _lock = self.lock(uuid)?;
         self.require(uuid, hull_spec::Verb::Stop, "stop")?;
         let mut cfg = self.load(uuid)?;
@@ -167,6 +171,10 @@ impl Vmadm {
 
     /// Stops and starts again.
     pub fn reboot(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {
+        hull_exec::probes::vm_verb("reboot", uuid, || self.reboot_untraced(uuid, force, timeout))
+    }
+
+    fn reboot_untraced(&self, uuid: &str, force: bool, timeout: Duration) -> Result<()> {
         {
             let _lock = self.lock(uuid)?;
             self.stop_locked(uuid, force, timeout)?;

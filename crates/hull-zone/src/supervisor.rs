@@ -353,6 +353,7 @@ fn supervise(
         if ready[1]
             && let Ok((c, _)) = attach.accept()
         {
+            hull_exec::probes::zone_console(id, "attach");
             c.set_nonblocking(true).ok();
             clients.push(c);
         }
@@ -397,6 +398,7 @@ fn supervise(
         gone.sort_unstable();
         gone.dedup();
         for i in gone.into_iter().rev() {
+            hull_exec::probes::zone_console(id, "detach");
             clients.remove(i);
         }
     }

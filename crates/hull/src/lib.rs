@@ -13,6 +13,7 @@ mod node;
 mod pool;
 mod svc;
 mod table;
+mod trace;
 mod vmadm;
 mod zone;
 
@@ -95,6 +96,8 @@ enum Cmd {
     /// Nodes this one migrates VMs to.
     #[command(subcommand)]
     Peer(migrate::PeerCmd),
+    /// bpftrace scoped to zones: `zonename` in programs, -z for one zone, named scripts (-l).
+    Trace(trace::TraceArgs),
     /// The main job: build an image, install it, clone twenty instances, report time and space.
     Demo(demo::DemoArgs),
     /// Write man pages for hull and each of its tools (vmadm.8 lists every property).
@@ -210,6 +213,7 @@ pub fn main() {
         Cmd::Zlogin(a) => zone::zlogin(&node, a),
         Cmd::Zoneadmd(a) => zone::zoneadmd(&node, a),
         Cmd::Demo(a) => demo::run(&node, a),
+        Cmd::Trace(a) => trace::run(&node, a),
         Cmd::Api(c) => api::run(&node, c),
         Cmd::Migrate(a) => migrate::run(&node, a),
         Cmd::Peer(c) => migrate::peer_cmd(&node, c),

@@ -261,6 +261,7 @@ impl Startd {
         if let Some(r) = self.run.get_mut(f) {
             if r.state != s {
                 r.stime = now_s();
+                hull_exec::probes::svc_state(&f.to_string(), r.state.as_str(), s.as_str());
             }
             r.state = s;
             r.aux = aux.to_string();

@@ -53,7 +53,14 @@ pub fn router(api: Arc<Api>) -> axum::Router {
 /// Callers the listener did not authorise get 403 and nothing else.
 async fn authorise(req: Request, next: Next) -> Response {
     match req.extensions().get::<Peer>() {
-        Some(p) if p.authorised => next.run(req).await,
+        Some(p) if p.authorised => {
+            // The api__request probe: method, path, status and time, once a tracer attaches.
+            let (method, uri, start) = (req.method().clone(), req.uri().clone(), std::time::Instant::now());
+            let res = next.run(req).await;
+            let nanos = start.elapsed().as_nanos() as u64;
+            hull_exec::probes::api_request(method.as_str(), uri.path(), res.status().as_u16(), nanos);
+            res
+        }
         Some(p) => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("{} may not use this node's API", p.who))
             .into_response(),
         None => ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "unknown caller").into_response(),
