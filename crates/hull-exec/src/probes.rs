@@ -79,7 +79,11 @@ impl Drop for VmVerb {
 }
 
 /// Runs a VM verb between `vm__begin` and `vm__done`.
-pub fn vm_verb<T, E: std::fmt::Display>(verb: &'static str, uuid: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub fn vm_verb<T, E: std::fmt::Display>(
+    verb: &'static str,
+    uuid: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
     let p = VmVerb::begin(verb, uuid);
     let r = f();
     p.finish(&r);

@@ -180,9 +180,10 @@ impl Store for ZoneStore {
     }
 
     fn put(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
-        let r = self.vm().and_then(|vm| hull_mdata::keys::check_put(&vm, key, value)).and_then(|which| {
-            self.change(json!({ format!("set_{which}"): { key: value } }))
-        });
+        let r = self
+            .vm()
+            .and_then(|vm| hull_mdata::keys::check_put(&vm, key, value))
+            .and_then(|which| self.change(json!({ format!("set_{which}"): { key: value } })));
         hull_exec::probes::mdata_request(&self.uuid, "PUT", key, if r.is_ok() { "SUCCESS" } else { "FAILURE" });
         r
     }
