@@ -27,6 +27,7 @@ pub mod revert;
 pub mod send;
 mod snapshot;
 mod start;
+pub mod stats;
 mod stop;
 mod update;
 

@@ -14,6 +14,7 @@ pub mod idmap;
 mod relay;
 pub mod runtime;
 pub mod spec;
+pub mod stats;
 pub mod supervisor;
 mod tty;
 

@@ -11,6 +11,7 @@ pub mod migrate;
 mod net;
 mod node;
 mod pool;
+mod stat;
 mod svc;
 mod table;
 mod trace;
@@ -22,8 +23,19 @@ use hull_storage::Node;
 use std::path::PathBuf;
 
 /// The tools hull answers to when run through a link of that name.
-pub(crate) const TOOLS: &[&str] =
-    &["imgadm", "vmadm", "zlogin", "nictagadm", "dladm", "svcs", "svcadm", "svccfg", "svcprop", "svc.startd"];
+pub(crate) const TOOLS: &[&str] = &[
+    "imgadm",
+    "vmadm",
+    "zlogin",
+    "nictagadm",
+    "dladm",
+    "svcs",
+    "svcadm",
+    "svccfg",
+    "svcprop",
+    "svc.startd",
+    "zonememstat",
+];
 
 #[derive(Parser)]
 #[command(name = "hull", version, about = "A SmartOS-style cloud compute node on Linux")]
@@ -96,6 +108,10 @@ enum Cmd {
     /// Nodes this one migrates VMs to.
     #[command(subcommand)]
     Peer(migrate::PeerCmd),
+    /// Memory per zone: RSS, cap, times over it, paged out, swap used (SmartOS zonememstat).
+    Zonememstat(stat::MemstatArgs),
+    /// CPU, memory, processes, net and disk rates per zone, every INTERVAL (prstat -Z).
+    Zonestat(stat::ZonestatArgs),
     /// bpftrace scoped to zones: `zonename` in programs, -z for one zone, named scripts (-l).
     Trace(trace::TraceArgs),
     /// The main job: build an image, install it, clone twenty instances, report time and space.
@@ -197,6 +213,7 @@ pub fn main() {
         Cmd::Svccfg(_) => "svccfg",
         Cmd::Svcprop(_) => "svcprop",
         Cmd::Dladm(_) => "dladm",
+        Cmd::Zonememstat(_) => "zonememstat",
         _ => tool.as_str(),
     };
     // Made from the command line's definition alone: no node needed.
@@ -214,6 +231,8 @@ pub fn main() {
         Cmd::Zoneadmd(a) => zone::zoneadmd(&node, a),
         Cmd::Demo(a) => demo::run(&node, a),
         Cmd::Trace(a) => trace::run(&node, a),
+        Cmd::Zonememstat(a) => stat::zonememstat(&node, a),
+        Cmd::Zonestat(a) => stat::zonestat(&node, a),
         Cmd::Api(c) => api::run(&node, c),
         Cmd::Migrate(a) => migrate::run(&node, a),
         Cmd::Peer(c) => migrate::peer_cmd(&node, c),

@@ -62,7 +62,7 @@ pub fn startd(node: &Node, _a: StartdArgs) -> CmdResult {
 }
 
 /// Every instance's status: from the daemon, or from the repository when it is not running.
-fn statuses(p: &Paths) -> Result<(Vec<InstStatus>, bool), Failure> {
+pub(crate) fn statuses(p: &Paths) -> Result<(Vec<InstStatus>, bool), Failure> {
     if let Ok(r) = proto::call(&p.socket, &Request::Status) {
         return Ok((r.instances, true));
     }

@@ -158,3 +158,70 @@ fn the_vm_done_probe_fires_once_per_create_with_the_uuid() {
     // (The probe is in the binary: other tests' creates fire it too, so only ours are counted.)
     assert!(out.iter().any(|l| l.starts_with("DONE create  1 [") && l.contains("ram")), "{out:?}");
 }
+
+/// The value of the first sample of `name` whose labels hold `uuid`.
+fn sample(text: &str, name: &str, uuid: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(uuid))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn a_capped_zone_s_memory_and_cpu_read_the_same_in_zonememstat_zonestat_and_metrics() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let u = zone(&n, &img, "capped", json!({"cpu_cap": 50}));
+    // 64 MiB held in the zone's tmpfs, charged to its cgroup, and a spinner under the cap.
+    n.hull(&["zlogin", &u, "sh", "-c", "head -c 67108864 /dev/zero > /tmp/hold"]).ok();
+    spin(&n, &u, ":");
+    let mib64 = 64.0 * 1048576.0;
+    let near = |v: f64| (v - mib64).abs() / mib64 < 0.10;
+    let m: Value = serde_json::from_str(&n.hull(&["zonememstat", "-j", "-z", "capped"]).ok()).expect("json");
+    let rss = m[0]["rss"].as_f64().expect("rss");
+    assert!(near(rss), "zonememstat RSS {rss} is not 64 MiB within 10%: {m}");
+    assert_eq!(m[0]["cap"], 128u64 << 20, "{m}");
+    let table = n.hull(&["zonememstat"]).ok();
+    assert!(table.contains("RSS(MB)") && table.lines().any(|l| l.contains(&u) && l.contains(" 128 ")), "{table}");
+
+    let api = Server::start(&n, &[], &[]);
+    let scrape = || match api.call("GET", "/metrics", None) {
+        (200, Value::String(s)) => s,
+        other => panic!("/metrics: {other:?}"),
+    };
+    let first = scrape();
+    let ws = sample(&first, "container_memory_working_set_bytes", &u).expect("working set");
+    assert!(near(ws), "/metrics working set {ws} is not 64 MiB within 10%:\n{first}");
+    assert_eq!(sample(&first, "container_spec_memory_limit_bytes", &u), Some(134217728.0));
+    assert!(first.contains(r#"alias="capped""#) && first.contains(r#"brand="joyent-minimal""#), "{first}");
+    assert!(first.contains("hull_pool_size_bytes") && first.contains(r#"hull_vms{state="running"} 1"#), "{first}");
+
+    // zonestat: about half a CPU, and the throttled counter rises between two scrapes.
+    let z = n.hull(&["zonestat", "-j", "-z", "capped", "2", "1"]).ok();
+    let line: Value = serde_json::from_str(z.lines().last().expect("a line")).expect("json");
+    let pct = line["zones"][0]["cpu_pct"].as_f64().expect("cpu_pct");
+    assert!((30.0..=70.0).contains(&pct), "cpu_cap=50 spins at {pct}%: {line}");
+    let second = scrape();
+    let t = |s: &str| sample(s, "container_cpu_cfs_throttled_periods_total", &u).expect("throttled");
+    assert!(t(&second) > t(&first), "throttled {} then {}", t(&first), t(&second));
+    let c = |s: &str| sample(s, "container_cpu_usage_seconds_total", &u).expect("cpu");
+    assert!(c(&second) > c(&first));
+    // Prometheus's own checker takes the whole scrape.
+    let f = n.root().join("metrics.txt");
+    std::fs::write(&f, &second).expect("write");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&f).expect("open"))
+        .output()
+        .expect("promtool (Debian: prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // vmadm get gains no figures.
+    let vm = n.vm(&u);
+    for k in ["usage", "rss", "cpu_ns", "stats"] {
+        assert!(vm.get(k).is_none(), "vmadm get has {k}");
+    }
+}

@@ -14,6 +14,7 @@ pub mod error;
 mod events;
 mod images;
 pub mod jobs;
+mod metrics;
 mod migrations;
 mod openapi;
 mod routes;

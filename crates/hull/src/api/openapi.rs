@@ -12,6 +12,13 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
     ("get", "/sysinfo", "Sysinfo", "The node, in SmartOS sysinfo's shape", 200),
     (
         "get",
+        "/metrics",
+        "Metrics",
+        "Prometheus metrics: per VM (cAdvisor's names), the pool, VMs and services by state",
+        200,
+    ),
+    (
+        "get",
         "/vms",
         "ListVms",
         "VMs as `vmadm list -j` gives them; query parameters filter as vmadm list's FIELD=VALUE",
@@ -97,6 +104,10 @@ fn success(id: &str) -> Value {
         "GetImage" => json_of(json!({"$ref": "#/components/schemas/ImageManifest"})),
         "GetImageFile" => json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
         "GetVmConsole" => json!({"text/plain": {"schema": {"type": "string"}}}),
+        "Metrics" => json!({
+            "text/plain": {"schema": {"type": "string"}},
+            "application/openmetrics-text": {"schema": {"type": "string"}}
+        }),
         "BeginMigration" => {
             json_of(json!({"type": "object", "required": ["uuid"], "properties": {"uuid": {"type": "string"}}}))
         }

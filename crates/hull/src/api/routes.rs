@@ -28,6 +28,7 @@ pub fn router(api: Arc<Api>) -> axum::Router {
     axum::Router::new()
         .route("/ping", get(ping))
         .route("/sysinfo", get(sysinfo))
+        .route("/metrics", get(metrics))
         .route("/vms", get(list_vms).post(create_vm))
         .route("/vms/{uuid}", get(get_vm).post(vm_action).delete(delete_vm))
         .route("/vms/{uuid}/console", get(vm_console))
@@ -122,6 +123,26 @@ async fn ping() -> Json<Value> {
 async fn sysinfo(State(api): State<Arc<Api>>) -> ApiResult<Json<Value>> {
     let node = api.node.clone();
     blocking(move || super::sysinfo::sysinfo(&node)).await.map(Json)
+}
+
+/// Prometheus's scrape (docs/observability.md): OpenMetrics text to a scraper that asks for
+/// it, Prometheus's text format 0.0.4 otherwise.
+async fn metrics(State(api): State<Arc<Api>>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
+    let om = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let text = blocking(move || {
+        let vm = api.vmadm()?;
+        super::metrics::scrape(&api.node, &vm).map_err(ApiError::internal)
+    })
+    .await?;
+    let (ctype, text) = if om {
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    } else {
+        ("text/plain; version=0.0.4; charset=utf-8", super::metrics::prometheus_text(&text))
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, ctype)], text).into_response())
 }
 
 async fn list_vms(State(api): State<Arc<Api>>, Query(q): Q) -> ApiResult<Json<Vec<Value>>> {
