@@ -50,6 +50,10 @@ impl Vmadm {
         // An alias is free text; it names the host only when it is a valid hostname.
         let hostname = vm.hostname().unwrap_or(uuid).to_string();
         let init = vm.init_name.unwrap_or_else(|| "/sbin/init".into());
+        // The zone's /proc answers with its own caps while the node's lxcfs runs, and then
+        // so does sysinfo(2): busybox's free reads both, and must not mix the two.
+        let binds = hull_zone::lxcfs::binds(&hull_zone::lxcfs::mountpoint(&self.node.var_dir()));
+        let sysinfo = !binds.is_empty();
         Ok(ZoneConfig {
             id: uuid.to_string(),
             rootfs: root,
@@ -60,10 +64,11 @@ impl Vmadm {
             tmpfs_mib: num(cfg, "tmpfs"),
             terminal: true,
             netns: None,
-            binds: Vec::new(),
+            binds,
             devices: Vec::new(),
             relays: Vec::new(),
             idmap: None,
+            sysinfo,
         })
     }
 

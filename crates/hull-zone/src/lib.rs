@@ -11,11 +11,13 @@
 pub mod cgroup;
 pub mod events;
 pub mod idmap;
+pub mod lxcfs;
 mod relay;
 pub mod runtime;
 pub mod spec;
 pub mod stats;
 pub mod supervisor;
+pub mod sysinfo;
 mod tty;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,9 @@ pub struct ZoneConfig {
     /// The zone's own user namespace ([`idmap`]); None runs zone root as host root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap: Option<Idmap>,
+    /// sysinfo(2) answered by zoneadmd with the zone's caps ([`sysinfo`]).
+    #[serde(default)]
+    pub sysinfo: bool,
 }
 
 /// A zone's user namespace: its ids 0..[`idmap::SIZE`] are the host's from `base`.

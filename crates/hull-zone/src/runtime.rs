@@ -4,6 +4,7 @@ use crate::{Result, ZoneConfig, ZoneError};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::syscall::syscall::SyscallType;
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 /// Where a node keeps its containers' runtime state.
@@ -59,7 +60,12 @@ impl Runtime {
 
     /// Writes the bundle, creates the container and starts its init; returns init's pid.
     /// A console socket, when given, receives the pty master of init's console.
-    pub fn create_and_start(&self, z: &ZoneConfig, console_socket: Option<&Path>) -> Result<i32> {
+    pub fn create_and_start(
+        &self,
+        z: &ZoneConfig,
+        console_socket: Option<&Path>,
+        seccomp_listener: Option<&Path>,
+    ) -> Result<i32> {
         let bundle = self.bundles.join(&z.id);
         std::fs::create_dir_all(&bundle).map_err(|e| ZoneError::Io {
             id: z.id.clone(),
@@ -75,6 +81,9 @@ impl Runtime {
         })?;
         let mut config = crate::spec::oci_config(z);
         clamp_rlimits(&mut config);
+        if let Some(l) = seccomp_listener {
+            crate::spec::notify_sysinfo(&mut config, l);
+        }
         if let Some(idmap) = &z.idmap {
             let root = self.own_userns_mounts(z, &bundle, idmap)?;
             crate::spec::own_userns(&mut config, idmap, &root);
@@ -255,11 +264,25 @@ impl Runtime {
             }
         }
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        if let Some(s) = &seccomp
-            && let Err(e) = libcontainer::seccomp::initialize_seccomp(s)
-        {
-            eprintln!("zone {id}: seccomp: {e}");
-            return 126;
+        if let Some(s) = &seccomp {
+            match libcontainer::seccomp::initialize_seccomp(s) {
+                Err(e) => {
+                    eprintln!("zone {id}: seccomp: {e}");
+                    return 126;
+                }
+                // The filter sends sysinfo calls to a listener: this one's goes to the
+                // zone's zoneadmd, as init's did; without it they fail (ENOSYS).
+                Ok(Some(fd)) => {
+                    // SAFETY: libcontainer returns the new filter's fd, ours to own.
+                    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                    if let Some(path) = s.listener_path()
+                        && let Err(e) = send_fd(path, &fd)
+                    {
+                        eprintln!("zone {id}: sysinfo listener: {e}");
+                    }
+                }
+                Ok(None) => {}
+            }
         }
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             return match crate::tty::exec_with_pty(self, id, args, spec) {
@@ -297,6 +320,17 @@ impl Runtime {
         };
         relay.run(|| crate::supervisor::wait_exit(pid.as_raw()).unwrap_or(126))
     }
+}
+
+/// Hands `fd` to the unix socket at `path` (SCM_RIGHTS).
+fn send_fd(path: &Path, fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let conn = std::os::unix::net::UnixStream::connect(path)?;
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"{}")];
+    sendmsg::<()>(conn.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)?;
+    Ok(())
 }
 
 /// What libcontainer's failure to start a command in a zone means to the person who ran

@@ -238,6 +238,17 @@ pub fn oci_config(z: &ZoneConfig) -> Value {
     })
 }
 
+/// Sends the zone's sysinfo calls to the listener at `listener` (zoneadmd), which
+/// libcontainer hands the filter's notification fd to.
+pub fn notify_sysinfo(config: &mut Value, listener: &std::path::Path) {
+    if let Some(sc) = config.pointer_mut("/linux/seccomp") {
+        sc["listenerPath"] = json!(listener);
+        if let Some(list) = sc["syscalls"].as_array_mut() {
+            list.push(json!({"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"}));
+        }
+    }
+}
+
 /// Puts the zone in its own user namespace (joined by path: the host made it with the
 /// network namespace it owns), on the root the host mounted idmapped at `root`. The zone's
 /// own mounts (proc, sysfs, tmpfs, devpts, mqueue) then belong to its user namespace, and
@@ -276,6 +287,7 @@ mod tests {
             devices: Vec::new(),
             relays: Vec::new(),
             idmap: None,
+            sysinfo: false,
         }
     }
 

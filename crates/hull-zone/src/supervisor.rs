@@ -88,9 +88,13 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 
 /// Receives the pty master libcontainer sends over the console socket.
 pub(crate) fn receive_pty(listener: &UnixListener) -> std::io::Result<OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     listener.set_nonblocking(false)?;
     let (stream, _) = listener.accept()?;
+    fd_from(&stream, "no pty master in the console message")
+}
+
+pub(crate) fn fd_from(stream: &std::os::unix::net::UnixStream, missing: &str) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
@@ -104,7 +108,7 @@ pub(crate) fn receive_pty(listener: &UnixListener) -> std::io::Result<OwnedFd> {
             return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
         }
     }
-    Err(std::io::Error::other("no pty master in the console message"))
+    Err(std::io::Error::other(missing.to_string()))
 }
 
 /// Starts the zone and supervises it until init exits; returns init's exit status.
@@ -130,20 +134,35 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
     }
     let recv_path = dir.join("recv.sock");
     let attach_path = dir.join("console.sock");
-    for p in [&recv_path, &attach_path] {
+    let seccomp_path = dir.join("seccomp.sock");
+    for p in [&recv_path, &attach_path, &seccomp_path] {
         let _ = std::fs::remove_file(p);
     }
     crate::cgroup::leave_contracts();
+    let init = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let started = (|| {
         crate::cgroup::join_unmanaged(&z.cgroup).map_err(io("join cgroup", Path::new("/sys/fs/cgroup")))?;
         let recv =
             if z.terminal { Some(UnixListener::bind(&recv_path).map_err(io("bind", &recv_path))?) } else { None };
-        let pid = rt.create_and_start(z, z.terminal.then_some(recv_path.as_path()))?;
+        // libcontainer hands each filter's notification fd (init's, then each zlogin's) to
+        // this socket; a thread answers each filter's sysinfo calls.
+        let seccomp =
+            if z.sysinfo { Some(UnixListener::bind(&seccomp_path).map_err(io("bind", &seccomp_path))?) } else { None };
+        if let Some(l) = &seccomp {
+            let l = l.try_clone().map_err(io("bind", &seccomp_path))?;
+            crate::sysinfo::listen(l, z.id.clone(), z.cgroup.clone(), init.clone());
+        }
+        let pid = rt.create_and_start(
+            z,
+            z.terminal.then_some(recv_path.as_path()),
+            seccomp.is_some().then_some(seccomp_path.as_path()),
+        )?;
         let pty = match &recv {
             Some(l) => Some(receive_pty(l).map_err(io("receive console", &recv_path))?),
             None => None,
         };
         let _ = std::fs::remove_file(&recv_path);
+        init.store(pid, std::sync::atomic::Ordering::Relaxed);
         let attach = UnixListener::bind(&attach_path).map_err(io("bind", &attach_path))?;
         Ok::<_, ZoneError>((pid, pty, attach))
     })();
@@ -208,6 +227,7 @@ fn finish(
     rt.delete(id, &z.cgroup)?;
     on_exit();
     let _ = std::fs::remove_file(dir.join("console.sock"));
+    let _ = std::fs::remove_file(dir.join("seccomp.sock"));
     rec.state = "stopped".into();
     rec.exit_status = status;
     rec.stopped = Some(now());

@@ -12,10 +12,16 @@ pub enum NodeCmd {
         #[arg(short = 'j')]
         json: bool,
     },
+    /// Runs lxcfs for the node's zones in the foreground (the svc:/system/hull/lxcfs
+    /// service's method): zones started while it runs see their own caps in /proc.
+    Lxcfs,
 }
 
 pub fn run(node: &Node, c: NodeCmd) -> CmdResult {
-    let NodeCmd::Status { json } = c;
+    let json = match c {
+        NodeCmd::Status { json } => json,
+        NodeCmd::Lxcfs => return lxcfs(node),
+    };
     let cfg = node.load_config()?;
     let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("current exe: {e}")))?;
     // The accelerator: probed once, then read from the node's record.
@@ -50,4 +56,20 @@ pub fn run(node: &Node, c: NodeCmd) -> CmdResult {
         println!("svc.startd:  {}", status["svc.startd"].as_str().unwrap_or(""));
     }
     Ok(())
+}
+
+/// `hull node lxcfs`: mounts lxcfs at var/hull/lxcfs (its pid file beside it, so that nodes
+/// sharing a host keep apart) and becomes it. A mount left by an lxcfs that died is
+/// detached first: zones started after that bind the new one.
+fn lxcfs(node: &Node) -> CmdResult {
+    use std::os::unix::process::CommandExt;
+    let at = hull_zone::lxcfs::mountpoint(&node.var_dir());
+    if hull_exec::mountinfo::mounts().iter().any(|m| m.mountpoint == at) {
+        nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| Failure::new(1, format!("detach the old lxcfs at {}: {e}", at.display())))?;
+    }
+    std::fs::create_dir_all(&at).map_err(|e| Failure::new(1, format!("create {}: {e}", at.display())))?;
+    let pid = node.var_dir().join("lxcfs.pid");
+    let err = std::process::Command::new("lxcfs").arg("-f").arg("-p").arg(&pid).arg(&at).exec();
+    Err(Failure::new(1, format!("run lxcfs (Debian: apt-get install lxcfs): {err}")))
 }

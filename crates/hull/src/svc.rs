@@ -26,6 +26,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("manifests/system-pool.xml", include_str!("../../../manifests/system-pool.xml")),
     ("manifests/system-zones.xml", include_str!("../../../manifests/system-zones.xml")),
     ("manifests/system-hull-api.xml", include_str!("../../../manifests/system-hull-api.xml")),
+    ("manifests/system-hull-lxcfs.xml", include_str!("../../../manifests/system-hull-lxcfs.xml")),
 ];
 
 #[derive(Args)]

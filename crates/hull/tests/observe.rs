@@ -225,3 +225,112 @@ fn a_capped_zone_s_memory_and_cpu_read_the_same_in_zonememstat_zonestat_and_metr
         assert!(vm.get(k).is_none(), "vmadm get has {k}");
     }
 }
+
+/// The node's lxcfs (`hull node lxcfs`, the service's method), stopped and unmounted on drop.
+struct Lxcfs {
+    child: Child,
+    at: std::path::PathBuf,
+}
+
+impl Lxcfs {
+    fn start(n: &TestNode) -> Lxcfs {
+        let child = n.cmd().args(["node", "lxcfs"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("lxcfs");
+        let at = n.root().join("var/hull/lxcfs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !at.join("proc/meminfo").exists() {
+            assert!(Instant::now() < deadline, "lxcfs did not mount at {}", at.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Lxcfs { child, at }
+    }
+}
+
+impl Drop for Lxcfs {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = nix::mount::umount2(&self.at, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A static program that calls sysinfo(2) on good and crafted buffers and prints what it got.
+const SYSINFO_PROBE: &str = r#"
+#include <stdio.h>
+#include <errno.h>
+#include <sys/sysinfo.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    struct sysinfo s;
+    long r = syscall(SYS_sysinfo, &s);
+    printf("ok %ld total %lu unit %u procs %u uptime %ld\n", r, s.totalram, s.mem_unit, s.procs, s.uptime);
+    r = syscall(SYS_sysinfo, (void *)8);
+    printf("low %ld %d\n", r, errno);
+    r = syscall(SYS_sysinfo, (void *)0xffffffff81000000UL);
+    printf("kernel %ld %d\n", r, errno);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_zone_sees_its_own_memory_in_proc_and_in_sysinfo_and_crafted_buffers_fail_only_the_caller() {
+    let n = TestNode::new("512M");
+    let img = n.busybox();
+    let _lx = Lxcfs::start(&n);
+    let u = zone(&n, &img, "limits", json!({"max_physical_memory": 256}));
+    let meminfo = n.hull(&["zlogin", &u, "head", "-1", "/proc/meminfo"]).ok();
+    assert!(meminfo.contains("262144 kB"), "lxcfs's meminfo: {meminfo}");
+    // busybox's free asks sysinfo(2), which zoneadmd answers.
+    let free = n.hull(&["zlogin", &u, "free", "-m"]).ok();
+    let total: Vec<&str> = free.lines().find(|l| l.starts_with("Mem:")).expect("Mem line").split_whitespace().collect();
+    assert_eq!(total[1], "256", "busybox free: {free}");
+    let up: f64 = n
+        .hull(&["zlogin", &u, "cat", "/proc/uptime"])
+        .ok()
+        .split_whitespace()
+        .next()
+        .expect("uptime")
+        .parse()
+        .expect("secs");
+    let host_up: f64 = std::fs::read_to_string("/proc/uptime")
+        .expect("uptime")
+        .split_whitespace()
+        .next()
+        .expect("u")
+        .parse()
+        .expect("s");
+    assert!(up < 120.0 && up < host_up, "the zone's uptime {up} (host {host_up})");
+
+    // A program of the tenant's own, calling sysinfo on crafted pointers.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("probe.c");
+    std::fs::write(&src, SYSINFO_PROBE).expect("write");
+    let bin = n.zones().join(&u).join("root/probe");
+    let cc =
+        std::process::Command::new("gcc").args(["-static", "-O1", "-o"]).arg(&bin).arg(&src).status().expect("gcc");
+    assert!(cc.success());
+    let out = n.hull(&["zlogin", &u, "/probe"]).ok();
+    assert!(out.contains(&format!("ok 0 total {} unit 1 ", 256u64 << 20)), "{out}");
+    assert!(out.contains(&format!("low -1 {}", libc::EFAULT)), "{out}");
+    assert!(out.contains(&format!("kernel -1 {}", libc::EFAULT)), "{out}");
+    // zoneadmd still answers, and the zone still runs.
+    assert!(n.hull(&["zlogin", &u, "free", "-m"]).ok().contains(" 256 "));
+    assert_eq!(n.vm(&u)["state"], "running");
+    // Without lxcfs a zone still boots, and sees the host's figures in /proc and in sysinfo
+    // alike (busybox's free reads both: mixed, its sums went below zero).
+    drop(_lx);
+    let v = zone(&n, &img, "nolx", json!({"max_physical_memory": 128}));
+    let free = n.hull(&["zlogin", &v, "free", "-m"]).ok();
+    let mem: Vec<u64> = free
+        .lines()
+        .find(|l| l.starts_with("Mem:"))
+        .expect("Mem line")
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().expect("a number"))
+        .collect();
+    assert!(mem[0] > 128 && mem.iter().all(|x| *x <= mem[0]), "{free}");
+}
