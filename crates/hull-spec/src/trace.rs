@@ -260,8 +260,8 @@ fn task_context(points: &[String]) -> bool {
 }
 
 /// Replaces the word `zonename` (not `@zonename`, `$zonename` or `x.zonename`) outside
-/// strings and comments with the map lookup.
-fn replace_zonename(body: &str, key: &str) -> String {
+/// strings and comments with `with` (the map lookup, or the one zone's name).
+fn replace_zonename(body: &str, with: &str) -> String {
     let b = body.as_bytes();
     let mut out = String::with_capacity(body.len());
     let mut i = 0;
@@ -277,7 +277,7 @@ fn replace_zonename(body: &str, key: &str) -> String {
                 let after = b.get(i + word.len()).copied().unwrap_or(b' ');
                 let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
                 if !ident(before) && !ident(after) && !matches!(before, b'@' | b'$' | b'.') {
-                    write!(out, "{ZONE_MAP}[{key}]").ok();
+                    out.push_str(with);
                     i += word.len();
                     continue;
                 }
@@ -319,8 +319,16 @@ pub fn scope(src: &str, level: u32, zones: &[Zone], only: Option<u64>) -> Result
             Item::Verbatim(v) => out.push_str(&v),
             Item::Probe { header, body } => {
                 let points = attach_points(&header);
-                let header = replace_zonename(&header, &key);
-                let mut body = replace_zonename(&body, &key);
+                let lookup = format!("{ZONE_MAP}[{key}]");
+                // Under -z a task's probe fires for the zone's tasks only: its zonename is
+                // the zone's name, with no lookup per event.
+                let filtered = only.is_some() && task_context(&points);
+                let with = match only.and_then(|ns| zones.iter().find(|z| z.pidns == ns)) {
+                    Some(z) if filtered => quoted(&z.name)?,
+                    _ => lookup,
+                };
+                let header = replace_zonename(&header, &with);
+                let mut body = replace_zonename(&body, &with);
                 if points.iter().any(|p| p == "BEGIN") {
                     begin = true;
                     body = format!(" {fill}{body}");
@@ -330,7 +338,7 @@ pub fn scope(src: &str, level: u32, zones: &[Zone], only: Option<u64>) -> Result
                     body = format!("{body}\n clear({ZONE_MAP}); ");
                 }
                 if let Some(ns) = only
-                    && task_context(&points)
+                    && filtered
                 {
                     body = format!(" if ({key} == {ns}) {{{body}}} ");
                 }
@@ -372,6 +380,8 @@ mod tests {
         let p = "BEGIN { printf(\"hi\"); }\ntracepoint:block:block_bio_complete { @c = count(); }\ninterval:s:1 { exit(); }\nuprobe:/usr/bin/bash:readline { @r = count(); }";
         let out = scope(p, 1, &zones(), Some(42)).expect("scope");
         assert_eq!(out.matches("== 42) {").count(), 1, "{out}");
+        let z = scope("t:syscalls:sys_enter_read { @[zonename] = count(); }", 1, &zones(), Some(42)).expect("scope");
+        assert!(z.contains("@[\"web\"] = count()"), "the filtered probe's zonename is the zone's: {z}");
         assert!(out.contains("readline { if ("), "{out}");
         // The user's BEGIN gets the fill; no second BEGIN.
         assert_eq!(out.matches("BEGIN").count(), 1, "{out}");

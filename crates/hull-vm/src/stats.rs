@@ -27,10 +27,11 @@ impl Vmadm {
     /// Every VM's figures, in uuid order. One read of the links serves all.
     pub fn stats(&self) -> Result<Vec<VmStats>> {
         let links = hull_zone::stats::links();
+        let hier = hull_zone::cgroup::hierarchies();
         let mut out = Vec::new();
         for uuid in self.uuids()? {
             let Ok(cfg) = self.load(&uuid) else { continue };
-            out.push(self.stats_of(&uuid, &cfg, &links));
+            out.push(self.stats_of(&uuid, &cfg, &links, &hier));
         }
         Ok(out)
     }
@@ -40,10 +41,11 @@ impl Vmadm {
         uuid: &str,
         cfg: &serde_json::Map<String, Value>,
         links: &BTreeMap<String, LinkCounters>,
+        hier: &[hull_zone::cgroup::Hierarchy],
     ) -> VmStats {
         let st = self.state(uuid, cfg);
         let running = st.state == hull_spec::State::Running;
-        let usage = if running { hull_zone::stats::usage(&self.cgroup(uuid)) } else { None };
+        let usage = if running { hull_zone::stats::usage_in(hier, &self.cgroup(uuid)) } else { None };
         let mut nics = BTreeMap::new();
         if running {
             for n in cfg.get("nics").and_then(Value::as_array).into_iter().flatten() {

@@ -2,6 +2,7 @@
 //! behind zonememstat, zonestat and the API's /metrics. Everything is in base units
 //! (bytes, nanoseconds); a counter the kernel does not keep is `None`.
 
+use crate::cgroup::Hierarchy;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -50,18 +51,13 @@ pub struct LinkCounters {
     pub tx_dropped: u64,
 }
 
-/// The zone's cgroup directories, v2 first when the node runs v2.
-fn dirs(cgroup: &str) -> Vec<PathBuf> {
+/// The zone's cgroup directories in the hierarchies that have controllers.
+fn dirs(hier: &[Hierarchy], cgroup: &str) -> Vec<PathBuf> {
     let rel = cgroup.trim_start_matches('/');
     if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
         return Vec::new();
     }
-    crate::cgroup::hierarchies()
-        .into_iter()
-        .filter(|h| h.controllers)
-        .map(|h| h.mountpoint.join(rel))
-        .filter(|d| d.is_dir())
-        .collect()
+    hier.iter().filter(|h| h.controllers).map(|h| h.mountpoint.join(rel)).filter(|d| d.is_dir()).collect()
 }
 
 fn read(dirs: &[PathBuf], name: &str) -> Option<String> {
@@ -124,7 +120,13 @@ pub fn blkio_bytes(text: &str) -> (u64, u64) {
 
 /// The zone's use of the node; None when its cgroup is not there (the zone is stopped).
 pub fn usage(cgroup: &str) -> Option<Usage> {
-    let d = dirs(cgroup);
+    usage_in(&crate::cgroup::hierarchies(), cgroup)
+}
+
+/// [`usage`] with the host's hierarchies read once by the caller (mountinfo is long on a
+/// busy node: reading it per zone was most of a scrape).
+pub fn usage_in(hier: &[Hierarchy], cgroup: &str) -> Option<Usage> {
+    let d = dirs(hier, cgroup);
     if d.is_empty() {
         return None;
     }

@@ -38,6 +38,7 @@ pub fn listen(listener: UnixListener, zone: String, cgroup: String, init: Arc<At
 /// Answers one filter's sysinfo calls on `fd` until every task under it is gone.
 fn serve(zone: String, fd: OwnedFd, cgroup: String, init: Arc<AtomicI32>) {
     let spawned = std::thread::Builder::new().name("sysinfo".into()).spawn(move || {
+        let hier = crate::cgroup::hierarchies();
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         loop {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
@@ -54,7 +55,7 @@ fn serve(zone: String, fd: OwnedFd, cgroup: String, init: Arc<AtomicI32>) {
             }
             // A caller that went away between poll and receive is ENOENT: go on.
             let Ok(req) = ScmpNotifReq::receive(fd.as_raw_fd()) else { continue };
-            let resp = answer(&req, fd.as_raw_fd(), &cgroup, init.load(Ordering::Relaxed));
+            let resp = answer(&req, fd.as_raw_fd(), &hier, &cgroup, init.load(Ordering::Relaxed));
             if let Err(e) = resp.respond(fd.as_raw_fd()) {
                 tracing::debug!(zone = %zone, "sysinfo answer: {e}");
             }
@@ -66,7 +67,7 @@ fn serve(zone: String, fd: OwnedFd, cgroup: String, init: Arc<AtomicI32>) {
 }
 
 /// The zone's figures in the kernel's struct, host figures where the zone has no cap.
-pub fn figures(cgroup: &str, init: i32) -> libc::sysinfo {
+pub fn figures(hier: &[crate::cgroup::Hierarchy], cgroup: &str, init: i32) -> libc::sysinfo {
     // SAFETY: sysinfo fills the struct it is given; a zeroed one is a valid start.
     let mut s: libc::sysinfo = unsafe { std::mem::zeroed() };
     // SAFETY: a valid, writable struct sysinfo.
@@ -78,7 +79,7 @@ pub fn figures(cgroup: &str, init: i32) -> libc::sysinfo {
         (host_ram, s.freeram.saturating_mul(unit), s.sharedram.saturating_mul(unit), s.bufferram.saturating_mul(unit));
     let mut swap = (host_swap, s.freeswap.saturating_mul(unit));
     let mut procs = u64::from(s.procs);
-    if let Some(u) = crate::stats::usage(cgroup) {
+    if let Some(u) = crate::stats::usage_in(hier, cgroup) {
         if let Some(limit) = u.memory_limit_bytes.filter(|l| *l < host_ram) {
             ram = (limit, limit.saturating_sub(u.memory_bytes), 0, 0);
             // Swap as the zone may use it: its memory-plus-swap cap less its memory cap.
@@ -114,12 +115,12 @@ fn zone_uptime(init: i32, host_uptime: i64) -> Option<i64> {
     Some((host_uptime - start / hz).max(0))
 }
 
-fn answer(req: &ScmpNotifReq, fd: i32, cgroup: &str, init: i32) -> ScmpNotifResp {
+fn answer(req: &ScmpNotifReq, fd: i32, hier: &[crate::cgroup::Hierarchy], cgroup: &str, init: i32) -> ScmpNotifResp {
     let none = ScmpNotifRespFlags::empty();
     if req.data.arch != ScmpArch::X8664 || i32::from(req.data.syscall) != SYSINFO_X86_64 {
         return ScmpNotifResp::new_continue(req.id, none);
     }
-    let s = figures(cgroup, init);
+    let s = figures(hier, cgroup, init);
     // SAFETY: libc::sysinfo is plain old data; its bytes are what the kernel would copy out.
     let bytes = unsafe {
         std::slice::from_raw_parts(&s as *const libc::sysinfo as *const u8, std::mem::size_of::<libc::sysinfo>())
