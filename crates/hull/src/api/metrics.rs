@@ -57,38 +57,38 @@ fn nic_counter(r: &mut Registry, name: &str, help: &str) -> NC {
 /// The text of one scrape.
 pub fn scrape(node: &Node, vm: &Vmadm) -> Result<String, String> {
     let mut r = Registry::default();
-    let cpu = counter(&mut r, "container_cpu_usage_seconds", "Cumulative CPU time consumed, in seconds.");
-    let cpu_user = counter(&mut r, "container_cpu_user_seconds", "Cumulative user CPU time, in seconds.");
-    let cpu_sys = counter(&mut r, "container_cpu_system_seconds", "Cumulative system CPU time, in seconds.");
-    let periods = counter(&mut r, "container_cpu_cfs_periods", "Enforcement periods elapsed under a CPU cap.");
+    let cpu = counter(&mut r, "container_cpu_usage_seconds", "Cumulative CPU time consumed, in seconds");
+    let cpu_user = counter(&mut r, "container_cpu_user_seconds", "Cumulative user CPU time, in seconds");
+    let cpu_sys = counter(&mut r, "container_cpu_system_seconds", "Cumulative system CPU time, in seconds");
+    let periods = counter(&mut r, "container_cpu_cfs_periods", "Enforcement periods elapsed under a CPU cap");
     let throttled =
-        counter(&mut r, "container_cpu_cfs_throttled_periods", "Enforcement periods in which the CPU cap throttled.");
+        counter(&mut r, "container_cpu_cfs_throttled_periods", "Enforcement periods in which the CPU cap throttled");
     let throttled_s =
-        counter(&mut r, "container_cpu_cfs_throttled_seconds", "Time the CPU cap held the VM back, in seconds.");
-    let mem = gauge(&mut r, "container_memory_usage_bytes", "Memory charged to the VM, page cache included, in bytes.");
-    let ws = gauge(&mut r, "container_memory_working_set_bytes", "Memory in use less inactive page cache, in bytes.");
-    let rss = gauge(&mut r, "container_memory_rss", "Anonymous memory, in bytes.");
-    let cache = gauge(&mut r, "container_memory_cache", "Page cache, in bytes.");
-    let swap = gauge(&mut r, "container_memory_swap", "The VM's memory in swap, in bytes.");
-    let failcnt = counter(&mut r, "container_memory_failcnt", "Times the VM reached its memory cap (SmartOS nover).");
-    let ooms = counter(&mut r, "container_oom_events", "Processes the OOM killer ended in the VM.");
-    let limit = gauge(&mut r, "container_spec_memory_limit_bytes", "The memory cap (max_physical_memory), in bytes.");
+        counter(&mut r, "container_cpu_cfs_throttled_seconds", "Time the CPU cap held the VM back, in seconds");
+    let mem = gauge(&mut r, "container_memory_usage_bytes", "Memory charged to the VM, page cache included, in bytes");
+    let ws = gauge(&mut r, "container_memory_working_set_bytes", "Memory in use less inactive page cache, in bytes");
+    let rss = gauge(&mut r, "container_memory_rss", "Anonymous memory, in bytes");
+    let cache = gauge(&mut r, "container_memory_cache", "Page cache, in bytes");
+    let swap = gauge(&mut r, "container_memory_swap", "The VM's memory in swap, in bytes");
+    let failcnt = counter(&mut r, "container_memory_failcnt", "Times the VM reached its memory cap (SmartOS nover)");
+    let ooms = counter(&mut r, "container_oom_events", "Processes the OOM killer ended in the VM");
+    let limit = gauge(&mut r, "container_spec_memory_limit_bytes", "The memory cap (max_physical_memory), in bytes");
     let swap_limit =
-        gauge(&mut r, "container_spec_memory_swap_limit_bytes", "The memory-plus-swap cap (max_swap), in bytes.");
-    let quota = gauge(&mut r, "container_spec_cpu_cap_ratio", "cpu_cap as a share of one CPU (1 = one CPU).");
-    let threads = gauge(&mut r, "container_threads", "Tasks (processes and threads) in the VM.");
-    let threads_max = gauge(&mut r, "container_threads_max", "The cap on tasks (max_lwps).");
-    let reads = counter(&mut r, "container_fs_reads_bytes", "Bytes read from block devices.");
-    let writes = counter(&mut r, "container_fs_writes_bytes", "Bytes written to block devices.");
-    let rx = nic_counter(&mut r, "container_network_receive_bytes", "Bytes the VM received on a NIC.");
-    let tx = nic_counter(&mut r, "container_network_transmit_bytes", "Bytes the VM sent on a NIC.");
-    let rxp = nic_counter(&mut r, "container_network_receive_packets", "Packets the VM received on a NIC.");
-    let txp = nic_counter(&mut r, "container_network_transmit_packets", "Packets the VM sent on a NIC.");
-    let rxd = nic_counter(&mut r, "container_network_receive_packets_dropped", "Packets to the VM dropped on a NIC.");
+        gauge(&mut r, "container_spec_memory_swap_limit_bytes", "The memory-plus-swap cap (max_swap), in bytes");
+    let quota = gauge(&mut r, "container_spec_cpu_cap_ratio", "cpu_cap as a share of one CPU (1 = one CPU)");
+    let threads = gauge(&mut r, "container_threads", "Tasks (processes and threads) in the VM");
+    let threads_max = gauge(&mut r, "container_threads_max", "The cap on tasks (max_lwps)");
+    let reads = counter(&mut r, "container_fs_reads_bytes", "Bytes read from block devices");
+    let writes = counter(&mut r, "container_fs_writes_bytes", "Bytes written to block devices");
+    let rx = nic_counter(&mut r, "container_network_receive_bytes", "Bytes the VM received on a NIC");
+    let tx = nic_counter(&mut r, "container_network_transmit_bytes", "Bytes the VM sent on a NIC");
+    let rxp = nic_counter(&mut r, "container_network_receive_packets", "Packets the VM received on a NIC");
+    let txp = nic_counter(&mut r, "container_network_transmit_packets", "Packets the VM sent on a NIC");
+    let rxd = nic_counter(&mut r, "container_network_receive_packets_dropped", "Packets to the VM dropped on a NIC");
     let txd =
-        nic_counter(&mut r, "container_network_transmit_packets_dropped", "Packets from the VM dropped on a NIC.");
+        nic_counter(&mut r, "container_network_transmit_packets_dropped", "Packets from the VM dropped on a NIC");
     let by_state = Family::<StateLabel, Gauge>::default();
-    r.register("hull_vms", "VMs on the node by state.", by_state.clone());
+    r.register("hull_vms", "VMs on the node by state", by_state.clone());
 
     let stats = vm.stats().map_err(|e| crate::chain(&e))?;
     for s in &stats {
@@ -153,9 +153,9 @@ pub fn scrape(node: &Node, vm: &Vmadm) -> Result<String, String> {
     let pool_size = Gauge::<f64, AtomicU64>::default();
     let pool_used = Gauge::<f64, AtomicU64>::default();
     let pool_free = Gauge::<f64, AtomicU64>::default();
-    r.register("hull_pool_size_bytes", "The pool's size, in bytes.", pool_size.clone());
-    r.register("hull_pool_used_bytes", "Bytes used in the pool.", pool_used.clone());
-    r.register("hull_pool_available_bytes", "Bytes free in the pool.", pool_free.clone());
+    r.register("hull_pool_size_bytes", "The pool's size, in bytes", pool_size.clone());
+    r.register("hull_pool_used_bytes", "Bytes used in the pool", pool_used.clone());
+    r.register("hull_pool_available_bytes", "Bytes free in the pool", pool_free.clone());
     if let Ok(pool) = vm.pool()
         && let Ok(u) = pool.usage()
     {
@@ -164,7 +164,7 @@ pub fn scrape(node: &Node, vm: &Vmadm) -> Result<String, String> {
         pool_free.set(u.free as f64);
     }
     let services = Family::<StateLabel, Gauge>::default();
-    r.register("hull_services", "The node's SMF service instances by state.", services.clone());
+    r.register("hull_services", "The node's SMF service instances by state", services.clone());
     if let Ok((rows, _)) = crate::svc::statuses(&crate::svc::paths(node)) {
         for row in rows {
             services.get_or_create(&StateLabel { state: row.state }).inc();
