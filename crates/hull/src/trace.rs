@@ -102,17 +102,27 @@ pub fn run(node: &Node, a: TraceArgs) -> CmdResult {
     let only = match &a.zone {
         None => None,
         Some(z) => {
-            let found = zones.iter().find(|(uuid, alias, _)| uuid == z || alias.as_deref() == Some(z.as_str()));
-            match found {
-                Some((_, _, Some(ns))) => Some(*ns),
-                Some((uuid, _, None)) => return Err(Failure::new(1, format!("zone {uuid} is not running"))),
-                None => return Err(Failure::new(1, format!("no zone {z} on this node"))),
+            let found: Vec<&ZoneRow> =
+                zones.iter().filter(|(uuid, alias, _)| uuid == z || alias.as_deref() == Some(z.as_str())).collect();
+            match found[..] {
+                [(_, _, Some(ns))] => Some(*ns),
+                [(uuid, _, None)] => return Err(Failure::new(1, format!("zone {uuid} is not running"))),
+                [] => return Err(Failure::new(1, format!("no zone {z} on this node"))),
+                _ => return Err(Failure::new(2, format!("alias {z} names {} zones: give a uuid", found.len()))),
             }
         }
     };
+    // A zone is named by its alias when bpftrace can take it in a string (an alias is any
+    // text its creator chose), else by its uuid.
     let named: Vec<Zone> = zones
         .iter()
-        .filter_map(|(uuid, alias, ns)| ns.map(|pidns| Zone { pidns, name: alias.clone().unwrap_or(uuid.clone()) }))
+        .filter_map(|(uuid, alias, ns)| {
+            let name = alias
+                .clone()
+                .filter(|a| a.len() < 64 && !a.chars().any(|c| c == '"' || c == '\\' || c.is_control()))
+                .unwrap_or(uuid.clone());
+            ns.map(|pidns| Zone { pidns, name })
+        })
         .collect();
     let text = scope(&program, own_level() + 1, &named, only).map_err(|e| Failure::new(2, format!("program: {e}")))?;
     if a.dry_run {

@@ -334,3 +334,23 @@ fn a_zone_sees_its_own_memory_in_proc_and_in_sysinfo_and_crafted_buffers_fail_on
         .collect();
     assert!(mem[0] > 128 && mem.iter().all(|x| *x <= mem[0]), "{free}");
 }
+
+#[test]
+fn an_alias_made_to_break_out_of_a_string_is_never_put_in_the_program() {
+    let n = TestNode::new("256M");
+    let img = n.busybox();
+    let mark = n.root().join("pwned");
+    let alias = format!("x\"; system(\"touch {}\"); @y[\"", mark.display());
+    let u = zone(&n, &img, &alias, json!({}));
+    let dry = n.hull(&["trace", "--dry-run", "-e", "BEGIN { printf(\"%s\\n\", zonename); exit(); }"]).ok();
+    assert!(dry.contains(&format!("\"{u}\"")) && !dry.contains("system("), "{dry}");
+    // bpftrace runs the program (the zone is named by its uuid), and nothing was run.
+    let r = n.hull(&["trace", "-e", "BEGIN { printf(\"ran\\n\"); exit(); }"]);
+    assert!(r.code == 0 && r.stdout.contains("ran"), "{} {}", r.stdout, r.stderr);
+    assert!(!mark.exists());
+    // Two zones of one alias: -z by that alias is refused, not guessed.
+    zone(&n, &img, "twin", json!({}));
+    zone(&n, &img, "twin", json!({}));
+    let r = n.hull(&["trace", "-z", "twin", "-e", "BEGIN { exit(); }"]);
+    assert!(r.code == 2 && r.stderr.contains("names 2 zones"), "{}", r.stderr);
+}
