@@ -261,6 +261,85 @@ mod tests {
         assert_eq!(blkio_bytes("8:0 Read 10\n8:0 Write 20\n8:0 Total 30\nTotal 30\n"), (10, 20));
     }
 
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (f, text) in files {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        d
+    }
+
+    #[test]
+    fn a_v2_cgroup_reads_in_base_units() {
+        let d = tree(&[
+            ("z/memory.current", "1000\n"),
+            ("z/memory.stat", "anon 600\nfile 400\ninactive_file 100\n"),
+            ("z/memory.max", "2000\n"),
+            ("z/memory.events", "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\n"),
+            ("z/memory.swap.current", "50\n"),
+            ("z/memory.swap.max", "max\n"),
+            (
+                "z/cpu.stat",
+                "usage_usec 3\nuser_usec 2\nsystem_usec 1\nnr_periods 10\nnr_throttled 4\nthrottled_usec 5\n",
+            ),
+            ("z/io.stat", "8:0 rbytes=10 wbytes=20\n"),
+            ("z/pids.current", "3\n"),
+            ("z/pids.max", "max\n"),
+        ]);
+        let h = [Hierarchy { mountpoint: d.path().to_path_buf(), controllers: true }];
+        let u = usage_in(&h, "/z").expect("usage");
+        assert_eq!(
+            (u.memory_bytes, u.memory_working_set_bytes, u.memory_rss_bytes, u.memory_cache_bytes),
+            (1000, 900, Some(600), Some(400))
+        );
+        assert_eq!(
+            (u.memory_limit_bytes, u.memory_over, u.oom_kills, u.swap_bytes, u.swap_limit_bytes),
+            (Some(2000), Some(7), Some(1), Some(50), None)
+        );
+        assert_eq!((u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns), (3000, Some(2000), Some(1000)));
+        assert_eq!((u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_ns), (Some(10), Some(4), Some(5000)));
+        assert_eq!(
+            (u.disk_read_bytes, u.disk_write_bytes, u.tasks, u.tasks_limit),
+            (Some(10), Some(20), Some(3), None)
+        );
+        // A path that climbs out is not read.
+        assert!(usage_in(&h, "/../etc").is_none());
+        assert!(usage_in(&h, "/missing").is_none());
+    }
+
+    #[test]
+    fn a_v1_cgroup_reads_across_hierarchies() {
+        let d = tree(&[
+            ("memory/z/memory.usage_in_bytes", "1000\n"),
+            ("memory/z/memory.stat", "total_rss 600\ntotal_cache 400\ntotal_inactive_file 100\n"),
+            ("memory/z/memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory/z/memory.failcnt", "2\n"),
+            ("memory/z/memory.memsw.usage_in_bytes", "1100\n"),
+            ("memory/z/memory.memsw.limit_in_bytes", "4000\n"),
+            ("cpu,cpuacct/z/cpuacct.usage", "123\n"),
+            ("cpu,cpuacct/z/cpuacct.stat", "user 3\nsystem 1\n"),
+            ("cpu,cpuacct/z/cpu.stat", "nr_periods 10\nnr_throttled 4\nthrottled_time 5\n"),
+            ("blkio/z/blkio.throttle.io_service_bytes", "8:0 Read 10\n8:0 Write 20\nTotal 30\n"),
+            ("pids/z/pids.current", "3\n"),
+            ("pids/z/pids.max", "100\n"),
+        ]);
+        let h: Vec<Hierarchy> = ["memory", "cpu,cpuacct", "blkio", "pids"]
+            .iter()
+            .map(|c| Hierarchy { mountpoint: d.path().join(c), controllers: true })
+            .collect();
+        let u = usage_in(&h, "/z").expect("usage");
+        assert_eq!((u.memory_bytes, u.memory_working_set_bytes, u.memory_limit_bytes), (1000, 900, None));
+        assert_eq!((u.memory_over, u.swap_bytes, u.swap_limit_bytes), (Some(2), Some(100), Some(4000)));
+        assert_eq!((u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns), (123, Some(30_000_000), Some(10_000_000)));
+        assert_eq!((u.cpu_throttled_periods, u.cpu_throttled_ns), (Some(4), Some(5)));
+        assert_eq!(
+            (u.disk_read_bytes, u.disk_write_bytes, u.tasks, u.tasks_limit),
+            (Some(10), Some(20), Some(3), Some(100))
+        );
+    }
+
     #[test]
     fn keyed_lines_skip_what_is_not_a_number() {
         let k = keyed("anon 5\nfile x\nmax 3\n");

@@ -69,6 +69,8 @@ fn debootstrap_image_installs_and_clones() {
     n.hull(&["dataset", "clone", &format!("zones/{uuid}@final"), "zones/vm"]).ok();
     assert!(n.zones().join("vm/root/usr/bin/apt").exists());
 
+    // The node's lxcfs: the zones below see their own memory in /proc (procps's free).
+    let _lx = Lxcfs::start(&n);
     // Two Debian zones: one where cloud-init configures the zone from its metadata, one where
     // cloud-init is switched off and hull's own first-boot unit runs the user-script.
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHullTestKey test@hull";
@@ -128,6 +130,9 @@ fn debootstrap_image_installs_and_clones() {
     assert_eq!(n.hull(&["zlogin", &plain, "cat", "/root/user-script-ran"]).ok(), "ran\n");
     assert_eq!(n.hull(&["zlogin", &plain, "systemctl", "is-active", "hull-mdata-execute"]).stdout.trim(), "active");
     assert_eq!(n.hull(&["zlogin", &plain, "hostname"]).ok(), "deb2\n");
+    // procps's free reads lxcfs's /proc/meminfo: the zone's cap, not the host's memory.
+    let free = n.hull(&["zlogin", &plain, "free", "-m"]).ok();
+    assert!(free.lines().any(|l| l.starts_with("Mem:") && l.split_whitespace().nth(1) == Some("512")), "{free}");
     // The tools by SmartOS's names, on the PATH.
     assert_eq!(n.hull(&["zlogin", &plain, "mdata-get", "sdc:alias"]).ok(), "deb2\n");
     // Its own machine id (the image's is empty).

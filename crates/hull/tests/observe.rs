@@ -159,6 +159,14 @@ fn the_vm_done_probe_fires_once_per_create_with_the_uuid() {
     assert!(out.iter().any(|l| l.starts_with("DONE create  1 [") && l.contains("ram")), "{out:?}");
 }
 
+/// CPUs' idle time so far, in CPU-seconds (/proc/stat's idle and iowait, at 100 Hz).
+fn host_idle_cpus() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpu: Vec<f64> =
+        stat.lines().next().expect("cpu line").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    (cpu[3] + cpu[4]) / 100.0
+}
+
 /// The value of the first sample of `name` whose labels hold `uuid`.
 fn sample(text: &str, name: &str, uuid: &str) -> Option<f64> {
     text.lines()
@@ -195,14 +203,21 @@ fn a_capped_zone_s_memory_and_cpu_read_the_same_in_zonememstat_zonestat_and_metr
     assert!(first.contains(r#"alias="capped""#) && first.contains(r#"brand="joyent-minimal""#), "{first}");
     assert!(first.contains("hull_pool_size_bytes") && first.contains(r#"hull_vms{state="running"} 1"#), "{first}");
 
-    // zonestat: about half a CPU, and the throttled counter rises between two scrapes.
+    // zonestat: never over the cap; about half a CPU, and the throttled counter rising,
+    // whenever the machine had half a CPU to give (the suite runs tests side by side).
+    let idle0 = host_idle_cpus();
+    let t0 = Instant::now();
     let z = n.hull(&["zonestat", "-j", "-z", "capped", "2", "1"]).ok();
+    let spare = (host_idle_cpus() - idle0) / t0.elapsed().as_secs_f64();
     let line: Value = serde_json::from_str(z.lines().last().expect("a line")).expect("json");
     let pct = line["zones"][0]["cpu_pct"].as_f64().expect("cpu_pct");
-    assert!((30.0..=70.0).contains(&pct), "cpu_cap=50 spins at {pct}%: {line}");
+    assert!(pct <= 60.0, "cpu_cap=50 spins at {pct}%: {line}");
     let second = scrape();
     let t = |s: &str| sample(s, "container_cpu_cfs_throttled_periods_total", &u).expect("throttled");
-    assert!(t(&second) > t(&first), "throttled {} then {}", t(&first), t(&second));
+    if spare + pct / 100.0 >= 0.6 {
+        assert!(pct >= 30.0, "cpu_cap=50 spins at {pct}% with {spare:.2} CPUs idle: {line}");
+        assert!(t(&second) > t(&first), "throttled {} then {}", t(&first), t(&second));
+    }
     let c = |s: &str| sample(s, "container_cpu_usage_seconds_total", &u).expect("cpu");
     assert!(c(&second) > c(&first));
     // Prometheus's own checker takes the whole scrape.
@@ -223,36 +238,6 @@ fn a_capped_zone_s_memory_and_cpu_read_the_same_in_zonememstat_zonestat_and_metr
     let vm = n.vm(&u);
     for k in ["usage", "rss", "cpu_ns", "stats"] {
         assert!(vm.get(k).is_none(), "vmadm get has {k}");
-    }
-}
-
-/// The node's lxcfs (`hull node lxcfs`, the service's method), stopped and unmounted on drop.
-struct Lxcfs {
-    child: Child,
-    at: std::path::PathBuf,
-}
-
-impl Lxcfs {
-    fn start(n: &TestNode) -> Lxcfs {
-        let child = n.cmd().args(["node", "lxcfs"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("lxcfs");
-        let at = n.root().join("var/hull/lxcfs");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !at.join("proc/meminfo").exists() {
-            assert!(Instant::now() < deadline, "lxcfs did not mount at {}", at.display());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Lxcfs { child, at }
-    }
-}
-
-impl Drop for Lxcfs {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        let _ = nix::mount::umount2(&self.at, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -506,3 +506,41 @@ impl Drop for Fleet {
         let _ = Command::new("ip").args(["netns", "delete", &self.underlay]).status();
     }
 }
+
+/// The node's lxcfs (`hull node lxcfs`, the service's method), stopped and unmounted on drop.
+#[allow(dead_code)]
+pub struct Lxcfs {
+    child: Child,
+    at: std::path::PathBuf,
+}
+
+impl Lxcfs {
+    #[allow(dead_code)]
+    pub fn start(n: &TestNode) -> Lxcfs {
+        let child = n
+            .cmd()
+            .args(["node", "lxcfs"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("lxcfs");
+        let at = n.root().join("var/hull/lxcfs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !at.join("proc/meminfo").exists() {
+            assert!(std::time::Instant::now() < deadline, "lxcfs did not mount at {}", at.display());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Lxcfs { child, at }
+    }
+}
+
+impl Drop for Lxcfs {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = nix::mount::umount2(&self.at, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
