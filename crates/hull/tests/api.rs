@@ -456,11 +456,16 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
 }
 
 /// A raw upload with curl: (status, body as JSON).
+/// PUT of a file's bytes. `Expect: 100-continue`, as a careful client sends it: a refusal
+/// before the body (no upload started) then comes back before any byte is sent. Without it
+/// curl sent the body into a connection the server had answered and closed, and under load
+/// saw the reset before the answer (code 0).
 fn put_file(api: &Server, path: &str, file: &std::path::Path) -> (u16, Value) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "300", "--unix-socket"])
         .arg(&api.sock)
-        .args(["-X", "PUT", "-H", "content-type: application/octet-stream", "--data-binary"])
+        .args(["-X", "PUT", "-H", "content-type: application/octet-stream", "-H", "Expect: 100-continue"])
+        .args(["--expect100-timeout", "30", "--data-binary"])
         .arg(format!("@{}", file.display()))
         .args(["-w", "\n%{http_code}"])
         .arg(format!("http://hull{path}"))
@@ -468,7 +473,11 @@ fn put_file(api: &Server, path: &str, file: &std::path::Path) -> (u16, Value) {
         .expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+    match code.trim().parse() {
+        Ok(c) if c != 0 => (c, serde_json::from_str(body).unwrap_or(Value::Null)),
+        // No answer: what curl said, for the failure's message.
+        _ => (0, Value::String(String::from_utf8_lossy(&out.stderr).into_owned())),
+    }
 }
 
 fn sha1_of(path: &std::path::Path) -> String {
