@@ -85,8 +85,7 @@ pub fn scrape(node: &Node, vm: &Vmadm) -> Result<String, String> {
     let rxp = nic_counter(&mut r, "container_network_receive_packets", "Packets the VM received on a NIC");
     let txp = nic_counter(&mut r, "container_network_transmit_packets", "Packets the VM sent on a NIC");
     let rxd = nic_counter(&mut r, "container_network_receive_packets_dropped", "Packets to the VM dropped on a NIC");
-    let txd =
-        nic_counter(&mut r, "container_network_transmit_packets_dropped", "Packets from the VM dropped on a NIC");
+    let txd = nic_counter(&mut r, "container_network_transmit_packets_dropped", "Packets from the VM dropped on a NIC");
     let by_state = Family::<StateLabel, Gauge>::default();
     r.register("hull_vms", "VMs on the node by state", by_state.clone());
 
