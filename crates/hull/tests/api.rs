@@ -643,3 +643,30 @@ fn a_console_log_made_a_link_or_a_fifo_gives_nothing_of_the_host_and_holds_nothi
     let _ = std::fs::remove_file(&log);
     api.change("DELETE", &format!("/vms/{vm}"), None);
 }
+
+#[test]
+fn a_refused_upload_is_answered_even_to_a_client_still_sending() {
+    let n = TestNode::new("256M");
+    let api = Server::start(&n, &[], &[]);
+    let body = n.root().join("half-meg");
+    std::fs::write(&body, vec![1u8; 512 << 10]).expect("write");
+    // No Expect header (curl adds one only past 1 MiB): the body is on its way when the
+    // server refuses; the server reads it off before closing, so the answer arrives.
+    for _ in 0..5 {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--unix-socket"])
+            .arg(&api.sock)
+            .args(["-X", "PUT", "-H", "Expect:", "--data-binary"])
+            .arg(format!("@{}", body.display()))
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("http://hull/images/{}/file", uuid::Uuid::new_v4()))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.ends_with("\n404") && text.contains("UploadNotStarted"),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -168,17 +168,31 @@ pub async fn start_install(api: Arc<Api>, body: serde_json::Map<String, Value>) 
 
 /// `PUT /images/UUID/file`: the file of an install started with its manifest, streamed to
 /// disk (refused past the manifest's size), then installed by a job.
+/// Reads and drops what a refused upload's client is still sending (up to 1 MiB, for at
+/// most 5 s) before the answer: closing on unread bytes resets the connection, and a client
+/// still writing (over TLS above all) then sees the reset instead of the answer. A larger
+/// body should have been sent with `Expect: 100-continue`, which gets the answer first.
+async fn linger(body: Body) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), axum::body::to_bytes(body, 1 << 20)).await;
+}
+
 pub async fn upload(api: Arc<Api>, uuid: uuid::Uuid, body: Body) -> ApiResult<Response> {
     let dir = uploads(&api);
     let manifest_path = dir.join(format!("{uuid}.json"));
-    let text = tokio::fs::read_to_string(&manifest_path).await.map_err(|_| {
-        ApiError::not_found(
+    let Ok(text) = tokio::fs::read_to_string(&manifest_path).await else {
+        linger(body).await;
+        return Err(ApiError::not_found(
             "UploadNotStarted",
             format!("no install of image {uuid} started: POST /images?action=install"),
-        )
-    })?;
-    let manifest = Manifest::parse(&text)
-        .map_err(|e| ApiError::bad_request("BadManifest", format!("the stored manifest: {e}")))?;
+        ));
+    };
+    let manifest = match Manifest::parse(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            linger(body).await;
+            return Err(ApiError::bad_request("BadManifest", format!("the stored manifest: {e}")));
+        }
+    };
     let size = manifest.files.first().map_or(0, |f| f.size);
     let tmp = dir.join(format!("{uuid}.{}.part", uuid::Uuid::new_v4()));
     if let Err(e) = receive(body, &tmp, size, uuid).await {
