@@ -295,9 +295,15 @@ fn s_len(s: &str, i: usize) -> usize {
     s[i..].chars().next().map_or(1, char::len_utf8)
 }
 
+/// Whether bpftrace can take `name` between quotes as it is (no quote, backslash or
+/// control character, and within bpftrace's 64-byte strings).
+pub fn fits_in_string(name: &str) -> bool {
+    name.len() <= 63 && !name.chars().any(|c| c == '"' || c == '\\' || c.is_control())
+}
+
 /// A string bpftrace takes between quotes.
 fn quoted(name: &str) -> Result<String, TraceError> {
-    if name.chars().any(|c| c == '"' || c == '\\' || c.is_control()) || name.len() > 63 {
+    if !fits_in_string(name) {
         return Err(TraceError::BadName(name.to_string()));
     }
     Ok(format!("\"{name}\""))

@@ -70,6 +70,6 @@ fn lxcfs(node: &Node) -> CmdResult {
     }
     std::fs::create_dir_all(&at).map_err(|e| Failure::new(1, format!("create {}: {e}", at.display())))?;
     let pid = node.var_dir().join("lxcfs.pid");
-    let err = std::process::Command::new("lxcfs").arg("-f").arg("-p").arg(&pid).arg(&at).exec();
+    let err = std::process::Command::new(hull_exec::tool("lxcfs")).arg("-f").arg("-p").arg(&pid).arg(&at).exec();
     Err(Failure::new(1, format!("run lxcfs (Debian: apt-get install lxcfs): {err}")))
 }

@@ -117,10 +117,7 @@ pub fn run(node: &Node, a: TraceArgs) -> CmdResult {
     let named: Vec<Zone> = zones
         .iter()
         .filter_map(|(uuid, alias, ns)| {
-            let name = alias
-                .clone()
-                .filter(|a| a.len() < 64 && !a.chars().any(|c| c == '"' || c == '\\' || c.is_control()))
-                .unwrap_or(uuid.clone());
+            let name = alias.clone().filter(|a| hull_spec::trace::fits_in_string(a)).unwrap_or(uuid.clone());
             ns.map(|pidns| Zone { pidns, name })
         })
         .collect();
@@ -173,9 +170,9 @@ fn own_level() -> u32 {
         .unwrap_or(0)
 }
 
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+/// A host tool from the system directories (never the caller's PATH), if installed.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    Some(hull_exec::tool(name)).filter(|p| p.is_absolute())
 }
 
 /// Refuses, before bpftrace fails obscurely, probes this kernel cannot attach.
