@@ -339,3 +339,29 @@ fn an_alias_made_to_break_out_of_a_string_is_never_put_in_the_program() {
     let r = n.hull(&["trace", "-z", "twin", "-e", "BEGIN { exit(); }"]);
     assert!(r.code == 2 && r.stderr.contains("names 2 zones"), "{}", r.stderr);
 }
+
+#[test]
+fn an_alias_made_to_forge_series_stays_one_escaped_label_in_metrics() {
+    let n = TestNode::new("256M");
+    let img = n.busybox();
+    // (vmadm refuses control characters in an alias; quotes, braces and backslashes pass.)
+    let alias = "x\"} 1 hull_vms{state=\"forged\"} 99 \\";
+    let u = zone(&n, &img, alias, json!({"autoboot": false}));
+    let api = Server::start(&n, &[], &[]);
+    let text = match api.call("GET", "/metrics", None) {
+        (200, Value::String(s)) => s,
+        other => panic!("/metrics: {other:?}"),
+    };
+    assert!(!text.lines().any(|l| l.starts_with("hull_vms{state=\"forged\"}")), "{text}");
+    assert!(text.contains(r#"alias="x\"} 1 hull_vms{state=\"forged\"} 99 \\""#), "escaped once, in its label: {text}");
+    assert_eq!(text.matches("# TYPE hull_vms ").count(), 1, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("container_spec_memory_limit_bytes{") && l.contains(&u)), "{text}");
+    let f = n.root().join("metrics.txt");
+    std::fs::write(&f, &text).expect("write");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&f).expect("open"))
+        .output()
+        .expect("promtool");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
