@@ -57,7 +57,12 @@ impl Hull {
 
     /// `vmadm create`; returns the uuid and the milliseconds it took.
     pub fn create(&self, payload: &serde_json::Value) -> Result<(String, f64), String> {
-        let f = self.root.join("payload.json");
+        self.create_from(payload, "payload.json")
+    }
+
+    /// [`Hull::create`] with the payload in `<root>/<file>` (one per parallel creator).
+    pub fn create_from(&self, payload: &serde_json::Value, file: &str) -> Result<(String, f64), String> {
+        let f = self.root.join(file);
         std::fs::write(&f, payload.to_string()).map_err(|e| e.to_string())?;
         let t = Instant::now();
         let out = self.run(&["vmadm", "create", "-f", &f.to_string_lossy()])?;

@@ -54,6 +54,32 @@ pub fn mounts() -> Vec<Mount> {
     parse(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
 }
 
+/// Whether `path` (links followed) is the root of a mount. One statx, however many mounts
+/// the host has: reading mountinfo costs more with every zone that runs (each has a few),
+/// and the paths a create or a boot checks are hull's own. What cannot be looked at is not
+/// a mountpoint.
+pub fn is_mountpoint(path: &Path) -> bool {
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+    match statx(CWD, path, AtFlags::empty(), StatxFlags::BASIC_STATS) {
+        Ok(st) => {
+            let attr = st.stx_attributes;
+            let mask = st.stx_attributes_mask;
+            if mask.contains(StatxAttributes::MOUNT_ROOT) {
+                attr.contains(StatxAttributes::MOUNT_ROOT)
+            } else {
+                // A kernel before 5.8 does not say: ask mountinfo.
+                mount_at(path).is_some()
+            }
+        }
+        Err(_) => false,
+    }
+}
+
+/// The type of the filesystem at `path` (statfs's magic number), if it can be looked at.
+pub fn fs_magic(path: &Path) -> Option<i64> {
+    rustix::fs::statfs(path).ok().map(|s| s.f_type as i64)
+}
+
 /// The topmost mount at `path`, if `path` is a mountpoint.
 pub fn mount_at(path: &Path) -> Option<Mount> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;

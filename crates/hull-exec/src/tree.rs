@@ -221,13 +221,23 @@ impl Tree {
     /// Replaces `rel` with a file holding `data`: written beside it, synced, renamed over it,
     /// so the tree's owner sees the old file or the new one, never a half.
     pub fn write_file(&self, rel: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        self.write_renamed(rel, data, mode, true)
+    }
+
+    /// [`Tree::write_file`] without waiting for the disk: for a file hull writes again
+    /// whenever it is lost (a zone's `/etc/hostname` and `/etc/resolv.conf` at boot).
+    pub fn replace_file(&self, rel: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        self.write_renamed(rel, data, mode, false)
+    }
+
+    fn write_renamed(&self, rel: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
         check(rel)?;
         let name = rel.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
         let tmp = rel.with_file_name(format!(".{}.hull-tmp.{}", name.to_string_lossy(), std::process::id()));
         let mut f = self.create_file(&tmp, mode)?;
         let written = f.write_all(data).and_then(|()| {
             rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(mode))?;
-            f.sync_all()
+            if durable { f.sync_all() } else { Ok(()) }
         });
         drop(f);
         let done = written.and_then(|()| {

@@ -64,8 +64,8 @@ pub fn open(cfg: &PoolConfig, mnt: &Path) -> Result<Box<dyn Pool>> {
 /// Whether the pool is mounted at `mnt`.
 pub fn is_imported(cfg: &PoolConfig, mnt: &Path) -> bool {
     match cfg.backend {
-        PoolBackend::Zfs | PoolBackend::Btrfs => mountinfo::mount_at(mnt).is_some(),
-        PoolBackend::Dir => cfg.dir.is_none() || mountinfo::mount_at(mnt).is_some(),
+        PoolBackend::Zfs | PoolBackend::Btrfs => mountinfo::is_mountpoint(mnt),
+        PoolBackend::Dir => cfg.dir.is_none() || mountinfo::is_mountpoint(mnt),
     }
 }
 

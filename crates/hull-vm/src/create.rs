@@ -157,6 +157,7 @@ impl Vmadm {
     }
 
     fn create_untraced(&self, payload: &Value) -> Result<String> {
+        let mut ph = hull_exec::phase::Phases::new("create", "");
         // As SmartOS: a payload without a brand makes a joyent zone; properties the brand
         // does not have are dropped with a warning; null or blank ones are unset.
         let mut payload = payload.clone();
@@ -201,6 +202,7 @@ impl Vmadm {
             });
         }
         self.check_nics(&uuid, &mut cfg, None, &[])?;
+        ph.mark("validate");
         let _lock = self.lock(&uuid)?;
         if pool.exists(&ds(&uuid)?) {
             return Err(VmError::Exists(uuid));
@@ -228,7 +230,9 @@ impl Vmadm {
 
         let part = ds(&format!("{uuid}{PROVISIONING}"))?;
         let mut revert = Revert::new();
+        ph.mark("image");
         pool.clone_snapshot(&ds(&image.to_string())?.snapshot(hull_img::FINAL)?, &part)?;
+        ph.mark("clone");
         revert.push("destroy the clone", || {
             let _ = hull_storage::destroy(pool, &part, true);
         });
@@ -244,13 +248,16 @@ impl Vmadm {
         {
             pool.set_quota(&part, Some(q << 30))?;
         }
+        ph.mark("prepare the dataset");
         crate::write_config(&uuid, &pool.dataset_path(&part).join("config/vm.json"), &cfg)?;
+        ph.mark("write the config");
         hull_exec::failpoint("vm-create-configured");
         pool.rename(&part, &ds(&uuid)?)?;
         revert.disarm();
         hull_exec::failpoint("vm-create-whole");
         hull_zone::events::emit(&self.node.var_dir(), "create", &uuid, Vec::new());
         drop(_lock);
+        ph.mark("rename, event");
 
         self.autoboot(uuid, &cfg)
     }

@@ -94,9 +94,18 @@ impl Host for NodeHost {
     fn net_plug(&self, plan: &NetPlan) -> Result<()> {
         use hull_net::ns;
         let net = crate::network::net(&self.node)?;
-        // A namespace left by a zone that died without its supervisor goes first.
+        // A namespace left by a zone that died without its supervisor goes first, and
+        // whatever of its links that zone left (only a VM marked plugged can have any).
         ns::remove(plan.netns)?;
-        net.unplug_all(plan.uuid)?;
+        let marked = crate::network::plugged(&self.node, plan.uuid);
+        if marked {
+            net.unplug_all(plan.uuid)?;
+        }
+        if !plan.nics.is_empty() {
+            crate::network::mark_plugged(&self.node, plan.uuid)?;
+        } else if marked {
+            crate::network::unmark_plugged(&self.node, plan.uuid);
+        }
         match plan.userns {
             Some((userns, base)) => ns::create_with_userns(plan.netns, userns, &hull_zone::idmap::map(base))?,
             None => ns::create(plan.netns)?,

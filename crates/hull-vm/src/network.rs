@@ -30,12 +30,52 @@ pub fn net(node: &Node) -> Result<Net> {
 /// Unplugs a VM's NICs and removes its namespace; what is already gone is fine. Used by
 /// zoneadmd when a zone stops, and by every path that removes a zone.
 pub fn down(node: &Node, uuid: &str) -> Result<()> {
+    if !plugged(node, uuid) {
+        // Nothing of the VM's is on the node's switches or in its nftables: its namespaces
+        // are all it has, and they are its own.
+        ns::remove(&netns_path(node, uuid))?;
+        ns::remove(&userns_path(node, uuid))?;
+        return Ok(());
+    }
     let _lock = net_lock(node)?;
     let net = net(node)?;
     ns::remove(&netns_path(node, uuid))?;
     ns::remove(&userns_path(node, uuid))?;
     net.unplug_all(uuid)?;
+    unmark_plugged(node, uuid);
     Ok(())
+}
+
+/// A VM that has had a NIC plugged since its links were last all taken down has a mark
+/// here (`var/hull/plugged/UUID`), made before the first link and removed, under the
+/// network's lock, once `unplug_all` has run: a VM without one has nothing on the node's
+/// switches or in its nftables, and its start and stop look at neither (listing them costs a
+/// no-NIC zone's boot more than its namespaces do). The marks describe the kernel's state,
+/// which a reboot clears with them gone or not: they are not synced.
+fn plugged_mark(node: &Node, uuid: &str) -> PathBuf {
+    node.var_dir().join("plugged").join(uuid)
+}
+
+pub(crate) fn plugged(node: &Node, uuid: &str) -> bool {
+    plugged_mark(node, uuid).exists()
+}
+
+/// Marks the VM as having links; called with the network's lock held, before plugging.
+pub(crate) fn mark_plugged(node: &Node, uuid: &str) -> Result<()> {
+    let p = plugged_mark(node, uuid);
+    let io = |op: &'static str, path: &std::path::Path| {
+        let (vm, path) = (uuid.to_string(), path.to_path_buf());
+        move |source| VmError::Io { vm, op, path, source }
+    };
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    }
+    std::fs::write(&p, b"").map_err(io("write", &p))
+}
+
+/// Removes the mark once every link of the VM is gone; called with the network's lock held.
+pub(crate) fn unmark_plugged(node: &Node, uuid: &str) {
+    let _ = std::fs::remove_file(plugged_mark(node, uuid));
 }
 
 /// One network change at a time on a node: switches are shared between VMs, and two first
@@ -125,14 +165,20 @@ impl Vmadm {
     pub(crate) fn net_up(&self, uuid: &str, cfg: &Map<String, Value>, idmap: Option<u32>) -> Result<PathBuf> {
         let path = netns_path(&self.node, uuid);
         let r = (|| {
-            let _lock = net_lock(&self.node)?;
             let net = net(&self.node)?;
             let mut nics = parsed_nics(uuid, cfg, &net.cfg)?;
-            // Checked again under the lock, against the VMs that run: two creates at once
-            // cannot both plug the same MAC or address.
-            let clashes = hull_net::nic::conflicts(&nics, &self.others_nics(uuid, &net.cfg, true));
-            if !clashes.is_empty() {
-                return Err(bad_nics(uuid, clashes));
+            // A VM with no NICs and nothing left plugged touches nothing shared: it needs
+            // neither the network's lock nor a look at the other VMs (a boot that read every
+            // VM's config would grow slower with each VM on the node).
+            let shared = !nics.is_empty() || plugged(&self.node, uuid);
+            let _lock = if shared { Some(net_lock(&self.node)?) } else { None };
+            if !nics.is_empty() {
+                // Checked again under the lock, against the VMs that run: two creates at
+                // once cannot both plug the same MAC or address.
+                let clashes = hull_net::nic::conflicts(&nics, &self.others_nics(uuid, &net.cfg, true));
+                if !clashes.is_empty() {
+                    return Err(bad_nics(uuid, clashes));
+                }
             }
             self.dhcp_plan(uuid, cfg, &mut nics, &net)?;
             let userns = userns_path(&self.node, uuid);
@@ -177,6 +223,17 @@ impl Vmadm {
                 Some((dst.network(), dst.prefix_len(), gw))
             })
             .collect();
+        let dir = self.node.var_dir().join("z").join(uuid);
+        let path = dir.join("dhcp.json");
+        if nics.is_empty() {
+            // Nothing to answer: no responder.
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(VmError::Io { vm: uuid.into(), op: "remove", path, source: e })
+                }
+                _ => Ok(()),
+            };
+        }
         let guest = hull_spec::Brand::of(cfg).is_hvm();
         let others = self.others_nics(uuid, &net.cfg, false);
         let mut answers = Vec::new();
@@ -283,8 +340,6 @@ impl Vmadm {
             nics[i].answered = v4.is_some();
             answers.push(Answer { host_if, mac: nics[i].mac, v4, ra });
         }
-        let dir = self.node.var_dir().join("z").join(uuid);
-        let path = dir.join("dhcp.json");
         let io =
             |op: &'static str, e: std::io::Error| VmError::Io { vm: uuid.into(), op, path: path.clone(), source: e };
         std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
@@ -319,6 +374,9 @@ impl Vmadm {
         }
         self.dhcp_plan(uuid, cfg, &mut new, &net)?;
         let path = netns_path(&self.node, uuid);
+        if !new.is_empty() {
+            mark_plugged(&self.node, uuid)?;
+        }
         for o in old.iter().filter(|o| !new.iter().any(|n| n.interface == o.interface)) {
             net.unplug(uuid, &o.interface)?;
         }

@@ -105,12 +105,12 @@ impl Vmadm {
         }
         let put = |name: &str, text: String| -> Result<()> {
             let p = etc.join(name);
-            tree.write_file(&p, text.as_bytes(), 0o644).map_err(io("write", &p))
+            tree.replace_file(&p, text.as_bytes(), 0o644).map_err(io("write", &p))
         };
         let written = self.run_dir(uuid).join("hostname");
         if std::fs::read_to_string(&written).ok().as_deref() != Some(z.hostname.as_str()) {
             put("hostname", format!("{}\n", z.hostname))?;
-            hull_exec::write_atomic(&written, z.hostname.as_bytes()).map_err(|e| VmError::Io {
+            hull_exec::write_replace(&written, z.hostname.as_bytes()).map_err(|e| VmError::Io {
                 vm: uuid.into(),
                 op: "write",
                 path: written.clone(),
@@ -153,6 +153,7 @@ impl Vmadm {
     }
 
     fn start_untraced(&self, uuid: &str) -> Result<()> {
+        let mut ph = hull_exec::phase::Phases::new("start", uuid);
         let _lock = self.lock(uuid)?;
         self.require(uuid, hull_spec::Verb::Start, "start")?;
         let mut cfg = self.load(uuid)?;
@@ -166,6 +167,7 @@ impl Vmadm {
         let vm = crate::typed(uuid, &cfg)?;
         let hvm = vm.brand.is_hvm();
         let mut z = if hvm { self.kvm_zone(uuid, &cfg)? } else { self.zone_config(uuid, &cfg)? };
+        ph.mark("load");
         if !hvm {
             self.prepare_root(uuid, &mut z, &vm)?;
             // The metadata socket and the mdata tools, at /.zonecontrol as on SmartOS.
@@ -181,6 +183,7 @@ impl Vmadm {
                 });
             }
         }
+        ph.mark("prepare the root");
         let dir = self.run_dir(uuid);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
             vm: uuid.into(),
@@ -189,8 +192,9 @@ impl Vmadm {
             source: e,
         })?;
         z.netns = Some(self.net_up(uuid, &cfg, z.idmap.as_ref().map(|m| m.base))?);
+        ph.mark("network");
         let zone_json = dir.join("zone.json");
-        if let Err(e) = hull_exec::write_atomic(&zone_json, &serde_json::to_vec_pretty(&z).unwrap_or_default()) {
+        if let Err(e) = hull_exec::write_replace(&zone_json, &serde_json::to_vec_pretty(&z).unwrap_or_default()) {
             let _ = self.host.net_down(uuid);
             return Err(VmError::Io { vm: uuid.into(), op: "write", path: zone_json, source: e });
         }
@@ -203,6 +207,7 @@ impl Vmadm {
             }
             return Err(e);
         }
+        ph.mark("zoneadmd boots the zone");
         // As SmartOS's: a VM started by hand comes back when the node boots.
         let autoboot = cfg.insert("autoboot".into(), Value::Bool(true));
         if cfg.remove("failed").is_some() || autoboot != Some(Value::Bool(true)) {

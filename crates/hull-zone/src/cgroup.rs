@@ -106,10 +106,64 @@ pub struct Hierarchy {
     pub mountpoint: PathBuf,
     /// Has resource controllers (limits live here).
     pub controllers: bool,
+    /// How `/proc/PID/cgroup` names it: its controllers and name, sorted and joined by
+    /// commas (`cpu,cpuacct`, `name=systemd`); empty for v2.
+    pub key: String,
 }
 
-/// The host's cgroup hierarchies under /sys/fs/cgroup.
+/// The key of a hierarchy's line in `/proc/PID/cgroup` (`4:memory:/x` is `memory`).
+fn key_of(options: &str) -> String {
+    // Mount options that are neither a controller nor the hierarchy's name.
+    let other = |o: &str| {
+        (o.contains('=') && !o.starts_with("name="))
+            || matches!(o, "" | "rw" | "ro" | "none" | "xattr" | "noprefix" | "clone_children" | "cpuset_v2_mode")
+            || matches!(o, "favordynmods" | "nsdelegate")
+    };
+    let mut k: Vec<&str> = options.split(',').filter(|o| !other(o)).collect();
+    k.sort_unstable();
+    k.join(",")
+}
+
+/// Where this process is in each hierarchy, by key.
+fn own_cgroups() -> std::collections::HashMap<String, String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, keys, path) = (f.next()?, f.next()?, f.next()?);
+            Some((key_of(keys), path.to_string()))
+        })
+        .collect()
+}
+
+/// Moves this process to `rel` (relative to each mountpoint, "" for the root) in each
+/// hierarchy `pick` takes, where it is not there already. A move takes a lock that waits for
+/// an RCU grace period (several milliseconds), and the first of a burst pays it: a boot
+/// skips the moves it does not need.
+fn move_self(pick: impl Fn(&Hierarchy) -> bool, rel: &str, create: bool) -> std::io::Result<()> {
+    let here = own_cgroups();
+    let want = format!("/{}", rel.trim_matches('/'));
+    for h in hierarchies().into_iter().filter(|h| pick(h)) {
+        if here.get(&h.key).is_some_and(|p| *p == want) {
+            continue;
+        }
+        let dir = h.mountpoint.join(rel.trim_start_matches('/'));
+        if create {
+            std::fs::create_dir_all(&dir)?;
+        }
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())?;
+    }
+    Ok(())
+}
+
+/// The host's cgroup hierarchies under /sys/fs/cgroup, read once per process (a boot asks
+/// several times, and mountinfo grows with every zone that runs).
 pub fn hierarchies() -> Vec<Hierarchy> {
+    static ONCE: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(read_hierarchies).clone()
+}
+
+fn read_hierarchies() -> Vec<Hierarchy> {
     let mut out = Vec::new();
     for m in hull_exec::mountinfo::mounts() {
         if !m.mountpoint.starts_with("/sys/fs/cgroup") {
@@ -125,7 +179,8 @@ pub fn hierarchies() -> Vec<Hierarchy> {
             "cgroup2" => m.mountpoint == std::path::Path::new("/sys/fs/cgroup"),
             _ => continue,
         };
-        out.push(Hierarchy { mountpoint: m.mountpoint, controllers });
+        let key = if m.fstype == "cgroup" { key_of(&m.super_options) } else { String::new() };
+        out.push(Hierarchy { mountpoint: m.mountpoint, controllers, key });
     }
     out
 }
@@ -160,13 +215,7 @@ pub fn view(cgroup: &str) -> std::io::Result<Vec<serde_json::Value>> {
 /// Moves this process into the zone's cgroup in the hierarchies without controllers, so the
 /// zone's init starts there and its cgroup namespace is rooted there.
 pub fn join_unmanaged(cgroup: &str) -> std::io::Result<()> {
-    let rel = cgroup.trim_start_matches('/');
-    for h in hierarchies().into_iter().filter(|h| !h.controllers) {
-        let dir = h.mountpoint.join(rel);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())?;
-    }
-    Ok(())
+    move_self(|h| !h.controllers, cgroup, true)
 }
 
 /// Keeps the kernel's OOM killer off a zone's init while the zone has anything else to give
@@ -213,27 +262,19 @@ impl OomShield {
 
 /// Moves this process into the zone's cgroup in every hierarchy.
 pub fn join_all(cgroup: &str) -> std::io::Result<()> {
-    let rel = cgroup.trim_start_matches('/');
-    for h in hierarchies() {
-        std::fs::write(h.mountpoint.join(rel).join("cgroup.procs"), std::process::id().to_string())?;
-    }
-    Ok(())
+    move_self(|_| true, cgroup, false)
 }
 
 /// Moves this process to the root cgroup of every hierarchy: a zone's supervisor belongs to
 /// no service's contract (SMF gives zoneadmd a contract of its own), so stopping the service
 /// that started it (`system/zones`, or any script run by svc.startd) never kills it.
 pub fn leave_contracts() {
-    for h in hierarchies() {
-        let _ = std::fs::write(h.mountpoint.join("cgroup.procs"), std::process::id().to_string());
-    }
+    let _ = move_self(|_| true, "", false);
 }
 
 /// Moves this process back to the root of those hierarchies, so the zone's can go.
 pub fn leave_unmanaged() {
-    for h in hierarchies().into_iter().filter(|h| !h.controllers) {
-        let _ = std::fs::write(h.mountpoint.join("cgroup.procs"), std::process::id().to_string());
-    }
+    let _ = move_self(|h| !h.controllers, "", false);
 }
 
 /// Sets RLIMIT_MEMLOCK on every process of the zone (`max_locked_memory`, live): processes

@@ -117,7 +117,7 @@ pub fn mount_idmapped(src: &Path, dest: &Path, userns: impl AsFd) -> io::Result<
 /// Unmounts whatever is mounted at `dest` (detached, so a busy mount goes once its last user
 /// does); nothing there is fine.
 pub fn unmount(dest: &Path) {
-    while hull_exec::mountinfo::mounts().iter().any(|m| m.mountpoint == dest) {
+    while hull_exec::mountinfo::is_mountpoint(dest) {
         if nix::mount::umount2(dest, nix::mount::MntFlags::MNT_DETACH).is_err() {
             break;
         }

@@ -13,7 +13,10 @@ pub fn mountpoint(var_dir: &Path) -> PathBuf {
 
 /// Whether an lxcfs answers at `at` now.
 pub fn live(at: &Path) -> bool {
-    hull_exec::mountinfo::mounts().iter().any(|m| m.mountpoint == at && m.fstype == "fuse.lxcfs")
+    // A FUSE filesystem mounted at the node's own path: hull's lxcfs (a dead one answers
+    // statfs with ENOTCONN, and is not live). Not mountinfo: it grows with every zone.
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    hull_exec::mountinfo::is_mountpoint(at) && hull_exec::mountinfo::fs_magic(at) == Some(FUSE_SUPER_MAGIC)
 }
 
 /// The files a zone gets from lxcfs, as binds (only those this lxcfs serves).

@@ -66,6 +66,7 @@ impl Runtime {
         console_socket: Option<&Path>,
         seccomp_listener: Option<&Path>,
     ) -> Result<i32> {
+        let mut ph = hull_exec::phase::Phases::new("create-container", &z.id);
         let bundle = self.bundles.join(&z.id);
         std::fs::create_dir_all(&bundle).map_err(|e| ZoneError::Io {
             id: z.id.clone(),
@@ -100,10 +101,25 @@ impl Runtime {
         }
         let spec: oci_spec::runtime::Spec = serde_json::from_value(config).map_err(|e| err(&z.id, "build spec", e))?;
         spec.save(bundle.join("config.json")).map_err(|e| err(&z.id, "write spec", e))?;
+        ph.mark("bundle: idmapped root, spec");
         // A stale container of this id (a crash) must go before a new one can be made.
         if self.state_root.join(&z.id).exists() {
             self.delete(&z.id, &z.cgroup)?;
         }
+        // This process leaves the cgroups of whoever started it (a supervisor belongs to no
+        // service's contract: stopping the service that started it never kills it) and goes
+        // into the zone's own in the hierarchies without controllers (so init starts there,
+        // its cgroup namespace rooted there). Done last before libcontainer moves init's
+        // parent into the rest: the first move of a burst waits for an RCU grace period, and
+        // moves close after it do not wait again.
+        crate::cgroup::leave_contracts();
+        crate::cgroup::join_unmanaged(&z.cgroup).map_err(|e| ZoneError::Io {
+            id: z.id.clone(),
+            op: "join cgroup",
+            path: "/sys/fs/cgroup".into(),
+            source: e,
+        })?;
+        ph.mark("cgroups joined");
         let mut c = ContainerBuilder::new(z.id.clone(), SyscallType::default())
             .with_root_path(&self.state_root)
             .map_err(|e| err(&z.id, "state root", e))?
@@ -113,10 +129,12 @@ impl Runtime {
             .with_detach(true)
             .build()
             .map_err(|e| err(&z.id, "create", e))?;
+        ph.mark("libcontainer create");
         if let Err(e) = c.start() {
             let _ = self.delete(&z.id, &z.cgroup);
             return Err(err(&z.id, "start", e));
         }
+        ph.mark("libcontainer start");
         c.pid().map(|p| p.as_raw()).ok_or_else(|| err(&z.id, "start", "init has no pid"))
     }
 

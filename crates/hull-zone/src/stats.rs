@@ -288,7 +288,7 @@ mod tests {
             ("z/pids.current", "3\n"),
             ("z/pids.max", "max\n"),
         ]);
-        let h = [Hierarchy { mountpoint: d.path().to_path_buf(), controllers: true }];
+        let h = [Hierarchy { mountpoint: d.path().to_path_buf(), controllers: true, key: String::new() }];
         let u = usage_in(&h, "/z").expect("usage");
         assert_eq!(
             (u.memory_bytes, u.memory_working_set_bytes, u.memory_rss_bytes, u.memory_cache_bytes),
@@ -327,7 +327,7 @@ mod tests {
         ]);
         let h: Vec<Hierarchy> = ["memory", "cpu,cpuacct", "blkio", "pids"]
             .iter()
-            .map(|c| Hierarchy { mountpoint: d.path().join(c), controllers: true })
+            .map(|c| Hierarchy { mountpoint: d.path().join(c), controllers: true, key: c.to_string() })
             .collect();
         let u = usage_in(&h, "/z").expect("usage");
         assert_eq!((u.memory_bytes, u.memory_working_set_bytes, u.memory_limit_bytes), (1000, 900, None));

@@ -56,7 +56,7 @@ pub fn read_record(dir: &Path) -> Option<Record> {
 fn write_record(id: &str, dir: &Path, r: &Record) -> Result<()> {
     let p = record_path(dir);
     let text = serde_json::to_vec_pretty(r).unwrap_or_default();
-    hull_exec::write_atomic(&p, &text).map_err(|e| ZoneError::Io {
+    hull_exec::write_replace(&p, &text).map_err(|e| ZoneError::Io {
         id: id.to_string(),
         op: "write record",
         path: p,
@@ -118,6 +118,7 @@ pub(crate) fn fd_from(stream: &std::os::unix::net::UnixStream, missing: &str) ->
 /// `vmadm start` that waits for that word cannot race it): the zone's network goes there.
 pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File>, on_exit: &dyn Fn()) -> Result<i32> {
     let id = z.id.clone();
+    let mut ph = hull_exec::phase::Phases::new("boot", &z.id);
     let io = |op: &'static str, path: &Path| {
         let (id, path) = (id.clone(), path.to_path_buf());
         move |e: std::io::Error| ZoneError::Io { id, op, path, source: e }
@@ -138,10 +139,8 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
     for p in [&recv_path, &attach_path, &seccomp_path] {
         let _ = std::fs::remove_file(p);
     }
-    crate::cgroup::leave_contracts();
     let init = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let started = (|| {
-        crate::cgroup::join_unmanaged(&z.cgroup).map_err(io("join cgroup", Path::new("/sys/fs/cgroup")))?;
         let recv =
             if z.terminal { Some(UnixListener::bind(&recv_path).map_err(io("bind", &recv_path))?) } else { None };
         // libcontainer hands each filter's notification fd (init's, then each zlogin's) to
@@ -157,6 +156,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
             z.terminal.then_some(recv_path.as_path()),
             seccomp.is_some().then_some(seccomp_path.as_path()),
         )?;
+        ph.mark("container made and started");
         let pty = match &recv {
             Some(l) => Some(receive_pty(l).map_err(io("receive console", &recv_path))?),
             None => None,
@@ -202,6 +202,7 @@ pub fn run(rt: &Runtime, z: &ZoneConfig, dir: &Path, ready: Option<std::fs::File
             vec![crate::events::change("state", "stopped".into(), "running".into())],
         );
     }
+    ph.mark("record, event");
     tracing::info!(zone = %z.id, init = pid, "zone running");
     for r in &z.relays {
         relay(&z.id, r.clone());

@@ -44,6 +44,7 @@ pub fn zlogin(node: &Node, a: ZloginArgs) -> CmdResult {
 pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
     // Our own session: the command that started us, and its terminal, may go away.
     let _ = nix::unistd::setsid();
+    let mut ph = hull_exec::phase::Phases::new("zoneadmd", &a.uuid);
     let dir = node.var_dir().join("z").join(&a.uuid);
     let rt = hull_zone::runtime::Runtime::new(&node.var_dir());
     // The readiness line goes to the pipe on stdout; stdout itself then points at
@@ -82,6 +83,7 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
             }
         });
     }
+    ph.mark("read the zone, start its services");
     if a.monitor {
         if let Some(mut r) = ready {
             let _ = std::io::Write::write_all(&mut r, b"ok monitor\n");
