@@ -77,6 +77,8 @@ pub fn is_mountpoint(path: &Path) -> bool {
 
 /// The type of the filesystem at `path` (statfs's magic number), if it can be looked at.
 pub fn fs_magic(path: &Path) -> Option<i64> {
+    // f_type is i64 here and narrower on other targets.
+    #[allow(clippy::unnecessary_cast)]
     rustix::fs::statfs(path).ok().map(|s| s.f_type as i64)
 }
 

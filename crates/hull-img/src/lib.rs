@@ -22,9 +22,9 @@ use db::{Db, Record, Source};
 use hull_spec::Manifest;
 use hull_storage::{DatasetName, Node, Pool, SnapshotName, StorageError, lock};
 use sha1::Digest;
-use std::cell::OnceCell;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use uuid::Uuid;
 
 pub const FINAL: &str = "final";
@@ -67,7 +67,7 @@ pub enum Imported {
 pub struct Imgadm {
     node: Node,
     db: Db,
-    pool: OnceCell<Box<dyn Pool>>,
+    pool: OnceLock<Box<dyn Pool>>,
 }
 
 fn ds(uuid: &Uuid) -> DatasetName {
@@ -102,7 +102,7 @@ fn sha1_of(mut r: impl Read, path: &Path) -> Result<(String, u64)> {
 
 impl Imgadm {
     pub fn new(node: &Node) -> Imgadm {
-        Imgadm { node: node.clone(), db: Db::new(node.root()), pool: OnceCell::new() }
+        Imgadm { node: node.clone(), db: Db::new(node.root()), pool: OnceLock::new() }
     }
 
     /// The node's pool (made or mounted on first use), after stale partial installs and

@@ -15,6 +15,14 @@ pub const TOOLS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mdata"));
 /// libhull-brandz.so (client/brandz.rs): `uname -v` as an LX zone's, for cloud-init.
 pub const BRANDZ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libhull-brandz.so"));
 
+/// What identifies [`TOOLS`] and [`BRANDZ`] as built (a hash and the length of each), so a
+/// node knows its copies are current without reading them.
+pub const BUILD_SUMS: &str = concat!(
+    include_str!(concat!(env!("OUT_DIR"), "/mdata.sum")),
+    " ",
+    include_str!(concat!(env!("OUT_DIR"), "/libhull-brandz.so.sum"))
+);
+
 /// The names the tools answer to.
 pub const TOOL_NAMES: &[&str] = &["mdata-get", "mdata-put", "mdata-delete", "mdata-list", "mdata-execute"];
 

@@ -179,6 +179,19 @@ impl Vmadm {
         Vmadm::with_host(node, Box::new(host::NodeHost { node: node.clone(), exe }))
     }
 
+    /// Opens the node's vmadm to read it (`list`, `get`, `lookup`), repairing nothing: a
+    /// reader changes nothing, and a listing of many VMs does not also read every running
+    /// zone's record. What a crash left shows as it is (a running zone whose supervisor
+    /// died is still running) until the next command that acts.
+    pub fn open_to_read(node: &Node, exe: PathBuf) -> Result<Vmadm> {
+        Ok(Vmadm {
+            node: node.clone(),
+            img: hull_img::Imgadm::new(node),
+            rt: hull_zone::runtime::Runtime::new(&node.var_dir()),
+            host: Box::new(host::NodeHost { node: node.clone(), exe }),
+        })
+    }
+
     /// A vmadm whose host effects go through `host` (a test's fake).
     pub fn with_host(node: &Node, host: Box<dyn host::Host>) -> Result<Vmadm> {
         let v = Vmadm {
@@ -222,13 +235,27 @@ impl Vmadm {
 
     /// A VM's stored properties.
     pub fn load(&self, uuid: &str) -> Result<Map<String, Value>> {
+        Ok(self.load_stamped(uuid)?.0)
+    }
+
+    /// [`Vmadm::load`], with when the config was last written (from the open file, not a
+    /// second lookup of its path).
+    pub(crate) fn load_stamped(&self, uuid: &str) -> Result<(Map<String, Value>, Option<std::time::SystemTime>)> {
+        use std::io::Read;
         let p = self.config_path(uuid)?;
-        let text = std::fs::read_to_string(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => VmError::NotFound(uuid.to_string()),
-            _ => VmError::Io { vm: uuid.into(), op: "read", path: p.clone(), source: e },
-        })?;
-        match serde_json::from_str(&text) {
-            Ok(Value::Object(m)) => Ok(m),
+        let io = |p: &std::path::Path| {
+            let (vm, path) = (uuid.to_string(), p.to_path_buf());
+            move |e: std::io::Error| match e.kind() {
+                std::io::ErrorKind::NotFound => VmError::NotFound(vm),
+                _ => VmError::Io { vm, op: "read", path, source: e },
+            }
+        };
+        let mut f = std::fs::File::open(&p).map_err(io(&p))?;
+        let modified = f.metadata().and_then(|m| m.modified()).ok();
+        let mut text = Vec::new();
+        f.read_to_end(&mut text).map_err(io(&p))?;
+        match serde_json::from_slice(&text) {
+            Ok(Value::Object(m)) => Ok((m, modified)),
             Ok(_) => Err(VmError::Corrupt { vm: uuid.into(), path: p, source: None }),
             Err(e) => Err(VmError::Corrupt { vm: uuid.into(), path: p, source: Some(e) }),
         }
@@ -246,6 +273,15 @@ impl Vmadm {
     /// Uuids of every VM on the node.
     pub fn uuids(&self) -> Result<Vec<String>> {
         let pool = self.pool()?;
+        let mut out = self.candidates()?;
+        out.retain(|n| pool.mountpoint().join(n).join("config/vm.json").is_file());
+        Ok(out)
+    }
+
+    /// The pool's datasets named by a uuid alone, sorted: every VM, and any whose create or
+    /// delete is under way (its config may be gone); one look at the pool's directory.
+    pub(crate) fn candidates(&self) -> Result<Vec<String>> {
+        let pool = self.pool()?;
         let rd = match std::fs::read_dir(pool.mountpoint()) {
             Ok(rd) => rd,
             Err(_) => return Ok(Vec::new()),
@@ -256,7 +292,6 @@ impl Vmadm {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.parse::<uuid::Uuid>().is_ok_and(|u| u.to_string() == *n))
-            .filter(|n| pool.mountpoint().join(n).join("config/vm.json").is_file())
             .collect();
         out.sort();
         Ok(out)
@@ -290,7 +325,15 @@ impl Vmadm {
                 }
             }
         }
-        for uuid in self.uuids()? {
+        // Only VMs that have run have a run directory (and a record): not a read of every
+        // VM's config.
+        let runs = std::fs::read_dir(self.node.var_dir().join("z")).into_iter().flatten().flatten();
+        let mut ran: Vec<String> = runs
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<uuid::Uuid>().is_ok_and(|u| u.to_string() == *n))
+            .collect();
+        ran.sort();
+        for uuid in ran {
             let dir = self.run_dir(&uuid);
             let Some(rec) = hull_zone::supervisor::read_record(&dir) else { continue };
             if rec.state != "running" || hull_zone::supervisor::alive(rec.zoneadmd) {

@@ -46,16 +46,23 @@ impl Vmadm {
     pub(crate) fn zone_control(&self, uuid: &str) -> Result<PathBuf> {
         let shared = self.node.var_dir().join("mdata");
         std::fs::create_dir_all(&shared).map_err(io(uuid, "create directory", &shared))?;
+        // The node's copies of the tools, rewritten when the stamp beside them does not name
+        // this build's (not read and compared at each boot: the tools are a megabyte).
+        let stamp = shared.join(".build");
+        let current = std::fs::read_to_string(&stamp).is_ok_and(|s| s == hull_mdata::BUILD_SUMS);
         let shared_copy = |name: &str, bytes: &[u8]| -> Result<PathBuf> {
             let p = shared.join(name);
-            if std::fs::read(&p).ok().as_deref() != Some(bytes) {
+            if !current || !p.is_file() {
                 hull_exec::write_atomic(&p, bytes).map_err(io(uuid, "write", &p))?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", &p))?;
             }
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).map_err(io(uuid, "chmod", &p))?;
             Ok(p)
         };
         let tool = shared_copy("mdata", hull_mdata::TOOLS)?;
         let brandz = shared_copy("libhull-brandz.so", hull_mdata::BRANDZ)?;
+        if !current {
+            hull_exec::write_atomic(&stamp, hull_mdata::BUILD_SUMS.as_bytes()).map_err(io(uuid, "write", &stamp))?;
+        }
         let dir = control_dir(&self.run_dir(uuid));
         let (bin, lib) = (dir.join("bin"), dir.join("lib"));
         for d in [&dir, &bin, &lib] {

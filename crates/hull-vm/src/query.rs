@@ -94,7 +94,7 @@ impl Vmadm {
 
     /// `get`, given the pool's listing (one listing serves a whole `list`).
     fn get_with(&self, uuid: &str, all: Option<&[hull_storage::DatasetInfo]>) -> Result<Map<String, Value>> {
-        let mut cfg = self.load(uuid)?;
+        let (mut cfg, modified) = self.load_stamped(uuid)?;
         let st = self.state(uuid, &cfg);
         cfg.insert("state".into(), json!(st.state));
         cfg.insert("zone_state".into(), json!(st.state.zone_state()));
@@ -138,10 +138,7 @@ impl Vmadm {
         if hvm {
             cfg.entry("disks".to_string()).or_insert(json!([]));
         }
-        if let Ok(m) = self.config_path(uuid).and_then(|p| {
-            std::fs::metadata(&p).map_err(|e| VmError::Io { vm: uuid.into(), op: "inspect", path: p, source: e })
-        }) && let Ok(t) = m.modified()
-        {
+        if let Some(t) = modified {
             cfg.insert("last_modified".into(), json!(crate::iso8601(t)));
         }
         if st.state.is_running()
@@ -161,16 +158,34 @@ impl Vmadm {
 
     /// Every VM, as `get` shows it; `snapshots` only when asked for (it costs a listing of
     /// the pool, where the rest is one small file a VM).
+    ///
+    /// The VMs are read by as many threads as the machine has CPUs (each VM is a few small
+    /// files: the time is in the kernel's lookups and the JSON, not in waiting).
     pub fn list(&self, snapshots: bool) -> Result<Vec<Map<String, Value>>> {
-        let mut out = Vec::new();
         let all = if snapshots { Some(self.pool()?.list()?) } else { None };
-        for uuid in self.uuids()? {
-            match self.get_with(&uuid, all.as_deref()) {
-                Ok(v) => out.push(v),
-                Err(e) => tracing::warn!(vm = %uuid, "skipping: {e}"),
+        // Named like a VM; one whose config is gone (a delete in progress) is skipped below.
+        let uuids = self.candidates()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let per = uuids.len().div_ceil(threads).max(64);
+        let read = |chunk: &[String]| -> Vec<Map<String, Value>> {
+            let mut out = Vec::with_capacity(chunk.len());
+            for uuid in chunk {
+                match self.get_with(uuid, all.as_deref()) {
+                    Ok(v) => out.push(v),
+                    Err(VmError::NotFound(_)) => {}
+                    Err(e) => tracing::warn!(vm = %uuid, "skipping: {e}"),
+                }
             }
+            out
+        };
+        if uuids.len() <= per {
+            return Ok(read(&uuids));
         }
-        Ok(out)
+        Ok(std::thread::scope(|s| {
+            let parts: Vec<_> = uuids.chunks(per).map(|c| s.spawn(move || read(c))).collect();
+            // A reader that panicked lost its part; the others are still shown.
+            parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+        }))
     }
 
     /// Runs a command in a running zone with this process's stdio; returns its exit status.
@@ -256,6 +271,12 @@ impl Vmadm {
 /// The node's uuid, as SmartOS's sysinfo `UUID` and every VM's `server_uuid` give it: the
 /// machine's DMI product uuid where the firmware gives one, else its machine id made a uuid.
 pub fn node_uuid() -> String {
+    // Read once a process: `vmadm list` asks for each VM.
+    static ONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ONCE.get_or_init(read_node_uuid).clone()
+}
+
+fn read_node_uuid() -> String {
     let dmi = std::fs::read_to_string("/sys/class/dmi/id/product_uuid").ok().map(|s| s.trim().to_ascii_lowercase());
     if let Some(u) = dmi.filter(|u| uuid::Uuid::parse_str(u).is_ok()) {
         return u;

@@ -189,13 +189,19 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, Failure> {
         .map_err(|_| Failure::new(1, format!("unknown signal {s:?}")))
 }
 
-fn vm_row(v: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
-    serde_json::Value::Object(v.clone())
+fn vm_row(v: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    serde_json::Value::Object(v)
 }
 
 pub(crate) fn open(node: &Node) -> Result<Vmadm, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
     Ok(Vmadm::open(node, exe)?)
+}
+
+/// [`open`] for a command that only reads (see [`Vmadm::open_to_read`]).
+fn open_to_read(node: &Node) -> Result<Vmadm, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
+    Ok(Vmadm::open_to_read(node, exe)?)
 }
 
 pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
@@ -215,14 +221,14 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
                 println!("Successfully created VM {uuid}");
             }
         }
-        VmCmd::Get { uuid } => print_json(&open(node)?.get(&uuid)?),
+        VmCmd::Get { uuid } => print_json(&open_to_read(node)?.get(&uuid)?),
         VmCmd::List { columns, sort, no_header, parseable, json, filters } => {
-            let vm = open(node)?;
+            let vm = open_to_read(node)?;
             let snaps = json
                 || [&columns, &sort].iter().any(|c| c.contains("snapshots"))
                 || filters.iter().any(|f| f.field().starts_with("snapshots"));
             let mut rows: Vec<_> =
-                vm.list(snaps)?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+                vm.list(snaps)?.into_iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
             let keys = table::fields(&sort);
             rows.sort_by(|a, b| table::cmp_rows(a, b, &keys));
             if json {
@@ -238,10 +244,10 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             }
         }
         VmCmd::Lookup { json, one, columns, filters } => {
-            let vm = open(node)?;
+            let vm = open_to_read(node)?;
             let snaps = json || filters.iter().any(|f| f.field().starts_with("snapshots"));
             let rows: Vec<_> =
-                vm.list(snaps)?.iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+                vm.list(snaps)?.into_iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
             if one && rows.len() != 1 {
                 return Err(Failure::new(1, format!("requested exactly one VM, but {} matched", rows.len())));
             }
