@@ -184,12 +184,16 @@ impl Vmadm {
     /// zone's record. What a crash left shows as it is (a running zone whose supervisor
     /// died is still running) until the next command that acts.
     pub fn open_to_read(node: &Node, exe: PathBuf) -> Result<Vmadm> {
-        Ok(Vmadm {
+        let v = Vmadm {
             node: node.clone(),
             img: hull_img::Imgadm::new(node),
             rt: hull_zone::runtime::Runtime::new(&node.var_dir()),
             host: Box::new(host::NodeHost { node: node.clone(), exe }),
-        })
+        };
+        // What an interrupted create or receive left is not a VM, and goes (one look at the
+        // pool's directory).
+        v.repair_remains()?;
+        Ok(v)
     }
 
     /// A vmadm whose host effects go through `host` (a test's fake).
@@ -301,6 +305,12 @@ impl Vmadm {
     /// died before its VM was whole) is destroyed; a running zone whose supervisor died gets a new
     /// one; a zone whose init is gone is cleaned up. Only VMs whose lock is free are touched.
     pub fn repair(&self) -> Result<()> {
+        self.repair_remains()?;
+        self.repair_supervisors()
+    }
+
+    /// Destroys what interrupted creates and receives left.
+    fn repair_remains(&self) -> Result<()> {
         let pool = self.pool()?;
         let Ok(rd) = std::fs::read_dir(pool.mountpoint()) else { return Ok(()) };
         for e in rd.flatten() {
@@ -325,6 +335,12 @@ impl Vmadm {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A running zone whose supervisor died gets a new one; one whose init is gone too is
+    /// cleaned up.
+    fn repair_supervisors(&self) -> Result<()> {
         // Only VMs that have run have a run directory (and a record): not a read of every
         // VM's config.
         let runs = std::fs::read_dir(self.node.var_dir().join("z")).into_iter().flatten().flatten();

@@ -55,10 +55,21 @@ impl Vmadm {
                 "init exited {status}; {MAX_RESTARTS} restarts within {RESTART_WINDOW:?}: staying down"
             );
             let _ = std::fs::remove_file(&log);
-            // `vmadm list` says why it is down. Not waiting for the lock: a caller holding
-            // it (a stop) waits for this zoneadmd.
-            if let Ok(_lock) = self.lock(uuid) {
-                let _ = self.set_failed(uuid);
+            // `vmadm list` says why it is down. The lock may be held for a moment yet by
+            // the supervisor that restarted this zone (it lets go once it has read this one's
+            // word that init ran, and init can be gone by then); not waited for without end:
+            // a caller holding it may be waiting for this zoneadmd.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            loop {
+                if let Ok(_lock) = self.lock(uuid) {
+                    let _ = self.set_failed(uuid);
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    tracing::warn!(vm = uuid, "the VM stays busy: not marked failed");
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             return AfterExit::Stay;
         }

@@ -135,9 +135,33 @@ impl Runtime {
             return Err(err(&z.id, "start", e));
         }
         ph.mark("libcontainer start");
-        c.pid().map(|p| p.as_raw()).ok_or_else(|| err(&z.id, "start", "init has no pid"))
+        let pid = c.pid().map(|p| p.as_raw()).ok_or_else(|| err(&z.id, "start", "init has no pid"))?;
+        wait_exec(pid);
+        ph.mark("init execs");
+        Ok(pid)
     }
+}
 
+/// Waits (at most two seconds) until `pid`, libcontainer's init process, has exec'd the
+/// zone's init. libcontainer's start returns once it has told that process to go, a moment
+/// before the exec; until the exec the process is libcontainer's, not dumpable, and a zlogin
+/// right then could not read its namespaces (libcontainer's exec failed with "Unable to stat
+/// /proc/PID/ns/net"). Until then its executable is this one's (it is a fork of it).
+fn wait_exec(pid: i32) {
+    let ours = std::fs::read_link("/proc/self/exe").ok();
+    let exe = format!("/proc/{pid}/exe");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_link(&exe) {
+            Ok(p) if Some(&p) != ours.as_ref() => return,
+            // Gone (it exited, or failed to exec): the supervisor sees that.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            _ => std::thread::sleep(std::time::Duration::from_micros(200)),
+        }
+    }
+}
+
+impl Runtime {
     /// Sends a signal to init, or with `all` to every process in the zone's cgroup.
     ///
     /// Signals go straight to the processes: libcontainer's kill also rewrites the
