@@ -94,6 +94,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mountpoints_are_told_by_statx() {
+        assert!(is_mountpoint(Path::new("/")));
+        assert!(is_mountpoint(Path::new("/proc")));
+        let d = tempfile::tempdir().expect("tempdir");
+        assert!(!is_mountpoint(d.path()));
+        assert!(!is_mountpoint(&d.path().join("missing")));
+        assert_eq!(fs_magic(Path::new("/proc")), Some(0x9fa0), "procfs's magic");
+    }
+
+    #[test]
     fn parses_lines_with_optional_fields_and_escapes() {
         // cat /proc/self/mountinfo (two lines of it, one path with a space)
         let text = "\

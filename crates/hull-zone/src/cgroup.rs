@@ -325,3 +325,18 @@ pub fn set_io_weight(id: &str, cgroup: &str, priority: u64) -> Result<bool> {
     })?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn a_hierarchy_is_keyed_as_proc_pid_cgroup_names_it() {
+        // Mount options (mountinfo's super options) against /proc/self/cgroup's field.
+        assert_eq!(key_of("rw,memory"), "memory");
+        assert_eq!(key_of("rw,cpuacct,cpu"), "cpu,cpuacct");
+        assert_eq!(key_of("rw,xattr,release_agent=/x,name=systemd"), "name=systemd");
+        assert_eq!(key_of("rw,favordynmods,clone_children,pids"), "pids");
+        assert_eq!(key_of("memory"), key_of("rw,memory"));
+    }
+}
