@@ -245,6 +245,30 @@ impl Vmadm {
     /// [`Vmadm::load`], with when the config was last written (from the open file, not a
     /// second lookup of its path).
     pub(crate) fn load_stamped(&self, uuid: &str) -> Result<(Map<String, Value>, Option<std::time::SystemTime>)> {
+        self.load_with(uuid, |text| serde_json::from_slice(text))
+    }
+
+    /// [`Vmadm::load_stamped`] keeping only the top-level properties in `keys` and those a
+    /// VM's computed properties are made from.
+    pub(crate) fn load_picked(
+        &self,
+        uuid: &str,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<(Map<String, Value>, Option<std::time::SystemTime>)> {
+        use serde::de::DeserializeSeed;
+        self.load_with(uuid, |text| {
+            let mut de = serde_json::Deserializer::from_slice(text);
+            let m = Pick(keys).deserialize(&mut de)?;
+            de.end()?;
+            Ok(Value::Object(m))
+        })
+    }
+
+    fn load_with(
+        &self,
+        uuid: &str,
+        parse: impl Fn(&[u8]) -> serde_json::Result<Value>,
+    ) -> Result<(Map<String, Value>, Option<std::time::SystemTime>)> {
         use std::io::Read;
         let p = self.config_path(uuid)?;
         let io = |p: &std::path::Path| {
@@ -258,7 +282,7 @@ impl Vmadm {
         let modified = f.metadata().and_then(|m| m.modified()).ok();
         let mut text = Vec::new();
         f.read_to_end(&mut text).map_err(io(&p))?;
-        match serde_json::from_slice(&text) {
+        match parse(&text) {
             Ok(Value::Object(m)) => Ok((m, modified)),
             Ok(_) => Err(VmError::Corrupt { vm: uuid.into(), path: p, source: None }),
             Err(e) => Err(VmError::Corrupt { vm: uuid.into(), path: p, source: Some(e) }),
@@ -387,6 +411,39 @@ impl Vmadm {
             }
         }
         Ok(())
+    }
+}
+
+/// A config's top-level object with only some of its properties: what the computed ones
+/// need (brand, memory, failed, uuid, alias) and those named; the others are parsed past.
+struct Pick<'a>(&'a std::collections::BTreeSet<String>);
+
+/// What every row's computed properties are made from.
+const ALWAYS_PICKED: &[&str] = &["uuid", "alias", "brand", "max_physical_memory", "failed"];
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pick<'_> {
+    type Value = Map<String, Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+    type Value = Map<String, Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a VM's config (a JSON object)")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if self.0.contains(&k) || ALWAYS_PICKED.contains(&k.as_str()) {
+                let v: Value = map.next_value()?;
+                out.insert(k, v);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
     }
 }
 

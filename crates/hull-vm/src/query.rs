@@ -94,7 +94,22 @@ impl Vmadm {
 
     /// `get`, given the pool's listing (one listing serves a whole `list`).
     fn get_with(&self, uuid: &str, all: Option<&[hull_storage::DatasetInfo]>) -> Result<Map<String, Value>> {
-        let (mut cfg, modified) = self.load_stamped(uuid)?;
+        self.get_picked(uuid, all, None)
+    }
+
+    /// [`Vmadm::get_with`], with only the stored properties `pick` names (and those its
+    /// computed ones need) taken from the config: the rest is skipped by the parser, not
+    /// built. The computed properties (state, type, ram...) are always there.
+    fn get_picked(
+        &self,
+        uuid: &str,
+        all: Option<&[hull_storage::DatasetInfo]>,
+        pick: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<Map<String, Value>> {
+        let (mut cfg, modified) = match pick {
+            None => self.load_stamped(uuid)?,
+            Some(keys) => self.load_picked(uuid, keys)?,
+        };
         let st = self.state(uuid, &cfg);
         cfg.insert("state".into(), json!(st.state));
         cfg.insert("zone_state".into(), json!(st.state.zone_state()));
@@ -162,6 +177,18 @@ impl Vmadm {
     /// The VMs are read by as many threads as the machine has CPUs (each VM is a few small
     /// files: the time is in the kernel's lookups and the JSON, not in waiting).
     pub fn list(&self, snapshots: bool) -> Result<Vec<Map<String, Value>>> {
+        self.list_picked(snapshots, None)
+    }
+
+    /// [`Vmadm::list`] with only the stored properties `pick` names (the top-level names a
+    /// table's columns, sort keys and filters use) read from each config; every computed
+    /// property is there as in `list`. A listing of many VMs spends its time building the
+    /// properties nobody asked to see.
+    pub fn list_picked(
+        &self,
+        snapshots: bool,
+        pick: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<Vec<Map<String, Value>>> {
         let all = if snapshots { Some(self.pool()?.list()?) } else { None };
         // Named like a VM; one whose config is gone (a delete in progress) is skipped below.
         let uuids = self.candidates()?;
@@ -170,7 +197,7 @@ impl Vmadm {
         let read = |chunk: &[String]| -> Vec<Map<String, Value>> {
             let mut out = Vec::with_capacity(chunk.len());
             for uuid in chunk {
-                match self.get_with(uuid, all.as_deref()) {
+                match self.get_picked(uuid, all.as_deref(), pick) {
                     Ok(v) => out.push(v),
                     Err(VmError::NotFound(_)) => {}
                     Err(e) => tracing::warn!(vm = %uuid, "skipping: {e}"),

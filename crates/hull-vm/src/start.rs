@@ -170,12 +170,14 @@ impl Vmadm {
         ph.mark("load");
         if !hvm {
             self.prepare_root(uuid, &mut z, &vm)?;
+            ph.mark("hostname, resolvers, init");
             // The metadata socket and the mdata tools, at /.zonecontrol as on SmartOS.
             z.binds.push(hull_zone::Bind {
                 source: self.zone_control(uuid)?,
                 destination: "/.zonecontrol".into(),
                 writable: false,
             });
+            ph.mark("zone control");
             if !vm.privileged.unwrap_or(false) {
                 z.idmap = Some(hull_zone::Idmap {
                     base: hull_zone::idmap::base(self.idmap_slot(uuid)?),
@@ -183,7 +185,7 @@ impl Vmadm {
                 });
             }
         }
-        ph.mark("prepare the root");
+        ph.mark("id range");
         let dir = self.run_dir(uuid);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::Io {
             vm: uuid.into(),

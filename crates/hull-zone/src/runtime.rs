@@ -89,6 +89,7 @@ impl Runtime {
             let root = self.own_userns_mounts(z, &bundle, idmap)?;
             crate::spec::own_userns(&mut config, idmap, &root);
         }
+        ph.mark("idmapped root, cgroups delegated");
         let view = crate::cgroup::view(&z.cgroup).map_err(|e| ZoneError::Io {
             id: z.id.clone(),
             op: "prepare the cgroup view",
@@ -101,7 +102,7 @@ impl Runtime {
         }
         let spec: oci_spec::runtime::Spec = serde_json::from_value(config).map_err(|e| err(&z.id, "build spec", e))?;
         spec.save(bundle.join("config.json")).map_err(|e| err(&z.id, "write spec", e))?;
-        ph.mark("bundle: idmapped root, spec");
+        ph.mark("cgroup view, spec written");
         // A stale container of this id (a crash) must go before a new one can be made.
         if self.state_root.join(&z.id).exists() {
             self.delete(&z.id, &z.cgroup)?;

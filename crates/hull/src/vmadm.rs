@@ -189,6 +189,11 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, Failure> {
         .map_err(|_| Failure::new(1, format!("unknown signal {s:?}")))
 }
 
+/// The top-level property of each field path (`nics.0.ip` is `nics`).
+fn top_level(fields: impl Iterator<Item = String>) -> std::collections::BTreeSet<String> {
+    fields.map(|f| f.split('.').next().unwrap_or_default().to_string()).collect()
+}
+
 fn vm_row(v: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
     serde_json::Value::Object(v)
 }
@@ -227,8 +232,17 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             let snaps = json
                 || [&columns, &sort].iter().any(|c| c.contains("snapshots"))
                 || filters.iter().any(|f| f.field().starts_with("snapshots"));
-            let mut rows: Vec<_> =
-                vm.list(snaps)?.into_iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+            // A table reads only the properties it shows, sorts by or filters on.
+            let pick = (!json).then(|| {
+                let named = table::fields(&columns).into_iter().chain(table::fields(&sort));
+                top_level(named.chain(filters.iter().map(|f| f.field().to_string())))
+            });
+            let mut rows: Vec<_> = vm
+                .list_picked(snaps, pick.as_ref())?
+                .into_iter()
+                .map(vm_row)
+                .filter(|r| filters.iter().all(|f| f.matches(r)))
+                .collect();
             let keys = table::fields(&sort);
             rows.sort_by(|a, b| table::cmp_rows(a, b, &keys));
             if json {
@@ -246,8 +260,19 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
         VmCmd::Lookup { json, one, columns, filters } => {
             let vm = open_to_read(node)?;
             let snaps = json || filters.iter().any(|f| f.field().starts_with("snapshots"));
-            let rows: Vec<_> =
-                vm.list(snaps)?.into_iter().map(vm_row).filter(|r| filters.iter().all(|f| f.matches(r))).collect();
+            let pick = match (&columns, json) {
+                (_, false) => Some(top_level(filters.iter().map(|f| f.field().to_string()))),
+                (Some(c), true) => {
+                    Some(top_level(table::fields(c).into_iter().chain(filters.iter().map(|f| f.field().to_string()))))
+                }
+                (None, true) => None,
+            };
+            let rows: Vec<_> = vm
+                .list_picked(snaps, pick.as_ref())?
+                .into_iter()
+                .map(vm_row)
+                .filter(|r| filters.iter().all(|f| f.matches(r)))
+                .collect();
             if one && rows.len() != 1 {
                 return Err(Failure::new(1, format!("requested exactly one VM, but {} matched", rows.len())));
             }
