@@ -168,6 +168,50 @@ pub fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Logs to stderr at `HULL_LOG`'s levels (info by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HULL_LOG")
+        .unwrap_or_else(|_| "info,libcontainer=error,libcgroups=error".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// `hull-zoneadmd --root ROOT --node PREFIX [--monitor] UUID`: a zone's supervisor as a
+/// program of its own (src/bin/hull-zoneadmd.rs), which vmadm runs when it sits beside
+/// `hull`. The same code as `hull zoneadmd`, in a binary without the command line's, the
+/// API's or the image builder's code: it starts in a fraction of the time (a boot waits for
+/// it), and each running zone has one. Its arguments are vmadm's own, parsed by hand.
+pub fn zoneadmd_main() {
+    init_logging();
+    let mut args = std::env::args().skip(1);
+    let (mut root, mut prefix, mut monitor, mut uuid) = (None, None, false, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--root" => root = args.next(),
+            "--node" => prefix = args.next(),
+            "--monitor" => monitor = true,
+            _ if uuid.is_none() && !a.starts_with('-') => uuid = Some(a),
+            _ => {
+                eprintln!("hull-zoneadmd: unexpected argument {a:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let (Some(root), Some(prefix), Some(uuid)) = (root, prefix, uuid) else {
+        eprintln!("usage: hull-zoneadmd --root ROOT --node PREFIX [--monitor] UUID");
+        std::process::exit(2);
+    };
+    let result = Node::new(std::path::Path::new(&root), &prefix)
+        .map_err(Failure::from)
+        .and_then(|node| zone::zoneadmd(&node, zone::ZoneadmdArgs { monitor, uuid }));
+    finish("zoneadmd", result)
+}
+
 /// The binary's entry point (src/main.rs calls it).
 pub fn main() {
     let mut args: Vec<String> = std::env::args().collect();
@@ -178,15 +222,7 @@ pub fn main() {
     } else {
         "hull".to_string()
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HULL_LOG")
-        .unwrap_or_else(|_| "info,libcontainer=error,libcgroups=error".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .with_target(false)
-        .init();
+    init_logging();
 
     let cli = Cli::parse_from(args);
     // vmadm send and receive feed pipes of their own (btrfs send and receive) and see EPIPE

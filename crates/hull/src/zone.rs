@@ -18,8 +18,8 @@ pub struct ZloginArgs {
 pub struct ZoneadmdArgs {
     /// Watch a zone whose supervisor died, instead of starting it.
     #[arg(long)]
-    monitor: bool,
-    uuid: String,
+    pub monitor: bool,
+    pub uuid: String,
 }
 
 pub fn zlogin(node: &Node, a: ZloginArgs) -> CmdResult {
@@ -39,6 +39,16 @@ pub fn zlogin(node: &Node, a: ZloginArgs) -> CmdResult {
         std::process::exit(code);
     }
     Ok(())
+}
+
+/// The `hull` binary: this one, or the one beside `hull-zoneadmd` (what the metadata
+/// service and a restart run).
+fn hull_exe() -> Result<std::path::PathBuf, Failure> {
+    let me = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
+    if me.file_name().is_some_and(|n| n == "hull-zoneadmd") {
+        return Ok(me.with_file_name("hull"));
+    }
+    Ok(me)
 }
 
 pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
@@ -74,9 +84,9 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
         });
     }
     // The VM's metadata service: the OS zone's socket, or the guest's second serial port.
+    let exe = hull_exe()?;
     {
-        let (node, uuid) = (node.clone(), a.uuid.clone());
-        let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
+        let (node, uuid, exe) = (node.clone(), a.uuid.clone(), exe.clone());
         std::thread::spawn(move || {
             if let Err(e) = hull_vm::metadata::serve(&node, exe, &uuid) {
                 tracing::warn!(zone = %uuid, "metadata service: {e}");
@@ -93,7 +103,7 @@ pub fn zoneadmd(node: &Node, a: ZoneadmdArgs) -> CmdResult {
     }
     let status = hull_zone::supervisor::run(&rt, &z, &dir, ready, &on_exit).map_err(|e| Failure::new(1, e))?;
     tracing::info!(zone = %z.id, status, "init exited");
-    let vm = crate::vmadm::open(node)?;
+    let vm = hull_vm::Vmadm::open(node, exe)?;
     if vm.after_exit(&a.uuid, status) == hull_vm::AfterExit::Restart {
         tracing::warn!(zone = %z.id, status, "init exited without being asked to: booting the zone again");
         // A new supervisor takes over; this one ends once it reports.
