@@ -179,6 +179,19 @@ impl Vmadm {
         Vmadm::with_host(node, Box::new(host::NodeHost { node: node.clone(), exe }))
     }
 
+    /// Opens the node's vmadm for a command on one VM (`uuid`), or one that makes a VM
+    /// (None): what interrupted creates and receives left goes, and that VM, when its
+    /// zone's supervisor died, gets a new one. Not the sweep of every running zone that
+    /// [`Vmadm::open`] makes (at the node's boot, and when the API starts): a command's cost
+    /// does not grow with the zones that run.
+    pub fn open_for(node: &Node, exe: PathBuf, uuid: Option<&str>) -> Result<Vmadm> {
+        let v = Vmadm::open_to_read(node, exe)?;
+        if let Some(u) = uuid {
+            v.heal(u)?;
+        }
+        Ok(v)
+    }
+
     /// Opens the node's vmadm to read it (`list`, `get`, `lookup`), repairing nothing: a
     /// reader changes nothing, and a listing of many VMs does not also read every running
     /// zone's record. What a crash left shows as it is (a running zone whose supervisor
@@ -374,20 +387,29 @@ impl Vmadm {
             .collect();
         ran.sort();
         for uuid in ran {
-            let dir = self.run_dir(&uuid);
-            let Some(rec) = hull_zone::supervisor::read_record(&dir) else { continue };
-            if rec.state != "running" || hull_zone::supervisor::alive(rec.zoneadmd) {
-                continue;
-            }
-            let Ok(_g) = self.lock(&uuid) else { continue };
-            if rec.init_pid.is_some_and(hull_zone::supervisor::alive) {
-                tracing::info!(vm = %uuid, "the zone's supervisor died: attaching a new one");
-                self.host.boot(&uuid, true)?;
-            } else {
-                self.rt.delete(&uuid, &self.cgroup(&uuid))?;
-                self.host.net_down(&uuid)?;
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+            self.heal(&uuid)?;
+        }
+        Ok(())
+    }
+
+    /// [`Vmadm::repair_supervisors`] for one VM (one that is not a VM's uuid is left alone).
+    fn heal(&self, uuid: &str) -> Result<()> {
+        if uuid.parse::<uuid::Uuid>().map_or(true, |u| u.to_string() != uuid) {
+            return Ok(());
+        }
+        let dir = self.run_dir(uuid);
+        let Some(rec) = hull_zone::supervisor::read_record(&dir) else { return Ok(()) };
+        if rec.state != "running" || hull_zone::supervisor::alive(rec.zoneadmd) {
+            return Ok(());
+        }
+        let Ok(_g) = self.lock(uuid) else { return Ok(()) };
+        if rec.init_pid.is_some_and(hull_zone::supervisor::alive) {
+            tracing::info!(vm = %uuid, "the zone's supervisor died: attaching a new one");
+            self.host.boot(uuid, true)?;
+        } else {
+            self.rt.delete(uuid, &self.cgroup(uuid))?;
+            self.host.net_down(uuid)?;
+            let _ = std::fs::remove_dir_all(&dir);
         }
         Ok(())
     }

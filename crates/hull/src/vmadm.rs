@@ -203,6 +203,12 @@ pub(crate) fn open(node: &Node) -> Result<Vmadm, Failure> {
     Ok(Vmadm::open(node, exe)?)
 }
 
+/// [`open`] for a command on one VM, or one that makes a VM (see [`Vmadm::open_for`]).
+fn open_for(node: &Node, uuid: Option<&str>) -> Result<Vmadm, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
+    Ok(Vmadm::open_for(node, exe, uuid)?)
+}
+
 /// [`open`] for a command that only reads (see [`Vmadm::open_to_read`]).
 fn open_to_read(node: &Node) -> Result<Vmadm, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
@@ -213,7 +219,7 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
     match cmd {
         VmCmd::Create { file, json } => {
             let payload = read_payload(file.as_ref())?;
-            let vm = open(node)?;
+            let vm = open_for(node, None)?;
             let uuid = vm.create(&payload).map_err(|e| {
                 if let VmError::Invalid(errs) = &e {
                     eprintln!("{}", errs.to_json());
@@ -301,23 +307,23 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             }
         }
         VmCmd::Start { uuid } => {
-            open(node)?.start(&uuid)?;
+            open_for(node, Some(&uuid))?.start(&uuid)?;
             println!("Successfully started VM {uuid}");
         }
         VmCmd::Stop { uuid, force, timeout } => {
-            open(node)?.stop(&uuid, force, Duration::from_secs(timeout))?;
+            open_for(node, Some(&uuid))?.stop(&uuid, force, Duration::from_secs(timeout))?;
             println!("Successfully completed stop for VM {uuid}");
         }
         VmCmd::Reboot { uuid, force } => {
-            open(node)?.reboot(&uuid, force, Duration::from_secs(60))?;
+            open_for(node, Some(&uuid))?.reboot(&uuid, force, Duration::from_secs(60))?;
             println!("Successfully completed reboot for VM {uuid}");
         }
         VmCmd::Kill { signal, uuid } => {
-            open(node)?.kill(&uuid, parse_signal(&signal)?)?;
+            open_for(node, Some(&uuid))?.kill(&uuid, parse_signal(&signal)?)?;
             println!("Successfully sent {signal} to VM {uuid}");
         }
         VmCmd::Delete { uuid } => {
-            open(node)?.delete(&uuid)?;
+            open_for(node, Some(&uuid))?.delete(&uuid)?;
             println!("Successfully deleted VM {uuid}");
         }
         VmCmd::Update { uuid, file, assignments } => {
@@ -333,7 +339,7 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
                 }
                 serde_json::Value::Object(m)
             };
-            let report = open(node)?.update(&uuid, &payload).map_err(|e| {
+            let report = open_for(node, Some(&uuid))?.update(&uuid, &payload).map_err(|e| {
                 if let VmError::Invalid(errs) = &e {
                     eprintln!("{}", errs.to_json());
                 }
@@ -351,9 +357,9 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             }
             println!("Successfully updated VM {uuid}");
         }
-        VmCmd::Console { uuid } => console(&open(node)?.console_socket(&uuid)?)?,
+        VmCmd::Console { uuid } => console(&open_for(node, Some(&uuid))?.console_socket(&uuid)?)?,
         VmCmd::CreateSnapshot { uuid, name } => {
-            open(node)?.create_snapshot(&uuid, &name)?;
+            open_for(node, Some(&uuid))?.create_snapshot(&uuid, &name)?;
             println!("Created snapshot {name} for VM {uuid}");
         }
         VmCmd::Send { uuid } => {
@@ -361,7 +367,7 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
                 return Err(Failure::new(2, "vmadm send writes a binary stream: send it to a file or a pipe"));
             }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            match open(node)?.send(&uuid, &mut out) {
+            match open_for(node, Some(&uuid))?.send(&uuid, &mut out) {
                 Ok(n) => tracing::info!(vm = %uuid, bytes = n, "sent"),
                 // Its reader went away (`| head`, a closed connection): end quietly.
                 Err(e) if crate::chain(&e).contains("Broken pipe") => return Err(Failure::new(1, "")),
@@ -374,16 +380,16 @@ pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
             println!("Successfully received VM {uuid}");
         }
         VmCmd::RollbackSnapshot { uuid, name } => {
-            open(node)?.rollback_snapshot(&uuid, &name)?;
+            open_for(node, Some(&uuid))?.rollback_snapshot(&uuid, &name)?;
             println!("Rolled back VM {uuid} to snapshot {name}");
         }
         VmCmd::DeleteSnapshot { uuid, name } => {
-            open(node)?.delete_snapshot(&uuid, &name)?;
+            open_for(node, Some(&uuid))?.delete_snapshot(&uuid, &name)?;
             println!("Deleted snapshot {name} of VM {uuid}");
         }
         VmCmd::Events { follow, json, uuid } => events(node, follow, json, uuid.as_deref())?,
         VmCmd::Info { uuid, types } => {
-            let info = open(node)?.info(&uuid, &types)?;
+            let info = open_for(node, Some(&uuid))?.info(&uuid, &types)?;
             print_json(&info);
         }
         VmCmd::BootAll { keep_going } => {

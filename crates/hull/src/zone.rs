@@ -24,7 +24,7 @@ pub struct ZoneadmdArgs {
 
 pub fn zlogin(node: &Node, a: ZloginArgs) -> CmdResult {
     let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
-    let vm = hull_vm::Vmadm::open(node, exe)?;
+    let vm = hull_vm::Vmadm::open_for(node, exe, Some(&a.uuid))?;
     if a.console {
         return crate::vmadm::console(&vm.console_socket(&a.uuid)?);
     }
