@@ -2,7 +2,8 @@
 //!
 //! Installs a 500 MB image of random bytes into a fresh loop-backed btrfs pool, clones its
 //! `@final` until 1000 clones exist, and measures at N = 1, 100 and 1000 existing clones the
-//! latency of 51 more clones (hull's clone: one ioctl, in process). In the same run it times
+//! latency of 51 more clones (hull's clone: one ioctl, in process), each beside the bare
+//! snapshot ioctl on fds opened once (the floor, at the same N). In the same run it times
 //! the peers: `btrfs subvolume snapshot` run as a command, and a full copy (`cp -a`). Prints
 //! one JSON line. Needs root. `HULL_BENCH_IMAGE_MB` changes the image size.
 
@@ -103,6 +104,18 @@ fn measure(node: &Node, tmp: &std::path::Path, mb: usize) -> Result<String, Stri
         *made += 1;
         Ok(ms(t))
     };
+    // The floor: the bare snapshot ioctl on fds opened once, with nothing around it.
+    let src_fd = hull_storage::btrfs::ioctl::open_dir(&pool.mountpoint().join(&uuid).join(".snapshots/final"))
+        .map_err(|x| e(&x))?;
+    let parent_fd = hull_storage::btrfs::ioctl::open_dir(pool.mountpoint()).map_err(|x| e(&x))?;
+    let mut bare_made = 0usize;
+    let mut bare = || -> Result<f64, String> {
+        let name = format!("bare{bare_made:05}");
+        let t = Instant::now();
+        hull_storage::btrfs::ioctl::snapshot(&src_fd, &parent_fd, &name, false).map_err(|x| e(&x))?;
+        bare_made += 1;
+        Ok(ms(t))
+    };
     let mut levels = serde_json::Map::new();
     let mut p50_at = Vec::new();
     let mut used_after_100 = None;
@@ -114,15 +127,20 @@ fn measure(node: &Node, tmp: &std::path::Path, mb: usize) -> Result<String, Stri
                 used_after_100 = Some(pool.usage().map_err(|x| e(&x))?.used);
             }
         }
-        let mut lat = Vec::with_capacity(SAMPLES);
+        // Interleaved with the bare ioctl at the same N (its subvolumes count in N too).
+        let (mut lat, mut floor) = (Vec::with_capacity(SAMPLES), Vec::with_capacity(SAMPLES));
         for _ in 0..SAMPLES {
             lat.push(clone(&mut made)?);
+            floor.push(bare()?);
         }
         let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-        eprintln!("{level} clones: p50 {p50:.3} ms, p99 {p99:.3} ms");
+        let floor_p50 = pct(&mut floor, 0.5);
+        eprintln!("{level} clones: p50 {p50:.3} ms, p99 {p99:.3} ms; the bare ioctl p50 {floor_p50:.3} ms");
         p50_at.push(p50);
         levels.insert(format!("clone_p50_ms_n{level}"), p50.into());
         levels.insert(format!("clone_p99_ms_n{level}"), p99.into());
+        levels.insert(format!("peer_bare_ioctl_p50_ms_n{level}"), floor_p50.into());
+        levels.insert(format!("clone_over_bare_ioctl_n{level}"), (p50 / floor_p50).into());
     }
     let used_after_100 = used_after_100.ok_or("never reached 100 clones")?;
 
