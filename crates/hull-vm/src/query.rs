@@ -135,6 +135,45 @@ impl Vmadm {
         if !hvm {
             cfg.insert("ram".into(), cfg.get("max_physical_memory").cloned().unwrap_or(Value::Null));
         }
+        // With a pick (a table's), the rest is made only when named: at 10,000 VMs the
+        // dates and strings nobody shows cost a listing a tenth of its time.
+        let want = |k: &str| pick.is_none_or(|p| p.contains(k));
+        if pick.is_some() {
+            for (k, empty) in [("customer_metadata", json!({})), ("tags", json!({})), ("nics", json!([]))] {
+                if want(k) {
+                    cfg.entry(k.to_string()).or_insert(empty);
+                }
+            }
+            if want("last_modified")
+                && let Some(t) = modified
+            {
+                cfg.insert("last_modified".into(), json!(crate::iso8601(t)));
+            }
+            for (k, v) in [
+                ("v", json!(1)),
+                ("hvm", json!(hvm)),
+                ("server_uuid", json!(self.node_uuid())),
+                ("platform_buildstamp", json!(concat!("hull-", env!("CARGO_PKG_VERSION")))),
+            ] {
+                if want(k) {
+                    cfg.insert(k.into(), v);
+                }
+            }
+            if want("boot_timestamp")
+                && st.state.is_running()
+                && let Some(rec) = hull_zone::supervisor::read_record(&self.run_dir(uuid))
+            {
+                cfg.insert("boot_timestamp".into(), json!(crate::iso8601_secs(rec.started)));
+            }
+            if !want("internal_metadata")
+                && !want("routes")
+                && !want("firewall_enabled")
+                && !want("init_restarts")
+                && !want("disks")
+            {
+                return Ok(cfg);
+            }
+        }
         // What SmartOS's get always shows (test-defaults.js): empty collections rather than
         // absent ones, the VM object's version, and times as ISO 8601.
         cfg.insert("v".into(), json!(1));
@@ -180,9 +219,10 @@ impl Vmadm {
         self.list_picked(snapshots, None)
     }
 
-    /// [`Vmadm::list`] with only the stored properties `pick` names (the top-level names a
-    /// table's columns, sort keys and filters use) read from each config; every computed
-    /// property is there as in `list`. A listing of many VMs spends its time building the
+    /// [`Vmadm::list`] with only the properties `pick` names (the top-level names a table's
+    /// columns, sort keys and filters use) read from each config; of the computed ones,
+    /// state, type and ram always, the others when named. A listing of many VMs spends its
+    /// time building the
     /// properties nobody asked to see.
     pub fn list_picked(
         &self,
