@@ -197,12 +197,7 @@ impl Vmadm {
     /// zone's record. What a crash left shows as it is (a running zone whose supervisor
     /// died is still running) until the next command that acts.
     pub fn open_to_read(node: &Node, exe: PathBuf) -> Result<Vmadm> {
-        let v = Vmadm {
-            node: node.clone(),
-            img: hull_img::Imgadm::new(node),
-            rt: hull_zone::runtime::Runtime::new(&node.var_dir()),
-            host: Box::new(host::NodeHost { node: node.clone(), exe }),
-        };
+        let v = Vmadm::unrepaired(node, Box::new(host::NodeHost { node: node.clone(), exe }));
         // What an interrupted create or receive left is not a VM, and goes (one look at the
         // pool's directory).
         v.repair_remains()?;
@@ -211,14 +206,18 @@ impl Vmadm {
 
     /// A vmadm whose host effects go through `host` (a test's fake).
     pub fn with_host(node: &Node, host: Box<dyn host::Host>) -> Result<Vmadm> {
-        let v = Vmadm {
+        let v = Vmadm::unrepaired(node, host);
+        v.repair()?;
+        Ok(v)
+    }
+
+    fn unrepaired(node: &Node, host: Box<dyn host::Host>) -> Vmadm {
+        Vmadm {
             node: node.clone(),
             img: hull_img::Imgadm::new(node),
             rt: hull_zone::runtime::Runtime::new(&node.var_dir()),
             host,
-        };
-        v.repair()?;
-        Ok(v)
+        }
     }
 
     pub fn pool(&self) -> Result<&dyn Pool> {

@@ -83,8 +83,7 @@ impl Vmadm {
         let env = dir.join("cloud-init.env");
         let text = "LD_PRELOAD=/.zonecontrol/lib/libhull-brandz.so\n";
         if std::fs::read(&env).ok().as_deref() != Some(text.as_bytes()) {
-            hull_exec::write_replace(&env, text.as_bytes()).map_err(io(uuid, "write", &env))?;
-            std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).map_err(io(uuid, "chmod", &env))?;
+            hull_exec::write_atomic_mode(&env, text.as_bytes(), 0o644).map_err(io(uuid, "write", &env))?;
         }
         Ok(dir)
     }

@@ -198,21 +198,23 @@ fn vm_row(v: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
     serde_json::Value::Object(v)
 }
 
+/// This program, which runs each VM's supervisor.
+fn exe() -> Result<std::path::PathBuf, Failure> {
+    std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))
+}
+
 pub(crate) fn open(node: &Node) -> Result<Vmadm, Failure> {
-    let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
-    Ok(Vmadm::open(node, exe)?)
+    Ok(Vmadm::open(node, exe()?)?)
 }
 
 /// [`open`] for a command on one VM, or one that makes a VM (see [`Vmadm::open_for`]).
 fn open_for(node: &Node, uuid: Option<&str>) -> Result<Vmadm, Failure> {
-    let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
-    Ok(Vmadm::open_for(node, exe, uuid)?)
+    Ok(Vmadm::open_for(node, exe()?, uuid)?)
 }
 
 /// [`open`] for a command that only reads (see [`Vmadm::open_to_read`]).
 fn open_to_read(node: &Node) -> Result<Vmadm, Failure> {
-    let exe = std::env::current_exe().map_err(|e| Failure::new(1, format!("cannot find this program: {e}")))?;
-    Ok(Vmadm::open_to_read(node, exe)?)
+    Ok(Vmadm::open_to_read(node, exe()?)?)
 }
 
 pub fn run(node: &Node, cmd: VmCmd) -> CmdResult {
